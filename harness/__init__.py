@@ -1,0 +1,1 @@
+"""clbench harness: specs, the stage loop, evaluation, metrics, store, reports, CLI."""

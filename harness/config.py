@@ -1,0 +1,128 @@
+"""Sweep configs: YAML presets and files validated into typed dataclasses before any compute."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Literal, Optional
+
+import yaml
+
+from .errors import ConfigError
+from .suggest import did_you_mean
+from .typed import build, field
+
+PRESET_DIR = Path(__file__).parent / "presets"
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """How much data and compute each stage gets. Part of the benchmark protocol."""
+
+    learn_items: int = field(16, "items trained on per multiple-choice domain (recall is asked on these)", min=1)
+    transfer_items: int = field(16, "held-out items per domain, never trained on", min=1)
+    code_items: int = field(8, "MBPP items per code view (learn/recall and transfer)", min=1)
+    heldout_items: int = field(8, "HumanEval problems scored as the code domain's extra held-out view", min=0)
+    general_items: int = field(32, "items of the general-ability probe (MMLU social sciences + other)", min=1)
+    epochs: int = field(3, "passes over each domain's learn split", min=1)
+    batch_size: int = field(4, "training examples per optimisation step", min=1)
+    max_length: int = field(384, "token cap of one training example (prompt is cut from the left, EOS kept)", min=16)
+    max_new_tokens: int = field(128, "generation cap for code answers", min=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodEntry:
+    """One method variant in a sweep: a registered method, its label and its config overrides."""
+
+    method: str = field("full", "registered method name (see `clbench methods`) or path/to/file.py:Class")
+    label: str = field("", "name shown on the leaderboard; defaults to the method name")
+    config: dict = field({}, "overrides of the method's config fields")
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepConfig:
+    """A benchmark sweep: one model, one stream, methods x seeds."""
+
+    name: str = field("custom", "sweep name, recorded in every result")
+    model: str = field("smollm2-135m-instruct", "'smollm2-135m-instruct', 'tiny', a hub id or a local model dir")
+    precision: Literal["auto", "bf16", "fp32"] = field("auto", "auto = bf16 on CUDA, and on CPU only where a measured bf16 matmul is faster")
+    device: Literal["auto", "cpu", "cuda"] = field("auto", "auto = cuda when available")
+    stream: list[str] = field(["stem", "humanities", "code", "law"], "domain tasks in training order")
+    probes: list[str] = field(["general"], "probes scored after every stage, never trained on")
+    methods: list[MethodEntry] = field([], "method variants to compare")
+    seeds: list[int] = field([0], "one run per method per seed")
+    scorer: Literal["cloze", "letter"] = field("cloze", "multiple-choice scorer")
+    budget: Budget = field(Budget(), "data and compute per stage")
+    data_dir: Optional[str] = field(None, "dataset folder; default: $CLBENCH_DATA")
+    data_seed: int = field(1234, "picks which items form each split; fixed across methods and seeds")
+
+
+def _normalise_methods(raw, where):
+    if not isinstance(raw, list):
+        raise ConfigError(f"{where}.methods: expected a list of method names or mappings")
+    out = []
+    for i, m in enumerate(raw):
+        out.append({"method": m} if isinstance(m, str) else m)
+    return out
+
+
+def parse(data: dict, source: str) -> SweepConfig:
+    """Validate a config mapping; every error names `source` and the field."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of config keys")
+    data = dict(data)
+    if "methods" in data:
+        data["methods"] = _normalise_methods(data["methods"], source)
+    cfg = build(SweepConfig, data, source)
+    check(cfg, source)
+    return cfg
+
+
+def check(cfg: SweepConfig, source: str) -> None:
+    """Cross-field checks: known tasks and methods, method configs, non-empty lists."""
+    from methods.registry import resolve_method  # late: methods import the harness
+    from tasks.registry import DOMAINS, PROBES
+
+    if not cfg.stream:
+        raise ConfigError(f"{source}: stream is empty; list at least one of {', '.join(sorted(DOMAINS))}")
+    for i, name in enumerate(cfg.stream):
+        if name not in DOMAINS:
+            raise ConfigError(f"{source}: stream[{i}]: unknown task '{name}'; {did_you_mean(name, DOMAINS)}")
+    if len(set(cfg.stream)) != len(cfg.stream):
+        raise ConfigError(f"{source}: stream lists a task twice: {cfg.stream}")
+    for i, name in enumerate(cfg.probes):
+        if name not in PROBES:
+            raise ConfigError(f"{source}: probes[{i}]: unknown probe '{name}'; {did_you_mean(name, PROBES)}")
+    if not cfg.methods:
+        raise ConfigError(f"{source}: methods is empty; add e.g. `methods: [full, lora]`")
+    if not cfg.seeds:
+        raise ConfigError(f"{source}: seeds is empty; add e.g. `seeds: [0]`")
+    labels = set()
+    for i, entry in enumerate(cfg.methods):
+        cls = resolve_method(entry.method, where=f"{source}: methods[{i}].method")
+        build(cls.Config, entry.config, f"{source}: methods[{i}].config")
+        label = entry.label or entry.method
+        if label in labels:
+            raise ConfigError(f"{source}: methods[{i}]: label '{label}' is used twice; give each variant its own label")
+        labels.add(label)
+
+
+def load(path_or_preset: str) -> SweepConfig:
+    """Load a YAML file, or a preset by name ('quick', 'tiny')."""
+    path = Path(path_or_preset)
+    if not path.suffix and not path.exists():
+        path = PRESET_DIR / f"{path_or_preset}.yaml"
+        if not path.exists():
+            presets = [p.stem for p in PRESET_DIR.glob("*.yaml")]
+            raise ConfigError(f"unknown preset '{path_or_preset}'; {did_you_mean(path_or_preset, presets)}")
+    if not path.exists():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    return parse(data, str(path))
+
+
+def with_overrides(cfg: SweepConfig, **changes) -> SweepConfig:
+    """A copy of cfg with some top-level fields replaced (CLI flags)."""
+    return dataclasses.replace(cfg, **{k: v for k, v in changes.items() if v is not None})

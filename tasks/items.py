@@ -1,0 +1,44 @@
+"""The two kinds of evaluation item and how each becomes a chat prompt and a target reply."""
+from __future__ import annotations
+
+import dataclasses
+
+LETTERS = "ABCD"
+
+
+@dataclasses.dataclass(frozen=True)
+class MCItem:
+    """A four-option multiple-choice question."""
+
+    uid: str
+    question: str
+    options: tuple[str, str, str, str]
+    answer: int  # index into options
+    source: str  # file:line (or hub id) the row came from
+
+    def cloze_prompt(self) -> str:
+        return self.question.strip()
+
+    def letter_prompt(self) -> str:
+        lines = [self.question.strip(), ""]
+        lines += [f"{LETTERS[i]}. {o}" for i, o in enumerate(self.options)]
+        lines += ["", "Answer with the letter of the correct option."]
+        return "\n".join(lines)
+
+    def target(self) -> str:
+        """What is trained on: the answer's text (scoring by letter position does not learn, see README)."""
+        return str(self.options[self.answer]).strip()
+
+
+@dataclasses.dataclass(frozen=True)
+class CodeItem:
+    """A programming problem with executable tests."""
+
+    uid: str
+    prompt: str  # the user turn
+    reference: str  # a known-good solution
+    tests: str  # Python run after the candidate code; raises on failure
+    source: str
+
+    def target(self) -> str:
+        return f"```python\n{self.reference.strip()}\n```"

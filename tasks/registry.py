@@ -1,0 +1,77 @@
+"""The domain tasks and probes a stream can name, and how each picks its items.
+
+Splits are drawn with `data_seed` only, so every method and seed of a sweep trains and
+is scored on the same items.
+"""
+from __future__ import annotations
+
+import dataclasses
+import random
+from typing import Callable, Literal
+
+from .data import DataSource
+
+LAW_SUBJECTS = ("professional_law", "international_law", "jurisprudence")
+MBPP_TEST, MBPP_VALIDATION, MBPP_TRAIN = range(11, 511), range(511, 601), range(601, 975)
+
+
+@dataclasses.dataclass
+class Task:
+    """A domain: the learn split (trained on) and evaluation views (recall = the learn items asked again)."""
+
+    name: str
+    kind: Literal["mc", "code"]
+    learn: list
+    views: dict[str, list]
+
+
+def _mmlu_pool(src: DataSource, keep: Callable[[str, str], bool]) -> list:
+    pool = []
+    for subject, category in sorted(src.mmlu_subjects().items()):
+        if keep(subject, category):
+            pool += src.mmlu(subject, "val") + src.mmlu(subject, "test")
+    return pool
+
+
+def _draw(pool: list, n: int, key: str, seed: int) -> list:
+    rng = random.Random(f"{key}:{seed}")
+    order = list(pool)
+    rng.shuffle(order)
+    return order[:n]
+
+
+def _mc_domain(name: str, keep) -> Callable:
+    def make(src: DataSource, budget, seed: int) -> Task:
+        drawn = _draw(_mmlu_pool(src, keep), budget.learn_items + budget.transfer_items, name, seed)
+        learn, transfer = drawn[: budget.learn_items], drawn[budget.learn_items:]
+        return Task(name, "mc", learn, {"recall": learn, "transfer": transfer})
+    return make
+
+
+def _code_domain(src: DataSource, budget, seed: int) -> Task:
+    mbpp = src.mbpp()
+    learn = _draw([mbpp[i] for i in MBPP_TRAIN], budget.code_items, "code-learn", seed)
+    views = {"recall": learn, "transfer": _draw([mbpp[i] for i in MBPP_TEST], budget.code_items, "code-test", seed)}
+    if budget.heldout_items:
+        views["humaneval"] = _draw(src.humaneval(), budget.heldout_items, "humaneval", seed)
+    return Task("code", "code", learn, views)
+
+
+def _general_probe(src: DataSource, budget, seed: int) -> Task:
+    items = _draw(_mmlu_pool(src, lambda s, c: c in ("social sciences", "other")), budget.general_items, "general", seed)
+    return Task("general", "mc", [], {"heldout": items})
+
+
+DOMAINS: dict[str, Callable] = {
+    "stem": _mc_domain("stem", lambda s, c: c == "STEM"),
+    "humanities": _mc_domain("humanities", lambda s, c: c == "humanities" and s not in LAW_SUBJECTS),
+    "law": _mc_domain("law", lambda s, c: s in LAW_SUBJECTS),
+    "code": _code_domain,
+}
+
+PROBES: dict[str, Callable] = {"general": _general_probe}
+
+
+def load_stream(src: DataSource, stream: list[str], probes: list[str], budget, seed: int):
+    """All tasks and probes of a run, loaded (and checksummed) before any model is touched."""
+    return [DOMAINS[n](src, budget, seed) for n in stream], [PROBES[n](src, budget, seed) for n in probes]
