@@ -23,6 +23,7 @@ class Budget:
     code_items: int = field(8, "MBPP items per code view (learn/recall and transfer)", min=1)
     heldout_items: int = field(8, "HumanEval problems scored as the code domain's extra held-out view", min=0)
     general_items: int = field(32, "items of the general-ability probe (MMLU social sciences + other)", min=1)
+    max_item_chars: int = field(0, "skip MMLU items whose question + options are longer than this (0: no cap)", min=0)
     epochs: int = field(3, "passes over each domain's learn split", min=1)
     batch_size: int = field(4, "training examples per optimisation step", min=1)
     max_length: int = field(384, "token cap of one training example (prompt is cut from the left, EOS kept)", min=16)

@@ -47,7 +47,7 @@ def _from_pretrained(name_or_path: str):
     try:
         tok = AutoTokenizer.from_pretrained(name_or_path)
         model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch.float32)
-    except OSError as e:
+    except (OSError, ValueError) as e:  # missing dir, unreachable hub, malformed id
         raise ConfigError(f"model '{name_or_path}': cannot load it as a local model dir or hub id ({e}); "
                           f"use '{SMOLLM2}', '{TINY}', a local path or a reachable hub id") from None
     if not tok.chat_template:

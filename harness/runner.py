@@ -17,7 +17,6 @@ from tasks.data import DataSource
 from tasks.registry import load_stream
 
 from . import models
-from .config import Budget
 from .evaluation import evaluate
 from .precision import pick_device, pick_precision
 from .provenance import git_commit, machine, package_versions
@@ -67,7 +66,7 @@ def execute(spec: RunSpec, store: Store, data_dir: str | None = None, sweep: str
 
 def _execute(spec: RunSpec, store: Store, data_dir, result: dict) -> None:
     source = DataSource(data_dir)
-    budget = _budget(spec)
+    budget = spec.budget_config()
     tasks, probes = load_stream(source, list(spec.stream), list(spec.probes), budget, spec.data_seed)
     method_cls = resolve_method(spec.method)
     method = method_cls(build(method_cls.Config, spec.method_config, "method_config"))
@@ -99,8 +98,7 @@ def _execute(spec: RunSpec, store: Store, data_dir, result: dict) -> None:
 
     for stage, task in enumerate(tasks, start=1):
         ctx = StageContext(stage=stage, task=task, seen=tasks[: stage - 1], device=device, seed=spec.seed)
-        pairs = method.train_examples([{"user": i.prompt if task.kind == "code" else i.cloze_prompt(),
-                                        "reply": i.target()} for i in task.learn], ctx)
+        pairs = method.train_examples([i.training_pair() for i in task.learn], ctx)
         encoded = [encode_example(tok, p["user"], p["reply"], budget.max_length) for p in pairs]
         train = train_task(model, method, encoded, ctx, epochs=budget.epochs, batch_size=budget.batch_size,
                            pad_id=tok.pad_token_id, device=device, precision=precision,
@@ -110,7 +108,3 @@ def _execute(spec: RunSpec, store: Store, data_dir, result: dict) -> None:
         result["stages"].append({"stage": stage, "trained_on": task.name, "train": train, **scores,
                                  "peak_memory_mb": _peak_memory_mb(device)})
         store.save_run(result)
-
-
-def _budget(spec: RunSpec) -> Budget:
-    return build(Budget, spec.budget, "budget")

@@ -18,7 +18,6 @@ from tasks.chat import IGNORE, encode_example, prompt_ids, reply_ids
 from tasks.items import LETTERS, MCItem
 
 from .precision import autocast
-from .training import collate
 
 Norm = Literal["token", "char", "none"]
 
@@ -33,7 +32,7 @@ def cloze_option_logprobs(model, tok, item: MCItem, device: str, precision: str)
     prefix = torch.tensor([prompt_ids(tok, item.cloze_prompt())], device=device)
     options = [reply_ids(tok, str(o).strip()) for o in item.options]
     with autocast(device, precision):
-        out = model(input_ids=prefix, use_cache=True)
+        out = model(input_ids=prefix, use_cache=True, logits_to_keep=1)  # only the last position's logits
         first = out.logits[0, -1].float().log_softmax(-1)
         cache = out.past_key_values
         cache.batch_repeat_interleave(len(options))
@@ -76,26 +75,27 @@ def letter_token_ids(tok) -> list[int]:
 def letter_choose(model, tok, item: MCItem, device: str, precision: str) -> int:
     ids = torch.tensor([prompt_ids(tok, item.letter_prompt())], device=device)
     with autocast(device, precision):
-        logits = model(input_ids=ids).logits[0, -1].float()
+        logits = model(input_ids=ids, logits_to_keep=1).logits[0, -1].float()
     letters = letter_token_ids(tok)
     return int(torch.argmax(logits[letters]).item())
 
 
 @torch.inference_mode()
-def reply_logprob(model, tok, pairs: list[tuple[str, str]], device: str, precision: str, max_length: int,
-                  batch_size: int = 8) -> list[float]:
-    """Mean per-token log-probability of each reply (with its EOS) given its user turn."""
+def reply_logprob(model, tok, pairs: list[tuple[str, str]], device: str, precision: str, max_length: int) -> list[float]:
+    """Mean per-token log-probability of each reply (with its EOS) given its user turn.
+
+    One item per forward, with logits only for the reply's positions (the reply ends the
+    sequence): the vocabulary projection of a whole padded batch cost several times more.
+    """
     out = []
-    for s in range(0, len(pairs), batch_size):
-        enc = [encode_example(tok, u, r, max_length) for u, r in pairs[s:s + batch_size]]
-        batch = collate(enc, _pad_id(tok), device)
+    for user, reply in pairs:
+        enc = encode_example(tok, user, reply, max_length)
+        n = sum(1 for x in enc["labels"] if x != IGNORE)
+        ids = torch.tensor([enc["input_ids"]], device=device)
         with autocast(device, precision):
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
-        labels = batch["labels"][:, 1:]
-        logp = logits[:, :-1].log_softmax(-1)
-        keep = labels != IGNORE
-        picked = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-        out += ((picked * keep).sum(1) / keep.sum(1)).tolist()
+            logits = model(input_ids=ids, logits_to_keep=n + 1).logits[0, :-1].float()
+        targets = torch.tensor(enc["labels"][-n:], device=device)
+        out.append(logits.log_softmax(-1).gather(-1, targets.unsqueeze(-1)).mean().item())
     return out
 
 

@@ -7,7 +7,7 @@ import json
 
 from methods.registry import resolve_method
 
-from .config import SweepConfig
+from .config import Budget, SweepConfig
 from .typed import build
 
 
@@ -32,6 +32,9 @@ class RunSpec:
     @property
     def run_id(self) -> str:
         return content_hash(self.as_dict())
+
+    def budget_config(self) -> Budget:
+        return build(Budget, self.budget, "budget")
 
     def protocol(self) -> dict:
         """The part shared by every method of a sweep: what makes rows comparable."""

@@ -7,7 +7,7 @@ from tasks.data import DataSource
 from tasks.registry import load_stream
 
 from .config import SweepConfig
-from .runner import _budget, execute
+from .runner import execute
 from .spec import expand
 from .store import Store
 
@@ -15,7 +15,7 @@ from .store import Store
 def preflight(cfg: SweepConfig) -> list:
     """Everything that can fail without a model: specs, methods, and every dataset row."""
     specs = expand(cfg)
-    load_stream(DataSource(cfg.data_dir), list(cfg.stream), list(cfg.probes), _budget(specs[0]), cfg.data_seed)
+    load_stream(DataSource(cfg.data_dir), list(cfg.stream), list(cfg.probes), specs[0].budget_config(), cfg.data_seed)
     return specs
 
 

@@ -52,6 +52,10 @@ def _check(value, tp, where: str):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
         return {str(k): _check(v, args[1], f"{where}.{k}") for k, v in value.items()}
+    if tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
+        return value
     if dataclasses.is_dataclass(tp):
         return build(tp, value, where)
     if tp is float:

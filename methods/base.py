@@ -5,7 +5,7 @@ string) and a few optional hooks. Each hook returns a value; the harness owns th
 training loop, the optimiser and evaluation.
 
     prepare(model, ctx) -> model          once, before the first task (wrap, freeze, expand)
-    train_examples(examples, ctx) -> list  what to train on for this task (replay mixes here)
+    train_examples(pairs, ctx) -> list     the {"user", "reply"} pairs to train on (replay mixes here)
     extra_loss(model, batch, outputs, ctx) -> tensor | None   added to the label loss
     after_task(model, ctx) -> model        after a task is trained (consolidate, merge)
 

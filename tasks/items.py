@@ -29,6 +29,9 @@ class MCItem:
         """What is trained on: the answer's text (scoring by letter position does not learn, see README)."""
         return str(self.options[self.answer]).strip()
 
+    def training_pair(self) -> dict:
+        return {"user": self.cloze_prompt(), "reply": self.target()}
+
 
 @dataclasses.dataclass(frozen=True)
 class CodeItem:
@@ -42,3 +45,6 @@ class CodeItem:
 
     def target(self) -> str:
         return f"```python\n{self.reference.strip()}\n```"
+
+    def training_pair(self) -> dict:
+        return {"user": self.prompt, "reply": self.target()}

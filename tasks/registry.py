@@ -25,11 +25,13 @@ class Task:
     views: dict[str, list]
 
 
-def _mmlu_pool(src: DataSource, keep: Callable[[str, str], bool]) -> list:
+def _mmlu_pool(src: DataSource, keep: Callable[[str, str], bool], max_chars: int) -> list:
     pool = []
     for subject, category in sorted(src.mmlu_subjects().items()):
         if keep(subject, category):
             pool += src.mmlu(subject, "val") + src.mmlu(subject, "test")
+    if max_chars:
+        pool = [it for it in pool if len(it.question) + sum(len(o) for o in it.options) <= max_chars]
     return pool
 
 
@@ -42,7 +44,7 @@ def _draw(pool: list, n: int, key: str, seed: int) -> list:
 
 def _mc_domain(name: str, keep) -> Callable:
     def make(src: DataSource, budget, seed: int) -> Task:
-        drawn = _draw(_mmlu_pool(src, keep), budget.learn_items + budget.transfer_items, name, seed)
+        drawn = _draw(_mmlu_pool(src, keep, budget.max_item_chars), budget.learn_items + budget.transfer_items, name, seed)
         learn, transfer = drawn[: budget.learn_items], drawn[budget.learn_items:]
         return Task(name, "mc", learn, {"recall": learn, "transfer": transfer})
     return make
@@ -58,7 +60,7 @@ def _code_domain(src: DataSource, budget, seed: int) -> Task:
 
 
 def _general_probe(src: DataSource, budget, seed: int) -> Task:
-    items = _draw(_mmlu_pool(src, lambda s, c: c in ("social sciences", "other")), budget.general_items, "general", seed)
+    items = _draw(_mmlu_pool(src, lambda s, c: c in ("social sciences", "other"), budget.max_item_chars), budget.general_items, "general", seed)
     return Task("general", "mc", [], {"heldout": items})
 
 

@@ -1,0 +1,145 @@
+"""Bad input gets a clear error naming the file, field or line, and nothing is written."""
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from harness import config
+from harness.errors import ConfigError, DataError
+from tasks.data import DataSource
+
+
+def clbench(*args):
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def _data_copy(data_dir, tmp_path):
+    """A private copy of the data folder (small: 13 MB) that a test may break."""
+    dst = tmp_path / "data"
+    shutil.copytree(data_dir, dst, ignore=shutil.ignore_patterns("LICENSES", "probes", "gsm8k"))
+    for p in dst.rglob("*"):
+        p.chmod(0o644 if p.is_file() else 0o755)
+    return dst
+
+
+def _assert_nothing_written(results):
+    assert not results.exists() or not any(results.rglob("*.json"))
+
+
+def test_malformed_csv_row_names_file_and_line(data_dir, tmp_path):
+    data = _data_copy(data_dir, tmp_path)
+    bad = data / "mmlu" / "val" / "astronomy_val.csv"
+    bad.write_text(bad.read_text() + "a question,only,three\n")
+    (data / "SHA256SUMS.json").unlink()  # the edit is deliberate: test the row check, not the checksum
+    results = tmp_path / "results"
+    out = clbench("run", "--preset", "tiny", "--data", str(data), "--results", str(results))
+    assert out.returncode == 2
+    assert "astronomy_val.csv:" in out.stderr and "expected 6 fields" in out.stderr
+    _assert_nothing_written(results)
+
+
+def test_answer_outside_a_to_d(data_dir, tmp_path):
+    data = _data_copy(data_dir, tmp_path)
+    bad = data / "mmlu" / "val" / "anatomy_val.csv"
+    bad.write_text('"Q?",a,b,c,d,E\n')
+    (data / "SHA256SUMS.json").unlink()
+    with pytest.raises(DataError, match=r"anatomy_val.csv:1: answer 'E'"):
+        DataSource(str(data)).mmlu("anatomy", "val")
+
+
+def test_checksum_mismatch_names_the_file(data_dir, tmp_path):
+    data = _data_copy(data_dir, tmp_path)
+    f = data / "mmlu" / "val" / "anatomy_val.csv"
+    f.write_text(f.read_text().replace("A", "B", 1))
+    with pytest.raises(DataError, match="anatomy_val.csv: checksum mismatch"):
+        DataSource(str(data)).mmlu("anatomy", "val")
+
+
+def test_jsonl_line_that_is_not_json(data_dir, tmp_path):
+    data = _data_copy(data_dir, tmp_path)
+    f = data / "mbpp" / "mbpp.jsonl"
+    lines = f.read_text().splitlines()
+    lines[2] = "{not json"
+    f.write_text("\n".join(lines) + "\n")
+    (data / "SHA256SUMS.json").unlink()
+    with pytest.raises(DataError, match=r"mbpp.jsonl:3: not valid JSON"):
+        DataSource(str(data)).mbpp()
+
+
+def test_missing_data_dir(tmp_path):
+    results = tmp_path / "results"
+    out = clbench("run", "--preset", "tiny", "--data", str(tmp_path / "nowhere"), "--results", str(results))
+    assert out.returncode == 2
+    assert "nowhere does not exist" in out.stderr and "CLBENCH_DATA" in out.stderr
+    _assert_nothing_written(results)
+
+
+def test_missing_file_in_data_dir(data_dir, tmp_path):
+    data = _data_copy(data_dir, tmp_path)
+    (data / "mbpp" / "mbpp.jsonl").unlink()
+    with pytest.raises(DataError, match="mbpp.jsonl: file not found"):
+        DataSource(str(data)).mbpp()
+
+
+def test_no_data_and_hub_off_says_what_to_set(monkeypatch):
+    monkeypatch.delenv("CLBENCH_DATA", raising=False)
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(DataError, match="set \\$CLBENCH_DATA"):
+        DataSource(None).mmlu("anatomy", "val")
+
+
+def test_unknown_method_did_you_mean(tmp_path, data_dir):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model: tiny\nmethods: [ful]\n")
+    results = tmp_path / "results"
+    out = clbench("run", "--config", str(cfg), "--data", str(data_dir), "--results", str(results))
+    assert out.returncode == 2
+    assert "unknown method 'ful'" in out.stderr and "did you mean 'full'" in out.stderr
+    _assert_nothing_written(results)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("methods: [full]\nbudgte: {}\n", "unknown key 'budgte'; did you mean 'budget'"),
+    ("methods: [full]\nseeds: zero\n", "seeds: expected a list"),
+    ("methods: [{method: lora, config: {lr: -1.0}}]\n", "lr: -1.0 is below the minimum"),
+    ("methods: [{method: lora, config: {r: 0}}]\n", "r: 0 is below the minimum"),
+    ("methods: [{method: lora, config: {rank: 4}}]\n", "unknown key 'rank'"),
+    ("methods: [full]\nstream: []\n", "stream is empty"),
+    ("methods: [full]\nstream: [stem, maths]\n", "unknown task 'maths'"),
+    ("methods: [full]\nbudget: {epochs: 1.5}\n", "budget.epochs: expected an integer"),
+    ("methods: [full]\nprecision: fp8\n", "'fp8' is not allowed"),
+    ("- just\n- a list\n", "top level must be a mapping"),
+])
+def test_config_errors_name_the_field(tmp_path, text, message):
+    f = tmp_path / "bad.yaml"
+    f.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        config.load(str(f))
+    assert message in str(err.value) and str(f) in str(err.value)
+
+
+def test_unknown_preset():
+    with pytest.raises(ConfigError, match="did you mean 'quick'"):
+        config.load("quik")
+
+
+def test_presets_are_valid():
+    for name in ("quick", "tiny"):
+        assert config.load(name).methods
+
+
+def test_result_files_are_whole_json(tmp_path):
+    from harness.store import write_json_atomic
+
+    target = tmp_path / "x.json"
+    write_json_atomic(target, {"a": 1})
+
+    class Boom:
+        pass
+
+    with pytest.raises(TypeError):
+        write_json_atomic(target, {"a": Boom()})
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["x.json"]

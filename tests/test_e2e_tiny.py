@@ -1,0 +1,62 @@
+"""`clbench run --preset tiny` through the real CLI: stored JSON, leaderboard, resume skips finished runs."""
+import json
+import subprocess
+import sys
+
+
+def clbench(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=600)
+
+
+def test_tiny_sweep_end_to_end(tmp_path, data_dir):
+    results = tmp_path / "results"
+    done = clbench("run", "--preset", "tiny", "--results", str(results), "--data", str(data_dir))
+    assert done.returncode == 0, done.stderr[-3000:]
+    files = sorted((results / "runs").glob("*.json"))
+    assert len(files) == 2
+    runs = [json.loads(f.read_text()) for f in files]
+    assert {r["spec"]["method"] for r in runs} == {"full", "lora"}
+    for r in runs:
+        assert r["status"] == "finished" and r["schema_version"] == 1
+        assert [s["trained_on"] for s in r["stages"]] == [None, "stem", "humanities", "code", "law"]
+        for stage in r["stages"]:
+            for task in ("stem", "humanities", "law"):
+                assert set(stage["scores"][task]) == {"recall", "transfer"}
+                assert 0.0 <= stage["scores"][task]["recall"]["score"] <= 1.0
+            assert set(stage["scores"]["code"]) == {"recall", "transfer", "humaneval"}
+            assert "reference_logprob" in stage["scores"]["code"]["recall"]
+            assert 0.0 <= stage["probes"]["general"]["heldout"]["score"] <= 1.0
+        for stage in r["stages"][1:]:
+            assert stage["train"]["steps"] > 0 and stage["train"]["tokens"] > 0 and stage["train"]["seconds"] > 0
+        assert r["precision"] == "fp32" and r["device"] == "cpu"
+        assert 0 < r["trainable_params"] <= r["total_params"]
+        prov = r["provenance"]
+        assert prov["packages"]["torch"] and prov["git"]["commit"] is not None
+        assert any(k.startswith("mmlu/test/") for k in prov["data_checksums"])
+        assert "mbpp/mbpp.jsonl" in prov["data_checksums"]
+    full, lora = sorted(runs, key=lambda r: r["spec"]["method"])
+    assert full["trainable_params"] == full["total_params"]
+    assert lora["trainable_params"] < full["trainable_params"] / 5
+    # stage 0 is one shared base-model evaluation
+    assert full["stage0_key"] == lora["stage0_key"]
+    assert full["stages"][0]["scores"] == lora["stages"][0]["scores"]
+
+    board = (results / "leaderboard.md").read_text()
+    assert "| full |" in board and "| lora |" in board
+
+    again = clbench("run", "--preset", "tiny", "--results", str(results), "--data", str(data_dir))
+    assert again.returncode == 0
+    assert again.stdout.count("skip ") == 2
+    assert sorted((results / "runs").glob("*.json")) == files
+
+    rebuilt = clbench("leaderboard", "--results", str(results), "--out", str(tmp_path / "board"))
+    assert rebuilt.returncode == 0
+    assert (tmp_path / "board" / "leaderboard.md").read_text() == board
+
+
+def test_methods_command_lists_defaults():
+    out = clbench("methods")
+    assert out.returncode == 0
+    assert "full:" in out.stdout and "lora:" in out.stdout
+    assert "r = 8" in out.stdout and "alpha = 32" in out.stdout

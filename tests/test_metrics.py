@@ -1,0 +1,54 @@
+"""Every metric against matrices worked out by hand."""
+import pytest
+
+from harness import metrics
+
+# rows: base, after task 1, after task 2, after task 3
+R = [
+    [0.25, 0.30, 0.20],
+    [0.90, 0.35, 0.10],
+    [0.60, 0.80, 0.00],  # task 3 scored 0 before its own stage: negative transfer
+    [0.40, 0.50, 0.70],
+]
+
+
+def test_overall_is_mean_of_last_row():
+    assert metrics.overall(R) == pytest.approx((0.40 + 0.50 + 0.70) / 3)
+
+
+def test_bwt_hand_computed():
+    # (R[3][1]-R[1][1]) + (R[3][2]-R[2][2]) over 2 = (0.40-0.90 + 0.50-0.80)/2
+    assert metrics.bwt(R) == pytest.approx(-0.40)
+
+
+def test_fwt_hand_computed_with_negative_transfer():
+    # (R[1][2]-b2) + (R[2][3]-b3) over 2 = (0.35-0.30 + 0.00-0.20)/2
+    assert metrics.fwt(R) == pytest.approx(-0.075)
+
+
+def test_plasticity_hand_computed():
+    # (0.90-0.25 + 0.80-0.30 + 0.70-0.20)/3
+    assert metrics.plasticity(R) == pytest.approx(1.65 / 3)
+
+
+def test_forgetting_per_task():
+    # task 1: best of R[1..2][1] = 0.90, final 0.40; task 2: best R[2][2] = 0.80, final 0.50
+    assert metrics.forgetting(R) == pytest.approx([0.50, 0.30])
+
+
+def test_one_task_stream_has_no_bwt_or_fwt():
+    R1 = [[0.2], [0.6]]
+    assert metrics.bwt(R1) is None and metrics.fwt(R1) is None
+    assert metrics.plasticity(R1) == pytest.approx(0.4)
+
+
+def test_malformed_matrix_is_refused():
+    with pytest.raises(ValueError):
+        metrics.overall([[0.1, 0.2], [0.3, 0.4]])
+
+
+def test_matrix_reads_stored_stage_records():
+    stages = [{"scores": {"a": {"recall": {"score": R[s][0]}}, "b": {"recall": {"score": R[s][1]}},
+                          "c": {"recall": {"score": R[s][2]}}}} for s in range(4)]
+    assert metrics.matrix(stages, ["a", "b", "c"]) == R
+    assert metrics.summary(stages, ["a", "b", "c"])["bwt"] == pytest.approx(-0.40)

@@ -1,0 +1,95 @@
+"""Scorers: the KV-cached cloze equals a plain full forward per option; generation reports stops."""
+import pytest
+import torch
+
+from harness.scoring import cloze_choose, cloze_option_logprobs, generate, letter_choose, reply_logprob
+from tasks.chat import prompt_ids, reply_ids
+from tasks.items import MCItem
+
+ITEM = MCItem(uid="t", question="Which planet is known as the red planet?",
+              options=("Venus", "Mars, the fourth planet", "Jupiter", "A"), answer=1, source="test")
+
+
+def _naive(model, tok, item):
+    out = []
+    prefix = prompt_ids(tok, item.cloze_prompt())
+    for o in item.options:
+        opt = reply_ids(tok, o)
+        ids = torch.tensor([prefix + opt])
+        with torch.no_grad():
+            logp = model(input_ids=ids).logits[0].log_softmax(-1)
+        out.append(sum(logp[len(prefix) - 1 + j, t].item() for j, t in enumerate(opt)))
+    return out
+
+
+def test_cached_cloze_equals_full_forward(tiny):
+    model, tok = tiny
+    cached = [total for total, _ in cloze_option_logprobs(model, tok, ITEM, "cpu", "fp32")]
+    assert cached == pytest.approx(_naive(model, tok, ITEM), abs=1e-4)
+
+
+def test_cloze_norms_pick_from_the_same_scores(tiny):
+    model, tok = tiny
+    scored = cloze_option_logprobs(model, tok, ITEM, "cpu", "fp32")
+    per_token = [t / n for t, n in scored]
+    assert cloze_choose(model, tok, ITEM, "cpu", "fp32", "token") == per_token.index(max(per_token))
+    totals = [t for t, _ in scored]
+    assert cloze_choose(model, tok, ITEM, "cpu", "fp32", "none") == totals.index(max(totals))
+
+
+def test_letter_scorer_returns_an_option_index(tiny):
+    model, tok = tiny
+    assert letter_choose(model, tok, ITEM, "cpu", "fp32") in range(4)
+
+
+def test_reply_logprob_is_higher_for_a_trained_reply(tiny):
+    import copy
+
+    from harness.training import train_task
+    from methods.full import FullFineTune
+    from tasks.chat import encode_example
+
+    model, tok = copy.deepcopy(tiny[0]), tiny[1]
+    pair = ("Say the word.", "banana")
+    before = reply_logprob(model, tok, [pair], "cpu", "fp32", 128)[0]
+    method = FullFineTune(FullFineTune.Config(lr=1e-2))
+    method.prepare(model, None)
+    enc = [encode_example(tok, *pair, 128)]
+    stats = train_task(model, method, enc, None, epochs=20, batch_size=1, pad_id=tok.pad_token_id, device="cpu",
+                       precision="fp32", seed=0, desc="t")
+    after = reply_logprob(model, tok, [pair], "cpu", "fp32", 128)[0]
+    assert stats["loss_last"] < stats["loss_first"]
+    assert after > before + 1.0
+
+
+def test_generation_marks_answers_cut_at_the_cap(tiny):
+    model, tok = tiny
+    out = generate(model, tok, ["hello", "a longer prompt here"], "cpu", "fp32", max_new_tokens=5, batch_size=2)
+    assert len(out) == 2
+    for r in out:
+        assert r["tokens"] <= 5
+        assert r["stopped"] or r["tokens"] == 5  # not stopped means it ran into the cap
+
+
+def test_left_padded_batch_generation_equals_one_by_one(tiny):
+    model, tok = tiny
+    prompts = ["short", "a much longer prompt that needs padding on the left"]
+    batched = generate(model, tok, prompts, "cpu", "fp32", max_new_tokens=8, batch_size=2)
+    single = [generate(model, tok, [p], "cpu", "fp32", max_new_tokens=8, batch_size=1)[0] for p in prompts]
+    assert [b["text"] for b in batched] == [s["text"] for s in single]
+
+
+def test_reply_logprob_equals_masked_mean_over_full_logits(tiny):
+    from harness.training import collate
+    from tasks.chat import IGNORE, encode_example
+
+    model, tok = tiny
+    pairs = [("Write add.", "def add(a, b):\n    return a + b"), ("Say hi", "Hello there!")]
+    fast = reply_logprob(model, tok, pairs, "cpu", "fp32", 256)
+    batch = collate([encode_example(tok, u, r, 256) for u, r in pairs], tok.pad_token_id, "cpu")
+    with torch.no_grad():
+        logp = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].log_softmax(-1)
+    labels = batch["labels"][:, 1:]
+    keep = labels != IGNORE
+    picked = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    assert fast == pytest.approx(((picked * keep).sum(1) / keep.sum(1)).tolist(), abs=1e-5)
