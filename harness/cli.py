@@ -15,7 +15,7 @@ def _run(args) -> int:
     cfg = config.with_overrides(cfg, data_dir=args.data, model=args.model)
     if args.model or args.data:
         config.check(cfg, "command line")
-    results = run_sweep(cfg, args.results)
+    results = run_sweep(cfg, args.results, address=args.address)
     failed = [r for r in results if r["status"] != "finished"]
     path = leaderboard.write(args.results)
     print(f"\n{len(results) - len(failed)} run(s) finished, {len(failed)} failed; results in {args.results}/runs")
@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--results", default="results", help="results folder (default: results)")
     r.add_argument("--data", help="dataset folder (default: $CLBENCH_DATA)")
     r.add_argument("--model", help="override the config's model")
+    r.add_argument("--address", help="join a running Ray cluster (HOST:PORT); default: start a local Ray instance")
     r.set_defaults(func=_run)
     lb = sub.add_parser("leaderboard", help="rebuild the leaderboard from stored results")
     lb.add_argument("--results", default="results")

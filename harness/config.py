@@ -31,6 +31,14 @@ class Budget:
 
 
 @dataclasses.dataclass(frozen=True)
+class Resources:
+    """What each run asks Ray for. Not part of the protocol: it changes speed, not results."""
+
+    num_cpus: int = field(1, "CPU cores per run (torch uses this many threads)", min=1)
+    num_gpus: float = field(0.0, "GPUs per run; 0 = one when device is cuda or the method needs a GPU", min=0.0)
+
+
+@dataclasses.dataclass(frozen=True)
 class MethodEntry:
     """One method variant in a sweep: a registered method, its label and its config overrides."""
 
@@ -53,6 +61,7 @@ class SweepConfig:
     seeds: list[int] = field([0], "one run per method per seed")
     scorer: Literal["cloze", "letter"] = field("cloze", "multiple-choice scorer")
     budget: Budget = field(Budget(), "data and compute per stage")
+    resources: Resources = field(Resources(), "Ray resource request of each run")
     data_dir: Optional[str] = field(None, "dataset folder; default: $CLBENCH_DATA")
     data_seed: int = field(1234, "picks which items form each split; fixed across methods and seeds")
 

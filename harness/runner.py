@@ -46,11 +46,54 @@ def stage0_key(spec: RunSpec, precision: str, checksums: dict) -> str:
     return content_hash({"protocol": spec.protocol(), "precision": precision, "data": checksums})
 
 
+class _Setup:
+    """Data, device, precision and the base model of one spec: what stage 0 and a run both need."""
+
+    def __init__(self, spec: RunSpec, data_dir):
+        source = DataSource(data_dir)
+        self.budget = spec.budget_config()
+        self.tasks, self.probes = load_stream(source, list(spec.stream), list(spec.probes), self.budget, spec.data_seed)
+        self.checksums = dict(sorted(source.checksums.items()))
+        self.device = pick_device(spec.device)
+        self.precision, self.evidence = pick_precision(spec.precision, self.device)
+        t0 = time.perf_counter()
+        self.model, self.tok = models.load(spec.model)
+        self.model.to(self.device)
+        self.load_seconds = time.perf_counter() - t0
+        self.key = stage0_key(spec, self.precision, self.checksums)
+        self.eval_kw = dict(scorer=spec.scorer, budget=self.budget, device=self.device, precision=self.precision)
+
+    def stage0(self, spec: RunSpec, store: Store) -> dict:
+        base = store.load_stage0(self.key)
+        if base is None:
+            base = evaluate(self.model, self.tok, self.tasks, self.probes, desc=f"eval base {spec.model}", **self.eval_kw)
+            store.save_stage0(self.key, base)
+        return base
+
+
+def ensure_stage0(spec: RunSpec, store: Store, data_dir=None) -> str:
+    """Compute (or find) the base-model evaluation shared by every run of spec's protocol."""
+    setup = _Setup(spec, data_dir)
+    setup.stage0(spec, store)
+    return setup.key
+
+
+def new_result(spec: RunSpec, sweep: str) -> dict:
+    return {"schema_version": SCHEMA_VERSION, "run_id": spec.run_id, "sweep": sweep, "spec": spec.as_dict(),
+            "status": "running", "error": None, "traceback": None, "stages": [], "started_at": _now(),
+            "provenance": {"packages": package_versions(), "git": git_commit()}}
+
+
+def failed_result(spec: RunSpec, store: Store, error: str, sweep: str = "") -> dict:
+    """A run that could not finish, keeping the stages its stored file already had."""
+    result = store.load_run(spec.run_id) or new_result(spec, sweep)
+    result.update(status="failed", error=error, finished_at=_now())
+    return result
+
+
 def execute(spec: RunSpec, store: Store, data_dir: str | None = None, sweep: str = "") -> dict:
     """Run one spec and store it; a failure is stored as a failed result, never raised."""
-    result = {"schema_version": SCHEMA_VERSION, "run_id": spec.run_id, "sweep": sweep, "spec": spec.as_dict(),
-              "status": "running", "error": None, "traceback": None, "stages": [], "started_at": _now(),
-              "provenance": {"packages": package_versions(), "git": git_commit()}}
+    result = new_result(spec, sweep)
     try:
         _execute(spec, store, data_dir, result)
         result["status"] = "finished"
@@ -65,46 +108,36 @@ def execute(spec: RunSpec, store: Store, data_dir: str | None = None, sweep: str
 
 
 def _execute(spec: RunSpec, store: Store, data_dir, result: dict) -> None:
-    source = DataSource(data_dir)
-    budget = spec.budget_config()
-    tasks, probes = load_stream(source, list(spec.stream), list(spec.probes), budget, spec.data_seed)
+    setup = _Setup(spec, data_dir)
     method_cls = resolve_method(spec.method)
     method = method_cls(build(method_cls.Config, spec.method_config, "method_config"))
-    device = pick_device(spec.device)
-    precision, evidence = pick_precision(spec.precision, device)
-    result["provenance"].update(data_checksums=dict(sorted(source.checksums.items())), machine=machine(device))
-    result.update(device=device, precision=precision, precision_evidence=evidence)
+    result["provenance"].update(data_checksums=setup.checksums, machine=machine(setup.device))
+    result.update(device=setup.device, precision=setup.precision, precision_evidence=setup.evidence,
+                  model_load_seconds=setup.load_seconds, stage0_key=setup.key)
+    result["stages"].append({"stage": 0, "trained_on": None, **setup.stage0(spec, store)})
 
     seed_everything(spec.seed)
-    t0 = time.perf_counter()
-    model, tok = models.load(spec.model)
-    model.to(device)
-    result["model_load_seconds"] = time.perf_counter() - t0
-    eval_kw = dict(scorer=spec.scorer, budget=budget, device=device, precision=precision)
-
-    key = stage0_key(spec, precision, result["provenance"]["data_checksums"])
-    base = store.load_stage0(key)
-    if base is None:
-        base = evaluate(model, tok, tasks, probes, desc=f"{spec.label} s{spec.seed} eval base", **eval_kw)
-        store.save_stage0(key, base)
-    result["stage0_key"] = key
-    result["stages"].append({"stage": 0, "trained_on": None, **base})
-
+    model, tok, budget, device, precision = setup.model, setup.tok, setup.budget, setup.device, setup.precision
     ctx = StageContext(stage=0, task=None, seen=[], device=device, seed=spec.seed)
     model = method.prepare(model, ctx)
     trainable, total = count_parameters(model)
     result.update(trainable_params=trainable, total_params=total)
     store.save_run(result)
 
-    for stage, task in enumerate(tasks, start=1):
-        ctx = StageContext(stage=stage, task=task, seen=tasks[: stage - 1], device=device, seed=spec.seed)
+    for stage, task in enumerate(setup.tasks, start=1):
+        ctx = StageContext(stage=stage, task=task, seen=setup.tasks[: stage - 1], device=device, seed=spec.seed)
         pairs = method.train_examples([i.training_pair() for i in task.learn], ctx)
         encoded = [encode_example(tok, p["user"], p["reply"], budget.max_length) for p in pairs]
         train = train_task(model, method, encoded, ctx, epochs=budget.epochs, batch_size=budget.batch_size,
                            pad_id=tok.pad_token_id, device=device, precision=precision,
                            seed=spec.seed * 1000 + stage, desc=f"{spec.label} s{spec.seed} train {task.name}")
         model = method.after_task(model, ctx)
-        scores = evaluate(model, tok, tasks, probes, desc=f"{spec.label} s{spec.seed} eval after {task.name}", **eval_kw)
+        scores = evaluate(model, tok, setup.tasks, setup.probes,
+                          desc=f"{spec.label} s{spec.seed} eval after {task.name}", **setup.eval_kw)
         result["stages"].append({"stage": stage, "trained_on": task.name, "train": train, **scores,
                                  "peak_memory_mb": _peak_memory_mb(device)})
         store.save_run(result)
+        recall = ", ".join(f"{t} {v['recall']['score']:.2f}" for t, v in scores["scores"].items())
+        tqdm.write(f"[{spec.label} seed {spec.seed}] stage {stage}/{len(setup.tasks)} {task.name}: "
+                   f"train {train['seconds']:.0f}s loss {train['loss_last']:.3f}, eval {scores['seconds']:.0f}s; "
+                   f"recall {recall}")

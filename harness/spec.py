@@ -26,6 +26,12 @@ class RunSpec:
     method_config: dict
     seed: int
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "RunSpec":
+        data = dict(data)
+        data["stream"], data["probes"] = tuple(data["stream"]), tuple(data["probes"])
+        return cls(**data)
+
     def as_dict(self) -> dict:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 

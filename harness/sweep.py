@@ -1,27 +1,22 @@
-"""Expand a sweep into RunSpecs, skip the finished ones, run the rest, collect results."""
+"""Expand a sweep into RunSpecs, check everything that needs no model, skip finished runs, schedule the rest."""
 from __future__ import annotations
-
-from tqdm.auto import tqdm
 
 from tasks.data import DataSource
 from tasks.registry import load_stream
 
 from .config import SweepConfig
-from .runner import execute
-from .spec import expand
+from .spec import RunSpec, expand
 from .store import Store
 
 
-def preflight(cfg: SweepConfig) -> list:
+def preflight(cfg: SweepConfig) -> list[RunSpec]:
     """Everything that can fail without a model: specs, methods, and every dataset row."""
     specs = expand(cfg)
     load_stream(DataSource(cfg.data_dir), list(cfg.stream), list(cfg.probes), specs[0].budget_config(), cfg.data_seed)
     return specs
 
 
-def run_sweep(cfg: SweepConfig, results_dir, log=print) -> list[dict]:
-    store = Store(results_dir)
-    specs = preflight(cfg)
+def pending(specs: list[RunSpec], store: Store, log=print) -> list[RunSpec]:
     todo = []
     for spec in specs:
         done = store.load_run(spec.run_id)
@@ -29,10 +24,15 @@ def run_sweep(cfg: SweepConfig, results_dir, log=print) -> list[dict]:
             log(f"skip {spec.label} seed {spec.seed}: finished in {store.run_path(spec.run_id)}")
         else:
             todo.append(spec)
-    results = []
-    with tqdm(total=len(todo), desc=f"sweep {cfg.name}", unit="run") as bar:
-        for spec in todo:
-            bar.set_postfix_str(f"{spec.label} seed {spec.seed}")
-            results.append(execute(spec, store, data_dir=cfg.data_dir, sweep=cfg.name))
-            bar.update()
-    return results
+    return todo
+
+
+def run_sweep(cfg: SweepConfig, results_dir, address: str | None = None, log=print) -> list[dict]:
+    from .scheduler import run_specs
+
+    store = Store(results_dir)
+    todo = pending(preflight(cfg), store, log)
+    if not todo:
+        return []
+    return run_specs(todo, store, data_dir=cfg.data_dir, sweep=cfg.name, address=address,
+                     num_cpus=cfg.resources.num_cpus, num_gpus=cfg.resources.num_gpus)

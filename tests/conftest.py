@@ -32,3 +32,10 @@ def source(data_dir):
     from tasks.data import DataSource
 
     return DataSource(str(data_dir))
+
+
+def pytest_collection_modifyitems(items):
+    """Every test that loads the real SmolLM2 is `slow` (deselect with -m "not slow")."""
+    for item in items:
+        if "smollm2" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

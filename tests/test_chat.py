@@ -4,11 +4,10 @@ import pytest
 from tasks.chat import IGNORE, encode_example, prompt_ids
 
 
-def _tokenizers(tiny, smollm2):
-    return [("tiny", tiny[1]), ("smollm2", smollm2[1])]
+TOKENIZERS = ["tiny", pytest.param("smollm2", marks=pytest.mark.slow)]
 
 
-@pytest.mark.parametrize("which", ["tiny", "smollm2"])
+@pytest.mark.parametrize("which", TOKENIZERS)
 def test_loss_only_on_reply_and_reply_ends_with_eos(which, request):
     tok = request.getfixturevalue(which)[1]
     user, reply = "What is the capital of France?", "Paris"
@@ -22,7 +21,7 @@ def test_loss_only_on_reply_and_reply_ends_with_eos(which, request):
     assert enc["input_ids"][len(prompt):] == trained
 
 
-@pytest.mark.parametrize("which", ["tiny", "smollm2"])
+@pytest.mark.parametrize("which", TOKENIZERS)
 def test_truncated_example_still_ends_with_eos(which, request):
     tok = request.getfixturevalue(which)[1]
     enc = encode_example(tok, "question " * 200, "a long answer " * 200, max_length=64)

@@ -1,0 +1,94 @@
+"""Sweeps on a real local Ray instance (no mocks)."""
+import json
+import textwrap
+
+import pytest
+import torch
+
+from harness import config
+from harness.runner import execute
+from harness.spec import expand
+from harness.store import Store
+from harness.sweep import run_sweep
+
+SWEEP = """
+name: ray-test
+model: tiny
+precision: fp32
+stream: [stem, code]
+probes: [general]
+methods: [full, lora]
+seeds: [0, 1]
+budget: {learn_items: 3, transfer_items: 2, code_items: 1, heldout_items: 0, general_items: 2,
+         epochs: 1, batch_size: 2, max_length: 192, max_new_tokens: 8}
+resources: {num_cpus: 1}
+"""
+
+
+def _load(tmp_path, text, data_dir):
+    f = tmp_path / "sweep.yaml"
+    f.write_text(text + f"data_dir: {data_dir}\n")
+    return config.load(str(f))
+
+
+def _comparable(run):
+    return [(s["trained_on"], s["scores"], s["probes"]) for s in run["stages"]]
+
+
+def test_ray_sweep_equals_in_process(tmp_path, data_dir):
+    cfg = _load(tmp_path, SWEEP, data_dir)
+    results = run_sweep(cfg, tmp_path / "ray")
+    assert len(results) == 4 and all(r["status"] == "finished" for r in results)
+    stored = {json.loads(p.read_text())["run_id"]: json.loads(p.read_text())
+              for p in (tmp_path / "ray" / "runs").glob("*.json")}
+    assert len(stored) == 4
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # what a Ray task with num_cpus=1 gets
+    try:
+        local = {s.run_id: execute(s, Store(tmp_path / "local"), data_dir=str(data_dir)) for s in expand(cfg)}
+    finally:
+        torch.set_num_threads(threads)
+    assert set(local) == set(stored)
+    for run_id, run in local.items():
+        assert _comparable(run) == _comparable(stored[run_id])
+        for a, b in zip(run["stages"][1:], stored[run_id]["stages"][1:]):
+            assert a["train"]["loss_last"] == pytest.approx(b["train"]["loss_last"], rel=1e-5)
+    # one stage-0 evaluation for the whole sweep
+    assert len(list((tmp_path / "ray" / "stage0").glob("*.json"))) == 1
+
+
+FAILING = '''
+from methods.full import FullFineTune
+
+
+class FailsAtStage2(FullFineTune):
+    name = "fails_at_stage_2"
+    description = "raises after training its second task"
+
+    def after_task(self, model, ctx):
+        if ctx.stage == 2:
+            raise RuntimeError("deliberate failure at stage 2")
+        return model
+'''
+
+
+def test_failing_run_is_stored_as_failed_and_the_sweep_goes_on(tmp_path, data_dir):
+    method_file = tmp_path / "failing.py"
+    method_file.write_text(textwrap.dedent(FAILING))
+    text = SWEEP.replace("methods: [full, lora]", f"methods: [full, '{method_file}:FailsAtStage2']")
+    text = text.replace("seeds: [0, 1]", "seeds: [0]")
+    cfg = _load(tmp_path, text, data_dir)
+    results = run_sweep(cfg, tmp_path / "res")
+    by_method = {r["spec"]["method"].rsplit(":", 1)[-1]: r for r in results}
+    assert by_method["full"]["status"] == "finished"
+    failed = by_method["FailsAtStage2"]
+    assert failed["status"] == "failed"
+    assert "deliberate failure at stage 2" in failed["error"] and "Traceback" in failed["traceback"]
+    assert [s["stage"] for s in failed["stages"]] == [0, 1]  # stage 1 finished and is kept
+
+    from harness import leaderboard
+
+    board = leaderboard.write(tmp_path / "res").read_text()
+    row = next(line for line in board.splitlines() if "FailsAtStage2" in line)
+    assert "1 failed" in row and "0.0" not in row.split("|")[3]  # failed runs show no score
