@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .errors import ClbenchError
 
@@ -31,6 +32,17 @@ def _leaderboard(args) -> int:
     print(path.read_text())
     print(f"written: {path}")
     return 0
+
+
+def _validate(args) -> int:
+    from .validate import validate_dir
+
+    bad = validate_dir(args.results)
+    for path, why in bad:
+        print(f"{path}: {why}")
+    total = len(list((Path(args.results) / "runs").glob("*.json")))
+    print(f"{total - len(bad)} of {total} run files valid")
+    return 1 if bad else 0
 
 
 def _methods(args) -> int:
@@ -62,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--results", default="results")
     lb.add_argument("--out", help="output folder (default: the results folder)")
     lb.set_defaults(func=_leaderboard)
+    v = sub.add_parser("validate", help="check every stored run file and name the bad ones")
+    v.add_argument("results", nargs="?", default="results")
+    v.set_defaults(func=_validate)
     m = sub.add_parser("methods", help="list every registered method with its config defaults")
     m.set_defaults(func=_methods)
     return p

@@ -36,6 +36,7 @@ class Resources:
 
     num_cpus: int = field(1, "CPU cores per run (torch uses this many threads)", min=1)
     num_gpus: float = field(0.0, "GPUs per run; 0 = one when device is cuda or the method needs a GPU", min=0.0)
+    memory_gb: float = field(0.0, "memory Ray reserves per run (0: no reservation)", min=0.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +57,7 @@ class SweepConfig:
     precision: Literal["auto", "bf16", "fp32"] = field("auto", "auto = bf16 on CUDA, and on CPU only where a measured bf16 matmul is faster")
     device: Literal["auto", "cpu", "cuda"] = field("auto", "auto = cuda when available")
     stream: list[str] = field(["stem", "humanities", "code", "law"], "domain tasks in training order")
+    task_orders: list[list[str]] = field([], "more orders of the same tasks to run besides `stream` (each a permutation)")
     probes: list[str] = field(["general"], "probes scored after every stage, never trained on")
     methods: list[MethodEntry] = field([], "method variants to compare")
     seeds: list[int] = field([0], "one run per method per seed")
@@ -99,6 +101,9 @@ def check(cfg: SweepConfig, source: str) -> None:
             raise ConfigError(f"{source}: stream[{i}]: unknown task '{name}'; {did_you_mean(name, DOMAINS)}")
     if len(set(cfg.stream)) != len(cfg.stream):
         raise ConfigError(f"{source}: stream lists a task twice: {cfg.stream}")
+    for i, order in enumerate(cfg.task_orders):
+        if sorted(order) != sorted(cfg.stream):
+            raise ConfigError(f"{source}: task_orders[{i}]: {order} is not a permutation of stream {cfg.stream}")
     for i, name in enumerate(cfg.probes):
         if name not in PROBES:
             raise ConfigError(f"{source}: probes[{i}]: unknown probe '{name}'; {did_you_mean(name, PROBES)}")

@@ -17,6 +17,7 @@ from tasks.data import DataSource
 from tasks.registry import load_stream
 
 from . import models
+from .checkpoints import Checkpoints
 from .evaluation import evaluate
 from .precision import pick_device, pick_precision
 from .provenance import git_commit, machine, package_versions
@@ -91,12 +92,25 @@ def failed_result(spec: RunSpec, store: Store, error: str, sweep: str = "") -> d
     return result
 
 
-def execute(spec: RunSpec, store: Store, data_dir: str | None = None, sweep: str = "") -> dict:
+def _resume_point(spec: RunSpec, store: Store, checkpoints: Checkpoints) -> int:
+    """The last stage an earlier attempt of this run finished and checkpointed (0: start afresh)."""
+    previous = store.load_run(spec.run_id)
+    if not previous or previous.get("status") == "finished":
+        return 0
+    for stage in range(len(previous.get("stages", [])) - 1, 0, -1):
+        if checkpoints.has(spec.run_id, stage):
+            return stage
+    return 0
+
+
+def execute(spec: RunSpec, store: Store, data_dir: str | None = None, sweep: str = "", node: str | None = None) -> dict:
     """Run one spec and store it; a failure is stored as a failed result, never raised."""
     result = new_result(spec, sweep)
+    result["provenance"]["node"] = node  # the Ray node id, when scheduled by Ray
     try:
         _execute(spec, store, data_dir, result)
         result["status"] = "finished"
+        Checkpoints(store.root).remove(spec.run_id)
     except Exception as e:  # stored with its traceback; the sweep goes on
         result["status"] = "failed"
         result["error"] = f"{type(e).__name__}: {e}"
@@ -122,9 +136,18 @@ def _execute(spec: RunSpec, store: Store, data_dir, result: dict) -> None:
     model = method.prepare(model, ctx)
     trainable, total = count_parameters(model)
     result.update(trainable_params=trainable, total_params=total)
+    checkpoints = Checkpoints(store.root)
+    done = _resume_point(spec, store, checkpoints)
+    if done:
+        checkpoints.restore(spec.run_id, done, model)
+        result["stages"] = store.load_run(spec.run_id)["stages"][: done + 1]
+        result["resumed_from_stage"] = done
     store.save_run(result)
 
     for stage, task in enumerate(setup.tasks, start=1):
+        if stage <= done:
+            continue
+        seed_everything(spec.seed * 1000 + stage)  # each stage seeded alone: a resumed run equals an uninterrupted one
         ctx = StageContext(stage=stage, task=task, seen=setup.tasks[: stage - 1], device=device, seed=spec.seed)
         pairs = method.train_examples([i.training_pair() for i in task.learn], ctx)
         encoded = [encode_example(tok, p["user"], p["reply"], budget.max_length) for p in pairs]
@@ -136,8 +159,8 @@ def _execute(spec: RunSpec, store: Store, data_dir, result: dict) -> None:
                           desc=f"{spec.label} s{spec.seed} eval after {task.name}", **setup.eval_kw)
         result["stages"].append({"stage": stage, "trained_on": task.name, "train": train, **scores,
                                  "peak_memory_mb": _peak_memory_mb(device)})
+        saved = stage < len(setup.tasks) and checkpoints.save(spec.run_id, stage, model) is not None
         store.save_run(result)
-        recall = ", ".join(f"{t} {v['recall']['score']:.2f}" for t, v in scores["scores"].items())
-        tqdm.write(f"[{spec.label} seed {spec.seed}] stage {stage}/{len(setup.tasks)} {task.name}: "
-                   f"train {train['seconds']:.0f}s loss {train['loss_last']:.3f}, eval {scores['seconds']:.0f}s; "
-                   f"recall {recall}")
+        if saved:  # only now may the previous stage's checkpoint go
+            checkpoints.prune(spec.run_id, keep=stage)
+

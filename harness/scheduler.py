@@ -30,28 +30,43 @@ def _stage0_task(spec_dict: dict, store_root: str, data_dir):
 
 
 def _run_task(spec_dict: dict, store_root: str, data_dir, sweep: str):
+    import ray
+
     from .runner import execute  # imported on the worker
 
-    return execute(RunSpec.from_dict(spec_dict), Store(store_root), data_dir=data_dir, sweep=sweep)
+    node = ray.get_runtime_context().get_node_id()
+    return execute(RunSpec.from_dict(spec_dict), Store(store_root), data_dir=data_dir, sweep=sweep, node=node)
 
 
-def _resources(spec: RunSpec, num_cpus: int, num_gpus: float) -> dict:
+def _resources(spec: RunSpec, num_cpus: int, num_gpus: float, memory_gb: float) -> dict:
     from methods.registry import resolve_method
 
     gpus = num_gpus or (1 if spec.device == "cuda" or resolve_method(spec.method).needs.gpu else 0)
-    return {"num_cpus": num_cpus, "num_gpus": gpus}
+    request = {"num_cpus": num_cpus, "num_gpus": gpus}
+    if memory_gb:
+        request["memory"] = int(memory_gb * 2**30)
+    return request
 
 
-def _stage_of(store: Store, spec: RunSpec) -> str:
+def _progress(store: Store, spec: RunSpec) -> dict | None:
+    """The stored file of a run a worker has started, None for one still queued."""
     try:
         data = json.loads(store.run_path(spec.run_id).read_text())
-        return f"stage {len(data['stages']) - 1}/{len(spec.stream)}"
-    except (OSError, ValueError, KeyError):
-        return "starting"
+    except (OSError, ValueError):
+        return None
+    return data if data.get("status") == "running" else None
+
+
+def stage_line(spec: RunSpec, stage: dict) -> str:
+    recall = ", ".join(f"{t} {v['recall']['score']:.2f}" for t, v in stage["scores"].items())
+    train = stage["train"]
+    return (f"[{spec.label} seed {spec.seed}] stage {stage['stage']}/{len(spec.stream)} {stage['trained_on']}: "
+            f"train {train['seconds']:.0f}s (loss {train['loss_first']:.2f} -> {train['loss_last']:.2f}), "
+            f"eval {stage['seconds']:.0f}s; recall {recall}")
 
 
 def run_specs(specs: list[RunSpec], store: Store, *, data_dir=None, sweep: str = "", address: str | None = None,
-              num_cpus: int = 1, num_gpus: float = 0) -> list[dict]:
+              num_cpus: int = 1, num_gpus: float = 0, memory_gb: float = 0) -> list[dict]:
     import ray
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local use: no token auth between driver and workers
@@ -71,9 +86,9 @@ def run_specs(specs: list[RunSpec], store: Store, *, data_dir=None, sweep: str =
         by_protocol = {}
         for spec in specs:
             by_protocol.setdefault(json.dumps(spec.protocol(), sort_keys=True), spec)
-        ray.get([stage0.options(**_resources(s, num_cpus, num_gpus), max_retries=MAX_RETRIES)
+        ray.get([stage0.options(**_resources(s, num_cpus, num_gpus, memory_gb), max_retries=MAX_RETRIES)
                  .remote(s.as_dict(), root, data_dir) for s in by_protocol.values()])
-        pending = {run.options(**_resources(s, num_cpus, num_gpus), max_retries=MAX_RETRIES)
+        pending = {run.options(**_resources(s, num_cpus, num_gpus, memory_gb), max_retries=MAX_RETRIES)
                    .remote(s.as_dict(), root, data_dir, sweep): s for s in specs}
         return _collect(pending, store, ray)
     finally:
@@ -82,7 +97,7 @@ def run_specs(specs: list[RunSpec], store: Store, *, data_dir=None, sweep: str =
 
 
 def _collect(pending: dict, store: Store, ray) -> list[dict]:
-    results, failed = [], 0
+    results, failed, shown = [], 0, {}
     with tqdm(total=len(pending), desc="runs", unit="run") as bar:
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1, timeout=2.0)
@@ -96,8 +111,24 @@ def _collect(pending: dict, store: Store, ray) -> list[dict]:
                 store.save_run(result)
                 failed += result["status"] != "finished"
                 results.append(result)
+                _show_stages(spec, result, shown)
+                bar.write(f"[{spec.label} seed {spec.seed}] {result['status']}"
+                          + (f": {result['error']}" if result["error"] else ""))
                 bar.update()
-            running = ", ".join(f"{s.label}/s{s.seed} {_stage_of(store, s)}" for s in list(pending.values())[:4])
-            bar.set_postfix_str(f"done {len(results) - failed}, failed {failed}, pending {len(pending)}"
-                                + (f" | {running}" if running else ""))
+            running = []
+            for spec in pending.values():
+                data = _progress(store, spec)
+                if data is not None:
+                    _show_stages(spec, data, shown)
+                    running.append(f"{spec.label}/s{spec.seed} stage {len(data['stages']) - 1}/{len(spec.stream)}")
+            bar.set_postfix_str(f"done {len(results) - failed}, failed {failed}, running {len(running)}, "
+                                f"pending {len(pending) - len(running)}" + (f" | {', '.join(running[:4])}" if running else ""))
     return results
+
+
+def _show_stages(spec: RunSpec, data: dict, shown: dict) -> None:
+    """Print each newly finished stage of a run once."""
+    for stage in data["stages"][1:]:
+        if stage["stage"] > shown.get(spec.run_id, 0):
+            tqdm.write(stage_line(spec, stage))
+            shown[spec.run_id] = stage["stage"]

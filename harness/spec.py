@@ -43,10 +43,13 @@ class RunSpec:
         return build(Budget, self.budget, "budget")
 
     def protocol(self) -> dict:
-        """The part shared by every method of a sweep: what makes rows comparable."""
+        """The part shared by every method of a sweep: what makes rows comparable. The task
+        order is not part of it: runs over several orders of the same tasks are averaged
+        together like seeds (each run's metrics follow its own order)."""
         d = self.as_dict()
         for k in ("method", "label", "method_config", "seed"):
             d.pop(k)
+        d["stream"] = sorted(d["stream"])
         return d
 
 
@@ -55,13 +58,13 @@ def content_hash(obj) -> str:
 
 
 def expand(cfg: SweepConfig) -> list[RunSpec]:
-    """One RunSpec per method variant per seed, each method config resolved with its defaults."""
+    """One RunSpec per method variant x task order x seed, each method config resolved with its defaults."""
     specs = []
     for i, entry in enumerate(cfg.methods):
         cls = resolve_method(entry.method, where=f"methods[{i}].method")
         method_config = dataclasses.asdict(build(cls.Config, entry.config, f"methods[{i}].config"))
-        for seed in cfg.seeds:
-            specs.append(RunSpec(model=cfg.model, precision=cfg.precision, device=cfg.device, stream=tuple(cfg.stream),
+        for seed, order in [(s, o) for o in [cfg.stream, *cfg.task_orders] for s in cfg.seeds]:
+            specs.append(RunSpec(model=cfg.model, precision=cfg.precision, device=cfg.device, stream=tuple(order),
                                  probes=tuple(cfg.probes), scorer=cfg.scorer, budget=dataclasses.asdict(cfg.budget),
                                  data_seed=cfg.data_seed, method=entry.method, label=entry.label or entry.method,
                                  method_config=method_config, seed=seed))

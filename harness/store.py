@@ -54,16 +54,14 @@ class Store:
         return json.loads(path.read_text()) if path.exists() else None
 
     def runs(self) -> list[dict]:
-        """Every readable run file; unreadable ones are skipped with a warning naming them."""
+        """Every valid run file; a bad one is skipped with a warning that names it and why."""
+        from .validate import problem
+
         out = []
         for path in sorted((self.root / "runs").glob("*.json")):
-            try:
-                data = json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError) as e:
-                warnings.warn(f"{path}: skipped, not readable JSON ({e})")
-                continue
-            if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
-                warnings.warn(f"{path}: skipped, schema_version is not {SCHEMA_VERSION}")
+            data, why = problem(path)
+            if why:
+                warnings.warn(f"{path}: skipped: {why} (see `clbench validate`)")
                 continue
             out.append(data)
         return out

@@ -35,4 +35,5 @@ def run_sweep(cfg: SweepConfig, results_dir, address: str | None = None, log=pri
     if not todo:
         return []
     return run_specs(todo, store, data_dir=cfg.data_dir, sweep=cfg.name, address=address,
-                     num_cpus=cfg.resources.num_cpus, num_gpus=cfg.resources.num_gpus)
+                     num_cpus=cfg.resources.num_cpus, num_gpus=cfg.resources.num_gpus,
+                     memory_gb=cfg.resources.memory_gb)

@@ -1,0 +1,76 @@
+"""Per-stage checkpoints of a run's trained state, so an interrupted run resumes where it stopped.
+
+What is saved is every parameter with requires_grad after `method.prepare` (the adapter for
+LoRA, all weights for full fine-tuning): frozen parameters equal the base model's by the
+method contract, and `prepare` rebuilds the structure. Only the latest recorded stage of each run
+is kept, in safetensors (never pickle), under <results>/checkpoints/<run_id>/, and the folder is
+removed when the run finishes, so the disk holds about one checkpoint per unfinished run; past
+$CLBENCH_CHECKPOINT_CAP_GB (default 20) a checkpoint is skipped with a warning, never a failure.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+
+CAP_ENV = "CLBENCH_CHECKPOINT_CAP_GB"
+
+
+class Checkpoints:
+    def __init__(self, results_root, cap_gb: float | None = None):
+        self.root = Path(results_root) / "checkpoints"
+        self.cap_bytes = (cap_gb if cap_gb is not None else float(os.environ.get(CAP_ENV, "20"))) * 2**30
+
+    def _used(self) -> int:
+        return sum(p.stat().st_size for p in self.root.glob("*/*.safetensors"))
+
+    def _path(self, run_id: str, stage: int) -> Path:
+        return self.root / run_id / f"stage{stage}.safetensors"
+
+    def save(self, run_id: str, stage: int, model) -> Path | None:
+        """Write the stage's checkpoint; None (and a warning) when it would pass the size cap."""
+        state = {n: p.detach().to("cpu").clone().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+        size = sum(t.numel() * t.element_size() for t in state.values())
+        if self._used() + size > self.cap_bytes:
+            warnings.warn(f"checkpoint of {run_id} stage {stage} skipped: {self.root} would pass the "
+                          f"{self.cap_bytes / 2**30:g} GB cap (${CAP_ENV}); this run cannot resume from that stage")
+            return None
+        path = self._path(run_id, stage)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        os.close(fd)
+        try:
+            save_file(state, tmp)
+            os.replace(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        return path
+
+    def prune(self, run_id: str, keep: int) -> None:
+        """Drop every stage but `keep`; called once the run file records stage `keep`, so that a
+        crash at any point leaves a checkpoint matching a stage the run file has."""
+        for old in (self.root / run_id).glob("stage*.safetensors"):
+            if old != self._path(run_id, keep):
+                old.unlink()
+
+    def has(self, run_id: str, stage: int) -> bool:
+        return self._path(run_id, stage).exists()
+
+    def restore(self, run_id: str, stage: int, model) -> None:
+        state = load_file(str(self._path(run_id, stage)))
+        params = dict(model.named_parameters())
+        missing = set(state) ^ {n for n, p in params.items() if p.requires_grad}
+        if missing:
+            raise RuntimeError(f"checkpoint {self._path(run_id, stage)} does not match the model: {sorted(missing)[:5]}")
+        with torch.no_grad():
+            for name, value in state.items():
+                params[name].copy_(value.to(params[name].device))
+
+    def remove(self, run_id: str) -> None:
+        shutil.rmtree(self.root / run_id, ignore_errors=True)

@@ -1,0 +1,58 @@
+"""Check stored run files: readable JSON, our schema version, a well-formed body, and a run_id
+equal to the hash of the spec it holds (a hand-edited config cannot pass as the original run)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .spec import RunSpec
+from .store import SCHEMA_VERSION
+
+STATUSES = {"running", "finished", "failed"}
+
+
+def problem(path: Path) -> tuple[dict | None, str | None]:
+    """(data, None) for a good file, (None, reason) for a bad one."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError) as e:
+        return None, f"unreadable: {e}"
+    except json.JSONDecodeError as e:
+        return None, f"not valid JSON (truncated?): {e}"
+    if not isinstance(data, dict):
+        return None, "not a JSON object"
+    if data.get("schema_version") != SCHEMA_VERSION:
+        return None, f"schema_version {data.get('schema_version')!r}, this clbench reads {SCHEMA_VERSION}"
+    for key in ("run_id", "spec", "status", "stages", "provenance"):
+        if key not in data:
+            return None, f"missing field '{key}'"
+    try:
+        spec = RunSpec.from_dict(data["spec"])
+    except (TypeError, KeyError, ValueError) as e:
+        return None, f"spec is not a RunSpec: {e}"
+    if spec.run_id != data["run_id"]:
+        return None, f"run_id {data['run_id']} does not match the hash of its spec ({spec.run_id}): edited or corrupt"
+    if Path(path).stem != data["run_id"]:
+        return None, f"file name does not match run_id {data['run_id']}"
+    if data["status"] not in STATUSES:
+        return None, f"status {data['status']!r} is not one of {sorted(STATUSES)}"
+    stages = data["stages"]
+    if not isinstance(stages, list):
+        return None, "stages is not a list"
+    if data["status"] == "finished" and len(stages) != len(spec.stream) + 1:
+        return None, f"finished with {len(stages)} stages, its stream needs {len(spec.stream) + 1}"
+    for i, stage in enumerate(stages):
+        try:
+            for task in spec.stream:
+                score = stage["scores"][task]["recall"]["score"]
+                if not (isinstance(score, (int, float)) and 0.0 <= score <= 1.0):
+                    return None, f"stages[{i}].scores.{task}.recall.score is {score!r}, not in [0, 1]"
+        except (KeyError, TypeError):
+            return None, f"stages[{i}] lacks scores for every task of its stream"
+    if data["status"] == "finished" and not data["provenance"].get("data_checksums"):
+        return None, "finished run without data checksums in its provenance"
+    return data, None
+
+
+def validate_dir(results_dir) -> list[tuple[Path, str]]:
+    return [(p, why) for p in sorted((Path(results_dir) / "runs").glob("*.json")) for _, why in [problem(p)] if why]

@@ -1,0 +1,109 @@
+"""Kill the driver with SIGKILL mid-sweep, run again: finished runs are skipped, the interrupted
+run resumes from its last finished stage, and the results equal an uninterrupted sweep."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+SWEEP = """
+name: resume-test
+model: tiny
+precision: fp32
+stream: [stem, humanities, law]
+probes: [general]
+methods: [full, lora]
+seeds: [0]
+budget: {learn_items: 4, transfer_items: 2, code_items: 1, heldout_items: 0, general_items: 2,
+         epochs: 6, batch_size: 2, max_length: 192}
+resources: {num_cpus: 2}
+"""
+
+
+def _cmd(cfg, results, data_dir):
+    return [sys.executable, "-m", "harness.cli", "run", "--config", str(cfg), "--results", str(results),
+            "--data", str(data_dir)]
+
+
+def _runs(results):
+    return {json.loads(p.read_text())["spec"]["label"]: json.loads(p.read_text())
+            for p in (results / "runs").glob("*.json")}
+
+
+def _scores(run):
+    return [(s["trained_on"], s["scores"], s["probes"]) for s in run["stages"]]
+
+
+def test_sigkill_driver_then_resume(tmp_path, data_dir):
+    cfg = tmp_path / "sweep.yaml"
+    cfg.write_text(SWEEP)
+    clean = subprocess.run(_cmd(cfg, tmp_path / "clean", data_dir), capture_output=True, text=True, timeout=600)
+    assert clean.returncode == 0, clean.stderr[-2000:]
+
+    results = tmp_path / "killed"
+    proc = subprocess.Popen(_cmd(cfg, results, data_dir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    killed_at = None
+    while time.time() < deadline and killed_at is None:
+        runs = _runs(results) if (results / "runs").exists() else {}
+        finished = [r for r in runs.values() if r["status"] == "finished"]
+        midway = [r for r in runs.values() if r["status"] == "running" and len(r["stages"]) >= 3]
+        if finished and midway:  # one run done, the other past stage 2 of 3
+            os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything it started, no clean-up
+            killed_at = {r["spec"]["label"]: len(r["stages"]) - 1 for r in midway}
+        time.sleep(0.05)
+    proc.wait(timeout=60)
+    if killed_at is None:
+        pytest.fail("the sweep never reached the kill point")
+    done_before = {label: (results / "runs" / f"{r['run_id']}.json").stat().st_mtime_ns
+                   for label, r in _runs(results).items() if r["status"] == "finished"}
+
+    again = subprocess.run(_cmd(cfg, results, data_dir), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    after = _runs(results)
+    for label, mtime in done_before.items():
+        assert f"skip {label} seed 0" in again.stdout
+        assert (results / "runs" / f"{after[label]['run_id']}.json").stat().st_mtime_ns == mtime
+    for label, stage in killed_at.items():
+        assert after[label]["resumed_from_stage"] == stage
+    reference = _runs(tmp_path / "clean")
+    assert set(after) == set(reference)
+    for label in reference:
+        assert after[label]["status"] == "finished"
+        assert _scores(after[label]) == _scores(reference[label])
+        for a, b in zip(after[label]["stages"][1:], reference[label]["stages"][1:]):
+            assert a["train"]["loss_last"] == b["train"]["loss_last"]
+    assert not any((results / "checkpoints").glob("*/*.safetensors"))  # cleaned up on finish
+
+
+def test_checkpoint_round_trip_and_cap(tmp_path, tiny):
+    import copy
+
+    import torch
+
+    from harness.checkpoints import Checkpoints
+
+    model = copy.deepcopy(tiny[0])
+    for name, p in model.named_parameters():
+        p.requires_grad_("layers.1." in name)
+    ckpt = Checkpoints(tmp_path)
+    assert ckpt.save("run", 1, model) is not None
+    trained = {n: p.detach().clone() for n, p in model.named_parameters()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    ckpt.restore("run", 1, model)
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            assert torch.equal(p, trained[n])  # trainable parameters come back
+        else:
+            assert torch.equal(p, trained[n] + 1.0)  # frozen ones are not in the checkpoint
+    ckpt.save("run", 2, model)
+    ckpt.prune("run", keep=2)
+    assert ckpt.has("run", 2) and not ckpt.has("run", 1)
+    with pytest.warns(UserWarning, match="cap"):
+        assert Checkpoints(tmp_path, cap_gb=1e-6).save("other", 1, model) is None

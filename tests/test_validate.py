@@ -1,0 +1,59 @@
+"""`clbench validate` names each bad run file; the leaderboard skips it with a warning."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from harness import config, leaderboard
+from harness.runner import execute
+from harness.spec import expand
+from harness.store import Store
+
+
+@pytest.fixture(scope="module")
+def good_run(tmp_path_factory, data_dir):
+    root = tmp_path_factory.mktemp("results")
+    f = root / "c.yaml"
+    f.write_text("model: tiny\nprecision: fp32\nstream: [stem]\nprobes: [general]\nmethods: [full]\n"
+                 "budget: {learn_items: 2, transfer_items: 1, general_items: 1, epochs: 1}\n")
+    spec = expand(config.load(str(f)))[0]
+    result = execute(spec, Store(root), data_dir=str(data_dir))
+    assert result["status"] == "finished"
+    return root, result
+
+
+def test_validate_names_each_bad_file(good_run, tmp_path):
+    root, result = good_run
+    runs = tmp_path / "results" / "runs"
+    runs.mkdir(parents=True)
+    good_text = json.dumps(result)
+    (runs / f"{result['run_id']}.json").write_text(good_text)
+    (runs / "aaaaaaaaaaaaaaaa.json").write_text(good_text[: len(good_text) // 2])  # truncated
+    foreign = dict(result, schema_version=99)
+    (runs / "bbbbbbbbbbbbbbbb.json").write_text(json.dumps(foreign))
+    edited = json.loads(good_text)
+    edited["spec"]["method_config"]["lr"] = 1.0  # result claims a config it was not run with
+    (runs / f"{result['run_id'][:-1]}x.json").write_text(json.dumps(edited))
+
+    out = subprocess.run([sys.executable, "-m", "harness.cli", "validate", str(tmp_path / "results")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1
+    lines = out.stdout.splitlines()
+    assert any("aaaaaaaaaaaaaaaa.json" in x and "not valid JSON" in x for x in lines)
+    assert any("bbbbbbbbbbbbbbbb.json" in x and "schema_version 99" in x for x in lines)
+    assert any("x.json" in x and "does not match the hash of its spec" in x for x in lines)
+    assert not any(result["run_id"] + ".json" in x for x in lines)
+    assert "1 of 4 run files valid" in out.stdout
+
+    with pytest.warns(UserWarning) as caught:
+        table = leaderboard.rows(Store(tmp_path / "results").runs())
+    assert len(caught) == 3
+    assert [r["label"] for r in table] == ["full"] and table[0]["seeds"] == 1
+
+
+def test_validate_accepts_a_good_store(good_run):
+    root, _ = good_run
+    out = subprocess.run([sys.executable, "-m", "harness.cli", "validate", str(root)], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and "1 of 1 run files valid" in out.stdout
