@@ -23,7 +23,7 @@ from .precision import pick_device, pick_precision
 from .provenance import git_commit, machine, package_versions
 from .spec import RunSpec, content_hash
 from .store import SCHEMA_VERSION, Store
-from .training import train_task
+from .training import collate, train_task
 from .typed import build
 
 
@@ -92,6 +92,15 @@ def failed_result(spec: RunSpec, store: Store, error: str, sweep: str = "") -> d
     return result
 
 
+def _batcher(tok, budget, device):
+    def batches(pairs, batch_size=None):
+        encoded = [encode_example(tok, p["user"], p["reply"], budget.max_length) for p in pairs]
+        size = batch_size or budget.batch_size
+        for i in range(0, len(encoded), size):
+            yield collate(encoded[i:i + size], tok.pad_token_id, device)
+    return batches
+
+
 def _resume_point(spec: RunSpec, store: Store, checkpoints: Checkpoints) -> int:
     """The last stage an earlier attempt of this run finished and checkpointed (0: start afresh)."""
     previous = store.load_run(spec.run_id)
@@ -103,12 +112,14 @@ def _resume_point(spec: RunSpec, store: Store, checkpoints: Checkpoints) -> int:
     return 0
 
 
-def execute(spec: RunSpec, store: Store, data_dir: str | None = None, sweep: str = "", node: str | None = None) -> dict:
-    """Run one spec and store it; a failure is stored as a failed result, never raised."""
+def execute(spec: RunSpec, store: Store, data_dir: str | None = None, sweep: str = "", node: str | None = None,
+            on_stage=None) -> dict:
+    """Run one spec and store it; a failure is stored as a failed result, never raised.
+    on_stage(stage, model), if given, is called after `prepare` (stage 0) and after every stage."""
     result = new_result(spec, sweep)
     result["provenance"]["node"] = node  # the Ray node id, when scheduled by Ray
     try:
-        _execute(spec, store, data_dir, result)
+        _execute(spec, store, data_dir, result, on_stage or (lambda stage, model: None))
         result["status"] = "finished"
         Checkpoints(store.root).remove(spec.run_id)
     except Exception as e:  # stored with its traceback; the sweep goes on
@@ -121,7 +132,7 @@ def execute(spec: RunSpec, store: Store, data_dir: str | None = None, sweep: str
     return result
 
 
-def _execute(spec: RunSpec, store: Store, data_dir, result: dict) -> None:
+def _execute(spec: RunSpec, store: Store, data_dir, result: dict, on_stage) -> None:
     setup = _Setup(spec, data_dir)
     method_cls = resolve_method(spec.method)
     method = method_cls(build(method_cls.Config, spec.method_config, "method_config"))
@@ -136,8 +147,9 @@ def _execute(spec: RunSpec, store: Store, data_dir, result: dict) -> None:
     model = method.prepare(model, ctx)
     trainable, total = count_parameters(model)
     result.update(trainable_params=trainable, total_params=total)
+    on_stage(0, model)
     checkpoints = Checkpoints(store.root)
-    done = _resume_point(spec, store, checkpoints)
+    done = _resume_point(spec, store, checkpoints) if method.resumable else 0
     if done:
         checkpoints.restore(spec.run_id, done, model)
         result["stages"] = store.load_run(spec.run_id)["stages"][: done + 1]
@@ -148,18 +160,20 @@ def _execute(spec: RunSpec, store: Store, data_dir, result: dict) -> None:
         if stage <= done:
             continue
         seed_everything(spec.seed * 1000 + stage)  # each stage seeded alone: a resumed run equals an uninterrupted one
-        ctx = StageContext(stage=stage, task=task, seen=setup.tasks[: stage - 1], device=device, seed=spec.seed)
+        ctx = StageContext(stage=stage, task=task, seen=setup.tasks[: stage - 1], device=device, seed=spec.seed,
+                           precision=precision, batches=_batcher(tok, budget, device))
         pairs = method.train_examples([i.training_pair() for i in task.learn], ctx)
         encoded = [encode_example(tok, p["user"], p["reply"], budget.max_length) for p in pairs]
         train = train_task(model, method, encoded, ctx, epochs=budget.epochs, batch_size=budget.batch_size,
                            pad_id=tok.pad_token_id, device=device, precision=precision,
                            seed=spec.seed * 1000 + stage, desc=f"{spec.label} s{spec.seed} train {task.name}")
         model = method.after_task(model, ctx)
+        on_stage(stage, model)
         scores = evaluate(model, tok, setup.tasks, setup.probes,
                           desc=f"{spec.label} s{spec.seed} eval after {task.name}", **setup.eval_kw)
         result["stages"].append({"stage": stage, "trained_on": task.name, "train": train, **scores,
                                  "peak_memory_mb": _peak_memory_mb(device)})
-        saved = stage < len(setup.tasks) and checkpoints.save(spec.run_id, stage, model) is not None
+        saved = method.resumable and stage < len(setup.tasks) and checkpoints.save(spec.run_id, stage, model) is not None
         store.save_run(result)
         if saved:  # only now may the previous stage's checkpoint go
             checkpoints.prune(spec.run_id, keep=stage)

@@ -15,7 +15,7 @@ bit-identical (the conformance tests check this).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar, Iterator
 
 from harness.typed import field
 
@@ -38,10 +38,16 @@ class StageContext:
     seen: list  # tasks trained before this one
     device: str
     seed: int
+    precision: str = "fp32"
+    # batches(pairs, batch_size=None) -> iterator of collated, on-device batches of {"user", "reply"}
+    # pairs, encoded like training data: for methods that need forward passes of their own (EWC)
+    batches: Callable[..., Iterator[dict]] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
 class BaseConfig:
+    """The least a method config has: the learning rate the harness's optimiser uses."""
+
     lr: float = field(2e-5, "AdamW learning rate", min=0.0)
 
 
@@ -51,6 +57,9 @@ class Method:
     citation: ClassVar[str] = ""
     Config: ClassVar[type] = BaseConfig
     needs: ClassVar[Needs] = Needs()
+    # False when the method keeps state outside the model's trainable parameters (a Fisher, a
+    # buffer): an interrupted run of it restarts from stage 1 instead of resuming a checkpoint.
+    resumable: ClassVar[bool] = True
 
     def __init__(self, config=None):
         self.config = config if config is not None else self.Config()

@@ -36,3 +36,19 @@ class LoRA(Method):
         peft_config = LoraConfig(r=c.r, lora_alpha=c.alpha, lora_dropout=c.dropout, target_modules=targets,
                                  task_type="CAUSAL_LM")
         return get_peft_model(model, peft_config)
+
+
+@dataclasses.dataclass(frozen=True)
+class LoRAAllR64Config(LoRAConfig):
+    r: int = field(64, "adapter rank", min=1)
+    alpha: int = field(128, "scaling numerator: the update is scaled by alpha / r (alpha = 2r)", min=1)
+    target_modules: list[str] = field(["all-linear"], "module names to adapt, or ['all-linear']")
+
+
+class LoRAAllR64(LoRA):
+    """The QLoRA paper's setting: every linear layer, r 64 (Dettmers et al. 2023, arXiv:2305.14314)."""
+
+    name = "lora_all_r64"
+    description = "peft LoRA on every linear layer, rank 64, alpha 128 (the QLoRA-paper setting)."
+    citation = "Dettmers et al. 2023, QLoRA, arXiv:2305.14314; Hu et al. 2021, arXiv:2106.09685"
+    Config = LoRAAllR64Config

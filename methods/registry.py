@@ -16,6 +16,12 @@ from .base import Method
 BUILTIN = {
     "full": "methods.full:FullFineTune",
     "lora": "methods.lora:LoRA",
+    "lora_all_r64": "methods.lora:LoRAAllR64",
+    "freeze": "methods.freeze:Freeze",
+    "replay": "methods.replay:Replay",
+    "l2sp": "methods.l2sp:L2SP",
+    "ewc": "methods.ewc:EWC",
+    "distill": "methods.distill:Distill",
 }
 ENTRY_POINT_GROUP = "clbench.methods"
 

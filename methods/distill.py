@@ -1,0 +1,73 @@
+"""Distillation from the pre-task model (Learning without Forgetting).
+
+Before each task the current model is copied and frozen as the teacher. Training loss =
+label loss + alpha * T^2 * KL(p_teacher^T || p_student^T) on the reply tokens of the new
+task's data, with both distributions softened by temperature T (Li & Hoiem 2017,
+arXiv:1606.09282: T = 2, weight 1; the T^2 factor keeps gradient scale as in Hinton et al.
+2015, arXiv:1503.02531).
+
+KL direction: forward, teacher || student. It is mass-covering: the student is pushed to keep
+probability wherever the pre-task model put it, which is what "do not forget" asks; the reverse
+KL would let the student drop modes of the old distribution. Teacher logits are computed per
+batch, on the fly: nothing is held for the whole dataset.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+
+from harness.typed import field
+from tasks.chat import IGNORE
+
+from .base import Method, Needs
+
+
+@dataclasses.dataclass(frozen=True)
+class DistillConfig:
+    lr: float = field(5e-5, "AdamW learning rate for all weights", min=0.0)
+    alpha: float = field(1.0, "weight of the distillation term", min=0.0)
+    temperature: float = field(2.0, "softmax temperature for both teacher and student", min=0.01)
+
+
+def distill_kl(student_logits, teacher_logits, labels, temperature: float):
+    """Mean over reply positions of KL(teacher^T || student^T) * T^2."""
+    mask = labels[:, 1:] != IGNORE
+    s = student_logits[:, :-1][mask].float() / temperature
+    t = teacher_logits[:, :-1][mask].float() / temperature
+    kl = F.kl_div(F.log_softmax(s, -1), F.log_softmax(t, -1), log_target=True, reduction="batchmean")
+    return kl * temperature**2
+
+
+class Distill(Method):
+    name = "distill"
+    description = "LwF: label loss + KL to the frozen pre-task model on the new task's replies."
+    citation = "Li & Hoiem 2017, Learning without Forgetting, arXiv:1606.09282"
+    Config = DistillConfig
+    needs = Needs(teacher=True)
+
+    def prepare(self, model, ctx):
+        for p in model.parameters():
+            p.requires_grad_(True)
+        self.model = model
+        self.teacher = None
+        return model
+
+    def train_examples(self, pairs, ctx):
+        self.teacher = copy.deepcopy(self.model).eval()  # the pre-task model
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        return pairs
+
+    def extra_loss(self, model, batch, outputs, ctx):
+        if ctx.stage == 1:  # the pre-task model is the base model: LwF starts with the second task
+            return None
+        with torch.no_grad():
+            teacher_logits = self.teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        return self.config.alpha * distill_kl(outputs.logits, teacher_logits, batch["labels"], self.config.temperature)
+
+    def after_task(self, model, ctx):
+        self.teacher = None  # free the copy between tasks
+        return model

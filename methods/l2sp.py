@@ -1,0 +1,35 @@
+"""L2-SP: full fine-tuning with an L2 penalty pulling the weights towards the pre-trained ones,
+alpha/2 * ||w - w0||^2 (Li, Grandvalet & Davoine 2018, arXiv:1802.01483; alpha 0.1 there)."""
+from __future__ import annotations
+
+import dataclasses
+
+
+from harness.typed import field
+
+from .base import Method
+
+
+@dataclasses.dataclass(frozen=True)
+class L2SPConfig:
+    lr: float = field(5e-5, "AdamW learning rate for all weights", min=0.0)
+    alpha: float = field(0.1, "weight of the penalty alpha/2 * ||w - w0||^2", min=0.0)
+
+
+class L2SP(Method):
+    name = "l2sp"
+    description = "Full fine-tuning with an L2 pull towards the pre-trained weights."
+    citation = "Li, Grandvalet & Davoine 2018, Explicit Inductive Bias for Transfer Learning, arXiv:1802.01483"
+    Config = L2SPConfig
+
+    def prepare(self, model, ctx):
+        for p in model.parameters():
+            p.requires_grad_(True)
+        self.anchor = [(p, p.detach().clone()) for p in model.parameters()]
+        return model
+
+    def penalty(self):
+        return self.config.alpha / 2 * sum(((p.float() - a.float()) ** 2).sum() for p, a in self.anchor)
+
+    def extra_loss(self, model, batch, outputs, ctx):
+        return self.penalty()

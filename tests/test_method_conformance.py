@@ -1,0 +1,67 @@
+"""Every registered method (and one loaded from a file) runs two stages of the tiny stream, trains
+the parameters it marks trainable, leaves every other parameter bit-identical, and stores a valid
+result file."""
+import textwrap
+
+import pytest
+import torch
+
+from harness import config
+from harness.runner import execute
+from harness.spec import expand
+from harness.store import Store
+from harness.validate import problem
+from methods.registry import available
+
+THIRD_PARTY = '''
+from methods.full import FullFineTune
+
+
+class TopOnly(FullFineTune):
+    name = "top_only"
+    description = "third-party test method: trains the final norm only"
+
+    def prepare(self, model, ctx):
+        for n, p in model.named_parameters():
+            p.requires_grad_(n.endswith("model.norm.weight"))
+        return model
+'''
+
+
+@pytest.fixture(scope="module")
+def third_party(tmp_path_factory):
+    path = tmp_path_factory.mktemp("plugin") / "top_only.py"
+    path.write_text(textwrap.dedent(THIRD_PARTY))
+    return f"{path}:TopOnly"
+
+
+@pytest.mark.parametrize("name", sorted(available()) + ["third-party-file"])
+def test_method_conforms(name, third_party, tmp_path, data_dir):
+    method = third_party if name == "third-party-file" else name
+    f = tmp_path / "c.yaml"
+    f.write_text(f"model: tiny\nprecision: fp32\nstream: [stem, humanities]\nprobes: [general]\n"
+                 f"methods: ['{method}']\n"
+                 "budget: {learn_items: 4, transfer_items: 2, general_items: 2, epochs: 2, batch_size: 2, max_length: 192}\n")
+    spec = expand(config.load(str(f)))[0]
+    snapshots = {}
+
+    def on_stage(stage, model):
+        snapshots[stage] = {n: (p.requires_grad, p.detach().clone()) for n, p in model.named_parameters()}
+
+    store = Store(tmp_path / "res")
+    result = execute(spec, store, data_dir=str(data_dir), on_stage=on_stage)
+    assert result["status"] == "finished", result["traceback"]
+    data, why = problem(store.run_path(spec.run_id))
+    assert why is None
+
+    assert sorted(snapshots) == [0, 1, 2]
+    start, end = snapshots[0], snapshots[2]
+    trainable = [n for n, (grad, _) in start.items() if grad]
+    assert trainable, "the method trains nothing"
+    assert result["trainable_params"] == sum(start[n][1].numel() for n in trainable)
+    for n, (grad, before) in start.items():
+        after = end[n][1]
+        if grad:
+            continue
+        assert torch.equal(before, after), f"frozen parameter {n} changed"
+    assert any(not torch.equal(start[n][1], end[n][1]) for n in trainable), "no trainable parameter moved"
