@@ -22,6 +22,7 @@ BUILTIN = {
     "l2sp": "methods.l2sp:L2SP",
     "ewc": "methods.ewc:EWC",
     "distill": "methods.distill:Distill",
+    "llama_pro": "methods.llama_pro:LlamaPro",
 }
 ENTRY_POINT_GROUP = "clbench.methods"
 

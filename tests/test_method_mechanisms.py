@@ -107,3 +107,21 @@ def test_freeze_trains_only_the_last_blocks(tiny):
 
 def test_non_resumable_methods_are_marked():
     assert not EWC.resumable and not Replay.resumable and L2SP.resumable
+
+
+def test_llama_pro_expanded_smollm2_keeps_logits_and_cached_generation(smollm2):
+    from harness.scoring import generate
+    from methods.llama_pro import LlamaPro
+
+    base, tok = smollm2
+    expanded = LlamaPro(LlamaPro.Config(every=10)).prepare(copy.deepcopy(base), None)
+    assert expanded.config.num_hidden_layers == base.config.num_hidden_layers + 3
+    assert [layer.self_attn.layer_idx for layer in expanded.model.layers] == list(range(33))
+    trained = {n.split(".")[2] for n, p in expanded.named_parameters() if p.requires_grad}
+    assert trained == {"10", "21", "32"}  # the copies after blocks 10, 20, 30 (0-based 9, 19, 29)
+    ids = tok("The capital of France is", return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert torch.allclose(expanded(ids).logits, base(ids).logits, atol=1e-5, rtol=0)
+    prompts = ["Name three primary colours.", "Write a haiku about rain."]
+    assert [r["text"] for r in generate(expanded, tok, prompts, "cpu", "fp32", 24, batch_size=2)] == \
+        [r["text"] for r in generate(base, tok, prompts, "cpu", "fp32", 24, batch_size=2)]

@@ -1,0 +1,71 @@
+"""LLaMA-Pro block expansion: insert copies of decoder blocks whose output projections
+(`o_proj`, `down_proj`) are zeroed, so each new block is an identity map at first, then train
+only the new blocks (Wu et al. 2024, arXiv:2401.02415: a copy after every 4th of LLaMA-2-7B's
+32 blocks, 8 new blocks, the original blocks frozen).
+
+Two bookkeeping steps make the expanded model exact: every attention module's `layer_idx` is
+renumbered (the KV cache is indexed by it), and `config.num_hidden_layers` is updated
+(transformers runs only the first num_hidden_layers layers and sizes the cache from it).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import torch
+
+from harness.typed import field
+
+from .base import Method
+
+
+@dataclasses.dataclass(frozen=True)
+class LlamaProConfig:
+    lr: float = field(1e-4, "AdamW learning rate for the new blocks", min=0.0)
+    every: int = field(4, "insert a zero-output copy after every this many original blocks", min=1)
+
+
+def expand_blocks(model, every: int) -> list[int]:
+    """Expand in place; return the indices of the new blocks in the expanded stack."""
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else model.model
+    layers, new_index = [], []
+    for i, layer in enumerate(decoder.layers):
+        layers.append(layer)
+        if (i + 1) % every == 0:
+            block = copy.deepcopy(layer)
+            with torch.no_grad():
+                for linear in (block.self_attn.o_proj, block.mlp.down_proj):
+                    linear.weight.zero_()
+                    if linear.bias is not None:
+                        linear.bias.zero_()
+            new_index.append(len(layers))
+            layers.append(block)
+    decoder.layers = torch.nn.ModuleList(layers)
+    for idx, layer in enumerate(decoder.layers):
+        layer.self_attn.layer_idx = idx
+    model.config.num_hidden_layers = len(layers)
+    if getattr(model.config, "layer_types", None):
+        types = list(model.config.layer_types)
+        model.config.layer_types = [types[min(i - sum(1 for n in new_index if n <= i), len(types) - 1)]
+                                    for i in range(len(layers))]
+    return new_index
+
+
+class LlamaPro(Method):
+    name = "llama_pro"
+    description = "LLaMA-Pro: insert identity-initialised copies of decoder blocks, train only those."
+    citation = "Wu et al. 2024, LLaMA Pro: Progressive LLaMA with Block Expansion, arXiv:2401.02415"
+    Config = LlamaProConfig
+
+    def prepare(self, model, ctx):
+        new = set(expand_blocks(model, self.config.every))
+        if not new:
+            raise ValueError(f"llama_pro: every={self.config.every} adds no block to a "
+                             f"{model.config.num_hidden_layers}-layer model")
+        for p in model.parameters():
+            p.requires_grad_(False)
+        decoder = model.get_decoder() if hasattr(model, "get_decoder") else model.model
+        for i in new:
+            for p in decoder.layers[i].parameters():
+                p.requires_grad_(True)
+        return model
