@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from methods.base import StageContext, count_parameters
 from methods.registry import resolve_method
-from tasks.chat import encode_example
+from tasks.chat import encode_pairs
 from tasks.data import DataSource
 from tasks.registry import load_stream
 
@@ -94,7 +94,7 @@ def failed_result(spec: RunSpec, store: Store, error: str, sweep: str = "") -> d
 
 def _batcher(tok, budget, device):
     def batches(pairs, batch_size=None):
-        encoded = [encode_example(tok, p["user"], p["reply"], budget.max_length) for p in pairs]
+        encoded = encode_pairs(tok, pairs, budget.max_length)
         size = batch_size or budget.batch_size
         for i in range(0, len(encoded), size):
             yield collate(encoded[i:i + size], tok.pad_token_id, device)
@@ -163,7 +163,7 @@ def _execute(spec: RunSpec, store: Store, data_dir, result: dict, on_stage) -> N
         ctx = StageContext(stage=stage, task=task, seen=setup.tasks[: stage - 1], device=device, seed=spec.seed,
                            precision=precision, batches=_batcher(tok, budget, device))
         pairs = method.train_examples([i.training_pair() for i in task.learn], ctx)
-        encoded = [encode_example(tok, p["user"], p["reply"], budget.max_length) for p in pairs]
+        encoded = encode_pairs(tok, pairs, budget.max_length)
         train = train_task(model, method, encoded, ctx, epochs=budget.epochs, batch_size=budget.batch_size,
                            pad_id=tok.pad_token_id, device=device, precision=precision,
                            seed=spec.seed * 1000 + stage, desc=f"{spec.label} s{spec.seed} train {task.name}")

@@ -38,3 +38,8 @@ def encode_example(tok, user: str, reply: str, max_length: int) -> dict:
         reply = reply[: room - len(prompt)]
     reply = reply + [eos]
     return {"input_ids": prompt + reply, "labels": [IGNORE] * len(prompt) + reply}
+
+
+def encode_pairs(tok, pairs: list[dict], max_length: int) -> list[dict]:
+    """encode_example for each {'user', 'reply'} pair."""
+    return [encode_example(tok, p["user"], p["reply"], max_length) for p in pairs]

@@ -7,7 +7,6 @@ import copy
 import pytest
 import torch
 
-from harness.training import collate
 from methods.base import StageContext
 from methods.registry import available, resolve_method
 from tasks.chat import IGNORE
@@ -22,7 +21,7 @@ def base(smollm2):
 
 @pytest.mark.parametrize("name", sorted(available()))
 def test_one_training_step(benchmark, name, base):
-    model, tok = copy.deepcopy(base[0]), base[1]
+    model = copy.deepcopy(base[0])
     method = resolve_method(name)()
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(100, 40000, (4, 128), generator=g)
