@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from harness.typed import field
 from tasks.chat import IGNORE
 
-from .base import Method, Needs
+from .base import Needs
+from .full import FullFineTune
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +42,7 @@ def distill_kl(student_logits, teacher_logits, labels, temperature: float):
     return kl * temperature**2
 
 
-class Distill(Method):
+class Distill(FullFineTune):
     name = "distill"
     description = "LwF: label loss + KL to the frozen pre-task model on the new task's replies."
     citation = "Li & Hoiem 2017, Learning without Forgetting, arXiv:1606.09282"
@@ -49,8 +50,7 @@ class Distill(Method):
     needs = Needs(teacher=True)
 
     def prepare(self, model, ctx):
-        for p in model.parameters():
-            p.requires_grad_(True)
+        model = super().prepare(model, ctx)
         self.model = model
         self.teacher = None
         return model

@@ -17,7 +17,7 @@ import torch
 from harness.precision import autocast
 from harness.typed import field
 
-from .base import Method
+from .full import FullFineTune
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,7 +27,7 @@ class EWCConfig:
     gamma: float = field(1.0, "decay of earlier tasks' Fisher in the online sum (1: accumulate)", min=0.0, max=1.0)
 
 
-class EWC(Method):
+class EWC(FullFineTune):
     name = "ewc"
     description = "Full fine-tuning with an Elastic Weight Consolidation penalty (online diagonal Fisher)."
     citation = "Kirkpatrick et al. 2017, arXiv:1612.00796; Schwarz et al. 2018, arXiv:1805.06370"
@@ -35,8 +35,7 @@ class EWC(Method):
     resumable = False  # its state lives outside the model
 
     def prepare(self, model, ctx):
-        for p in model.parameters():
-            p.requires_grad_(True)
+        model = super().prepare(model, ctx)
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.fisher = None
         self.anchor = None

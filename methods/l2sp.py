@@ -7,7 +7,7 @@ import dataclasses
 
 from harness.typed import field
 
-from .base import Method
+from .full import FullFineTune
 
 
 @dataclasses.dataclass(frozen=True)
@@ -16,15 +16,14 @@ class L2SPConfig:
     alpha: float = field(0.1, "weight of the penalty alpha/2 * ||w - w0||^2", min=0.0)
 
 
-class L2SP(Method):
+class L2SP(FullFineTune):
     name = "l2sp"
     description = "Full fine-tuning with an L2 pull towards the pre-trained weights."
     citation = "Li, Grandvalet & Davoine 2018, Explicit Inductive Bias for Transfer Learning, arXiv:1802.01483"
     Config = L2SPConfig
 
     def prepare(self, model, ctx):
-        for p in model.parameters():
-            p.requires_grad_(True)
+        model = super().prepare(model, ctx)
         self.anchor = [(p, p.detach().clone()) for p in model.parameters()]
         return model
 

@@ -13,7 +13,7 @@ import random
 
 from harness.typed import field
 
-from .base import Method
+from .full import FullFineTune
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,7 +23,7 @@ class ReplayConfig:
     buffer_size: int = field(1000, "examples kept from earlier tasks (reservoir sampling)", min=1)
 
 
-class Replay(Method):
+class Replay(FullFineTune):
     name = "replay"
     description = "Full fine-tuning with a reservoir buffer of earlier tasks' examples mixed in."
     citation = "Scialom et al. 2022, arXiv:2205.12393; de Masson d'Autume et al. 2019, arXiv:1906.01076"
@@ -37,8 +37,7 @@ class Replay(Method):
 
     def prepare(self, model, ctx):
         self.rng = random.Random(ctx.seed)
-        for p in model.parameters():
-            p.requires_grad_(True)
+        model = super().prepare(model, ctx)
         return model
 
     def train_examples(self, pairs, ctx):
