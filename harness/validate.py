@@ -23,22 +23,25 @@ def problem(path: Path) -> tuple[dict | None, str | None]:
         return None, "not a JSON object"
     if data.get("schema_version") != SCHEMA_VERSION:
         return None, f"schema_version {data.get('schema_version')!r}, this clbench reads {SCHEMA_VERSION}"
-    for key in ("run_id", "spec", "status", "stages", "provenance"):
+    for key, kind in (("run_id", str), ("spec", dict), ("status", str), ("stages", list), ("provenance", dict)):
         if key not in data:
             return None, f"missing field '{key}'"
+        if not isinstance(data[key], kind):
+            return None, f"field '{key}' is a {type(data[key]).__name__}, not a {kind.__name__}"
     try:
         spec = RunSpec.from_dict(data["spec"])
-    except (TypeError, KeyError, ValueError) as e:
-        return None, f"spec is not a RunSpec: {e}"
-    if spec.run_id != data["run_id"]:
-        return None, f"run_id {data['run_id']} does not match the hash of its spec ({spec.run_id}): edited or corrupt"
+        spec_id = spec.run_id
+    except (TypeError, KeyError, ValueError, AttributeError) as e:
+        return None, f"spec is not a RunSpec: {type(e).__name__}: {e}"
+    if spec_id != data["run_id"]:
+        return None, f"run_id {data['run_id']} does not match the hash of its spec ({spec_id}): edited or corrupt"
     if Path(path).stem != data["run_id"]:
         return None, f"file name does not match run_id {data['run_id']}"
     if data["status"] not in STATUSES:
         return None, f"status {data['status']!r} is not one of {sorted(STATUSES)}"
     stages = data["stages"]
-    if not isinstance(stages, list):
-        return None, "stages is not a list"
+    if not isinstance(spec.stream, tuple) or not all(isinstance(t, str) for t in spec.stream):
+        return None, "spec.stream is not a list of task names"
     if data["status"] == "finished" and len(stages) != len(spec.stream) + 1:
         return None, f"finished with {len(stages)} stages, its stream needs {len(spec.stream) + 1}"
     for i, stage in enumerate(stages):
@@ -47,7 +50,7 @@ def problem(path: Path) -> tuple[dict | None, str | None]:
                 score = stage["scores"][task]["recall"]["score"]
                 if not (isinstance(score, (int, float)) and 0.0 <= score <= 1.0):
                     return None, f"stages[{i}].scores.{task}.recall.score is {score!r}, not in [0, 1]"
-        except (KeyError, TypeError):
+        except (KeyError, TypeError, IndexError):
             return None, f"stages[{i}] lacks scores for every task of its stream"
     if data["status"] == "finished" and not data["provenance"].get("data_checksums"):
         return None, "finished run without data checksums in its provenance"
