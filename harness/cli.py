@@ -30,7 +30,18 @@ def _leaderboard(args) -> int:
 
     path = leaderboard.write(args.results, args.out)
     print(path.read_text())
-    print(f"written: {path}")
+    print(f"written: {path} (and .csv, .tex, .html beside it)")
+    return 0
+
+
+def _figures(args) -> int:
+    from . import figures
+
+    paths, notes = figures.write(args.results, args.out)
+    for note in notes:
+        print(f"note: {note}")
+    for path in paths:
+        print(f"written: {path}")
     return 0
 
 
@@ -43,6 +54,18 @@ def _validate(args) -> int:
     total = len(list((Path(args.results) / "runs").glob("*.json")))
     print(f"{total - len(bad)} of {total} run files valid")
     return 1 if bad else 0
+
+
+def _export_lm_eval(args) -> int:
+    from . import config
+    from .lmeval_bridge import export
+
+    cfg = config.with_overrides(config.load(args.config or args.preset), data_dir=args.data)
+    names = export(cfg, Path(args.out))
+    print(f"wrote {len(names)} lm-eval tasks to {Path(args.out).resolve()}: {', '.join(names)}")
+    print(f"score a model: lm_eval --model hf --model_args pretrained=MODEL --include_path {Path(args.out).resolve()} "
+          f"--tasks {','.join(names)}")
+    return 0
 
 
 def _methods(args) -> int:
@@ -58,6 +81,26 @@ def _methods(args) -> int:
     return 0
 
 
+def _submit(args) -> int:
+    from .submission import submit
+
+    record = submit(args.method, name=args.name, author=args.author, description=args.description,
+                    config_path=args.config, preset=args.preset, results=args.results, replace=args.replace,
+                    address=args.address)
+    print(Path(record["leaderboard"]).read_text())
+    rank = f"rank {record['rank']} of {record['ranked_rows']}" if record["rank"] else "not ranked (no finished run)"
+    print(f"submission '{record['name']}': {record['status']}, {rank} under protocol {record['protocol']['name']} "
+          f"version {record['protocol']['version']}; record: {args.results}/submissions/{record['name']}/record.json")
+    return 0 if record["status"] == "finished" else 1
+
+
+def _protocol_show(args) -> int:
+    from . import config, protocol
+
+    print(protocol.show(config.load(args.config or args.preset)), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="clbench", description="Continual-learning benchmark for LLMs: fine-tune on one "
                                 "domain after another, measure what is kept and lost, rank the methods.")
@@ -70,15 +113,43 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--model", help="override the config's model")
     r.add_argument("--address", help="join a running Ray cluster (HOST:PORT); default: start a local Ray instance")
     r.set_defaults(func=_run)
-    lb = sub.add_parser("leaderboard", help="rebuild the leaderboard from stored results")
+    lb = sub.add_parser("leaderboard", help="rebuild the leaderboard (Markdown, CSV, LaTeX, HTML) from stored results")
     lb.add_argument("--results", default="results")
     lb.add_argument("--out", help="output folder (default: the results folder)")
     lb.set_defaults(func=_leaderboard)
+    fg = sub.add_parser("figures", help="draw the paper figures (PDF and PNG) from stored results")
+    fg.add_argument("--results", default="results")
+    fg.add_argument("--out", help="output folder (default: <results>/figures)")
+    fg.set_defaults(func=_figures)
     v = sub.add_parser("validate", help="check every stored run file and name the bad ones")
     v.add_argument("results", nargs="?", default="results")
     v.set_defaults(func=_validate)
+    e = sub.add_parser("export-lm-eval", help="write the domain tasks' multiple-choice views as lm-eval task YAMLs")
+    e.add_argument("--out", required=True, help="output folder (data paths in the YAMLs are absolute)")
+    e.add_argument("--preset", default="quick", help="preset whose stream, budget, scorer and model to export")
+    e.add_argument("--config", help="a sweep YAML file (overrides --preset)")
+    e.add_argument("--data", help="dataset folder (default: $CLBENCH_DATA)")
+    e.set_defaults(func=_export_lm_eval)
     m = sub.add_parser("methods", help="list every registered method with its config defaults")
     m.set_defaults(func=_methods)
+    s = sub.add_parser("submit", help="preflight one method file, run it under a protocol card, record and rank it "
+                       "(docs/submitting-a-method.md)")
+    s.add_argument("method", help="path/to/file.py:ClassName, or an installed clbench.methods entry-point name")
+    s.add_argument("--name", help="leaderboard label and folder name (default: the class's `name`)")
+    s.add_argument("--author", help="who submits (default: the login name)")
+    s.add_argument("--description", help="one line shown with the row (default: the class's `description`)")
+    s.add_argument("--config", help="YAML mapping of overrides of the method's config fields")
+    s.add_argument("--preset", default="quick", help="protocol card to run under: quick (default), tiny")
+    s.add_argument("--results", default="results", help="results folder (default: results)")
+    s.add_argument("--replace", action="store_true", help="replace your own earlier submission of this name")
+    s.add_argument("--address", help="join a running Ray cluster (HOST:PORT); default: a local Ray instance")
+    s.set_defaults(func=_submit)
+    pr = sub.add_parser("protocol", help="the benchmark protocol cards")
+    show = pr.add_subparsers(dest="action", required=True).add_parser(
+        "show", help="print a protocol card with its version and data checksums")
+    show.add_argument("--preset", default="quick", help="preset (protocol card) name: quick (default), tiny")
+    show.add_argument("--config", help="a sweep YAML file (overrides --preset)")
+    show.set_defaults(func=_protocol_show)
     return p
 
 

@@ -28,6 +28,13 @@ class Budget:
     batch_size: int = field(4, "training examples per optimisation step", min=1)
     max_length: int = field(384, "token cap of one training example (prompt is cut from the left, EOS kept)", min=16)
     max_new_tokens: int = field(128, "generation cap for code answers", min=1)
+    stop_prompts: int = field(16, "open-ended prompts of the `stop` probe (of 332)", min=1, max=332)
+    stop_max_new_tokens: int = field(160, "token cap of a `stop` probe answer; an answer without EOS by then did not stop", min=1)
+    repetition_n: int = field(4, "n of the n-grams in tail repetition and distinct-n", min=1)
+    repetition_window: int = field(64, "tail repetition looks at the last this many tokens of each answer", min=2)
+    instruct_items: int = field(32, "Self-Instruct tasks of the `instruct` probe (of 252)", min=1, max=252)
+    lm_eval_include: str = field("", "folder of extra lm-eval task YAMLs for `lm_eval:<task>` probes ('' = lm-eval's own tasks only)")
+    lm_eval_limit: int = field(0, "items per `lm_eval:<task>` probe (0: all)", min=0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,7 +99,7 @@ def parse(data: dict, source: str) -> SweepConfig:
 def check(cfg: SweepConfig, source: str) -> None:
     """Cross-field checks: known tasks and methods, method configs, non-empty lists."""
     from methods.registry import resolve_method  # late: methods import the harness
-    from tasks.registry import DOMAINS, PROBES
+    from tasks.registry import DOMAINS, LM_EVAL_PREFIX, PROBES
 
     if not cfg.stream:
         raise ConfigError(f"{source}: stream is empty; list at least one of {', '.join(sorted(DOMAINS))}")
@@ -105,8 +112,18 @@ def check(cfg: SweepConfig, source: str) -> None:
         if sorted(order) != sorted(cfg.stream):
             raise ConfigError(f"{source}: task_orders[{i}]: {order} is not a permutation of stream {cfg.stream}")
     for i, name in enumerate(cfg.probes):
-        if name not in PROBES:
-            raise ConfigError(f"{source}: probes[{i}]: unknown probe '{name}'; {did_you_mean(name, PROBES)}")
+        if name.startswith(LM_EVAL_PREFIX):
+            from .lmeval_bridge import task_manager
+
+            task_manager(name[len(LM_EVAL_PREFIX):], cfg.budget.lm_eval_include, where=f"{source}: probes[{i}]")
+        elif name not in PROBES:
+            raise ConfigError(f"{source}: probes[{i}]: unknown probe '{name}'; "
+                              f"{did_you_mean(name, PROBES)} (or {LM_EVAL_PREFIX}<task> for an lm-eval task)")
+    if cfg.budget.repetition_window < cfg.budget.repetition_n:
+        raise ConfigError(f"{source}: budget.repetition_window ({cfg.budget.repetition_window}) is shorter than "
+                          f"budget.repetition_n ({cfg.budget.repetition_n}); the tail would hold no n-gram")
+    if len(set(cfg.probes)) != len(cfg.probes):
+        raise ConfigError(f"{source}: probes lists a probe twice: {cfg.probes}")
     if not cfg.methods:
         raise ConfigError(f"{source}: methods is empty; add e.g. `methods: [full, lora]`")
     if not cfg.seeds:

@@ -15,3 +15,7 @@ class DataError(ClbenchError):
 
 class TrainingDiverged(ClbenchError):
     """The loss became NaN or infinite."""
+
+
+class StoreError(ClbenchError):
+    """The results folder cannot be written (read-only, full) or is in use by another sweep."""

@@ -1,17 +1,25 @@
 """Score every task view and probe on the current model; one dict per stage.
 
 Each view gets a uniform `score` (accuracy for multiple choice, pass@1 for code) that the
-accuracy matrix reads, plus the details (code: reply log-likelihood of the reference).
+accuracy matrix reads, plus the details (code: reply log-likelihood of the reference). Probes:
+`instruct` scores exp(mean per-token log-probability of the references), `lm_eval:<task>` lm-eval's
+acc (or exact_match); the `stop` probe has no score, only its generation metrics.
 """
 from __future__ import annotations
 
+import math
 import time
 
 from tqdm.auto import tqdm
 
 from tasks.code_exec import extract_code, passes
+from tasks.registry import LM_EVAL_PREFIX
 
+from . import lmeval_bridge
+from .generation_metrics import stop_summary
 from .scoring import cloze_choose, generate, letter_choose, reply_logprob
+
+EXAMPLES = 3  # stop-probe answers stored per stage, for people to read
 
 
 def _mc_view(model, tok, items, scorer, device, precision, bar) -> dict:
@@ -42,6 +50,38 @@ def _code_views(model, tok, views: dict, budget, device, precision, bar) -> dict
     return out
 
 
+def _stop_view(model, tok, items, budget, device, precision, bar) -> dict:
+    """Greedy answers to open-ended prompts, in batches of up to 64 (decoding on a CPU is latency-bound
+    per step): stop rate, tail repetition, distinct-n, mean length, a few example answers."""
+    replies = generate(model, tok, [i.prompt for i in items], device, precision, budget.stop_max_new_tokens,
+                       batch_size=min(len(items), 64))
+    bar.update(len(items))
+    out = stop_summary([r["ids"] for r in replies], [r["stopped"] for r in replies],
+                       budget.repetition_n, budget.repetition_window)
+    out["examples"] = [{"uid": i.uid, "stopped": r["stopped"], "tokens": r["tokens"], "text": r["text"]}
+                       for i, r in zip(items[:EXAMPLES], replies)]
+    return out
+
+
+def _instruct_view(model, tok, items, budget, device, precision, bar) -> dict:
+    """Mean per-token log-probability of the reference replies; score = exp of it (a per-token probability)."""
+    logprobs = reply_logprob(model, tok, [(i.prompt, i.reference) for i in items], device, precision, budget.max_length)
+    bar.update(len(items))
+    mean = sum(logprobs) / len(logprobs)
+    return {"score": math.exp(mean), "mean_logprob": mean, "n": len(items)}
+
+
+def _probe_views(model, tok, task, budget, device, precision, bar) -> dict:
+    if task.kind == "stop":
+        return {"prompts": _stop_view(model, tok, task.views["prompts"], budget, device, precision, bar)}
+    if task.kind == "instruct":
+        return {"reference": _instruct_view(model, tok, task.views["reference"], budget, device, precision, bar)}
+    if task.kind == "lm_eval":
+        return {"lm_eval": lmeval_bridge.probe(model, tok, task.name[len(LM_EVAL_PREFIX):], budget.lm_eval_include,
+                                               budget.lm_eval_limit)}
+    return None
+
+
 def evaluate(model, tok, tasks, probes, *, scorer: str, budget, device: str, precision: str, desc: str) -> dict:
     """{'scores': {task: {view: {...}}}, 'probes': {probe: {...}}, 'seconds': float}."""
     start = time.perf_counter()
@@ -50,7 +90,10 @@ def evaluate(model, tok, tasks, probes, *, scorer: str, budget, device: str, pre
     with tqdm(total=total, desc=desc, unit="item", leave=False) as bar:
         for group, key in ((tasks, "scores"), (probes, "probes")):
             for task in group:
-                if task.kind == "code":
+                views = _probe_views(model, tok, task, budget, device, precision, bar)
+                if views is not None:
+                    out[key][task.name] = views
+                elif task.kind == "code":
                     out[key][task.name] = _code_views(model, tok, task.views, budget, device, precision, bar)
                 else:
                     out[key][task.name] = {view: _mc_view(model, tok, items, scorer, device, precision, bar)

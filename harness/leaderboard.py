@@ -1,88 +1,166 @@
-"""The leaderboard: one row per method variant, from the stored run files alone."""
+"""The leaderboard's numbers, from the stored run files alone (method code is never imported).
+
+Runs are grouped by benchmark protocol (`protocol_key`); within a protocol there is one row per
+method label: mean and 95% Student-t confidence interval over its finished runs (seeds, and task
+orders of the same tasks), ranked by OP, with the Pareto front of OP (higher is better) against
+compute hours (lower is better). The output formats are in `tables.py`.
+"""
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from pathlib import Path
 
-from . import metrics
-from .store import Store, write_text_atomic
+from scipy.stats import t as student_t
 
-COLUMNS = [("overall", "OP"), ("bwt", "BWT"), ("fwt", "FWT"), ("plasticity", "Plasticity"),
-           ("transfer", "Transfer OP"), ("general", "General probe")]
+from .protocol import version_of
+from .run_metrics import run_row
+from .spec import RunSpec, content_hash
+from .store import Store
 
-
-def run_row(run: dict) -> dict:
-    """Metrics of one finished run."""
-    tasks = list(run["spec"]["stream"])
-    stages = run["stages"]
-    row = metrics.summary(stages, tasks, "recall")
-    row["transfer"] = metrics.overall(metrics.matrix(stages, tasks, "transfer"))
-    probes = stages[-1]["probes"]
-    row["general"] = probes["general"]["heldout"]["score"] if "general" in probes else None
-    return row
+# (key of run_metrics.run_row, column header, shown with a sign)
+COLUMNS = [("overall", "OP", False), ("bwt", "BWT", True), ("fwt", "FWT", True), ("plasticity", "Plasticity", True),
+           ("transfer", "Transfer OP", False), ("general", "General probe", False),
+           ("general_retention", "General retention", False), ("stop_rate_change", "Stop-rate change", True),
+           ("tail_repetition", "Tail repetition", False), ("gpu_hours", "GPU-hours", False),
+           ("cpu_hours", "CPU-hours", False), ("trainable_share", "Trainable share", False)]
+CI_LEVEL = 0.95
 
 
-def _mean(xs):
-    xs = [x for x in xs if x is not None]
-    return sum(xs) / len(xs) if xs else None
+def protocol_key(run: dict) -> str | None:
+    """The benchmark protocol a run was produced under: only runs with equal keys are ranked
+    together. The protocol card's version (harness.protocol: card + data checksums) joined with the
+    stage-0 key, a hash of spec.protocol() (model, stream as a set, probes, scorer, budgets, data
+    seed, device), the resolved precision and the data checksums; the stage-0 key alone for runs
+    from before protocol cards. None for a run that failed before its data was loaded."""
+    version, stage0 = version_of(run), run.get("stage0_key")
+    return f"{version}/{stage0}" if version and stage0 else stage0
+
+
+def mean_ci(values) -> tuple[float | None, float | None, int]:
+    """(mean, half-width of the 95% Student-t interval, n) over the values that are not None;
+    the half-width is None below two values."""
+    xs = [x for x in values if x is not None]
+    n = len(xs)
+    if not n:
+        return None, None, 0
+    mean = sum(xs) / n
+    if n < 2:
+        return mean, None, n
+    if min(xs) == max(xs):  # no spread (rounding in the sum must not show as a tiny interval)
+        return xs[0], 0.0, n
+    sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1))
+    return mean, float(student_t.ppf(0.5 + CI_LEVEL / 2, n - 1)) * sd / math.sqrt(n), n
+
+
+def _status(group: list[dict]) -> tuple[int, int]:
+    running = sum(r["status"] == "running" for r in group)
+    return sum(r["status"] == "failed" for r in group), running
+
+
+def _info(group: list[dict]) -> dict:
+    info = next((r["method_info"] for r in group if r.get("method_info")), {})
+    return {"description": info.get("description", ""), "citation": info.get("citation", "")}
 
 
 def rows(runs: list[dict]) -> list[dict]:
-    """Aggregate runs by method label (mean over seeds); failed runs are rows with status, no score."""
+    """One row per method label over `runs` (one protocol), ranked by OP, Pareto front marked.
+    Each row: label, method, description, citation, seeds, failed, running, rank, pareto, and
+    per column key the mean, with `ci[key]` its 95% half-width (None below two runs)."""
     groups = defaultdict(list)
     for run in runs:
         groups[run["spec"]["label"]].append(run)
     out = []
     for label, group in groups.items():
-        finished = [r for r in group if r["status"] == "finished"]
-        row = {"label": label, "method": group[0]["spec"]["method"], "seeds": len(finished),
-               "failed": len(group) - len(finished) - sum(r["status"] == "running" for r in group),
-               "running": sum(r["status"] == "running" for r in group)}
-        per_run = [run_row(r) for r in finished]
-        for key, _ in COLUMNS:
-            row[key] = _mean(p[key] for p in per_run)
-        trainable = [r.get("trainable_params", 0) / r["total_params"] for r in finished if r.get("total_params")]
-        row["trainable_share"] = _mean(trainable)
+        per_run = [run_row(r) for r in group if r["status"] == "finished"]
+        failed, running = _status(group)
+        row = {"label": label, "method": group[0]["spec"]["method"], **_info(group), "seeds": len(per_run),
+               "failed": failed, "running": running, "ci": {}}
+        for key, _, _ in COLUMNS:
+            row[key], row["ci"][key], _n = mean_ci(p[key] for p in per_run)
         out.append(row)
-    out.sort(key=lambda r: (r["overall"] is None, -(r["overall"] or 0)))
+    out.sort(key=lambda r: (r["overall"] is None, -(r["overall"] or 0), r["label"]))
+    for rank, row in enumerate(out, start=1):
+        row["rank"] = rank if row["overall"] is not None else None
+    _mark_pareto(out)
     return out
 
 
-def _fmt(x, signed=False):
-    if x is None:
-        return "–"
-    return f"{x:+.3f}" if signed else f"{x:.3f}"
+def cost_key(table: list[dict]) -> str:
+    """Compute hours for the Pareto front: GPU-hours where any row has them, else CPU-hours."""
+    return "gpu_hours" if any(r["gpu_hours"] is not None for r in table) else "cpu_hours"
 
 
-def markdown(table: list[dict], header: str = "") -> str:
-    lines = [header, ""] if header else []
-    names = ["Rank", "Method", *[c for _, c in COLUMNS], "Trainable", "Seeds", "Status"]
-    lines.append("| " + " | ".join(names) + " |")
-    lines.append("|" + "|".join(["---"] * len(names)) + "|")
-    for rank, r in enumerate(table, start=1):
-        status = "ok" if not r["failed"] and not r["running"] else \
-            ", ".join(s for s in (f"{r['failed']} failed" if r["failed"] else "",
-                                  f"{r['running']} unfinished" if r["running"] else "") if s)
-        cells = [str(rank) if r["overall"] is not None else "–", _escape_md(r["label"])]
-        cells += [_fmt(r[k], signed=k in ("bwt", "fwt", "plasticity")) for k, _ in COLUMNS]
-        cells += [_fmt(r["trainable_share"]), str(r["seeds"]), status]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+def _mark_pareto(table: list[dict]) -> None:
+    """row['pareto']: True when no other row has OP >= and cost <= with one strictly better;
+    None when the row lacks OP or the cost."""
+    cost = cost_key(table)
+    points = [r for r in table if r["overall"] is not None and r[cost] is not None]
+    for r in table:
+        r["pareto"] = None
+    for r in points:
+        r["pareto"] = not any(o["overall"] >= r["overall"] and o[cost] <= r[cost]
+                              and (o["overall"] > r["overall"] or o[cost] < r[cost]) for o in points)
 
 
-def _escape_md(s: str) -> str:
-    return s.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+def _protocol_fields(run: dict) -> dict:
+    """What protocol_key hashes, flattened for the reason two protocols differ."""
+    fields = {}
+    for name, value in RunSpec.from_dict(run["spec"]).protocol().items():
+        if isinstance(value, dict):
+            fields.update({f"{name}.{k}": v for k, v in value.items()})
+        else:
+            fields[name] = value
+    fields["resolved precision"] = run.get("precision")
+    return fields
+
+
+def protocol_diff(run: dict, reference: dict) -> str:
+    """Why `run`'s protocol is not `reference`'s: the differing fields with both values."""
+    a, b = _protocol_fields(run), _protocol_fields(reference)
+    parts = [f"{k} ({a.get(k)!r} vs {b.get(k)!r})" for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)]
+    ca, cb = (r["provenance"].get("data_checksums") or {} for r in (run, reference))
+    files = sorted(f for f in ca.keys() | cb.keys() if ca.get(f) != cb.get(f))
+    if files:
+        parts.append(f"data checksums ({', '.join(files[:5])}{', ...' if len(files) > 5 else ''})")
+    return "differs from the ranked protocol in: " + ("; ".join(parts) or "fields not recorded in the run file")
+
+
+def sections(runs: list[dict]) -> list[dict]:
+    """Runs split by protocol: [{key, reason, rows, runs}], the ranked protocol (most finished runs) first,
+    reason None for it. A run without a key joins the protocol whose spec matches its own."""
+    by_key = defaultdict(list)
+    for run in runs:
+        if protocol_key(run) is not None:
+            by_key[protocol_key(run)].append(run)
+    spec_to_key = {content_hash(RunSpec.from_dict(g[0]["spec"]).protocol()): k for k, g in by_key.items()}
+    for run in runs:
+        if protocol_key(run) is None:
+            spec_hash = content_hash(RunSpec.from_dict(run["spec"]).protocol())
+            by_key[spec_to_key.get(spec_hash, f"unkeyed-{spec_hash}")].append(run)
+    ordered = sorted(by_key.items(), key=lambda kv: (-sum(r["status"] == "finished" for r in kv[1]), -len(kv[1]),
+                                                      kv[0]))
+    if not ordered:
+        return []
+    reference = ordered[0][1][0]
+    return [{"key": key, "reason": None if i == 0 else protocol_diff(group[0], reference), "rows": rows(group),
+             "runs": group}
+            for i, (key, group) in enumerate(ordered)]
+
+
+def header(runs: list[dict]) -> dict:
+    """Which sweeps (presets) and hardware produced the runs."""
+    sweeps = sorted({r.get("sweep") or "" for r in runs} - {""})
+    hardware = set()
+    for r in runs:
+        m = r["provenance"].get("machine") or {}
+        hardware.add(" + ".join(str(x) for x in (m.get("cpu"), m.get("gpu")) if x) or "unknown")
+    return {"sweeps": sweeps, "hardware": sorted(hardware), "runs": len(runs)}
 
 
 def write(results_dir, out_dir=None) -> Path:
-    store = Store(results_dir)
-    runs = store.runs()
-    table = rows(runs)
-    sweeps = sorted({r.get("sweep", "") for r in runs} - {""})
-    machines = sorted({(r.get("provenance", {}).get("machine") or {}).get("cpu") or "?" for r in runs})
-    header = (f"# clbench leaderboard\n\nSweeps: {', '.join(sweeps) or '–'}; machines: {', '.join(machines)}. "
-              "OP/BWT/FWT/plasticity on recall (learned items asked again), Transfer OP on held-out items; "
-              "mean over seeds.")
-    out = Path(out_dir or results_dir) / "leaderboard.md"
-    write_text_atomic(out, markdown(table, header))
-    return out
+    """Write leaderboard.md, .csv, .tex and .html; returns the Markdown path."""
+    from . import tables
+
+    runs = Store(results_dir).runs()
+    return tables.write_all(sections(runs), header(runs), Path(out_dir or results_dir))

@@ -8,12 +8,15 @@ Data paths are absolute: lm-eval resolves relative ones against the working dire
 """
 from __future__ import annotations
 
+import difflib
 import json
 from pathlib import Path
 
 import yaml
 
 from tasks.items import LETTERS, MCItem
+
+from .errors import ConfigError
 
 
 def chat_prefix(tok, user: str) -> str:
@@ -40,13 +43,63 @@ def write_task(items: list[MCItem], tok, scorer: str, folder: Path, name: str) -
     return name
 
 
-def evaluate(model, tok, folder: Path, tasks: list[str], batch_size: int = 8) -> dict:
-    """lm-eval's metrics for tasks written by `write_task`, computed in-process on `model`."""
+def task_manager(task: str, include: str = "", where: str = "probes"):
+    """An lm-eval TaskManager that knows `task`: the `include` folder's tasks alone when it has it
+    (lm-eval's own index costs ~6 s to build), else lm-eval's own tasks too; ConfigError if neither has it."""
+    from lm_eval.tasks import TaskManager
+
+    folder = None
+    if include:
+        folder = Path(include).expanduser().resolve()
+        if not folder.is_dir():
+            raise ConfigError(f"{where}: budget.lm_eval_include folder {folder} does not exist; "
+                              f"point it at a folder of lm-eval task YAMLs (e.g. from `clbench export-lm-eval`)")
+        local = TaskManager(include_path=str(folder), include_defaults=False)
+        if task in local.all_tasks:
+            return local
+    manager = TaskManager(include_path=str(folder) if folder else None, include_defaults=True)
+    if task not in manager.all_tasks:
+        close = difflib.get_close_matches(task, manager.all_tasks, n=3)
+        raise ConfigError(f"{where}: unknown lm-eval task '{task}'{f' (also not in {folder})' if folder else ''}; "
+                          f"{f'did you mean {close}? ' if close else ''}`lm_eval ls tasks` lists lm-eval's own")
+    return manager
+
+
+def evaluate(model, tok, folder: Path | None, tasks: list[str], batch_size: int = 8, manager=None,
+             limit: int = 0) -> dict:
+    """lm-eval's metrics ({task: {metric: value, 'n': items}}) for tasks written by `write_task` in
+    `folder` (or known to `manager`), computed in-process on `model`; `limit` items per task (0: all)."""
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
     lm = HFLM(pretrained=model, tokenizer=tok, batch_size=batch_size)
-    manager = TaskManager(include_path=str(Path(folder).resolve()), include_defaults=False)
-    out = simple_evaluate(model=lm, tasks=tasks, task_manager=manager, log_samples=False)
-    return {t: {k.split(",")[0]: v for k, v in out["results"][t].items() if "," in k} for t in tasks}
+    manager = manager or TaskManager(include_path=str(Path(folder).resolve()), include_defaults=False)
+    out = simple_evaluate(model=lm, tasks=tasks, task_manager=manager, log_samples=False, limit=limit or None)
+    return {t: {**{k.split(",")[0]: v for k, v in out["results"][t].items() if "," in k},
+                "n": out.get("n-samples", {}).get(t, {}).get("effective")} for t in tasks}
+
+
+def probe(model, tok, task: str, include: str, limit: int) -> dict:
+    """One `lm_eval:<task>` probe view: lm-eval's metrics, with `score` = acc (else exact_match)."""
+    metrics = evaluate(model, tok, None, [task], manager=task_manager(task, include), limit=limit)[task]
+    score = metrics.get("acc", metrics.get("exact_match"))
+    if score is None:
+        raise ConfigError(f"lm-eval task '{task}' reports neither acc nor exact_match ({sorted(metrics)}); "
+                          f"use a multiple-choice or exact-match task as a probe")
+    return {**metrics, "score": score}
+
+
+def export(cfg, out: Path) -> list[str]:
+    """Write every multiple-choice view of cfg's domain tasks as an lm-eval task `clbench_<task>_<view>`
+    (the items the harness scores, with cfg's scorer and the model's chat template); returns the names.
+    Code tasks are scored by running their tests, which lm-eval's task YAMLs cannot express: skipped."""
+    from tasks.data import DataSource
+    from tasks.registry import load_stream
+
+    from . import models
+
+    tasks, _ = load_stream(DataSource(cfg.data_dir), list(cfg.stream), [], cfg.budget, cfg.data_seed)
+    _, tok = models.load(cfg.model)
+    return [write_task(items, tok, cfg.scorer, out, f"clbench_{task.name}_{view}")
+            for task in tasks if task.kind == "mc" for view, items in task.views.items()]

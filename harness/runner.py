@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import random
-import resource
 import time
 import traceback
 from datetime import datetime, timezone
@@ -16,7 +15,7 @@ from tasks.chat import encode_pairs
 from tasks.data import DataSource
 from tasks.registry import load_stream
 
-from . import models
+from . import compute, models
 from .checkpoints import Checkpoints
 from .evaluation import evaluate
 from .precision import pick_device, pick_precision
@@ -29,12 +28,6 @@ from .typed import build
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _peak_memory_mb(device: str) -> float:
-    if device == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def seed_everything(seed: int) -> None:
@@ -51,7 +44,7 @@ class _Setup:
     """Data, device, precision and the base model of one spec: what stage 0 and a run both need."""
 
     def __init__(self, spec: RunSpec, data_dir):
-        source = DataSource(data_dir)
+        self.source = source = DataSource(data_dir)
         self.budget = spec.budget_config()
         self.tasks, self.probes = load_stream(source, list(spec.stream), list(spec.probes), self.budget, spec.data_seed)
         self.checksums = dict(sorted(source.checksums.items()))
@@ -79,10 +72,12 @@ def ensure_stage0(spec: RunSpec, store: Store, data_dir=None) -> str:
     return setup.key
 
 
-def new_result(spec: RunSpec, sweep: str) -> dict:
+def new_result(spec: RunSpec, sweep: str, protocol: dict | None = None) -> dict:
+    """protocol: {name, version} of the sweep's protocol card (harness.protocol.stamp)."""
     return {"schema_version": SCHEMA_VERSION, "run_id": spec.run_id, "sweep": sweep, "spec": spec.as_dict(),
             "status": "running", "error": None, "traceback": None, "stages": [], "started_at": _now(),
-            "provenance": {"packages": package_versions(), "git": git_commit()}}
+            "provenance": {"packages": package_versions(), "git": git_commit()},
+            **({"protocol": protocol} if protocol else {})}
 
 
 def failed_result(spec: RunSpec, store: Store, error: str, sweep: str = "") -> dict:
@@ -113,10 +108,10 @@ def _resume_point(spec: RunSpec, store: Store, checkpoints: Checkpoints) -> int:
 
 
 def execute(spec: RunSpec, store: Store, data_dir: str | None = None, sweep: str = "", node: str | None = None,
-            on_stage=None) -> dict:
+            on_stage=None, protocol: dict | None = None) -> dict:
     """Run one spec and store it; a failure is stored as a failed result, never raised.
     on_stage(stage, model), if given, is called after `prepare` (stage 0) and after every stage."""
-    result = new_result(spec, sweep)
+    result = new_result(spec, sweep, protocol)
     result["provenance"]["node"] = node  # the Ray node id, when scheduled by Ray
     try:
         _execute(spec, store, data_dir, result, on_stage or (lambda stage, model: None))
@@ -136,6 +131,7 @@ def _execute(spec: RunSpec, store: Store, data_dir, result: dict, on_stage) -> N
     setup = _Setup(spec, data_dir)
     method_cls = resolve_method(spec.method)
     method = method_cls(build(method_cls.Config, spec.method_config, "method_config"))
+    result["method_info"] = {"description": method_cls.description, "citation": method_cls.citation}
     result["provenance"].update(data_checksums=setup.checksums, machine=machine(setup.device))
     result.update(device=setup.device, precision=setup.precision, precision_evidence=setup.evidence,
                   model_load_seconds=setup.load_seconds, stage0_key=setup.key)
@@ -143,7 +139,7 @@ def _execute(spec: RunSpec, store: Store, data_dir, result: dict, on_stage) -> N
 
     seed_everything(spec.seed)
     model, tok, budget, device, precision = setup.model, setup.tok, setup.budget, setup.device, setup.precision
-    ctx = StageContext(stage=0, task=None, seen=[], device=device, seed=spec.seed)
+    ctx = StageContext(stage=0, task=None, seen=[], device=device, seed=spec.seed, data=setup.source)
     model = method.prepare(model, ctx)
     trainable, total = count_parameters(model)
     result.update(trainable_params=trainable, total_params=total)
@@ -161,18 +157,25 @@ def _execute(spec: RunSpec, store: Store, data_dir, result: dict, on_stage) -> N
             continue
         seed_everything(spec.seed * 1000 + stage)  # each stage seeded alone: a resumed run equals an uninterrupted one
         ctx = StageContext(stage=stage, task=task, seen=setup.tasks[: stage - 1], device=device, seed=spec.seed,
-                           precision=precision, batches=_batcher(tok, budget, device))
+                           precision=precision, batches=_batcher(tok, budget, device), tokenizer=tok,
+                           data=setup.source)
+        compute.start_stage(device)
+        train_start = time.perf_counter()  # the method's whole training cost: its hooks included
         pairs = method.train_examples([i.training_pair() for i in task.learn], ctx)
         encoded = encode_pairs(tok, pairs, budget.max_length)
         train = train_task(model, method, encoded, ctx, epochs=budget.epochs, batch_size=budget.batch_size,
                            pad_id=tok.pad_token_id, device=device, precision=precision,
                            seed=spec.seed * 1000 + stage, desc=f"{spec.label} s{spec.seed} train {task.name}")
         model = method.after_task(model, ctx)
+        train_seconds = time.perf_counter() - train_start
         on_stage(stage, model)
         scores = evaluate(model, tok, setup.tasks, setup.probes,
                           desc=f"{spec.label} s{spec.seed} eval after {task.name}", **setup.eval_kw)
         result["stages"].append({"stage": stage, "trained_on": task.name, "train": train, **scores,
-                                 "peak_memory_mb": _peak_memory_mb(device)})
+                                 "compute": compute.stage(device, train_seconds, scores["seconds"], train["tokens"])})
+        result["compute"] = compute.run(result["stages"], trainable, total)
+        if method_stats := method.stats(ctx):
+            result["stages"][-1]["method_stats"] = method_stats
         saved = method.resumable and stage < len(setup.tasks) and checkpoints.save(spec.run_id, stage, model) is not None
         store.save_run(result)
         if saved:  # only now may the previous stage's checkpoint go

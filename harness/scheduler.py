@@ -29,13 +29,14 @@ def _stage0_task(spec_dict: dict, store_root: str, data_dir):
     return ensure_stage0(RunSpec.from_dict(spec_dict), Store(store_root), data_dir)
 
 
-def _run_task(spec_dict: dict, store_root: str, data_dir, sweep: str):
+def _run_task(spec_dict: dict, store_root: str, data_dir, sweep: str, protocol: dict | None):
     import ray
 
     from .runner import execute  # imported on the worker
 
     node = ray.get_runtime_context().get_node_id()
-    return execute(RunSpec.from_dict(spec_dict), Store(store_root), data_dir=data_dir, sweep=sweep, node=node)
+    return execute(RunSpec.from_dict(spec_dict), Store(store_root), data_dir=data_dir, sweep=sweep, node=node,
+                   protocol=protocol)
 
 
 def _resources(spec: RunSpec, num_cpus: int, num_gpus: float, memory_gb: float) -> dict:
@@ -66,7 +67,7 @@ def stage_line(spec: RunSpec, stage: dict) -> str:
 
 
 def run_specs(specs: list[RunSpec], store: Store, *, data_dir=None, sweep: str = "", address: str | None = None,
-              num_cpus: int = 1, num_gpus: float = 0, memory_gb: float = 0) -> list[dict]:
+              num_cpus: int = 1, num_gpus: float = 0, memory_gb: float = 0, protocol: dict | None = None) -> list[dict]:
     import ray
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local use: no token auth between driver and workers
@@ -77,7 +78,9 @@ def run_specs(specs: list[RunSpec], store: Store, *, data_dir=None, sweep: str =
         if address:
             ray.init(address=address, runtime_env=runtime_env)
         else:
-            ray.init(num_cpus=max(num_cpus, os.cpu_count() or 1), include_dashboard=False, runtime_env=runtime_env)
+            # "local": a new instance of our own, never one that another sweep or `ray start` left running
+            ray.init(address="local", num_cpus=max(num_cpus, os.cpu_count() or 1), include_dashboard=False,
+                     runtime_env=runtime_env)
     try:
         stage0 = ray.remote(_stage0_task)
         run = ray.remote(_run_task)
@@ -89,7 +92,7 @@ def run_specs(specs: list[RunSpec], store: Store, *, data_dir=None, sweep: str =
         ray.get([stage0.options(**_resources(s, num_cpus, num_gpus, memory_gb), max_retries=MAX_RETRIES)
                  .remote(s.as_dict(), root, data_dir) for s in by_protocol.values()])
         pending = {run.options(**_resources(s, num_cpus, num_gpus, memory_gb), max_retries=MAX_RETRIES)
-                   .remote(s.as_dict(), root, data_dir, sweep): s for s in specs}
+                   .remote(s.as_dict(), root, data_dir, sweep, protocol): s for s in specs}
         return _collect(pending, store, ray)
     finally:
         if started_here:

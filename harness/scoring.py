@@ -4,6 +4,9 @@ cloze: each option's text is scored as the assistant's reply to the question. Th
 question prefix runs once; its KV cache is repeated for the options, which run as one
 batch of continuations. Score = log-probability of the option's tokens, normalised per
 token (default), per character (lm-eval's acc_norm) or not at all (lm-eval's acc).
+A peft prompt-learning model (prompt/prefix tuning) puts its virtual tokens in front of every
+call's input; the prefix's cache already holds them, so the continuations run on the model
+underneath (`_continuation_model`), which would otherwise add them a second time.
 letter: the options are listed as A-D in the prompt and the answer is the letter with the
 highest next-token probability, one forward pass per question.
 """
@@ -17,6 +20,7 @@ import torch
 from tasks.chat import IGNORE, encode_example, prompt_ids, reply_ids
 from tasks.items import LETTERS, MCItem
 
+from .generation_metrics import split_answer
 from .precision import autocast
 
 Norm = Literal["token", "char", "none"]
@@ -24,6 +28,13 @@ Norm = Literal["token", "char", "none"]
 
 def _pad_id(tok) -> int:
     return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+
+
+def _continuation_model(model):
+    """The model that continues from a cache the given model produced: itself, except for a peft
+    prompt-learning wrapper, whose virtual tokens (or per-layer prefix) the cache already holds."""
+    config = getattr(model, "active_peft_config", None)
+    return model.get_base_model() if config is not None and config.is_prompt_learning else model
 
 
 @torch.inference_mode()
@@ -40,7 +51,7 @@ def cloze_option_logprobs(model, tok, item: MCItem, device: str, precision: str)
         ids = torch.full((len(options), width), _pad_id(tok), dtype=torch.long, device=device)
         for k, o in enumerate(options):
             ids[k, : len(o)] = torch.tensor(o)
-        rest = model(input_ids=ids, past_key_values=cache, use_cache=False).logits.float().log_softmax(-1)
+        rest = _continuation_model(model)(input_ids=ids, past_key_values=cache, use_cache=False).logits.float().log_softmax(-1)
     results = []
     for k, o in enumerate(options):
         if not o:
@@ -102,7 +113,7 @@ def reply_logprob(model, tok, pairs: list[tuple[str, str]], device: str, precisi
 @torch.inference_mode()
 def generate(model, tok, prompts: list[str], device: str, precision: str, max_new_tokens: int,
              batch_size: int = 8) -> list[dict]:
-    """Greedy chat replies: {'text', 'stopped' (EOS before the cap), 'tokens'} per prompt."""
+    """Greedy chat replies: {'text', 'stopped' (EOS before the cap), 'tokens', 'ids' (the reply's token ids)} per prompt."""
     pad, eos = _pad_id(tok), tok.eos_token_id
     results = []
     for s in range(0, len(prompts), batch_size):
@@ -116,8 +127,8 @@ def generate(model, tok, prompts: list[str], device: str, precision: str, max_ne
         with autocast(device, precision):
             out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
                                  max_new_tokens=max_new_tokens, eos_token_id=eos, pad_token_id=pad)
-        for row in out[:, width:].tolist():
-            stopped = eos in row
-            row = row[: row.index(eos)] if stopped else row
-            results.append({"text": tok.decode(row, skip_special_tokens=True), "stopped": stopped, "tokens": len(row)})
+        for generated in out[:, width:].tolist():
+            row, stopped = split_answer(generated, eos)
+            results.append({"text": tok.decode(row, skip_special_tokens=True), "stopped": stopped, "tokens": len(row),
+                            "ids": row})
     return results

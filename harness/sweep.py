@@ -5,6 +5,7 @@ from tasks.data import DataSource
 from tasks.registry import load_stream
 
 from .config import SweepConfig
+from .protocol import stamp, version_of
 from .spec import RunSpec, expand
 from .store import Store
 
@@ -16,13 +17,19 @@ def preflight(cfg: SweepConfig) -> list[RunSpec]:
     return specs
 
 
-def pending(specs: list[RunSpec], store: Store, log=print) -> list[RunSpec]:
+def pending(specs: list[RunSpec], store: Store, log=print, protocol: dict | None = None) -> list[RunSpec]:
+    """The specs without a finished run (under `protocol`'s version, when given: a run stored under
+    another version of the card is run again and restamped)."""
     todo = []
     for spec in specs:
         done = store.load_run(spec.run_id)
-        if done is not None and done.get("status") == "finished":
+        stale = protocol is not None and done is not None and version_of(done) != protocol["version"]
+        if done is not None and done.get("status") == "finished" and not stale:
             log(f"skip {spec.label} seed {spec.seed}: finished in {store.run_path(spec.run_id)}")
         else:
+            if stale:
+                log(f"rerun {spec.label} seed {spec.seed}: stored under protocol version {version_of(done)}, "
+                    f"this sweep's is {protocol['version']}")
             todo.append(spec)
     return todo
 
@@ -31,9 +38,14 @@ def run_sweep(cfg: SweepConfig, results_dir, address: str | None = None, log=pri
     from .scheduler import run_specs
 
     store = Store(results_dir)
-    todo = pending(preflight(cfg), store, log)
-    if not todo:
-        return []
-    return run_specs(todo, store, data_dir=cfg.data_dir, sweep=cfg.name, address=address,
-                     num_cpus=cfg.resources.num_cpus, num_gpus=cfg.resources.num_gpus,
-                     memory_gb=cfg.resources.memory_gb)
+    specs = preflight(cfg)
+    card = stamp(cfg)
+    log(f"protocol {card['name']} version {card['version']}")
+    store.check_writable()
+    with store.sweep_lock(log):
+        todo = pending(specs, store, log, card)
+        if not todo:
+            return []
+        return run_specs(todo, store, data_dir=cfg.data_dir, sweep=cfg.name, address=address,
+                         num_cpus=cfg.resources.num_cpus, num_gpus=cfg.resources.num_gpus,
+                         memory_gb=cfg.resources.memory_gb, protocol=card)

@@ -27,6 +27,23 @@ def collate(examples: list[dict], pad_id: int, device: str) -> dict:
     return {"input_ids": ids.to(device), "labels": labels.to(device), "attention_mask": mask.to(device)}
 
 
+def weighted_label_loss(logits, labels, weights):
+    """sum(w * ce) / sum(w) over the label positions; weights[b, t] scales predicting labels[b, t]."""
+    targets, w = labels[:, 1:], weights[:, 1:].float() * (labels[:, 1:] != IGNORE)
+    ce = torch.nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets.clamp_min(0), reduction="none")
+    return (ce * w).sum() / w.sum().clamp_min(1e-8)
+
+
+def batch_loss(model, method, batch: dict, ctx):
+    """The training loss of one batch: the label loss (reweighted per token when the method's
+    token_weights says so, else exactly outputs.loss) plus the method's extra loss."""
+    outputs = model(**batch)
+    weights = method.token_weights(model, batch, outputs, ctx)
+    loss = outputs.loss if weights is None else weighted_label_loss(outputs.logits, batch["labels"], weights)
+    extra = method.extra_loss(model, batch, outputs, ctx)
+    return loss if extra is None else loss + extra
+
+
 def train_task(model, method, examples: list[dict], ctx, *, epochs: int, batch_size: int, pad_id: int,
                device: str, precision: str, seed: int, desc: str) -> dict:
     """Train in place; return measured statistics of the stage."""
@@ -46,11 +63,7 @@ def train_task(model, method, examples: list[dict], ctx, *, epochs: int, batch_s
             for s in range(steps_per_epoch):
                 batch = collate([examples[i] for i in order[s * batch_size:(s + 1) * batch_size]], pad_id, device)
                 with autocast(device, precision):
-                    outputs = model(**batch)
-                    loss = outputs.loss
-                    extra = method.extra_loss(model, batch, outputs, ctx)
-                    if extra is not None:
-                        loss = loss + extra
+                    loss = batch_loss(model, method, batch, ctx)
                 if not torch.isfinite(loss):
                     raise TrainingDiverged(f"{desc}: loss became {loss.item()} at step {len(losses) + 1}")
                 loss.backward()

@@ -52,9 +52,30 @@ def problem(path: Path) -> tuple[dict | None, str | None]:
                     return None, f"stages[{i}].scores.{task}.recall.score is {score!r}, not in [0, 1]"
         except (KeyError, TypeError, IndexError):
             return None, f"stages[{i}] lacks scores for every task of its stream"
+    info = data.get("method_info", {})
+    if not isinstance(info, dict) or not all(isinstance(info.get(k, ""), str) for k in ("description", "citation")):
+        return None, "field 'method_info' must be an object with string 'description' and 'citation'"
     if data["status"] == "finished" and not data["provenance"].get("data_checksums"):
         return None, "finished run without data checksums in its provenance"
+    if "compute" in data and (why := compute_problem(data["compute"])):
+        return None, why
     return data, None
+
+
+def compute_problem(c) -> str | None:
+    """What is wrong with a run's `compute` totals (files written before compute accounting have none)."""
+    if not isinstance(c, dict):
+        return f"compute is a {type(c).__name__}, not an object"
+    if not c:
+        return None  # no trained stage yet
+    for key in ("train_seconds", "eval_seconds", "peak_memory_mb", "train_tokens", "device_count"):
+        value = c.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            return f"compute.{key} is {value!r}, not a positive number"
+    hours = [k for k in ("gpu_hours", "cpu_hours") if c.get(k) is not None]
+    if len(hours) != 1 or not isinstance(c[hours[0]], (int, float)) or not c[hours[0]] > 0:
+        return f"compute needs exactly one positive gpu_hours or cpu_hours, has {hours}"
+    return None
 
 
 def validate_dir(results_dir) -> list[tuple[Path, str]]:

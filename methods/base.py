@@ -7,7 +7,10 @@ training loop, the optimiser and evaluation.
     prepare(model, ctx) -> model          once, before the first task (wrap, freeze, expand)
     train_examples(pairs, ctx) -> list     the {"user", "reply"} pairs to train on (replay mixes here)
     extra_loss(model, batch, outputs, ctx) -> tensor | None   added to the label loss
+    token_weights(model, batch, outputs, ctx) -> tensor | None   per-token weights of the label loss
+                                           (shape of batch['labels']; None: the plain mean loss)
     after_task(model, ctx) -> model        after a task is trained (consolidate, merge)
+    stats(ctx) -> dict                     after after_task: stored as the stage's method_stats
 
 Parameters with requires_grad=True after `prepare` are trained; all others must stay
 bit-identical (the conformance tests check this).
@@ -42,6 +45,9 @@ class StageContext:
     # batches(pairs, batch_size=None) -> iterator of collated, on-device batches of {"user", "reply"}
     # pairs, encoded like training data: for methods that need forward passes of their own (EWC)
     batches: Callable[..., Iterator[dict]] | None = None
+    # the run's tasks.data.DataSource: for methods that read data beyond the stream (general replay)
+    data: Any = None
+    tokenizer: Any = None  # the run's tokenizer, for methods that generate text (sdft)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,12 +79,29 @@ class Method:
     def extra_loss(self, model, batch, outputs, ctx: StageContext):
         return None
 
+    def token_weights(self, model, batch, outputs, ctx: StageContext):
+        """Weights of each label position's loss (weight [b, t] scales the loss of predicting
+        labels[b, t]); the label loss becomes sum(w * ce) / sum(w). None keeps outputs.loss."""
+        return None
+
     def after_task(self, model, ctx: StageContext):
         return model
+
+    def stats(self, ctx: StageContext) -> dict:
+        """Measured facts about the stage just trained (buffer bytes, rewrites kept); the runner
+        stores a non-empty one as the stage's `method_stats`."""
+        return {}
+
+
+def _numel(p) -> int:
+    """Weights a parameter holds: a 4-bit bitsandbytes weight packs two into each byte, and its
+    quant_state keeps the unpacked shape."""
+    shape = getattr(getattr(p, "quant_state", None), "shape", None)
+    return shape.numel() if shape is not None else p.numel()
 
 
 def count_parameters(model) -> tuple[int, int]:
     """(trainable, total) parameter counts."""
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(_numel(p) for p in model.parameters() if p.requires_grad)
+    total = sum(_numel(p) for p in model.parameters())
     return trainable, total

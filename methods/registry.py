@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -23,6 +24,15 @@ BUILTIN = {
     "ewc": "methods.ewc:EWC",
     "distill": "methods.distill:Distill",
     "llama_pro": "methods.llama_pro:LlamaPro",
+    "qlora": "methods.qlora:QLoRA",
+    "prompt_tuning": "methods.prompt_learning:PromptTuning",
+    "prefix_tuning": "methods.prompt_learning:PrefixTuning",
+    "p_tuning_v2": "methods.prompt_learning:PTuningV2",
+    "latent_replay": "methods.latent_replay:LatentReplay",
+    "sdft": "methods.sdft:SDFT",
+    "olora": "methods.olora:OLoRA",
+    "moe_lora": "methods.moe_lora:MoELoRA",
+    "selective_tokens": "methods.selective_tokens:SelectiveTokens",
 }
 ENTRY_POINT_GROUP = "clbench.methods"
 
@@ -39,9 +49,11 @@ def _from_file(spec: str, where: str):
         raise ConfigError(f"{where}: method file {path} not found")
     mod_spec = importlib.util.spec_from_file_location(f"clbench_user_method_{abs(hash(str(path.resolve())))}", path)
     module = importlib.util.module_from_spec(mod_spec)
+    sys.modules[mod_spec.name] = module  # dataclasses with string annotations look their module up here
     try:
         mod_spec.loader.exec_module(module)
     except Exception as e:
+        del sys.modules[mod_spec.name]
         raise ConfigError(f"{where}: importing {path} failed: {type(e).__name__}: {e}") from e
     if not hasattr(module, cls_name):
         classes = [n for n, v in vars(module).items() if inspect.isclass(v) and issubclass(v, Method) and v is not Method]
@@ -57,15 +69,19 @@ def available() -> dict[str, str]:
     return found
 
 
+def load_class(name: str, where: str = "method"):
+    """What a registered name or 'file.py:Class' points at, not yet checked to be a Method."""
+    if ".py:" in name:
+        return _from_file(name, where)
+    known = available()
+    if name not in known:
+        raise ConfigError(f"{where}: unknown method '{name}'; {did_you_mean(name, known)}")
+    return _load_target(known[name])
+
+
 def resolve_method(name: str, where: str = "method"):
     """The Method class for a registered name or 'file.py:Class'; a clear error otherwise."""
-    if ".py:" in name:
-        cls = _from_file(name, where)
-    else:
-        known = available()
-        if name not in known:
-            raise ConfigError(f"{where}: unknown method '{name}'; {did_you_mean(name, known)}")
-        cls = _load_target(known[name])
+    cls = load_class(name, where)
     if not (inspect.isclass(cls) and issubclass(cls, Method)):
         raise ConfigError(f"{where}: {name} is not a subclass of methods.base.Method")
     return cls

@@ -5,12 +5,18 @@ Reservoir sampling (Vitter 1985) keeps a uniform sample of everything seen withi
 buffer. Rehearsal of a small share of earlier data is the strongest simple baseline for LLM
 continual learning (Scialom et al. 2022, arXiv:2205.12393, used 1% of earlier data; de Masson
 d'Autume et al. 2019, arXiv:1906.01076). Defaults: ratio 0.2, buffer 1000 examples.
+
+Optionally a share `general_ratio` of every task's training examples (from the first task on)
+comes from general-domain data, GSM8K train (worked maths solutions, read through the run's
+DataSource; no probe uses it), to hold on to general ability as well (Scialom et al. mix in
+general instruction data the same way). Off by default.
 """
 from __future__ import annotations
 
 import dataclasses
 import random
 
+from harness.errors import ConfigError
 from harness.typed import field
 
 from .full import FullFineTune
@@ -21,6 +27,13 @@ class ReplayConfig:
     lr: float = field(5e-5, "AdamW learning rate for all weights", min=0.0)
     ratio: float = field(0.2, "share of each task's training examples drawn from the buffer", min=0.0, max=0.9)
     buffer_size: int = field(1000, "examples kept from earlier tasks (reservoir sampling)", min=1)
+    general_ratio: float = field(0.0, "share of each task's training examples drawn from general-domain data "
+                                 "(GSM8K train); 0 turns it off", min=0.0, max=0.9)
+
+    def __post_init__(self):
+        if self.ratio + self.general_ratio >= 1:
+            raise ConfigError(f"replay config: ratio ({self.ratio}) + general_ratio ({self.general_ratio}) must be "
+                              "below 1, so that part of each task's training is the task itself; lower one of them")
 
 
 class Replay(FullFineTune):
@@ -33,20 +46,32 @@ class Replay(FullFineTune):
     def __init__(self, config=None):
         super().__init__(config)
         self.buffer: list[dict] = []
+        self.general: list[dict] = []
         self.seen = 0
 
     def prepare(self, model, ctx):
         self.rng = random.Random(ctx.seed)
+        if self.config.general_ratio > 0:
+            if ctx.data is None:
+                raise ConfigError("method_config.general_ratio > 0 needs the run's data folder (ctx.data)")
+            self.general = [{"user": i.prompt, "reply": i.reference} for i in ctx.data.gsm8k("train")]
         model = super().prepare(model, ctx)
         return model
 
+    def ratio_at(self, stage: int) -> float:
+        """The share of stage `stage`'s (1-based) training examples drawn from the buffer: a subclass
+        can schedule it (examples/decaying_replay.py); stage 1 replays nothing whatever this says."""
+        return self.config.ratio
+
     def train_examples(self, pairs, ctx):
-        if not self.buffer or self.config.ratio == 0:
+        ratio = self.ratio_at(ctx.stage) if self.buffer else 0.0  # nothing to replay before the second task
+        if ratio == 0 and self.config.general_ratio == 0:
             return pairs
-        # n_replay / (n_new + n_replay) = ratio
-        n = round(len(pairs) * self.config.ratio / (1 - self.config.ratio))
-        replayed = [self.rng.choice(self.buffer) for _ in range(n)]
-        return pairs + [dict(p, replayed=True) for p in replayed]
+        # n_replay / n_all = ratio and n_general / n_all = general_ratio, n_all = n_new + n_replay + n_general
+        total = len(pairs) / (1 - ratio - self.config.general_ratio)
+        replayed = [dict(self.rng.choice(self.buffer), replayed=True) for _ in range(round(total * ratio))]
+        general = [dict(p, general=True) for p in self.rng.sample(self.general, round(total * self.config.general_ratio))]
+        return pairs + replayed + general
 
     def after_task(self, model, ctx):
         for pair in (item.training_pair() for item in ctx.task.learn):

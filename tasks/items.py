@@ -48,3 +48,13 @@ class CodeItem:
 
     def training_pair(self) -> dict:
         return {"user": self.prompt, "reply": self.target()}
+
+
+@dataclasses.dataclass(frozen=True)
+class ChatItem:
+    """An open-ended request for the generation and log-probability probes."""
+
+    uid: str
+    prompt: str  # the user turn
+    reference: str  # a reference reply ('' where the source has none)
+    source: str

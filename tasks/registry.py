@@ -20,7 +20,7 @@ class Task:
     """A domain: the learn split (trained on) and evaluation views (recall = the learn items asked again)."""
 
     name: str
-    kind: Literal["mc", "code"]
+    kind: Literal["mc", "code", "stop", "instruct", "lm_eval"]
     learn: list
     views: dict[str, list]
 
@@ -71,9 +71,24 @@ DOMAINS: dict[str, Callable] = {
     "code": _code_domain,
 }
 
-PROBES: dict[str, Callable] = {"general": _general_probe}
+def _stop_probe(src: DataSource, budget, seed: int) -> Task:
+    return Task("stop", "stop", [], {"prompts": _draw(src.stop_prompts(), budget.stop_prompts, "stop", seed)})
+
+
+def _instruct_probe(src: DataSource, budget, seed: int) -> Task:
+    return Task("instruct", "instruct", [], {"reference": _draw(src.self_instruct(), budget.instruct_items, "instruct", seed)})
+
+
+PROBES: dict[str, Callable] = {"general": _general_probe, "stop": _stop_probe, "instruct": _instruct_probe}
+LM_EVAL_PREFIX = "lm_eval:"  # `lm_eval:<task>`: any lm-evaluation-harness task, scored in-process
+
+
+def _probe(name: str, src: DataSource, budget, seed: int) -> Task:
+    if name.startswith(LM_EVAL_PREFIX):
+        return Task(name, "lm_eval", [], {})  # lm-eval reads its own data (harness.lmeval_bridge)
+    return PROBES[name](src, budget, seed)
 
 
 def load_stream(src: DataSource, stream: list[str], probes: list[str], budget, seed: int):
     """All tasks and probes of a run, loaded (and checksummed) before any model is touched."""
-    return [DOMAINS[n](src, budget, seed) for n in stream], [PROBES[n](src, budget, seed) for n in probes]
+    return [DOMAINS[n](src, budget, seed) for n in stream], [_probe(n, src, budget, seed) for n in probes]

@@ -42,3 +42,48 @@ def test_cloze_char_normalised_equals_lmeval_acc_norm(smollm2, questions, lmeval
 
 def test_letter_equals_lmeval_letter_choices(smollm2, questions, lmeval_scores):
     assert _acc(*smollm2, questions, letter_choose) == pytest.approx(lmeval_scores["clbench_letter"]["acc"])
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, data_dir):
+    from harness.cli import main
+
+    out = tmp_path_factory.mktemp("export")
+    assert main(["export-lm-eval", "--out", str(out), "--preset", "tiny", "--data", str(data_dir)]) == 0
+    return out
+
+
+def test_exported_domain_tasks_score_the_same_in_lm_eval_and_the_harness(tiny, exported, data_dir):
+    from harness import config
+    from tasks.data import DataSource
+    from tasks.registry import load_stream
+
+    cfg = config.load("tiny")
+    tasks, _ = load_stream(DataSource(str(data_dir)), ["stem", "law"], [], cfg.budget, cfg.data_seed)
+    names = {f"clbench_{t.name}_{view}": items for t in tasks for view, items in t.views.items()}
+    assert all((exported / f"{n}.yaml").exists() for n in names)
+    assert not list(exported.glob("clbench_code_*"))  # code is scored by running tests: not exported
+    scores = lmeval_bridge.evaluate(*tiny, exported, sorted(names))
+    for name, items in names.items():
+        assert scores[name]["n"] == len(items)
+        assert _acc(*tiny, items, cloze_choose, norm="none") == pytest.approx(scores[name]["acc"]), name
+
+
+def test_lm_eval_task_as_a_probe(tiny, exported, tmp_path):
+    from harness import config
+    from harness.errors import ConfigError
+    from harness.evaluation import evaluate
+    from tasks.registry import load_stream
+
+    f = tmp_path / "c.yaml"
+    f.write_text(f"model: tiny\nstream: [stem]\nprobes: [lm_eval:clbench_law_transfer]\nmethods: [full]\n"
+                 f"budget: {{lm_eval_include: {exported}}}\n")
+    cfg = config.load(str(f))
+    _, probe = load_stream(None, [], list(cfg.probes), cfg.budget, cfg.data_seed)  # lm-eval reads its own data
+    out = evaluate(*tiny, [], probe, scorer="cloze", budget=cfg.budget, device="cpu", precision="fp32", desc="x")
+    view = out["probes"]["lm_eval:clbench_law_transfer"]["lm_eval"]
+    expected = lmeval_bridge.evaluate(*tiny, exported, ["clbench_law_transfer"])["clbench_law_transfer"]
+    assert view["score"] == expected["acc"] and view["n"] == expected["n"]
+    f.write_text(f.read_text().replace("clbench_law_transfer", "clbench_law_transfr"))
+    with pytest.raises(ConfigError, match=r"probes\[0\]: unknown lm-eval task 'clbench_law_transfr'.*clbench_law_transfer"):
+        config.load(str(f))

@@ -29,7 +29,7 @@ class TopOnly(FullFineTune):
 
 
 # the tiny model has 2 decoder blocks: methods whose defaults assume more get a fitting override
-TINY_OVERRIDES = {"llama_pro": "{every: 1}"}
+TINY_OVERRIDES = {"llama_pro": "{every: 1}", "sdft": "{max_new_tokens: 16}"}  # sdft: short rewrites keep it fast
 
 
 @pytest.fixture(scope="module")

@@ -45,6 +45,23 @@ def test_replay_mixes_earlier_items_at_the_configured_ratio(tiny):
     assert all((p["user"], p["reply"]) in earlier for p in replayed)
 
 
+def test_decaying_replay_example_halves_its_share_per_stage(tiny):
+    from pathlib import Path
+
+    from methods.registry import load_class
+    DecayingReplay = load_class(f"{Path(__file__).parent.parent / 'examples/decaying_replay.py'}:DecayingReplay")
+    model, tok = copy.deepcopy(tiny[0]), tiny[1]
+    method = DecayingReplay(DecayingReplay.Config(ratio=0.5, decay=0.5, buffer_size=50))
+    tasks = [_task(f"t{k}", 40) for k in range(3)]
+    method.prepare(model, _ctx(tok, tasks[0], 0))
+    shares = []
+    for stage, task in enumerate(tasks, start=1):
+        mixed = method.train_examples([i.training_pair() for i in task.learn], _ctx(tok, task, stage, tasks[:stage - 1]))
+        shares.append(sum(bool(p.get("replayed")) for p in mixed) / len(mixed))
+        method.after_task(model, _ctx(tok, task, stage))
+    assert shares[0] == 0 and shares[1] == pytest.approx(0.5, abs=0.02) and shares[2] == pytest.approx(0.25, abs=0.02)
+
+
 def test_replay_reservoir_keeps_a_uniform_sample_within_its_size(tiny):
     model, tok = copy.deepcopy(tiny[0]), tiny[1]
     method = Replay(Replay.Config(buffer_size=10))
@@ -125,3 +142,30 @@ def test_llama_pro_expanded_smollm2_keeps_logits_and_cached_generation(smollm2):
     prompts = ["Name three primary colours.", "Write a haiku about rain."]
     assert [r["text"] for r in generate(expanded, tok, prompts, "cpu", "fp32", 24, batch_size=2)] == \
         [r["text"] for r in generate(base, tok, prompts, "cpu", "fp32", 24, batch_size=2)]
+
+
+def test_replay_mixes_general_domain_data_at_its_ratio(tiny, source):
+    model, tok = copy.deepcopy(tiny[0]), tiny[1]
+    method = Replay(Replay.Config(ratio=0.25, general_ratio=0.25, buffer_size=50))
+    first, second = _task("first", 30), _task("second", 30)
+    ctx0 = _ctx(tok, first, 0)
+    ctx0.data = source
+    method.prepare(model, ctx0)
+    gsm8k = {(i.prompt, i.reference) for i in source.gsm8k("train")}
+    mixed = method.train_examples([i.training_pair() for i in first.learn], _ctx(tok, first, 1))
+    general = [p for p in mixed if p.get("general")]
+    assert len(general) / len(mixed) == pytest.approx(0.25, abs=0.02)  # from the first task on
+    assert all((p["user"], p["reply"]) in gsm8k for p in general)
+    method.after_task(model, _ctx(tok, first, 1))
+    mixed = method.train_examples([i.training_pair() for i in second.learn], _ctx(tok, second, 2, [first]))
+    assert sum(bool(p.get("general")) for p in mixed) / len(mixed) == pytest.approx(0.25, abs=0.02)
+    assert sum(bool(p.get("replayed")) for p in mixed) / len(mixed) == pytest.approx(0.25, abs=0.02)
+    assert sum(not p.get("general") and not p.get("replayed") for p in mixed) == 30
+
+
+def test_replay_ratios_must_leave_room_for_the_task():
+    from harness.errors import ConfigError
+    from harness.typed import build
+
+    with pytest.raises(ConfigError, match="ratio .* general_ratio"):
+        build(Replay.Config, {"ratio": 0.6, "general_ratio": 0.5}, "methods[0].config")

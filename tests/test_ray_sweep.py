@@ -92,3 +92,30 @@ def test_failing_run_is_stored_as_failed_and_the_sweep_goes_on(tmp_path, data_di
     board = leaderboard.write(tmp_path / "res").read_text()
     row = next(line for line in board.splitlines() if "FailsAtStage2" in line)
     assert "1 failed" in row and "0.0" not in row.split("|")[3]  # failed runs show no score
+
+
+NAN_LOSS = '''
+import torch
+
+from methods.full import FullFineTune
+
+
+class NaNAtStage2(FullFineTune):
+    name = "nan_at_stage_2"
+    description = "its loss becomes NaN on the second task"
+
+    def extra_loss(self, model, batch, outputs, ctx):
+        return torch.tensor(float("nan")) if ctx.stage == 2 else None
+'''
+
+
+def test_nan_loss_is_stored_as_failed_with_the_reason(tmp_path, data_dir):
+    method_file = tmp_path / "nan.py"
+    method_file.write_text(NAN_LOSS)
+    text = SWEEP.replace("methods: [full, lora]", f"methods: ['{method_file}:NaNAtStage2']")
+    spec = expand(_load(tmp_path, text.replace("seeds: [0, 1]", "seeds: [0]"), data_dir))[0]
+    run = execute(spec, Store(tmp_path / "res"), data_dir=str(data_dir))
+    assert run["status"] == "failed"
+    assert run["error"].startswith("TrainingDiverged") and "nan" in run["error"]
+    assert [s["stage"] for s in run["stages"]] == [0, 1]
+    assert json.loads(Store(tmp_path / "res").run_path(spec.run_id).read_text())["status"] == "failed"

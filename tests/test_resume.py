@@ -23,9 +23,9 @@ resources: {num_cpus: 2}
 """
 
 
-def _cmd(cfg, results, data_dir):
+def _cmd(cfg, results, data_dir, address=None):
     return [sys.executable, "-m", "harness.cli", "run", "--config", str(cfg), "--results", str(results),
-            "--data", str(data_dir)]
+            "--data", str(data_dir), *(["--address", address] if address else [])]
 
 
 def _runs(results):
@@ -107,3 +107,72 @@ def test_checkpoint_round_trip_and_cap(tmp_path, tiny):
     assert ckpt.has("run", 2) and not ckpt.has("run", 1)
     with pytest.warns(UserWarning, match="cap"):
         assert Checkpoints(tmp_path, cap_gb=1e-6).save("other", 1, model) is None
+
+
+FIVE_POINTS = """
+name: kill-test
+model: tiny
+precision: fp32
+stream: [stem, law]
+probes: [general]
+methods: [full, lora]
+seeds: [0]
+budget: {learn_items: 4, transfer_items: 1, code_items: 1, heldout_items: 0, general_items: 1,
+         epochs: 3, batch_size: 2, max_length: 128}
+resources: {num_cpus: 2}
+"""
+
+
+def _progress(results) -> int:
+    """Stage-0 files + stored stages + finished runs: grows with every write the sweep makes."""
+    stage0 = len(list((results / "stage0").glob("*.json"))) if (results / "stage0").exists() else 0
+    runs = _runs(results) if (results / "runs").exists() else {}
+    return stage0 + sum(len(r["stages"]) + (r["status"] == "finished") for r in runs.values())
+
+
+@pytest.fixture
+def ray_head():
+    """A Ray head of its own, so each killed driver joins in seconds (`--address`)."""
+    from ray.cluster_utils import Cluster
+
+    head = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
+    yield head.address
+    head.shutdown()
+
+
+def test_sigkill_at_five_points_then_complete(tmp_path, data_dir, ray_head):
+    """Kill the driver five times, each time just after the sweep has written something new
+    (plus a random delay), then let it finish: every run is stored once and equals a clean sweep.
+    The drivers join one Ray head; Ray ends a dead driver's tasks with it."""
+    import random
+
+    rng = random.Random(0)
+    cfg = tmp_path / "sweep.yaml"
+    cfg.write_text(FIVE_POINTS)
+    clean = subprocess.run(_cmd(cfg, tmp_path / "clean", data_dir, ray_head), capture_output=True, text=True,
+                           timeout=600)
+    assert clean.returncode == 0, clean.stderr[-2000:]
+    results = tmp_path / "killed"
+    points = []
+    for _ in range(5):
+        before = _progress(results)
+        proc = subprocess.Popen(_cmd(cfg, results, data_dir, ray_head), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.time() + 300
+        while time.time() < deadline and _progress(results) <= before and proc.poll() is None:
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0, 0.5))
+        if proc.poll() is not None:
+            break  # the sweep finished before this kill point
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+        points.append(_progress(results))
+    assert len(points) >= 4 and points == sorted(set(points)), points  # distinct, ever later points
+    final = subprocess.run(_cmd(cfg, results, data_dir, ray_head), capture_output=True, text=True, timeout=600)
+    assert final.returncode == 0, final.stderr[-2000:]
+    files = list((results / "runs").glob("*.json"))
+    after, reference = _runs(results), _runs(tmp_path / "clean")
+    assert len(files) == len(reference) == 2 and set(after) == set(reference)
+    for label in reference:
+        assert after[label]["status"] == "finished"
+        assert _scores(after[label]) == _scores(reference[label])

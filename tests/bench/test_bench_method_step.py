@@ -7,6 +7,7 @@ import copy
 import pytest
 import torch
 
+from harness.training import batch_loss
 from methods.base import StageContext
 from methods.registry import available, resolve_method
 from tasks.chat import IGNORE
@@ -36,19 +37,15 @@ def test_one_training_step(benchmark, name, base):
 
     ctx0 = StageContext(stage=0, task=None, seen=[], device="cpu", seed=0)
     model = method.prepare(model, ctx0)
-    ctx = StageContext(stage=2, task=task, seen=[task], device="cpu", seed=0, batches=batches)
-    method.after_task(model, ctx)  # consolidate a first task (EWC Fisher, replay buffer)
-    method.train_examples([item.training_pair()], ctx)  # distill: copy the teacher
+    ctx = StageContext(stage=2, task=task, seen=[task], device="cpu", seed=0, batches=batches, tokenizer=base[1])
+    method.after_task(model, ctx)  # consolidate a first task (EWC Fisher, replay buffer, latent buffer)
+    method.train_examples([item.training_pair()], ctx)  # distill: copy the teacher; sdft: rewrite
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-5, fused=True)
     model.train()
 
     def step():
-        out = model(**batch)
-        loss = out.loss
-        extra = method.extra_loss(model, batch, out, ctx)
-        if extra is not None:
-            loss = loss + extra
+        loss = batch_loss(model, method, batch, ctx)  # the training loop's loss: token weights, extra loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()

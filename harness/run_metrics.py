@@ -1,0 +1,59 @@
+"""The numbers one stored run contributes to the leaderboard and the figures.
+
+`run_row(run)` is the single place where a run file's stages become headline metrics; the
+leaderboard aggregates these over seeds. Keys (None where the run did not measure it):
+    overall, bwt, fwt, plasticity, forgetting   accuracy matrix on recall views (harness.metrics)
+    transfer                                     overall performance on held-out transfer items
+    general                                      final score of the `general` MC probe
+    general_retention                            mean over scored probes of final score / base score
+    stop_rate_change                             final stop rate minus the base model's (`stop` probe)
+    tail_repetition                              final tail-repetition share (`stop` probe)
+    gpu_hours, cpu_hours                         device time of the trained stages (harness.compute)
+    trainable_share                              trainable / total parameters
+"""
+from __future__ import annotations
+
+from . import metrics
+
+KEYS = ("overall", "bwt", "fwt", "plasticity", "transfer", "general", "general_retention",
+        "stop_rate_change", "tail_repetition", "gpu_hours", "cpu_hours", "trainable_share")
+
+
+def probe_score(views: dict) -> float | None:
+    """A probe's score: the mean `score` of its views (None for a probe without one, like `stop`)."""
+    scores = [v["score"] for v in views.values() if isinstance(v, dict) and v.get("score") is not None]
+    return sum(scores) / len(scores) if scores else None
+
+
+def retention(base: dict, stage: dict) -> dict:
+    """{probe: score after `stage` / base score} for each scored probe of both stage records;
+    None where the base score is 0 (no ratio exists)."""
+    out = {}
+    for name, views in stage["probes"].items():
+        before, after = probe_score(base["probes"].get(name, {})), probe_score(views)
+        if before is not None and after is not None:
+            out[name] = after / before if before else None
+    return out
+
+
+def run_row(run: dict) -> dict:
+    """Metrics of one finished run."""
+    tasks = list(run["spec"]["stream"])
+    stages = run["stages"]
+    row = dict.fromkeys(KEYS)
+    row.update(metrics.summary(stages, tasks, "recall"))
+    row["transfer"] = metrics.overall(metrics.matrix(stages, tasks, "transfer"))
+    probes = stages[-1]["probes"]
+    row["general"] = probes["general"]["heldout"]["score"] if "general" in probes else None
+    final = retention(stages[0], stages[-1])
+    kept = [r for r in final.values() if r is not None]
+    row["general_retention"] = sum(kept) / len(kept) if kept else None
+    if "stop" in probes and "stop" in stages[0]["probes"]:
+        base_stop, final_stop = stages[0]["probes"]["stop"]["prompts"], probes["stop"]["prompts"]
+        row["stop_rate_change"] = final_stop["stop_rate"] - base_stop["stop_rate"]
+        row["tail_repetition"] = final_stop["tail_repetition"]
+    row["gpu_hours"] = run.get("compute", {}).get("gpu_hours")
+    row["cpu_hours"] = run.get("compute", {}).get("cpu_hours")
+    if run.get("total_params"):
+        row["trainable_share"] = run.get("trainable_params", 0) / run["total_params"]
+    return row

@@ -1,0 +1,195 @@
+"""`clbench submit`: one method file in, one comparable leaderboard row with provenance out.
+
+    <results>/submissions/<name>/record.json            who, what (file SHA-256), protocol, machine, when, runs, rank
+    <results>/submissions/<name>/<sha12>/<file>.py      the exact file that ran (the runs' spec.method points here)
+
+Preflight (nothing written when it fails): the name, ownership of the name, the config overrides
+and the interface, every problem reported at once; then, when those pass, a trial on the tiny
+model (method_check). Then the protocol card's sweep runs
+with this one method under the label <name>, through the normal Ray path. Run ids hash the spec,
+which holds the label (the name) and the path of the copy (its SHA in the path), so a submission's
+runs can only ever share a file with the same name's runs of the same file; a name already used by
+other runs or by someone else's submission is refused, so no other method's results are touched.
+"""
+from __future__ import annotations
+
+import dataclasses
+import getpass
+import hashlib
+import inspect
+import json
+import re
+import shutil
+import unicodedata
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+
+from methods.registry import available, load_class
+
+from . import config, leaderboard, method_check
+from .errors import ConfigError
+from .protocol import stamp
+from .provenance import git_commit, machine, package_versions
+from .spec import expand
+from .store import Store, write_json_atomic
+
+MAX_NAME = 64
+NAME_CHARS = re.compile(r"[A-Za-z0-9._+-]+")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def name_problems(name: str) -> list[str]:
+    """Every reason `name` cannot name a submission (a folder and a leaderboard label)."""
+    out = []
+    if not name:
+        return ["--name is empty; give the submission a name such as my_replay"]
+    if "/" in name or "\\" in name:
+        out.append(f"--name {name!r} contains a path separator")
+    if ".." in name:
+        out.append(f"--name {name!r} contains '..'")
+    if any(unicodedata.category(c).startswith("C") for c in name):
+        out.append(f"--name {name!r} contains control characters")
+    if len(name) > MAX_NAME:
+        out.append(f"--name is {len(name)} characters long; at most {MAX_NAME}")
+    if not out and (not NAME_CHARS.fullmatch(name) or name[0] in ".-"):
+        out.append(f"--name {name!r}: use letters, digits and . _ + - only, not starting with . or -")
+    return [f"{p}; pick another name, e.g. --name my_method" for p in out]
+
+
+def _load_overrides(path) -> tuple[dict, list[str]]:
+    if not path:
+        return {}, []
+    p = Path(path)
+    if not p.is_file():
+        return {}, [f"{p}: config overrides file not found"]
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        return {}, [f"{p}: not valid YAML: {e}"]
+    if data is None:
+        return {}, []
+    if not isinstance(data, dict):
+        return {}, [f"{p}: the top level must be a mapping of the method's config fields, got {type(data).__name__}"]
+    return data, []
+
+
+def _source_file(target: str) -> Path | None:
+    if ".py:" in target:
+        return Path(target.rpartition(":")[0])
+    try:
+        found = inspect.getsourcefile(load_class(target))
+    except (ConfigError, TypeError):
+        return None
+    return Path(found) if found else None
+
+
+def _record_path(results, name: str) -> Path:
+    return Path(results) / "submissions" / name / "record.json"
+
+
+def _owner_problems(results, name: str, sha: str, author: str, replace: bool) -> tuple[dict | None, list[str]]:
+    """(the earlier record this submission replaces or repeats, problems with taking the name)."""
+    path = _record_path(results, name)
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old["author"] != author:
+            return None, [f"--name {name!r} belongs to {old['author']}'s submission ({path}); pick another name"]
+        if old["file"]["sha256"] != sha and not replace:
+            return None, [f"--name {name!r} is your earlier submission of another file (sha256 "
+                          f"{old['file']['sha256'][:12]}..., {path}); pass --replace to replace it, "
+                          "or pick another name"]
+        return old, []
+    if name in available():
+        return None, [f"--name {name!r} is a registered method's name; pick another name"]
+    taken = sorted({r["spec"]["method"] for r in Store(results).runs() if r["spec"]["label"] == name})
+    if taken:
+        return None, [f"--name {name!r} is the label of stored runs of {', '.join(taken)} in {results}/runs; "
+                      "pick another name"]
+    return None, []
+
+
+def preflight(target: str, *, name: str | None, author: str, config_path, preset: str, results,
+              replace: bool) -> dict:
+    """Every check before compute; raises one ConfigError listing every problem. Writes nothing."""
+    cfg = config.load(preset)
+    source = str(config_path or "method config")
+    overrides, problems = _load_overrides(config_path)
+    cls, found = method_check.static(target, overrides, source)
+    problems += found
+    name = name if name is not None else (getattr(cls, "name", "") or target.rpartition(":")[2])
+    problems += name_problems(name)
+    src = _source_file(target)
+    sha = hashlib.sha256(src.read_bytes()).hexdigest() if src and src.is_file() else ""
+    old = None
+    if not name_problems(name) and sha:
+        old, taken = _owner_problems(results, name, sha, author, replace)
+        problems += taken
+    if not problems:  # the trial costs seconds: only once every static check passes
+        problems += method_check.trial(cls, overrides, source, cfg.data_dir)
+    if problems:
+        raise ConfigError(f"{target}: preflight found {len(problems)} problem(s); nothing was run or written:\n  - "
+                          + "\n  - ".join(problems))
+    return {"cfg": cfg, "cls": cls, "overrides": overrides, "name": name, "src": src, "sha": sha, "old": old}
+
+
+def _drop_earlier(results, old: dict, sha: str) -> None:
+    """--replace: the earlier file's runs and copy go, so the name's row holds the new file only."""
+    if old["file"]["sha256"] == sha:
+        return
+    store = Store(results)
+    for run_id in old.get("run_ids", []):
+        store.run_path(run_id).unlink(missing_ok=True)
+    shutil.rmtree(_record_path(results, old["name"]).parent / old["file"]["sha256"][:12], ignore_errors=True)
+
+
+def submit(target: str, *, name: str | None = None, author: str | None = None, description: str | None = None,
+           config_path=None, preset: str = "quick", results="results", replace: bool = False,
+           address: str | None = None, log=print) -> dict:
+    """Preflight, run the protocol, store the record, regenerate the leaderboard; the record."""
+    from .precision import pick_device
+    from .sweep import run_sweep
+
+    started = _now()
+    author = author or getpass.getuser()
+    pre = preflight(target, name=name, author=author, config_path=config_path, preset=preset, results=results,
+                    replace=replace)
+    name, cls, cfg, src, sha = pre["name"], pre["cls"], pre["cfg"], pre["src"], pre["sha"]
+    log(f"preflight passed: {target} as '{name}' (sha256 {sha[:12]}...)")
+    if pre["old"]:
+        _drop_earlier(results, pre["old"], sha)
+    folder = _record_path(results, name).parent
+    copy = folder / sha[:12] / src.name
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, copy)
+    method = f"{copy.resolve()}:{cls.__name__}" if ".py:" in target else target
+    sweep_cfg = dataclasses.replace(cfg, methods=[config.MethodEntry(method=method, label=name,
+                                                                     config=pre["overrides"])])
+    if description is None:
+        description = cls.description
+    record = {"name": name, "author": author, "description": description,
+              "target": target, "class": cls.__name__, "method": method, "config": pre["overrides"],
+              "file": {"source": str(src), "copy": str(copy.relative_to(folder)), "sha256": sha},
+              "protocol": stamp(cfg), "packages": package_versions(), "git": git_commit(),
+              "hardware": machine(pick_device(cfg.device)), "submitted_at": started, "preflight_passed_at": _now(),
+              "run_ids": [s.run_id for s in expand(sweep_cfg)], "status": "running"}
+    write_json_atomic(_record_path(results, name), record)
+    run_sweep(sweep_cfg, results, address=address, log=log)
+
+    store = Store(results)
+    runs = [store.load_run(i) for i in record["run_ids"]]
+    record["status"] = "finished" if all(r and r["status"] == "finished" for r in runs) else "failed"
+    record["leaderboard"] = str(leaderboard.write(results))
+    ours = set(record["run_ids"])
+    section = next((s for s in leaderboard.sections(store.runs()) if ours & {r["run_id"] for r in s["runs"]}), None)
+    row = next((r for r in section["rows"] if r["label"] == name), {}) if section else {}
+    record["rank"] = row.get("rank")
+    record["ranked_rows"] = sum(r["rank"] is not None for r in section["rows"]) if section else 0
+    record["protocol_key"] = section and section["key"]  # the leaderboard section the row is ranked in
+    record["finished_at"] = _now()
+    write_json_atomic(_record_path(results, name), record)
+    return record

@@ -1,0 +1,208 @@
+"""The leaderboard in four formats: Markdown, CSV, LaTeX (booktabs) and a self-contained HTML page.
+
+Every string that comes from a result or a config (labels, methods, descriptions, citations,
+sweep names, hardware, protocol reasons) goes through the format's escape function; a CSV cell
+that starts with = + - @ (a spreadsheet formula) gets a leading '.
+"""
+from __future__ import annotations
+
+import csv
+import html
+import io
+from pathlib import Path
+
+from .leaderboard import CI_LEVEL, COLUMNS, cost_key
+from .store import write_text_atomic
+
+NOTE = (f"Each value: mean ± half-width of the {CI_LEVEL:.0%} Student-t confidence interval over a method's "
+        "finished runs (seeds and task orders; t with n−1 degrees of freedom); no interval for a single run "
+        "(marked !). OP/BWT/FWT/plasticity on recall (learned items asked again), Transfer OP on held-out items. "
+        "Pareto (*): no other row has higher-or-equal OP at lower-or-equal compute hours (GPU-hours, or CPU-hours "
+        "where no row has GPU-hours). Only runs of the same protocol are ranked together.")
+SHORT = {"gpu_hours", "cpu_hours", "trainable_share"}
+
+
+def _num(key: str, x: float | None, signed: bool) -> str:
+    if x is None:
+        return "–"
+    if key in SHORT:
+        return f"{x:.3g}"
+    return f"{x:+.3f}" if signed else f"{x:.3f}"
+
+
+def _value(row: dict, key: str, signed: bool, pm: str = " ± ") -> str:
+    text = _num(key, row[key], signed)
+    half = row["ci"][key]
+    return text if half is None else text + pm + _num(key, half, False)
+
+
+def _status(row: dict) -> str:
+    parts = [f"{row['failed']} failed" if row["failed"] else "", f"{row['running']} unfinished" if row["running"] else ""]
+    return ", ".join(p for p in parts if p) or "ok"
+
+
+def _seeds(row: dict) -> str:
+    return f"{row['seeds']} !" if row["seeds"] == 1 else str(row["seeds"])
+
+
+def _pareto(row: dict) -> str:
+    return {True: "*", False: "", None: "–"}[row["pareto"]]
+
+
+def _title(section: dict) -> str:
+    key, cost = section["key"][:16], {"gpu_hours": "GPU-hours", "cpu_hours": "CPU-hours"}[cost_key(section["rows"])]
+    kind = "Ranked protocol" if section["reason"] is None else "Protocol (not ranked with the first)"
+    return f"{kind} {key}; Pareto: OP vs {cost}"
+
+
+def _header_line(header: dict, escape) -> str:
+    return (f"Sweeps: {escape(', '.join(header['sweeps']) or '–')}; "
+            f"hardware: {escape('; '.join(header['hardware']) or '–')}; {header['runs']} run files.")
+
+
+HEADERS = ["Rank", "Method", *[name for _, name, _ in COLUMNS], "Seeds", "Pareto", "Status"]
+
+
+# Markdown --------------------------------------------------------------------------------------
+
+def md_escape(s: str) -> str:
+    s = " ".join(str(s).splitlines())
+    s = s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return "".join("\\" + c if c in "\\`*_[]|" else c for c in s)
+
+
+def markdown(sections: list[dict], header: dict) -> str:
+    lines = ["# clbench leaderboard", "", _header_line(header, md_escape), "", NOTE]
+    if not sections:
+        lines += ["", "No runs."]
+    for section in sections:
+        lines += ["", f"## {md_escape(_title(section))}", ""]
+        if section["reason"]:
+            lines += [md_escape(section["reason"]), ""]
+        lines.append("| " + " | ".join(md_escape(h) for h in HEADERS) + " |")
+        lines.append("|" + "|".join(["---"] * len(HEADERS)) + "|")
+        for r in section["rows"]:
+            cells = [str(r["rank"] or "–"), md_escape(r["label"]), *[_value(r, k, s) for k, _, s in COLUMNS],
+                     _seeds(r), _pareto(r).replace("*", "\\*"), _status(r)]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# CSV -------------------------------------------------------------------------------------------
+
+def csv_cell(s: str) -> str:
+    s = str(s)
+    return "'" + s if s[:1] in ("=", "+", "-", "@", "\t", "\r") else s
+
+
+def _csv_num(x: float | None) -> str:
+    return "" if x is None else f"{x:.6f}"
+
+
+def csv_text(sections: list[dict], header: dict) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["protocol", "ranked", "reason", "rank", "label", "method",
+                *[c for k, _, _ in COLUMNS for c in (k, f"{k}_ci95")],
+                "seeds", "failed", "unfinished", "pareto", "description", "citation"])
+    for section in sections:
+        for r in section["rows"]:
+            w.writerow([csv_cell(section["key"]), section["reason"] is None, csv_cell(section["reason"] or ""),
+                        r["rank"] or "", csv_cell(r["label"]), csv_cell(r["method"]),
+                        *[_csv_num(v) for k, _, _ in COLUMNS for v in (r[k], r["ci"][k])],
+                        r["seeds"], r["failed"], r["running"], "" if r["pareto"] is None else r["pareto"],
+                        csv_cell(r["description"]), csv_cell(r["citation"])])
+    return buf.getvalue()
+
+
+# LaTeX -----------------------------------------------------------------------------------------
+
+_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+        "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"\textless{}", ">": r"\textgreater{}"}
+
+
+def tex_escape(s: str) -> str:
+    return "".join(_TEX.get(c, c) for c in " ".join(str(s).splitlines()))
+
+
+def latex(sections: list[dict], header: dict) -> str:
+    out = [r"% clbench leaderboard; needs \usepackage{booktabs}", "% " + _header_line(header, tex_escape),
+           "% " + tex_escape(NOTE)]
+    for section in sections:
+        out += ["", "% " + tex_escape(_title(section)) + (": " + tex_escape(section["reason"])
+                                                            if section["reason"] else ""),
+                r"\begin{tabular}{rl" + "r" * len(COLUMNS) + "rcl}", r"\toprule",
+                " & ".join(tex_escape(h) for h in HEADERS) + r" \\", r"\midrule"]
+        for r in section["rows"]:
+            cells = [str(r["rank"] or "--"), tex_escape(r["label"]),
+                     *["--" if r[k] is None else "$" + _value(r, k, s, r" \pm ") + "$" for k, _, s in COLUMNS],
+                     str(r["seeds"]) + (r"$^{\dagger}$" if r["seeds"] == 1 else ""),
+                     r"$\star$" if r["pareto"] else "", tex_escape(_status(r))]
+            out.append(" & ".join(cells) + r" \\")
+        out += [r"\bottomrule", r"\end{tabular}"]
+    out.append(r"% $^{\dagger}$ a single run, no interval; $\star$ on the Pareto front")
+    return "\n".join(out) + "\n"
+
+
+# HTML ------------------------------------------------------------------------------------------
+
+def h(s) -> str:
+    return html.escape(str(s), quote=True)
+
+
+_STYLE = """body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
+table{border-collapse:collapse;font-size:13px;margin-bottom:2em}
+th,td{padding:3px 7px;border-bottom:1px solid #ddd;text-align:right;vertical-align:top}
+th{cursor:pointer;background:#f3f3f3;user-select:none}th[data-dir=asc]::after{content:" \\25B2"}
+th[data-dir=desc]::after{content:" \\25BC"}td.m{text-align:left;max-width:26em}
+.d{color:#555;font-size:11px}.c{color:#777;font-size:11px;font-style:italic}.note{max-width:60em;color:#444}"""
+
+_SCRIPT = """document.querySelectorAll("table.lb th").forEach(function(th){th.addEventListener("click",function(){
+var body=th.closest("table").tBodies[0],i=th.cellIndex,dir=th.dataset.dir==="asc"?"desc":"asc";
+th.parentNode.querySelectorAll("th").forEach(function(o){delete o.dataset.dir});th.dataset.dir=dir;
+function key(tr){var v=tr.cells[i].dataset.v;return v===""?null:(isNaN(v)?v:parseFloat(v));}
+Array.from(body.rows).sort(function(a,b){var x=key(a),y=key(b);if(x===null)return y===null?0:1;if(y===null)return -1;
+var c=(typeof x==="number"&&typeof y==="number")?x-y:String(x).localeCompare(String(y));return dir==="asc"?c:-c;})
+.forEach(function(r){body.appendChild(r);});});});"""
+
+
+def _td(text: str, sort_value, cls: str = "") -> str:
+    v = "" if sort_value is None else sort_value
+    return f'<td{" class=" + chr(34) + cls + chr(34) if cls else ""} data-v="{h(v)}">{text}</td>'
+
+
+def html_page(sections: list[dict], header: dict) -> str:
+    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', "<title>clbench leaderboard</title>",
+             f"<style>{_STYLE}</style></head><body>", "<h1>clbench leaderboard</h1>",
+             f'<p class="note">{_header_line(header, h)}</p>', f'<p class="note">{h(NOTE)} '
+             "Click a column header to sort by it.</p>"]
+    if not sections:
+        parts.append("<p>No runs.</p>")
+    for section in sections:
+        parts.append(f"<h2>{h(_title(section))}</h2>")
+        if section["reason"]:
+            parts.append(f'<p class="note">{h(section["reason"])}</p>')
+        parts.append('<table class="lb"><thead><tr>'
+                     + "".join(f"<th>{h(x)}</th>" for x in HEADERS) + "</tr></thead><tbody>")
+        for r in section["rows"]:
+            method = (f'{h(r["label"])}<div class="d">{h(r["description"])}</div>'
+                      f'<div class="c">{h(r["citation"])}</div>')
+            cells = [_td(h(r["rank"] or "–"), r["rank"]), _td(method, r["label"], "m"),
+                     *[_td(h(_value(r, k, s)), r[k]) for k, _, s in COLUMNS],
+                     _td(h(_seeds(r)), r["seeds"]), _td(h(_pareto(r)), {True: 1, False: 0}.get(r["pareto"])),
+                     _td(h(_status(r)), r["failed"] + r["running"])]
+            parts.append("<tr>" + "".join(cells) + "</tr>")
+        parts.append("</tbody></table>")
+    parts += [f"<script>{_SCRIPT}</script>", "</body></html>"]
+    return "\n".join(parts) + "\n"
+
+
+FORMATS = {"leaderboard.md": markdown, "leaderboard.csv": csv_text, "leaderboard.tex": latex,
+           "leaderboard.html": html_page}
+
+
+def write_all(sections: list[dict], header: dict, out_dir: Path) -> Path:
+    """Write every format into out_dir; returns the Markdown path."""
+    for name, render in FORMATS.items():
+        write_text_atomic(Path(out_dir) / name, render(sections, header))
+    return Path(out_dir) / "leaderboard.md"

@@ -1,0 +1,61 @@
+"""`clbench figures` on a synthetic store: every file is written, non-empty, PNGs at the stated size;
+a figure whose metric no run measured is skipped with a printed note."""
+import pytest
+from PIL import Image
+from synthetic_runs import synthetic_run, use_stored_metrics
+
+from harness import cli, figures
+from harness.store import Store
+
+HOSTILE = r"<b>$\frac{1}{0$ & %s"  # mathtext would fail on it: labels are plain text
+
+
+def _store(root, measured: bool):
+    store = Store(root)
+    for i, label in enumerate(["full", "lora", HOSTILE]):
+        for seed in range(2):
+            R = [[0.3, 0.4], [0.6 - 0.1 * i, 0.4], [0.5 + 0.05 * seed, 0.7 - 0.1 * i]]
+            extra = {"gpu_hours": 1.0 + i + 0.1 * seed, "general_retention": 0.9 - 0.05 * seed,
+                     "tail_repetition": 0.1 * i} if measured else dict.fromkeys(
+                ("gpu_hours", "cpu_hours", "general_retention", "tail_repetition"))
+            store.save_run(synthetic_run(label, seed, R, synthetic_metrics=extra))
+    return root
+
+
+def test_every_figure_in_pdf_and_png_at_its_size(tmp_path, monkeypatch, capsys):
+    use_stored_metrics(monkeypatch)
+    results = _store(tmp_path / "results", measured=True)
+    assert cli.main(["figures", "--results", str(results), "--out", str(tmp_path / "fig")]) == 0
+    assert "note:" not in capsys.readouterr().out
+    for name, (w, h) in figures.FIGURES.items():
+        pdf, png = tmp_path / "fig" / f"{name}.pdf", tmp_path / "fig" / f"{name}.png"
+        assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 1000
+        with Image.open(png) as im:
+            assert im.size == (round(w * figures.DPI), round(h * figures.DPI))
+            assert len(im.convert("L").getcolors(256)) > 10  # something was drawn
+    assert sorted(p.name for p in (tmp_path / "fig").iterdir()) == sorted(
+        f"{n}.{ext}" for n in figures.FIGURES for ext in ("pdf", "png"))
+
+
+def test_unmeasured_figures_are_skipped_with_a_note(tmp_path, monkeypatch, capsys):
+    use_stored_metrics(monkeypatch)
+    results = _store(tmp_path / "results", measured=False)
+    assert cli.main(["figures", "--results", str(results), "--out", str(tmp_path / "fig")]) == 0
+    out = capsys.readouterr().out
+    assert "note: retention_repetition: skipped" in out and "note: cost_vs_op: skipped" in out
+    assert "note: stability_plasticity: no run measured GPU-hours or CPU-hours" in out
+    written = sorted(p.stem for p in (tmp_path / "fig").glob("*.png"))
+    assert written == ["accuracy_matrices", "forgetting_curves", "stability_plasticity"]
+
+
+def test_an_empty_store_says_so(tmp_path):
+    paths, notes = figures.write(tmp_path, tmp_path / "fig")
+    assert paths == [] and "no finished runs" in notes[0]
+
+
+@pytest.mark.parametrize("points, front", [
+    ([(0, 0), (1, 1), (2, 0.5), (0.5, 2)], [(0.5, 2), (1, 1), (2, 0.5)]),
+    ([(1, 1), (1, 1)], [(1, 1), (1, 1)]),
+])
+def test_front_keeps_the_undominated_points(points, front):
+    assert figures._front(points) == front

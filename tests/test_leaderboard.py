@@ -1,0 +1,259 @@
+"""The leaderboard on a synthetic result set written in the test: every format's numbers (mean,
+95% t-interval), ranking, Pareto marking, protocol sections, and hostile strings in each format."""
+import csv
+import io
+import math
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+from html.parser import HTMLParser
+
+import pytest
+from synthetic_runs import CHECKSUMS, synthetic_run, use_stored_metrics
+
+from harness import leaderboard, tables
+from harness.store import Store
+
+T_975_2 = 4.302652729749464  # Student t, 97.5% quantile, 2 degrees of freedom (printed tables: 4.303)
+SCRIPT = "<script>alert(1)</script>"
+TEX = r"\input{/etc/passwd} & $x$ % # ~ ^ | *y* _z_"
+PWN = '<img src=x onerror="window.__pwned=1">'
+BASE, AFTER1 = [0.3, 0.4], [0.6, 0.4]
+FULL_FINAL = ([0.5, 0.7], [0.6, 0.7], [0.4, 0.6])  # OP 0.60, 0.65, 0.50; BWT -0.1, 0.0, -0.2
+
+
+def _R(final):
+    return [BASE, AFTER1, list(final)]
+
+
+def _runs():
+    runs = []
+    for seed, (final, gpu) in enumerate(zip(FULL_FINAL, (2.0, 2.2, 2.4))):
+        runs.append(synthetic_run("full", seed, _R(final), synthetic_metrics={"gpu_hours": gpu}))
+    for seed in range(3):
+        runs.append(synthetic_run("lora", seed, _R([0.4, 0.5]), method="lora", synthetic_metrics={
+            "gpu_hours": 0.5, "general_retention": 0.9, "tail_repetition": 0.1, "stop_rate_change": -0.25}))
+    failed = synthetic_run("lora", 3, _R([0.4, 0.5]), method="lora", status="failed")
+    failed["stages"] = failed["stages"][:1]
+    runs.append(failed)
+    for seed, gpu in enumerate((3.0, 3.2)):
+        runs.append(synthetic_run("slow", seed, _R([0.4, 0.4]), synthetic_metrics={"gpu_hours": gpu}))
+    runs.append(synthetic_run(SCRIPT, 0, _R([0.5, 0.6]), description=f"=HYPERLINK(\"http://evil\") {PWN}",
+                              citation="@import | `x` [a](javascript:alert(2))"))
+    running = synthetic_run(TEX, 0, _R([0.5, 0.6]), status="running")
+    running["stages"] = running["stages"][:2]
+    runs.append(running)
+    runs.append(synthetic_run("full", 0, _R([0.5, 0.7]), model="tiny2",
+                              checksums={**CHECKSUMS, "mmlu/test/a.csv": "2" * 64}))
+    return runs
+
+
+@pytest.fixture
+def board(tmp_path, monkeypatch):
+    use_stored_metrics(monkeypatch)
+    store = Store(tmp_path / "results")
+    for run in _runs():
+        store.save_run(run)
+    md = leaderboard.write(tmp_path / "results", tmp_path / "out")
+    return {ext: (tmp_path / "out" / f"leaderboard.{ext}").read_text() for ext in ("md", "csv", "tex", "html")} | {
+        "md_path": md, "dir": tmp_path}
+
+
+def _hand_ci(xs):
+    return statistics.mean(xs), T_975_2 * statistics.stdev(xs) / math.sqrt(len(xs))
+
+
+OP_MEAN, OP_HALF = _hand_ci([0.6, 0.65, 0.5])
+BWT_MEAN, BWT_HALF = _hand_ci([-0.1, 0.0, -0.2])
+
+
+def test_t_interval_matches_a_hand_computation():
+    mean, half, n = leaderboard.mean_ci([0.6, 0.65, 0.5, None])
+    assert n == 3 and mean == pytest.approx(OP_MEAN) and half == pytest.approx(OP_HALF, rel=1e-9)
+    assert OP_HALF == pytest.approx(0.18973, abs=1e-5)
+    assert leaderboard.mean_ci([0.4]) == (0.4, None, 1)
+    assert leaderboard.mean_ci([0.1, 0.1, 0.1]) == (0.1, 0.0, 3)
+    assert leaderboard.mean_ci([None]) == (None, None, 0)
+
+
+def _md_table(md, section):
+    """Rows (lists of cells) of the section-th Markdown table; escaped pipes stay inside cells."""
+    lines = [line for line in md.split("\n## ")[section + 1].splitlines() if line.startswith("|")][2:]
+    return [[c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]] for line in lines]
+
+
+def test_markdown_golden(board):
+    rows = _md_table(board["md"], 0)
+    head = tables.HEADERS
+    by_label = {r[1]: dict(zip(head, r)) for r in rows}
+    assert [r[1] for r in rows] == ["full", "&lt;script&gt;alert(1)&lt;/script&gt;", "lora", "slow",
+                                    tables.md_escape(TEX)]
+    full = by_label["full"]
+    assert full["Rank"] == "1" and full["OP"] == f"{OP_MEAN:.3f} ± {OP_HALF:.3f}" == "0.583 ± 0.190"
+    assert full["BWT"] == f"{BWT_MEAN:+.3f} ± {BWT_HALF:.3f}"
+    assert full["GPU-hours"] == f"{2.2:.3g} ± {_hand_ci([2.0, 2.2, 2.4])[1]:.3g}" and full["CPU-hours"] == "–"
+    assert full["Seeds"] == "3" and full["Pareto"] == "\\*" and full["Status"] == "ok"
+    lora = by_label["lora"]
+    assert lora["OP"] == "0.450 ± 0.000" and lora["Status"] == "1 failed" and lora["Pareto"] == "\\*"
+    assert lora["General retention"] == "0.900 ± 0.000" and lora["Stop-rate change"] == "-0.250 ± 0.000"
+    assert lora["Tail repetition"] == "0.100 ± 0.000"
+    assert by_label["slow"]["Pareto"] == "" and by_label["slow"]["Rank"] == "4"  # dominated by lora
+    single = by_label["&lt;script&gt;alert(1)&lt;/script&gt;"]
+    assert single["Seeds"] == "1 !" and single["OP"] == "0.550" and single["Pareto"] == "–"  # no cost measured
+    unfinished = rows[-1]
+    assert unfinished[0] == "–" and unfinished[-1] == "1 unfinished" and unfinished[2] == "–"
+    assert all(len(r) == len(head) for r in rows)  # no string broke out of its cell
+    assert "95% Student-t" in board["md"]
+
+
+def test_protocol_sections(board):
+    md = board["md"]
+    assert md.count("## ") == 2
+    assert "## Ranked protocol" in md and "## Protocol (not ranked with the first)" in md
+    other = _md_table(md, 1)
+    assert [(r[0], r[1]) for r in other] == [("1", "full")]  # ranked only within its own protocol
+    reason = md.split("## Protocol (not ranked")[1]
+    assert "model ('tiny2' vs 'tiny')" in reason and "data checksums (mmlu/test/a.csv)" in reason
+    assert "budget" not in reason.split("\n\n")[1]  # only what differs is named
+
+
+def test_run_without_a_protocol_key_joins_its_spec_protocol(monkeypatch):
+    use_stored_metrics(monkeypatch)
+    runs = [synthetic_run("full", 0, _R([0.5, 0.7])), synthetic_run("full", 1, _R([0.5, 0.7]), status="failed")]
+    del runs[1]["stage0_key"]  # failed before its data was loaded
+    secs = leaderboard.sections(runs)
+    assert len(secs) == 1 and secs[0]["rows"][0]["failed"] == 1 and secs[0]["rows"][0]["seeds"] == 1
+
+
+def test_cpu_only_runs_rank_on_cpu_hours(monkeypatch):
+    use_stored_metrics(monkeypatch)
+    runs = [synthetic_run("a", 0, _R([0.5, 0.7]), synthetic_metrics={"cpu_hours": 1.0}),
+            synthetic_run("b", 0, _R([0.4, 0.4]), synthetic_metrics={"cpu_hours": 2.0})]
+    secs = leaderboard.sections(runs)
+    assert leaderboard.cost_key(secs[0]["rows"]) == "cpu_hours"
+    assert [(r["label"], r["pareto"], r["gpu_hours"]) for r in secs[0]["rows"]] == [("a", True, None), ("b", False, None)]
+    assert "Pareto: OP vs CPU-hours" in tables.markdown(secs, leaderboard.header(runs))
+
+
+def test_csv_golden_and_formula_injection(board):
+    rows = list(csv.DictReader(io.StringIO(board["csv"])))
+    full = next(r for r in rows if r["label"] == "full" and r["ranked"] == "True")
+    assert float(full["overall"]) == pytest.approx(OP_MEAN, abs=1e-6)
+    assert float(full["overall_ci95"]) == pytest.approx(OP_HALF, abs=1e-6)
+    assert float(full["bwt_ci95"]) == pytest.approx(BWT_HALF, abs=1e-6)
+    assert (full["rank"], full["seeds"], full["pareto"], full["cpu_hours"]) == ("1", "3", "True", "")
+    assert [r["pareto"] for r in rows if r["ranked"] == "True"] == ["True", "", "True", "False", ""]
+    hostile = next(r for r in rows if r["label"] == SCRIPT)
+    assert hostile["description"].startswith("'=HYPERLINK") and hostile["citation"].startswith("'@import")
+    assert hostile["overall_ci95"] == "" and hostile["seeds"] == "1"
+    other = next(r for r in rows if r["ranked"] == "False")
+    assert other["rank"] == "1" and "model ('tiny2' vs 'tiny')" in other["reason"]
+    for line in board["csv"].splitlines()[1:]:
+        for cell in next(csv.reader([line])):
+            assert cell[:1] not in ("=", "+", "@") and not (cell.startswith("-") and not _is_number(cell))
+
+
+def _is_number(s):
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False
+
+
+def test_latex_golden(board):
+    tex = board["tex"]
+    assert tex.count(r"\begin{tabular}") == 2 and tex.count(r"\toprule") == 2 and tex.count(r"\bottomrule") == 2
+    full = next(line for line in tex.splitlines() if line.startswith("1 & full & "))
+    assert f"${OP_MEAN:.3f} \\pm {OP_HALF:.3f}$" in full and full.endswith(r"$\star$ & ok \\")
+    assert r"\textless{}script\textgreater{}alert(1)\textless{}/script\textgreater{}" in tex
+    assert r"\textbackslash{}input\{/etc/passwd\} \& \$x\$ \% \# \textasciitilde{} \textasciicircum{} | *y* \_z\_" in tex
+    assert r"\input" not in tex and "<script>" not in tex
+    body = [line for line in tex.splitlines() if line.endswith(r" \\")]
+    assert all(len(re.split(r"(?<!\\)&", line)) == len(tables.HEADERS) for line in body)  # no cell broke out
+    if shutil.which("pdflatex"):
+        doc = board["dir"] / "doc.tex"
+        doc.write_text("\\documentclass{article}\\usepackage{booktabs}\\usepackage[landscape]{geometry}"
+                       "\\begin{document}\\tiny\\input{out/leaderboard.tex}\\end{document}\n")
+        out = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-no-shell-escape", "doc.tex"],
+                             cwd=board["dir"], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stdout[-2000:]
+
+
+class _Scripts(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.scripts, self.imgs = 0, 0
+
+    def handle_starttag(self, tag, attrs):
+        self.scripts += tag == "script"
+        self.imgs += tag == "img"
+
+
+def test_html_golden_and_escaping(board):
+    page = board["html"]
+    parsed = _Scripts()
+    parsed.feed(page)
+    assert parsed.scripts == 1 and parsed.imgs == 0  # only the page's own sort script; no injected tag
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and SCRIPT not in page
+    assert "&lt;img src=x onerror=&quot;window.__pwned=1&quot;&gt;" in page and PWN not in page
+    assert f">{OP_MEAN:.3f} ± {OP_HALF:.3f}</td>" in page and "&#x27;@import | `x` [a](javascript:" not in page
+    assert '<div class="c">@import | `x` [a](javascript:alert(2))</div>' in page  # the citation, from the result
+    assert "cdn" not in page.lower() and "<link" not in page
+
+
+# A real headless browser ------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Debian's chromium + chromium-driver driven by selenium; installed here when missing and root."""
+    if not os.path.exists("/usr/bin/chromium") or not os.path.exists("/usr/bin/chromedriver"):
+        if os.geteuid() != 0 or not shutil.which("apt-get"):
+            pytest.skip("needs /usr/bin/chromium and /usr/bin/chromedriver (apt-get install chromium chromium-driver)")
+        subprocess.run(["apt-get", "install", "-y", "chromium", "chromium-driver"], check=True,
+                       capture_output=True, timeout=600)
+    webdriver = pytest.importorskip("selenium.webdriver", reason="pip install selenium (the test extra)")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = "/usr/bin/chromium"
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path="/usr/bin/chromedriver"), options=opts)
+    yield driver
+    driver.quit()
+
+
+def test_html_sorts_on_click_and_runs_no_injected_script(board, chromium):
+    from selenium.common.exceptions import NoAlertPresentException
+    from selenium.webdriver.common.by import By
+
+    chromium.get((board["dir"] / "out" / "leaderboard.html").as_uri())
+    table = chromium.find_elements(By.CSS_SELECTOR, "table.lb")[0]
+
+    def labels():
+        return [td.text.splitlines()[0] for td in table.find_elements(By.CSS_SELECTOR, "tbody td.m")]
+
+    assert labels() == ["full", SCRIPT, "lora", "slow", TEX]  # shown as text, ranked by OP
+    op = next(th for th in table.find_elements(By.TAG_NAME, "th") if th.text == "OP")
+    op.click()
+    assert labels() == ["slow", "lora", SCRIPT, "full", TEX]  # ascending OP, no OP last
+    op.click()
+    assert labels() == ["full", SCRIPT, "lora", "slow", TEX]
+    next(th for th in table.find_elements(By.TAG_NAME, "th") if th.text == "Method").click()
+    assert [x for x in labels() if x[0].isalpha()] == ["full", "lora", "slow"] and labels()[0] != "full"
+    assert chromium.execute_script("return window.__pwned === undefined")
+    with pytest.raises(NoAlertPresentException):
+        chromium.switch_to.alert.text  # noqa: B018  alert(1) never ran
+    cell = table.find_element(By.CSS_SELECTOR, "tbody td.m div.d")
+    assert cell.text  # the description is shown
+
+
+def test_cli_writes_every_format(board, tmp_path):
+    out = subprocess.run([sys.executable, "-m", "harness.cli", "leaderboard", "--results",
+                          str(board["dir"] / "results"), "--out", str(tmp_path / "o")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [
+        "leaderboard.csv", "leaderboard.html", "leaderboard.md", "leaderboard.tex"]

@@ -1,0 +1,97 @@
+"""prompt_tuning, prefix_tuning, p_tuning_v2: the harness's cached and batched scorers give what a
+plain full forward gives on a model with non-trivial virtual tokens, and a checkpoint restores them."""
+import copy
+
+import pytest
+import torch
+
+from harness.checkpoints import Checkpoints
+from harness.scoring import cloze_option_logprobs, generate, letter_choose, letter_token_ids, reply_logprob
+from methods.base import StageContext
+from methods.prompt_learning import PrefixTuning, PromptTuning, PTuningV2
+from tasks.chat import encode_example, prompt_ids, reply_ids
+from tasks.items import MCItem
+
+METHODS = {"prompt_tuning": PromptTuning(PromptTuning.Config(num_virtual_tokens=7)),
+           "prefix_tuning": PrefixTuning(PrefixTuning.Config(num_virtual_tokens=5, hidden=32)),
+           "p_tuning_v2": PTuningV2(PTuningV2.Config(num_virtual_tokens=6))}
+ITEM = MCItem(uid="x", question="Which planet is the largest?", options=("Mars", "Jupiter", "a moon", "Venus or Earth"),
+              answer=1, source="test")
+
+
+def _prepared(tiny, name, seed=0):
+    torch.manual_seed(seed)
+    model = METHODS[name].prepare(copy.deepcopy(tiny[0]), StageContext(stage=0, task=None, seen=[], device="cpu", seed=0))
+    with torch.no_grad():  # trained-looking virtual tokens: large enough to change every prediction
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p))
+    model.eval()
+    return model
+
+
+def _last_logprobs(model, ids: list[int], n: int) -> torch.Tensor:
+    """Log-probabilities predicting the last n tokens of ids, from one forward without cache or logits_to_keep
+    (a prompt-tuned model returns logits for its virtual tokens too, so positions count from the end)."""
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([ids])).logits[0]
+    return logits[-(n + 1):-1].float().log_softmax(-1)
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_cached_cloze_letter_and_reply_scores_equal_a_full_forward(tiny, name):
+    model, tok = _prepared(tiny, name), tiny[1]
+    prefix = prompt_ids(tok, ITEM.cloze_prompt())
+    expected = []
+    for option in ITEM.options:
+        ids = reply_ids(tok, option)
+        lp = _last_logprobs(model, prefix + ids, len(ids))
+        expected.append(sum(lp[j, t].item() for j, t in enumerate(ids)))
+    got = cloze_option_logprobs(model, tok, ITEM, "cpu", "fp32")
+    assert [n for _, n in got] == [len(reply_ids(tok, o)) for o in ITEM.options]
+    assert [s for s, _ in got] == pytest.approx(expected, abs=1e-4)
+
+    with torch.no_grad():  # the virtual tokens matter: the base model scores otherwise
+        base = cloze_option_logprobs(tiny[0], tok, ITEM, "cpu", "fp32")
+    assert max(abs(a - b) for (a, _), (b, _) in zip(got, base)) > 0.1
+
+    enc = encode_example(tok, ITEM.cloze_prompt(), "Jupiter", 256)
+    n = sum(1 for x in enc["labels"] if x != -100)
+    lp = _last_logprobs(model, enc["input_ids"], n)
+    mean = lp.gather(-1, torch.tensor(enc["labels"][-n:]).unsqueeze(-1)).mean().item()
+    assert reply_logprob(model, tok, [(ITEM.cloze_prompt(), "Jupiter")], "cpu", "fp32", 256) == \
+        pytest.approx([mean], abs=1e-4)
+
+    with torch.no_grad():
+        last = model(input_ids=torch.tensor([prompt_ids(tok, ITEM.letter_prompt())])).logits[0, -1]
+    assert letter_choose(model, tok, ITEM, "cpu", "fp32") == int(last[letter_token_ids(tok)].argmax())
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_left_padded_batch_generation_equals_greedy_full_forwards(tiny, name):
+    model, tok = _prepared(tiny, name), tiny[1]
+    prompts = ["Hi", "Write a function that adds two numbers and returns their sum."]
+    replies = generate(model, tok, prompts, "cpu", "fp32", max_new_tokens=6, batch_size=2)
+    for prompt, reply in zip(prompts, replies):
+        ids, new = prompt_ids(tok, prompt), []
+        for _ in range(6):
+            with torch.no_grad():
+                token = int(model(input_ids=torch.tensor([ids + new])).logits[0, -1].argmax())
+            if token == tok.eos_token_id:
+                break
+            new.append(token)
+        assert reply["ids"] == new
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_checkpoint_restores_the_virtual_tokens(tiny, tmp_path, name):
+    trained, fresh = _prepared(tiny, name, seed=1), _prepared(tiny, name, seed=2)
+    ids = torch.tensor([prompt_ids(tiny[1], ITEM.cloze_prompt())])
+    with torch.no_grad():
+        before, other = trained(input_ids=ids).logits, fresh(input_ids=ids).logits
+    assert not torch.allclose(before, other)
+    checkpoints = Checkpoints(tmp_path)
+    checkpoints.save("run", 1, trained)
+    checkpoints.restore("run", 1, fresh)
+    with torch.no_grad():
+        assert torch.equal(fresh(input_ids=ids).logits, before)

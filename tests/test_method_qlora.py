@@ -1,0 +1,84 @@
+"""qlora: every linear layer but the output becomes NF4, the fresh adapter is an identity on the
+quantized base, and on a CPU gradients after an evaluation equal those before it (bitsandbytes'
+inference repacking stays off)."""
+import copy
+
+import bitsandbytes as bnb
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from harness.scoring import cloze_option_logprobs
+from methods.base import StageContext, count_parameters
+from methods.qlora import QLoRA
+from tasks.chat import prompt_ids
+from tasks.items import MCItem
+
+CTX = StageContext(stage=0, task=None, seen=[], device="cpu", seed=0)
+ITEM = MCItem(uid="x", question="Which planet is the largest?", options=("Mars", "Jupiter", "a moon", "Venus"),
+              answer=1, source="test")
+
+
+def test_every_linear_but_the_output_is_nf4_and_the_fresh_adapter_is_an_identity(tiny):
+    base, tok = tiny
+    model = QLoRA().prepare(copy.deepcopy(base), CTX)
+    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert len(layers) == 7 * base.config.num_hidden_layers  # q k v o gate up down per block
+    assert all(m.weight.quant_type == "nf4" and m.weight.compress_statistics for m in layers)
+    assert not isinstance(model.get_output_embeddings(), bnb.nn.Linear4bit)
+    assert {n.split(".")[-3] for n, p in model.named_parameters() if p.requires_grad} == {"lora_A", "lora_B"}
+    trainable, total = count_parameters(model)  # a packed 4-bit weight still counts all its weights
+    assert total == count_parameters(base)[1] + trainable
+    model.eval()
+    ids = torch.tensor([prompt_ids(tok, ITEM.cloze_prompt())])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits
+        with model.disable_adapter():
+            quantized = model(input_ids=ids).logits
+        full = base(input_ids=ids).logits
+    assert torch.equal(logits, quantized)  # LoRA's B starts at zero
+    assert 0 < (logits - full).abs().max() < 0.2 * full.abs().max()  # NF4 error: present, bounded
+    scored = cloze_option_logprobs(model, tok, ITEM, "cpu", "fp32")
+    with model.disable_adapter():
+        assert cloze_option_logprobs(model, tok, ITEM, "cpu", "fp32") == scored
+
+
+def _grads(model, batch):
+    model.train()
+    model.zero_grad(set_to_none=True)
+    model(**batch).loss.backward()
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def test_gradients_after_an_evaluation_equal_those_before_it_on_cpu(tiny):
+    """Widths that are multiples of 64 (bitsandbytes' block), where the CPU repacking path is live."""
+    tok = tiny[1]
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=128, intermediate_size=256, num_hidden_layers=1,
+                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    model = QLoRA(QLoRA.Config(r=8, dropout=0.0)).prepare(LlamaForCausalLM(config), CTX)
+    with torch.no_grad():  # a trained-looking adapter, so that both A and B get gradients
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(std=0.1)
+    ids = torch.tensor([prompt_ids(tok, ITEM.cloze_prompt())])
+    batch = {"input_ids": ids, "labels": ids, "attention_mask": torch.ones_like(ids)}
+    before = _grads(model, batch)
+    model.eval()
+    cloze_option_logprobs(model, tok, ITEM, "cpu", "fp32")  # the evaluation: no-grad forwards in eval mode
+    after = _grads(model, batch)
+    assert all(before[n].abs().sum() > 0 for n in before)
+    for n in before:
+        torch.testing.assert_close(after[n], before[n], msg=f"gradient of {n} changed after an evaluation")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_on_cuda_the_4bit_matmuls_compute_in_bf16(tiny):
+    model = QLoRA().prepare(copy.deepcopy(tiny[0]).to("cuda"),
+                            StageContext(stage=0, task=None, seen=[], device="cuda", seed=0))
+    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert layers and all(m.compute_dtype == torch.bfloat16 and m.weight.device.type == "cuda" for m in layers)
+    ids = torch.tensor([prompt_ids(tiny[1], ITEM.cloze_prompt())], device="cuda")
+    out = model(input_ids=ids, labels=ids)
+    out.loss.backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
