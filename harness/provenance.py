@@ -41,6 +41,8 @@ def machine(device: str) -> dict:
         info["cpu"] = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
+    from tasks.confine import available
+    info["code_confinement"] = available()  # what held model-written code in (tasks/code_exec.py)
     if device == "cuda":
         info["gpu"] = torch.cuda.get_device_name(0)
         info["gpu_count"] = torch.cuda.device_count()

@@ -57,3 +57,15 @@ def test_validate_accepts_a_good_store(good_run):
     out = subprocess.run([sys.executable, "-m", "harness.cli", "validate", str(root)], capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0 and "1 of 1 run files valid" in out.stdout
+
+
+def test_nothing_is_ever_unpickled():
+    """Checkpoints and caches are safetensors: no code path can unpickle a file from a results folder."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    unpickling = re.compile(r"torch\.load\(|pickle\.loads?\(|dill\.|joblib\.load|weights_only\s*=\s*False")
+    found = [f"{p.relative_to(root)}:{i}" for d in ("harness", "methods", "tasks") for p in (root / d).rglob("*.py")
+             for i, line in enumerate(p.read_text().splitlines(), 1) if unpickling.search(line)]
+    assert found == []
