@@ -45,23 +45,6 @@ def test_replay_mixes_earlier_items_at_the_configured_ratio(tiny):
     assert all((p["user"], p["reply"]) in earlier for p in replayed)
 
 
-def test_decaying_replay_example_halves_its_share_per_stage(tiny):
-    from pathlib import Path
-
-    from methods.registry import load_class
-    DecayingReplay = load_class(f"{Path(__file__).parent.parent / 'examples/decaying_replay.py'}:DecayingReplay")
-    model, tok = copy.deepcopy(tiny[0]), tiny[1]
-    method = DecayingReplay(DecayingReplay.Config(ratio=0.5, decay=0.5, buffer_size=50))
-    tasks = [_task(f"t{k}", 40) for k in range(3)]
-    method.prepare(model, _ctx(tok, tasks[0], 0))
-    shares = []
-    for stage, task in enumerate(tasks, start=1):
-        mixed = method.train_examples([i.training_pair() for i in task.learn], _ctx(tok, task, stage, tasks[:stage - 1]))
-        shares.append(sum(bool(p.get("replayed")) for p in mixed) / len(mixed))
-        method.after_task(model, _ctx(tok, task, stage))
-    assert shares[0] == 0 and shares[1] == pytest.approx(0.5, abs=0.02) and shares[2] == pytest.approx(0.25, abs=0.02)
-
-
 def test_replay_reservoir_keeps_a_uniform_sample_within_its_size(tiny):
     model, tok = copy.deepcopy(tiny[0]), tiny[1]
     method = Replay(Replay.Config(buffer_size=10))

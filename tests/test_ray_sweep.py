@@ -119,3 +119,82 @@ def test_nan_loss_is_stored_as_failed_with_the_reason(tmp_path, data_dir):
     assert run["error"].startswith("TrainingDiverged") and "nan" in run["error"]
     assert [s["stage"] for s in run["stages"]] == [0, 1]
     assert json.loads(Store(tmp_path / "res").run_path(spec.run_id).read_text())["status"] == "failed"
+
+
+OUT_OF_MEMORY = '''
+import torch
+
+from methods.full import FullFineTune
+
+
+class OOMAtStage2(FullFineTune):
+    name = "oom_at_stage_2"
+    description = "asks the allocator for more memory than any machine has on the second task"
+
+    def extra_loss(self, model, batch, outputs, ctx):
+        if ctx.stage == 2:
+            torch.empty(2**48, dtype=torch.uint8, device=ctx.device)  # 256 TiB: a real allocation failure
+        return None
+'''
+
+
+def test_out_of_memory_is_stored_as_failed_with_the_reason_and_the_sweep_goes_on(tmp_path, data_dir):
+    method_file = tmp_path / "oom.py"
+    method_file.write_text(OUT_OF_MEMORY)
+    text = SWEEP.replace("methods: [full, lora]", f"methods: ['{method_file}:OOMAtStage2', full]")
+    results = run_sweep(_load(tmp_path, text.replace("seeds: [0, 1]", "seeds: [0]"), data_dir), tmp_path / "res")
+    by_method = {r["spec"]["method"].rsplit(":", 1)[-1]: r for r in results}
+    oom = by_method["OOMAtStage2"]
+    assert oom["status"] == "failed" and "allocate" in oom["error"] and "memory" in oom["error"]
+    assert [s["stage"] for s in oom["stages"]] == [0, 1]
+    assert by_method["full"]["status"] == "finished"
+
+
+# Kills its own Ray worker process in the middle of stage 2's training (the first `times` attempts:
+# the count lives in a file, since each attempt is a new process).
+DIES = '''
+import os
+import signal
+from pathlib import Path
+
+from methods.full import FullFineTune
+
+
+class DiesMidStage2(FullFineTune):
+    name = "dies_mid_stage_2"
+    description = "its worker process is killed during the second task"
+    counter, times = Path({counter!r}), {times}
+
+    def extra_loss(self, model, batch, outputs, ctx):
+        if ctx.stage == 2:
+            attempts = int(self.counter.read_text()) if self.counter.exists() else 0
+            if attempts < self.times:
+                self.counter.write_text(str(attempts + 1))
+                os.kill(os.getpid(), signal.SIGKILL)
+        return None
+'''
+
+
+def test_worker_killed_mid_stage_is_retried_and_completes(tmp_path, data_dir):
+    from harness.scheduler import MAX_RETRIES
+
+    dies, dies_always = tmp_path / "dies.py", tmp_path / "dies_always.py"
+    dies.write_text(DIES.format(counter=str(tmp_path / "attempts"), times=1))
+    dies_always.write_text(DIES.format(counter=str(tmp_path / "attempts_always"), times=99)
+                           .replace("DiesMidStage2", "AlwaysDiesMidStage2"))
+    text = SWEEP.replace("methods: [full, lora]",
+                         f"methods: [full, '{dies}:DiesMidStage2', '{dies_always}:AlwaysDiesMidStage2']")
+    cfg = _load(tmp_path, text.replace("seeds: [0, 1]", "seeds: [0]"), data_dir)
+    results = run_sweep(cfg, tmp_path / "res")
+    by_method = {r["spec"]["method"].rsplit(":", 1)[-1]: r for r in results}
+    assert (tmp_path / "attempts").read_text() == "1"  # it really died once
+    retried = by_method["DiesMidStage2"]
+    assert retried["status"] == "finished"
+    # resumed from its stage-1 checkpoint: the same numbers as full fine-tuning, never interrupted
+    assert _comparable(retried) == _comparable(by_method["full"])
+    store = Store(tmp_path / "res")
+    assert len(list(store.root.glob("runs/*.json"))) == 3 == len({r["run_id"] for r in results})
+    lost = by_method["AlwaysDiesMidStage2"]
+    assert (tmp_path / "attempts_always").read_text() == str(MAX_RETRIES + 1)
+    assert lost["status"] == "failed" and "worker lost" in lost["error"]
+    assert [s["stage"] for s in lost["stages"]] == [0, 1]  # the finished stage is kept
