@@ -35,7 +35,7 @@ def _comparable(run):
     return [(s["trained_on"], s["scores"], s["probes"]) for s in run["stages"]]
 
 
-def test_ray_sweep_equals_in_process(tmp_path, data_dir):
+def test_ray_sweep_equals_in_process(tmp_path, data_dir, monkeypatch):
     cfg = _load(tmp_path, SWEEP, data_dir)
     results = run_sweep(cfg, tmp_path / "ray")
     assert len(results) == 4 and all(r["status"] == "finished" for r in results)
@@ -43,6 +43,10 @@ def test_ray_sweep_equals_in_process(tmp_path, data_dir):
               for p in (tmp_path / "ray" / "runs").glob("*.json")}
     assert len(stored) == 4
 
+    from harness import runner
+
+    evaluations, evaluate = [], runner.evaluate
+    monkeypatch.setattr(runner, "evaluate", lambda *a, **kw: evaluations.append(kw["desc"]) or evaluate(*a, **kw))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # what a Ray task with num_cpus=1 gets
     try:
@@ -54,7 +58,8 @@ def test_ray_sweep_equals_in_process(tmp_path, data_dir):
         assert _comparable(run) == _comparable(stored[run_id])
         for a, b in zip(run["stages"][1:], stored[run_id]["stages"][1:]):
             assert a["train"]["loss_last"] == pytest.approx(b["train"]["loss_last"], rel=1e-5)
-    # one stage-0 evaluation for the whole sweep
+    # one stage-0 evaluation for the whole sweep: counted in-process (4 runs, 2 stages each), one file on Ray
+    assert sum(d.startswith("eval base") for d in evaluations) == 1 and len(evaluations) == 1 + 4 * 2
     assert len(list((tmp_path / "ray" / "stage0").glob("*.json"))) == 1
 
 
