@@ -26,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from methods.registry import available, load_class
+from methods.registry import BUILTIN, available, load_class
 
 from . import config, leaderboard, method_check
 from .errors import ConfigError
@@ -92,8 +92,10 @@ def _record_path(results, name: str) -> Path:
     return Path(results) / "submissions" / name / "record.json"
 
 
-def _owner_problems(results, name: str, sha: str, author: str, replace: bool) -> tuple[dict | None, list[str]]:
-    """(the earlier record this submission replaces or repeats, problems with taking the name)."""
+def _owner_problems(results, name: str, sha: str, author: str, replace: bool,
+                    target: str = "") -> tuple[dict | None, list[str]]:
+    """(the earlier record this submission replaces or repeats, problems with taking the name).
+    An installed package's entry point may be submitted under its own name; no other registered name."""
     path = _record_path(results, name)
     if path.exists():
         old = json.loads(path.read_text())
@@ -104,7 +106,7 @@ def _owner_problems(results, name: str, sha: str, author: str, replace: bool) ->
                           f"{old['file']['sha256'][:12]}..., {path}); pass --replace to replace it, "
                           "or pick another name"]
         return old, []
-    if name in available():
+    if name in BUILTIN or (name in available() and name != target):
         return None, [f"--name {name!r} is a registered method's name; pick another name"]
     taken = sorted({r["spec"]["method"] for r in Store(results).runs() if r["spec"]["label"] == name})
     if taken:
@@ -127,7 +129,7 @@ def preflight(target: str, *, name: str | None, author: str, config_path, preset
     sha = hashlib.sha256(src.read_bytes()).hexdigest() if src and src.is_file() else ""
     old = None
     if not name_problems(name) and sha:
-        old, taken = _owner_problems(results, name, sha, author, replace)
+        old, taken = _owner_problems(results, name, sha, author, replace, target)
         problems += taken
     if not problems:  # the trial costs seconds: only once every static check passes
         problems += method_check.trial(cls, overrides, source, cfg.data_dir)

@@ -202,3 +202,26 @@ def test_runs_under_another_protocol_version_are_rerun(tmp_path):
     store.save_run({"run_id": spec.run_id, "status": "finished", "protocol": {"name": "tiny", "version": "a" * 16}})
     assert pending([spec], store, log=lambda m: None, protocol={"name": "tiny", "version": "a" * 16}) == []
     assert pending([spec], store, log=lambda m: None, protocol={"name": "tiny", "version": "b" * 16}) == [spec]
+
+
+def test_an_installed_entry_point_submits_under_its_name(tmp_path, data_dir, monkeypatch):
+    """A package that declares `[clbench.methods] slow_replay = slow_replay:SlowReplay`, installed as
+    a dist-info folder on the path (what pip leaves), is submitted by its entry-point name."""
+    pkg = tmp_path / "site"
+    (pkg / "slow_replay-0.1.dist-info").mkdir(parents=True)
+    (pkg / "slow_replay-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: slow-replay\nVersion: 0.1\n")
+    (pkg / "slow_replay-0.1.dist-info" / "entry_points.txt").write_text(
+        "[clbench.methods]\nslow_replay = slow_replay:SlowReplay\n")
+    (pkg / "slow_replay.py").write_text(EXAMPLE.read_text().replace("class DecayingReplay(", "class SlowReplay(")
+                                        .replace('name = "decaying_replay"', 'name = "slow_replay"'))
+    monkeypatch.syspath_prepend(str(pkg))
+    monkeypatch.setenv("PYTHONPATH", f"{pkg}:{__import__('os').environ.get('PYTHONPATH', '')}")  # Ray's workers
+    results = tmp_path / "results"
+    record = submit("slow_replay", preset="tiny", results=results, author="carol")
+    assert record["status"] == "finished" and record["name"] == "slow_replay" and record["method"] == "slow_replay"
+    assert record["file"]["sha256"] == hashlib.sha256((pkg / "slow_replay.py").read_bytes()).hexdigest()
+    runs = [Store(results).load_run(i) for i in record["run_ids"]]
+    assert all(r["status"] == "finished" and r["spec"]["method"] == "slow_replay" for r in runs)
+    assert record["rank"] == 1
+    with pytest.raises(ConfigError, match="registered method's name"):  # built-in names stay taken
+        submit("slow_replay", name="replay", preset="tiny", results=results, author="carol")
