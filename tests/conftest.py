@@ -34,6 +34,17 @@ def source(data_dir):
     return DataSource(str(data_dir))
 
 
+@pytest.fixture(scope="session")
+def mmlu_short(source):
+    """The n shortest of 4 subjects' MMLU val questions (shuffled with seed 0 before the stable sort)."""
+    import random
+
+    pool = [it for subject in ("high_school_geography", "marketing", "astronomy", "philosophy")
+            for it in source.mmlu(subject, "val")]
+    random.Random(0).shuffle(pool)
+    return lambda n: sorted(pool, key=lambda it: len(it.question) + sum(len(o) for o in it.options))[:n]
+
+
 def pytest_collection_modifyitems(items):
     """Every test that loads the real SmolLM2 is `slow` (deselect with -m "not slow")."""
     for item in items:

@@ -1,6 +1,4 @@
 """Our multiple-choice scorers give lm-eval's accuracy on the same 50 MMLU questions, on SmolLM2."""
-import random
-
 import pytest
 
 from harness import lmeval_bridge
@@ -10,11 +8,8 @@ N = 50
 
 
 @pytest.fixture(scope="module")
-def questions(source):
-    pool = [it for subject in ("high_school_geography", "marketing", "astronomy", "philosophy")
-            for it in source.mmlu(subject, "val")]
-    random.Random(0).shuffle(pool)
-    return sorted(pool, key=lambda it: len(it.question) + sum(len(o) for o in it.options))[:N]
+def questions(mmlu_short):
+    return mmlu_short(N)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,66 @@
+"""Evaluation speed on SmolLM2: the harness's multiple-choice scorers against lm-eval's
+`multiple_choice` on the cross-check's 50 MMLU questions (same accuracy asserted, speed ratio recorded),
+and batched greedy generation of the stop probe at batch 1, 8 and 32.
+Run with: python -m tox -e bench -- tests/bench/test_bench_eval.py"""
+import time
+
+import pytest
+import torch
+
+from harness import lmeval_bridge
+from harness.scoring import cloze_choose, generate, letter_choose
+
+N = 50
+NEW_TOKENS = 32
+
+
+@pytest.fixture(scope="module")
+def questions(mmlu_short):
+    return mmlu_short(N)  # the cross-check's questions (tests/test_lmeval_crosscheck.py)
+
+
+@pytest.mark.parametrize("scorer", ["cloze", "letter"])
+def test_multiple_choice_against_lm_eval(benchmark, smollm2, questions, scorer, tmp_path):
+    model, tok = smollm2
+    choose = (lambda q: cloze_choose(model, tok, q, "cpu", "fp32", norm="none")) if scorer == "cloze" else \
+        (lambda q: letter_choose(model, tok, q, "cpu", "fp32"))
+    lmeval_bridge.write_task(questions, tok, scorer, tmp_path, f"bench_{scorer}")
+    from lm_eval.tasks import TaskManager
+
+    manager = TaskManager(include_path=str(tmp_path), include_defaults=False)  # built once, outside the timing
+    ours = []
+
+    def harness():
+        ours.append(sum(choose(q) == q.answer for q in questions) / N)
+
+    lmeval_seconds, lmeval_acc = [], []
+
+    def lm_eval():
+        start = time.perf_counter()
+        scores = lmeval_bridge.evaluate(model, tok, None, [f"bench_{scorer}"], manager=manager)
+        lmeval_seconds.append(time.perf_counter() - start)
+        lmeval_acc.append(scores[f"bench_{scorer}"]["acc"])
+
+    benchmark.pedantic(harness, setup=lm_eval, rounds=2, iterations=1)
+    assert ours[0] == pytest.approx(lmeval_acc[0])  # the same questions scored the same
+    ratio = min(lmeval_seconds) / benchmark.stats.stats.min
+    benchmark.extra_info.update({"questions": N, "accuracy": ours[0], "lm_eval_accuracy": lmeval_acc[0],
+                                 "lm_eval_seconds": min(lmeval_seconds), "harness_seconds": benchmark.stats.stats.min,
+                                 "speedup_over_lm_eval": ratio, "threads": torch.get_num_threads()})
+
+
+@pytest.mark.parametrize("batch", [1, 8, 32])
+def test_generation_throughput(benchmark, smollm2, source, batch):
+    model, tok = smollm2
+    prompts = [p.prompt for p in source.stop_prompts()[:max(batch, 8)]]
+    tokens = []
+
+    def run():
+        out = generate(model, tok, prompts, "cpu", "fp32", NEW_TOKENS, batch_size=batch)
+        tokens.append(sum(r["tokens"] for r in out))
+
+    run()  # warm-up
+    benchmark.pedantic(run, rounds=2, iterations=1)
+    benchmark.extra_info.update({"batch": batch, "prompts": len(prompts), "max_new_tokens": NEW_TOKENS,
+                                 "generated_tokens": tokens[-1], "tokens_per_s": tokens[-1] / benchmark.stats.stats.min,
+                                 "threads": torch.get_num_threads()})
