@@ -35,8 +35,10 @@ def _look(i: int) -> dict:
     return {"color": OKABE_ITO[i % len(OKABE_ITO)], "marker": MARKERS[(i // len(OKABE_ITO)) % len(MARKERS)]}
 
 
-def _new(name: str, ncols: int = 1, nrows: int = 1):
-    return plt.subplots(nrows, ncols, figsize=FIGURES[name], layout="constrained", squeeze=False)
+def _new(name: str, ncols: int = 1, nrows: int = 1, min_height: float = 0.0):
+    """A figure at its stated size; taller where `min_height` (inches) asks, so many panels keep their size."""
+    width, height = FIGURES[name]
+    return plt.subplots(nrows, ncols, figsize=(width, max(height, min_height)), layout="constrained", squeeze=False)
 
 
 def _save(fig, out: Path, name: str) -> list[Path]:
@@ -62,7 +64,7 @@ def accuracy_matrices(table, mats, tasks, out):
     labels = [r["label"] for r in table if r["label"] in mats]
     ncols = min(4, len(labels))
     nrows = -(-len(labels) // ncols)
-    fig, axes = _new("accuracy_matrices", ncols, nrows)
+    fig, axes = _new("accuracy_matrices", ncols, nrows, min_height=2.1 * nrows)  # 2 rows fit the stated 4.2 in
     for ax in axes.flat[len(labels):]:
         ax.axis("off")
     for ax, label in zip(axes.flat, labels):
