@@ -17,17 +17,22 @@ from tasks.registry import LM_EVAL_PREFIX
 
 from . import lmeval_bridge
 from .generation_metrics import stop_summary
-from .scoring import cloze_choose, generate, letter_choose, reply_logprob
+from .scoring import cloze_choices, generate, letter_choices, reply_logprob
 
 EXAMPLES = 3  # stop-probe answers stored per stage, for people to read
 
 
+PROGRESS_CHUNK = 256  # multiple-choice items scored between progress-bar updates
+
+
 def _mc_view(model, tok, items, scorer, device, precision, bar) -> dict:
-    choose = cloze_choose if scorer == "cloze" else letter_choose
+    """Accuracy over the items, scored in batches of questions (harness.scoring)."""
+    choose = cloze_choices if scorer == "cloze" else letter_choices
     correct = 0
-    for item in items:
-        correct += int(choose(model, tok, item, device, precision) == item.answer)
-        bar.update()
+    for s in range(0, len(items), PROGRESS_CHUNK):
+        chunk = items[s:s + PROGRESS_CHUNK]
+        correct += sum(int(c == item.answer) for c, item in zip(choose(model, tok, chunk, device, precision), chunk))
+        bar.update(len(chunk))
     return {"score": correct / len(items), "n": len(items)}
 
 

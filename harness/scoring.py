@@ -1,14 +1,17 @@
 """Scorers: cloze and letter multiple choice, reply log-likelihood, batched greedy generation.
 
-cloze: each option's text is scored as the assistant's reply to the question. The
-question prefix runs once; its KV cache is repeated for the options, which run as one
-batch of continuations. Score = log-probability of the option's tokens, normalised per
-token (default), per character (lm-eval's acc_norm) or not at all (lm-eval's acc).
-A peft prompt-learning model (prompt/prefix tuning) puts its virtual tokens in front of every
-call's input; the prefix's cache already holds them, so the continuations run on the model
-underneath (`_continuation_model`), which would otherwise add them a second time.
+Multiple choice runs questions in batches of similar length. A batch's common token prefix (the
+chat template's system turn) runs once, and its KV cache is repeated for the right-padded rest of
+each question (`_prompt_batches`); only the last real position's logits are computed.
+cloze: each option's text is scored as the assistant's reply to the question. The question's
+cache is repeated for its options, which run as one batch of continuations for the whole batch of
+questions. Score = log-probability of the option's tokens, normalised per token (default), per
+character (lm-eval's acc_norm) or not at all (lm-eval's acc).
 letter: the options are listed as A-D in the prompt and the answer is the letter with the
-highest next-token probability, one forward pass per question.
+highest next-token logit, one forward position per question.
+A peft prompt-learning model (prompt/prefix tuning) puts its virtual tokens in front of every
+call's input; the shared prefix's cache already holds them, so everything after it runs on the
+model underneath (`_continuation_model`), which would otherwise add them a second time.
 """
 from __future__ import annotations
 
@@ -37,42 +40,101 @@ def _continuation_model(model):
     return model.get_base_model() if config is not None and config.is_prompt_learning else model
 
 
-@torch.inference_mode()
-def cloze_option_logprobs(model, tok, item: MCItem, device: str, precision: str) -> list[tuple[float, int]]:
-    """(summed log-probability, token count) of each option as the reply."""
-    prefix = torch.tensor([prompt_ids(tok, item.cloze_prompt())], device=device)
-    options = [reply_ids(tok, str(o).strip()) for o in item.options]
-    with autocast(device, precision):
-        out = model(input_ids=prefix, use_cache=True, logits_to_keep=1)  # only the last position's logits
-        first = out.logits[0, -1].float().log_softmax(-1)
-        cache = out.past_key_values
-        cache.batch_repeat_interleave(len(options))
-        width = max(1, max(len(o) for o in options))
-        ids = torch.full((len(options), width), _pad_id(tok), dtype=torch.long, device=device)
-        for k, o in enumerate(options):
-            ids[k, : len(o)] = torch.tensor(o)
-        rest = _continuation_model(model)(input_ids=ids, past_key_values=cache, use_cache=False).logits.float().log_softmax(-1)
-    results = []
-    for k, o in enumerate(options):
-        if not o:
-            results.append((-math.inf, 0))
+def _shared_length(rows: list[list[int]]) -> int:
+    """Length of the rows' longest common token prefix, leaving every row at least one token of its own."""
+    limit, first, k = min(len(r) for r in rows) - 1, rows[0], 0
+    while k < limit and all(r[k] == first[k] for r in rows):
+        k += 1
+    return k
+
+
+def _right_padded(rows: list[list[int]], pad: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(1, max(len(r) for r in rows))
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, :len(r)] = torch.tensor(r, dtype=torch.long)
+        mask[i, :len(r)] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _prompt_batches(model, tok, prompts: list[list[int]], device: str, batch_size: int):
+    """Run the prompts in batches of similar length; yield (indices, last-token logits [b, V], cache, mask).
+
+    A batch's common token prefix (the chat template's system turn, at least) runs once through the model
+    itself, which adds a prompt-learning method's virtual tokens; its cache is repeated over the batch and
+    the rest of each prompt runs right-padded on the continuation model, at positions that follow the
+    cache. `mask` covers the cache and the padded rests: what a continuation of this cache attends to.
+    """
+    pad = _pad_id(tok)
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+    while batches:
+        batch = batches.pop(0)
+        rows = [prompts[i] for i in batch]
+        shared = _shared_length(rows)
+        if shared == 0:  # nothing in common to run once: one prompt at a time
+            batches[:0] = [[i] for i in batch]
             continue
-        total = first[o[0]].item() + sum(rest[k, j - 1, o[j]].item() for j in range(1, len(o)))
-        results.append((total, len(o)))
+        cache = model(input_ids=torch.tensor([rows[0][:shared]], device=device), use_cache=True,
+                      logits_to_keep=1).past_key_values
+        past = cache.get_seq_length()  # the shared prefix, and the virtual tokens of prompt learning
+        cache.batch_repeat_interleave(len(rows))
+        ids, rest_mask = _right_padded([r[shared:] for r in rows], pad, device)
+        mask = torch.cat([torch.ones((len(rows), past), dtype=torch.long, device=device), rest_mask], dim=1)
+        last = (rest_mask.sum(1) - 1).unsqueeze(1)  # each row's last real position
+        positions = (past + torch.arange(ids.shape[1], device=device)).expand(len(rows), -1)
+        out = _continuation_model(model)(input_ids=ids, attention_mask=mask, position_ids=positions,
+                                         past_key_values=cache, use_cache=True, logits_to_keep=last)
+        yield batch, out.logits[:, 0].float(), out.past_key_values, mask
+
+
+@torch.inference_mode()
+def cloze_scores(model, tok, items: list[MCItem], device: str, precision: str,
+                 batch_size: int = 16) -> list[list[tuple[float, int]]]:
+    """(summed log-probability, token count) of each option of each item, as the reply to its question."""
+    prompts = [prompt_ids(tok, item.cloze_prompt()) for item in items]
+    options = [[reply_ids(tok, str(o).strip()) for o in item.options] for item in items]
+    results: list = [None] * len(items)
+    with autocast(device, precision):
+        for batch, last, cache, mask in _prompt_batches(model, tok, prompts, device, batch_size):
+            first = last.log_softmax(-1)
+            owner = [b for b, i in enumerate(batch) for _ in options[i]]  # the batch row each option continues
+            rows = [o for i in batch for o in options[i]]
+            cache.batch_select_indices(torch.tensor(owner, device=device))
+            ids, option_mask = _right_padded(rows, _pad_id(tok), device)
+            prompt_length = mask.sum(1)  # cache + real prompt tokens, per batch row
+            positions = prompt_length[owner].unsqueeze(1) + torch.arange(ids.shape[1], device=device)
+            rest = _continuation_model(model)(input_ids=ids, attention_mask=torch.cat([mask[owner], option_mask], 1),
+                                              position_ids=positions, past_key_values=cache, use_cache=False)
+            rest = rest.logits.float().log_softmax(-1)
+            later = rest[:, :-1].gather(-1, ids[:, 1:, None]).squeeze(-1) * option_mask[:, 1:]
+            totals = (first[owner, ids[:, 0]] + later.sum(1)).tolist()
+            lengths = option_mask.sum(1).tolist()
+            k = 0
+            for i in batch:
+                results[i] = [(totals[k + j], lengths[k + j]) if lengths[k + j] else (-math.inf, 0)
+                              for j in range(len(options[i]))]
+                k += len(options[i])
     return results
 
 
-def cloze_choose(model, tok, item: MCItem, device: str, precision: str, norm: Norm = "token") -> int:
-    scored = cloze_option_logprobs(model, tok, item, device, precision)
-    values = []
-    for (total, n), option in zip(scored, item.options):
-        if norm == "token":
-            values.append(total / n if n else -math.inf)
-        elif norm == "char":
-            values.append(total / max(1, len(str(option).strip())))
-        else:
-            values.append(total)
-    return max(range(len(values)), key=values.__getitem__)
+def _normalised(scored: list[tuple[float, int]], item: MCItem, norm: Norm) -> list[float]:
+    if norm == "token":
+        return [total / n if n else -math.inf for total, n in scored]
+    if norm == "char":
+        return [total / max(1, len(str(option).strip())) for (total, _), option in zip(scored, item.options)]
+    return [total for total, _ in scored]
+
+
+def cloze_choices(model, tok, items: list[MCItem], device: str, precision: str, norm: Norm = "token",
+                  batch_size: int = 16) -> list[int]:
+    """The chosen option of each item: the highest log-probability, normalised by `norm`."""
+    out = []
+    for scored, item in zip(cloze_scores(model, tok, items, device, precision, batch_size), items):
+        values = _normalised(scored, item, norm)
+        out.append(max(range(len(values)), key=values.__getitem__))
+    return out
 
 
 def letter_token_ids(tok) -> list[int]:
@@ -83,12 +145,16 @@ def letter_token_ids(tok) -> list[int]:
 
 
 @torch.inference_mode()
-def letter_choose(model, tok, item: MCItem, device: str, precision: str) -> int:
-    ids = torch.tensor([prompt_ids(tok, item.letter_prompt())], device=device)
+def letter_choices(model, tok, items: list[MCItem], device: str, precision: str, batch_size: int = 16) -> list[int]:
+    """The chosen option of each item: the letter with the highest next-token logit after the listed options."""
+    letters = torch.tensor(letter_token_ids(tok), device=device)
+    prompts = [prompt_ids(tok, item.letter_prompt()) for item in items]
+    out: list = [None] * len(items)
     with autocast(device, precision):
-        logits = model(input_ids=ids, logits_to_keep=1).logits[0, -1].float()
-    letters = letter_token_ids(tok)
-    return int(torch.argmax(logits[letters]).item())
+        for batch, last, _, _ in _prompt_batches(model, tok, prompts, device, batch_size):
+            for b, i in enumerate(batch):
+                out[i] = int(torch.argmax(last[b, letters]).item())
+    return out
 
 
 @torch.inference_mode()

@@ -2,7 +2,7 @@
 import pytest
 
 from harness import lmeval_bridge
-from harness.scoring import cloze_choose, letter_choose
+from harness.scoring import cloze_choices, letter_choices
 
 N = 50
 
@@ -22,21 +22,21 @@ def lmeval_scores(smollm2, questions, tmp_path_factory):
 
 
 def _acc(model, tok, questions, choose, **kw):
-    return sum(choose(model, tok, q, "cpu", "fp32", **kw) == q.answer for q in questions) / len(questions)
+    return sum(c == q.answer for c, q in zip(choose(model, tok, questions, "cpu", "fp32", **kw), questions)) / len(questions)
 
 
 def test_cloze_unnormalised_equals_lmeval_acc(smollm2, questions, lmeval_scores):
     assert len(questions) == N
-    assert _acc(*smollm2, questions, cloze_choose, norm="none") == pytest.approx(lmeval_scores["clbench_cloze"]["acc"])
+    assert _acc(*smollm2, questions, cloze_choices, norm="none") == pytest.approx(lmeval_scores["clbench_cloze"]["acc"])
 
 
 def test_cloze_char_normalised_equals_lmeval_acc_norm(smollm2, questions, lmeval_scores):
-    assert _acc(*smollm2, questions, cloze_choose, norm="char") == pytest.approx(
+    assert _acc(*smollm2, questions, cloze_choices, norm="char") == pytest.approx(
         lmeval_scores["clbench_cloze"]["acc_norm"])
 
 
 def test_letter_equals_lmeval_letter_choices(smollm2, questions, lmeval_scores):
-    assert _acc(*smollm2, questions, letter_choose) == pytest.approx(lmeval_scores["clbench_letter"]["acc"])
+    assert _acc(*smollm2, questions, letter_choices) == pytest.approx(lmeval_scores["clbench_letter"]["acc"])
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_exported_domain_tasks_score_the_same_in_lm_eval_and_the_harness(tiny, e
     scores = lmeval_bridge.evaluate(*tiny, exported, sorted(names))
     for name, items in names.items():
         assert scores[name]["n"] == len(items)
-        assert _acc(*tiny, items, cloze_choose, norm="none") == pytest.approx(scores[name]["acc"]), name
+        assert _acc(*tiny, items, cloze_choices, norm="none") == pytest.approx(scores[name]["acc"]), name
 
 
 def test_lm_eval_task_as_a_probe(tiny, exported, tmp_path):

@@ -7,7 +7,7 @@ import torch
 
 from harness.config import Budget
 from harness.runner import _batcher
-from harness.scoring import cloze_option_logprobs
+from harness.scoring import cloze_scores
 from methods.base import StageContext
 from methods.latent_quant import ProductQuantizer, ScalarQuantizer
 from methods.latent_replay import LatentReplay, upper_loss
@@ -118,7 +118,7 @@ def test_prepared_model_scores_like_the_base(model_tok):
     base = copy.deepcopy(model)
     LatentReplay().prepare(model, StageContext(stage=0, task=None, seen=[], device="cpu", seed=0))
     q = item(3, "x")
-    assert cloze_option_logprobs(model, tok, q, "cpu", "fp32") == cloze_option_logprobs(base, tok, q, "cpu", "fp32")
+    assert cloze_scores(model, tok, [q], "cpu", "fp32")[0] == cloze_scores(base, tok, [q], "cpu", "fp32")[0]
 
 
 def test_bad_layer_and_subvectors_name_the_field(model_tok):

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from harness.checkpoints import Checkpoints
-from harness.scoring import cloze_option_logprobs, generate
+from harness.scoring import cloze_scores, generate
 from methods.base import StageContext
 from methods.moe_lora import MoELoRA, MoELoRALinear, balance_term
 from tasks.items import MCItem
@@ -32,7 +32,7 @@ def test_zero_b_gives_the_base_model_exactly(tiny):
         assert torch.equal(model(input_ids=ids).logits, base(input_ids=ids).logits)
     item = MCItem(uid="x", question="Which is a colour?", options=("red", "seven", "walk", "soft"), answer=0,
                   source="test")
-    assert cloze_option_logprobs(model, tok, item, "cpu", "fp32") == cloze_option_logprobs(base, tok, item, "cpu", "fp32")
+    assert cloze_scores(model, tok, [item], "cpu", "fp32")[0] == cloze_scores(base, tok, [item], "cpu", "fp32")[0]
     prompts = ["Say hello.", "Count to three."]
     assert generate(model, tok, prompts, "cpu", "fp32", 8) == generate(base, tok, prompts, "cpu", "fp32", 8)
     with torch.no_grad():  # and the experts do act once B moves

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from harness.errors import ConfigError
-from harness.scoring import cloze_option_logprobs, generate
+from harness.scoring import cloze_scores, generate
 from harness.training import train_task
 from methods.base import StageContext
 from methods.olora import OLoRA, TaskLoRALinear
@@ -83,7 +83,7 @@ def test_prepared_model_scores_like_the_base_model(tiny):
     model = OLoRA().prepare(copy.deepcopy(base), _ctx(0)).eval()
     item = MCItem(uid="x", question="Which is a colour?", options=("red", "seven", "walk", "soft"), answer=0,
                   source="test")
-    assert cloze_option_logprobs(model, tok, item, "cpu", "fp32") == cloze_option_logprobs(base, tok, item, "cpu", "fp32")
+    assert cloze_scores(model, tok, [item], "cpu", "fp32")[0] == cloze_scores(base, tok, [item], "cpu", "fp32")[0]
     prompts = ["Say hello.", "Count to three."]
     assert generate(model, tok, prompts, "cpu", "fp32", 8) == generate(base, tok, prompts, "cpu", "fp32", 8)
 

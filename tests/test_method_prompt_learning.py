@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from harness.checkpoints import Checkpoints
-from harness.scoring import cloze_option_logprobs, generate, letter_choose, letter_token_ids, reply_logprob
+from harness.scoring import cloze_scores, generate, letter_choices, letter_token_ids, reply_logprob
 from methods.base import StageContext
 from methods.prompt_learning import PrefixTuning, PromptTuning, PTuningV2
 from tasks.chat import encode_example, prompt_ids, reply_ids
@@ -17,6 +17,9 @@ METHODS = {"prompt_tuning": PromptTuning(PromptTuning.Config(num_virtual_tokens=
            "p_tuning_v2": PTuningV2(PTuningV2.Config(num_virtual_tokens=6))}
 ITEM = MCItem(uid="x", question="Which planet is the largest?", options=("Mars", "Jupiter", "a moon", "Venus or Earth"),
               answer=1, source="test")
+LONGER = MCItem(uid="y", question="Which of these oceans is the largest by surface area, marginal seas included?",
+                options=("The Atlantic Ocean", "Pacific", "Indian", "The Arctic Ocean, the smallest of them"), answer=1,
+                source="test")
 
 
 def _prepared(tiny, name, seed=0):
@@ -41,18 +44,24 @@ def _last_logprobs(model, ids: list[int], n: int) -> torch.Tensor:
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_cached_cloze_letter_and_reply_scores_equal_a_full_forward(tiny, name):
     model, tok = _prepared(tiny, name), tiny[1]
-    prefix = prompt_ids(tok, ITEM.cloze_prompt())
     expected = []
-    for option in ITEM.options:
-        ids = reply_ids(tok, option)
-        lp = _last_logprobs(model, prefix + ids, len(ids))
-        expected.append(sum(lp[j, t].item() for j, t in enumerate(ids)))
-    got = cloze_option_logprobs(model, tok, ITEM, "cpu", "fp32")
-    assert [n for _, n in got] == [len(reply_ids(tok, o)) for o in ITEM.options]
-    assert [s for s, _ in got] == pytest.approx(expected, abs=1e-4)
+    for item in (ITEM, LONGER):
+        prefix = prompt_ids(tok, item.cloze_prompt())
+        scores = []
+        for option in item.options:
+            ids = reply_ids(tok, option)
+            lp = _last_logprobs(model, prefix + ids, len(ids))
+            scores.append(sum(lp[j, t].item() for j, t in enumerate(ids)))
+        expected.append(scores)
+    # one batch of two questions of different lengths: a right-padded row and a shared cached prefix
+    got = cloze_scores(model, tok, [ITEM, LONGER], "cpu", "fp32", batch_size=2)
+    for item, scored, scores in zip((ITEM, LONGER), got, expected):
+        assert [n for _, n in scored] == [len(reply_ids(tok, o)) for o in item.options]
+        assert [s for s, _ in scored] == pytest.approx(scores, abs=1e-4)
+    got = got[0]
 
     with torch.no_grad():  # the virtual tokens matter: the base model scores otherwise
-        base = cloze_option_logprobs(tiny[0], tok, ITEM, "cpu", "fp32")
+        base = cloze_scores(tiny[0], tok, [ITEM], "cpu", "fp32")[0]
     assert max(abs(a - b) for (a, _), (b, _) in zip(got, base)) > 0.1
 
     enc = encode_example(tok, ITEM.cloze_prompt(), "Jupiter", 256)
@@ -62,9 +71,12 @@ def test_cached_cloze_letter_and_reply_scores_equal_a_full_forward(tiny, name):
     assert reply_logprob(model, tok, [(ITEM.cloze_prompt(), "Jupiter")], "cpu", "fp32", 256) == \
         pytest.approx([mean], abs=1e-4)
 
-    with torch.no_grad():
-        last = model(input_ids=torch.tensor([prompt_ids(tok, ITEM.letter_prompt())])).logits[0, -1]
-    assert letter_choose(model, tok, ITEM, "cpu", "fp32") == int(last[letter_token_ids(tok)].argmax())
+    chosen = []
+    for item in (ITEM, LONGER):
+        with torch.no_grad():
+            last = model(input_ids=torch.tensor([prompt_ids(tok, item.letter_prompt())])).logits[0, -1]
+        chosen.append(int(last[letter_token_ids(tok)].argmax()))
+    assert letter_choices(model, tok, [ITEM, LONGER], "cpu", "fp32", batch_size=2) == chosen
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))

@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from harness.scoring import cloze_option_logprobs
+from harness.scoring import cloze_scores
 from methods.base import StageContext, count_parameters
 from methods.qlora import QLoRA
 from tasks.chat import prompt_ids
@@ -38,9 +38,9 @@ def test_every_linear_but_the_output_is_nf4_and_the_fresh_adapter_is_an_identity
         full = base(input_ids=ids).logits
     assert torch.equal(logits, quantized)  # LoRA's B starts at zero
     assert 0 < (logits - full).abs().max() < 0.2 * full.abs().max()  # NF4 error: present, bounded
-    scored = cloze_option_logprobs(model, tok, ITEM, "cpu", "fp32")
+    scored = cloze_scores(model, tok, [ITEM], "cpu", "fp32")[0]
     with model.disable_adapter():
-        assert cloze_option_logprobs(model, tok, ITEM, "cpu", "fp32") == scored
+        assert cloze_scores(model, tok, [ITEM], "cpu", "fp32")[0] == scored
 
 
 def _grads(model, batch):
@@ -65,7 +65,7 @@ def test_gradients_after_an_evaluation_equal_those_before_it_on_cpu(tiny):
     batch = {"input_ids": ids, "labels": ids, "attention_mask": torch.ones_like(ids)}
     before = _grads(model, batch)
     model.eval()
-    cloze_option_logprobs(model, tok, ITEM, "cpu", "fp32")  # the evaluation: no-grad forwards in eval mode
+    cloze_scores(model, tok, [ITEM], "cpu", "fp32")[0]  # the evaluation: no-grad forwards in eval mode
     after = _grads(model, batch)
     assert all(before[n].abs().sum() > 0 for n in before)
     for n in before:

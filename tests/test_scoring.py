@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from harness.scoring import cloze_choose, cloze_option_logprobs, generate, letter_choose, reply_logprob
+from harness.scoring import _prompt_batches, _shared_length, cloze_choices, cloze_scores, generate, letter_choices, \
+    reply_logprob
 from tasks.chat import prompt_ids, reply_ids
 from tasks.items import MCItem
 
@@ -24,22 +25,54 @@ def _naive(model, tok, item):
 
 def test_cached_cloze_equals_full_forward(tiny):
     model, tok = tiny
-    cached = [total for total, _ in cloze_option_logprobs(model, tok, ITEM, "cpu", "fp32")]
+    cached = [total for total, _ in cloze_scores(model, tok, [ITEM], "cpu", "fp32")[0]]
     assert cached == pytest.approx(_naive(model, tok, ITEM), abs=1e-4)
+
+
+ITEMS = [ITEM, MCItem(uid="u", question="2+2?", options=("3", "4", "5", "22"), answer=1, source="test"),
+         MCItem(uid="v", question="Which ocean is the largest on Earth by surface area, counting its marginal seas?",
+                options=("Atlantic", "The Pacific Ocean", "Indian, south of Asia", "Arctic"), answer=1, source="test")]
+
+
+def test_a_batch_of_questions_scores_as_full_forwards(tiny):
+    model, tok = tiny
+    batched = cloze_scores(model, tok, ITEMS, "cpu", "fp32", batch_size=3)  # padded rows, one shared prefix
+    for item, scored in zip(ITEMS, batched):
+        assert [n for _, n in scored] == [len(reply_ids(tok, o)) for o in item.options]
+        assert [t for t, _ in scored] == pytest.approx(_naive(model, tok, item), abs=1e-4)
+    flat = [x for scored in batched for pair in scored for x in pair]
+    cut = cloze_scores(model, tok, ITEMS, "cpu", "fp32", batch_size=2)  # batches cut elsewhere: same, in order
+    assert [x for scored in cut for pair in scored for x in pair] == pytest.approx(flat, abs=1e-4)
+
+
+def test_batched_prompts_give_each_prompts_last_logits(tiny):
+    model, tok = tiny
+    prompts = [prompt_ids(tok, item.letter_prompt()) for item in ITEMS]
+    with torch.no_grad():
+        for batch, last, _, _ in _prompt_batches(model, tok, prompts, "cpu", batch_size=3):
+            assert sorted(batch) == [0, 1, 2]
+            for b, i in enumerate(batch):
+                assert last[b] == pytest.approx(model(input_ids=torch.tensor([prompts[i]])).logits[0, -1], abs=1e-4)
+
+
+def test_shared_prefix_leaves_every_row_a_token():
+    assert _shared_length([[1, 2, 3], [1, 2, 4, 5]]) == 2
+    assert _shared_length([[1, 2], [1, 2, 3]]) == 1  # [1, 2] keeps its last token to predict from
+    assert _shared_length([[7, 1], [8, 1]]) == 0
 
 
 def test_cloze_norms_pick_from_the_same_scores(tiny):
     model, tok = tiny
-    scored = cloze_option_logprobs(model, tok, ITEM, "cpu", "fp32")
+    scored = cloze_scores(model, tok, [ITEM], "cpu", "fp32")[0]
     per_token = [t / n for t, n in scored]
-    assert cloze_choose(model, tok, ITEM, "cpu", "fp32", "token") == per_token.index(max(per_token))
+    assert cloze_choices(model, tok, [ITEM], "cpu", "fp32", "token")[0] == per_token.index(max(per_token))
     totals = [t for t, _ in scored]
-    assert cloze_choose(model, tok, ITEM, "cpu", "fp32", "none") == totals.index(max(totals))
+    assert cloze_choices(model, tok, [ITEM], "cpu", "fp32", "none")[0] == totals.index(max(totals))
 
 
 def test_letter_scorer_returns_an_option_index(tiny):
     model, tok = tiny
-    assert letter_choose(model, tok, ITEM, "cpu", "fp32") in range(4)
+    assert letter_choices(model, tok, [ITEM], "cpu", "fp32")[0] in range(4)
 
 
 def test_reply_logprob_is_higher_for_a_trained_reply(tiny):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from harness import lmeval_bridge
-from harness.scoring import cloze_choose, generate, letter_choose
+from harness.scoring import cloze_choices, generate, letter_choices
 
 N = 50
 NEW_TOKENS = 32
@@ -22,8 +22,8 @@ def questions(mmlu_short):
 @pytest.mark.parametrize("scorer", ["cloze", "letter"])
 def test_multiple_choice_against_lm_eval(benchmark, smollm2, questions, scorer, tmp_path):
     model, tok = smollm2
-    choose = (lambda q: cloze_choose(model, tok, q, "cpu", "fp32", norm="none")) if scorer == "cloze" else \
-        (lambda q: letter_choose(model, tok, q, "cpu", "fp32"))
+    choose = (lambda qs: cloze_choices(model, tok, qs, "cpu", "fp32", norm="none")) if scorer == "cloze" else \
+        (lambda qs: letter_choices(model, tok, qs, "cpu", "fp32"))
     lmeval_bridge.write_task(questions, tok, scorer, tmp_path, f"bench_{scorer}")
     from lm_eval.tasks import TaskManager
 
@@ -31,7 +31,7 @@ def test_multiple_choice_against_lm_eval(benchmark, smollm2, questions, scorer, 
     ours = []
 
     def harness():
-        ours.append(sum(choose(q) == q.answer for q in questions) / N)
+        ours.append(sum(c == q.answer for c, q in zip(choose(questions), questions)) / N)
 
     lmeval_seconds, lmeval_acc = [], []
 
