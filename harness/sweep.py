@@ -25,7 +25,10 @@ def pending(specs: list[RunSpec], store: Store, log=print, protocol: dict | None
         done = store.load_run(spec.run_id)
         stale = protocol is not None and done is not None and version_of(done) != protocol["version"]
         if done is not None and done.get("status") == "finished" and not stale:
-            log(f"skip {spec.label} seed {spec.seed}: finished in {store.run_path(spec.run_id)}")
+            stored = done.get("provenance", {}).get("machine", {})
+            machine = stored.get("gpu") or stored.get("cpu")
+            log(f"skip {spec.label} seed {spec.seed}: finished ({done.get('precision')} on {machine}) in "
+                f"{store.run_path(spec.run_id)}")
         else:
             if stale:
                 log(f"rerun {spec.label} seed {spec.seed}: stored under protocol version {version_of(done)}, "

@@ -48,6 +48,7 @@ def test_tiny_sweep_end_to_end(tmp_path, data_dir):
     again = clbench("run", "--preset", "tiny", "--results", str(results), "--data", str(data_dir))
     assert again.returncode == 0
     assert again.stdout.count("skip ") == 2
+    assert f"finished ({full['precision']} on " in again.stdout  # the stored run's precision is named
     assert sorted((results / "runs").glob("*.json")) == files
 
     rebuilt = clbench("leaderboard", "--results", str(results), "--out", str(tmp_path / "board"))
