@@ -15,6 +15,7 @@ model underneath (`_continuation_model`), which would otherwise add them a secon
 """
 from __future__ import annotations
 
+import copy
 import math
 from typing import Literal
 
@@ -74,6 +75,9 @@ def _prompt_batches(model, tok, prompts: list[list[int]], device: str, batch_siz
         rows = [prompts[i] for i in batch]
         shared = _shared_length(rows)
         if shared == 0:  # nothing in common to run once: one prompt at a time
+            if len(batch) == 1:
+                raise ValueError(f"a prompt of {len(rows[0])} token leaves nothing to continue from; "
+                                 f"multiple-choice prompts are chat-formatted and longer")
             batches[:0] = [[i] for i in batch]
             continue
         cache = model(input_ids=torch.tensor([rows[0][:shared]], device=device), use_cache=True,
@@ -89,6 +93,36 @@ def _prompt_batches(model, tok, prompts: list[list[int]], device: str, batch_siz
         yield batch, out.logits[:, 0].float(), out.past_key_values, mask
 
 
+MAX_OPTION_POSITIONS = 4096  # option positions whose log-probabilities are held at once (0.8 GB for 49k tokens)
+
+
+def _option_logprobs(model, cache, mask, first, owner: list[int], rows: list[list[int]], pad: int, device: str):
+    """(summed log-probability, token count) of each option row continuing its owner's row of the cache.
+    `first` [b, V] predicts each owner's first reply token; the rest run as right-padded continuations, in
+    chunks of at most MAX_OPTION_POSITIONS positions (each on its own copy of the cache)."""
+    chunks, start = [], 0
+    while start < len(rows):
+        end = start + 1
+        while end < len(rows) and (end + 1 - start) * max(len(r) for r in rows[start:end + 1]) <= MAX_OPTION_POSITIONS:
+            end += 1
+        chunks.append((start, end))
+        start = end
+    prompt_length = mask.sum(1)  # cache + real prompt tokens, per owner row
+    totals, lengths = [], []
+    for start, end in chunks:
+        part = copy.deepcopy(cache) if len(chunks) > 1 else cache  # a forward appends to the cache it is given
+        who = torch.tensor(owner[start:end], device=device)
+        part.batch_select_indices(who)
+        ids, option_mask = _right_padded(rows[start:end], pad, device)
+        positions = prompt_length[who].unsqueeze(1) + torch.arange(ids.shape[1], device=device)
+        logits = model(input_ids=ids, attention_mask=torch.cat([mask[who], option_mask], 1), position_ids=positions,
+                       past_key_values=part, use_cache=False).logits
+        later = logits.float().log_softmax(-1)[:, :-1].gather(-1, ids[:, 1:, None]).squeeze(-1) * option_mask[:, 1:]
+        totals += (first[who, ids[:, 0]] + later.sum(1)).tolist()
+        lengths += option_mask.sum(1).tolist()
+    return totals, lengths
+
+
 @torch.inference_mode()
 def cloze_scores(model, tok, items: list[MCItem], device: str, precision: str,
                  batch_size: int = 16) -> list[list[tuple[float, int]]]:
@@ -98,19 +132,9 @@ def cloze_scores(model, tok, items: list[MCItem], device: str, precision: str,
     results: list = [None] * len(items)
     with autocast(device, precision):
         for batch, last, cache, mask in _prompt_batches(model, tok, prompts, device, batch_size):
-            first = last.log_softmax(-1)
             owner = [b for b, i in enumerate(batch) for _ in options[i]]  # the batch row each option continues
-            rows = [o for i in batch for o in options[i]]
-            cache.batch_select_indices(torch.tensor(owner, device=device))
-            ids, option_mask = _right_padded(rows, _pad_id(tok), device)
-            prompt_length = mask.sum(1)  # cache + real prompt tokens, per batch row
-            positions = prompt_length[owner].unsqueeze(1) + torch.arange(ids.shape[1], device=device)
-            rest = _continuation_model(model)(input_ids=ids, attention_mask=torch.cat([mask[owner], option_mask], 1),
-                                              position_ids=positions, past_key_values=cache, use_cache=False)
-            rest = rest.logits.float().log_softmax(-1)
-            later = rest[:, :-1].gather(-1, ids[:, 1:, None]).squeeze(-1) * option_mask[:, 1:]
-            totals = (first[owner, ids[:, 0]] + later.sum(1)).tolist()
-            lengths = option_mask.sum(1).tolist()
+            totals, lengths = _option_logprobs(_continuation_model(model), cache, mask, last.log_softmax(-1), owner,
+                                               [o for i in batch for o in options[i]], _pad_id(tok), device)
             k = 0
             for i in batch:
                 results[i] = [(totals[k + j], lengths[k + j]) if lengths[k + j] else (-math.inf, 0)

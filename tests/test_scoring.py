@@ -45,6 +45,21 @@ def test_a_batch_of_questions_scores_as_full_forwards(tiny):
     assert [x for scored in cut for pair in scored for x in pair] == pytest.approx(flat, abs=1e-4)
 
 
+def test_options_scored_in_chunks_equal_one_call(tiny, monkeypatch):
+    from harness import scoring
+
+    model, tok = tiny
+    whole = cloze_scores(model, tok, ITEMS, "cpu", "fp32", batch_size=3)
+    monkeypatch.setattr(scoring, "MAX_OPTION_POSITIONS", 8)  # 12 option rows of up to 10 tokens: many chunks
+    chunked = cloze_scores(model, tok, ITEMS, "cpu", "fp32", batch_size=3)
+    assert [x for s in chunked for p in s for x in p] == pytest.approx([x for s in whole for p in s for x in p], abs=1e-4)
+
+
+def test_a_one_token_prompt_is_refused(tiny):
+    with pytest.raises(ValueError, match="1 token"):
+        next(_prompt_batches(tiny[0], tiny[1], [[5]], "cpu", batch_size=4))
+
+
 def test_batched_prompts_give_each_prompts_last_logits(tiny):
     model, tok = tiny
     prompts = [prompt_ids(tok, item.letter_prompt()) for item in ITEMS]
