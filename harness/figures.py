@@ -35,10 +35,26 @@ def _look(i: int) -> dict:
     return {"color": OKABE_ITO[i % len(OKABE_ITO)], "marker": MARKERS[(i // len(OKABE_ITO)) % len(MARKERS)]}
 
 
-def _new(name: str, ncols: int = 1, nrows: int = 1, min_height: float = 0.0):
-    """A figure at its stated size; taller where `min_height` (inches) asks, so many panels keep their size."""
+LEGEND_ROW, LEGEND_ROWS_STATED = 0.15, 2  # inches per legend row; rows the stated sizes already hold
+
+
+def _legend_columns(name: str) -> int:
+    return 6 if FIGURES[name][0] == FULL else 3
+
+
+def _new(name: str, ncols: int = 1, nrows: int = 1, min_height: float = 0.0, legend_entries: int = 0):
+    """A figure at its stated size; taller where `min_height` (inches) asks, so many panels keep their size,
+    and by a row height for each legend row beyond the LEGEND_ROWS_STATED its size already holds."""
     width, height = FIGURES[name]
+    rows = -(-legend_entries // _legend_columns(name))
+    height += LEGEND_ROW * max(0, rows - LEGEND_ROWS_STATED)
     return plt.subplots(nrows, ncols, figsize=(width, max(height, min_height)), layout="constrained", squeeze=False)
+
+
+def _legend_below(fig, ax, name: str, **kw):
+    """The axes' legend under the panels, in columns: inside a panel, 18 methods' entries covered the data."""
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=_legend_columns(name), frameon=False, **kw)
 
 
 def _save(fig, out: Path, name: str) -> list[Path]:
@@ -83,8 +99,8 @@ def accuracy_matrices(table, mats, tasks, out):
 
 
 def forgetting_curves(table, mats, tasks, out):
-    fig, axes = _new("forgetting_curves", len(tasks))
     labels = [r["label"] for r in table if r["label"] in mats]
+    fig, axes = _new("forgetting_curves", len(tasks), legend_entries=len(labels))
     for t, (ax, task) in enumerate(zip(axes.flat, tasks)):
         for i, label in enumerate(labels):
             group = mats[label]
@@ -99,7 +115,7 @@ def forgetting_curves(table, mats, tasks, out):
         ax.set_xlabel("stage")
         ax.set_xticks(range(len(tasks) + 1))
     axes.flat[0].set_ylabel("recall accuracy")
-    axes.flat[-1].legend(loc="best", frameon=False)
+    _legend_below(fig, axes.flat[0], "forgetting_curves")
     return _save(fig, out, "forgetting_curves")
 
 
@@ -117,7 +133,7 @@ def stability_plasticity(table, out, notes):
     top = max((r[cost] for r in rows if r[cost] is not None), default=None)
     if top is None:
         notes.append("stability_plasticity: no run measured GPU-hours or CPU-hours; markers drawn at one size")
-    fig, axes = _new("stability_plasticity")
+    fig, axes = _new("stability_plasticity", legend_entries=len(rows) + 1)
     ax = axes[0, 0]
     for i, r in enumerate(table):
         if r in rows:
@@ -127,7 +143,7 @@ def stability_plasticity(table, out, notes):
     ax.plot(*zip(*front), color="0.4", lw=0.8, ls="--", label="Pareto front")
     ax.set_xlabel("plasticity (higher: learns more)")
     ax.set_ylabel("BWT (higher: forgets less)")
-    ax.legend(loc="best", frameon=False, markerscale=0.6)
+    _legend_below(fig, ax, "stability_plasticity", markerscale=0.6)
     if top:
         ax.set_title(f"marker area ∝ {COST_NAME[cost]}")
     return _save(fig, out, "stability_plasticity")
@@ -157,7 +173,7 @@ def cost_vs_op(table, out, notes):
     if not rows:
         notes.append("cost_vs_op: skipped, no run measured GPU-hours or CPU-hours")
         return []
-    fig, axes = _new("cost_vs_op")
+    fig, axes = _new("cost_vs_op", legend_entries=len(rows) + 1)
     ax = axes[0, 0]
     for i, r in rows:
         ax.errorbar(r[cost], r["overall"], xerr=r["ci"][cost] or 0, yerr=r["ci"]["overall"] or 0, label=r["label"],
@@ -166,7 +182,7 @@ def cost_vs_op(table, out, notes):
     ax.plot(*zip(*front), color="0.4", lw=0.8, ls="--", label="Pareto front", drawstyle="steps-post")
     ax.set_xlabel(COST_NAME[cost])
     ax.set_ylabel("overall performance (OP)")
-    ax.legend(loc="best", frameon=False)
+    _legend_below(fig, ax, "cost_vs_op")
     return _save(fig, out, "cost_vs_op")
 
 

@@ -59,3 +59,19 @@ def test_an_empty_store_says_so(tmp_path):
 ])
 def test_front_keeps_the_undominated_points(points, front):
     assert figures._front(points) == front
+
+
+def test_many_methods_get_legends_below_and_taller_figures(tmp_path, monkeypatch, recwarn):
+    """18 methods, as in the all-methods board: in-panel legends had covered the data and collapsed
+    the constrained layout (matplotlib warned); legends go below and the figures grow."""
+    use_stored_metrics(monkeypatch)
+    store = Store(tmp_path / "results")
+    for i in range(18):
+        R = [[0.3, 0.4], [0.6 - 0.02 * i, 0.4], [0.5, 0.7 - 0.02 * i]]
+        store.save_run(synthetic_run(f"method_{i}", 0, R, synthetic_metrics={
+            "gpu_hours": 1.0 + i, "general_retention": 0.9, "tail_repetition": 0.1}))
+    assert cli.main(["figures", "--results", str(tmp_path / "results"), "--out", str(tmp_path / "fig")]) == 0
+    assert not [w for w in recwarn if "constrained_layout" in str(w.message)]
+    for name in ("forgetting_curves", "stability_plasticity", "cost_vs_op"):
+        with Image.open(tmp_path / "fig" / f"{name}.png") as im:
+            assert im.size[1] > round(figures.FIGURES[name][1] * figures.DPI), name
