@@ -20,8 +20,6 @@ from .generation_metrics import stop_summary
 from .scoring import cloze_choices, generate, letter_choices, reply_logprob
 
 EXAMPLES = 3  # stop-probe answers stored per stage, for people to read
-
-
 PROGRESS_CHUNK = 256  # multiple-choice items scored between progress-bar updates
 
 

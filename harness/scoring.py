@@ -25,6 +25,7 @@ from tasks.chat import IGNORE, encode_example, prompt_ids, reply_ids
 from tasks.items import LETTERS, MCItem
 
 from .generation_metrics import split_answer
+from .padding import padded
 from .precision import autocast
 
 Norm = Literal["token", "char", "none"]
@@ -47,16 +48,6 @@ def _shared_length(rows: list[list[int]]) -> int:
     while k < limit and all(r[k] == first[k] for r in rows):
         k += 1
     return k
-
-
-def _right_padded(rows: list[list[int]], pad: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(1, max(len(r) for r in rows))
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, :len(r)] = torch.tensor(r, dtype=torch.long)
-        mask[i, :len(r)] = 1
-    return ids.to(device), mask.to(device)
 
 
 def _prompt_batches(model, tok, prompts: list[list[int]], device: str, batch_size: int):
@@ -84,7 +75,7 @@ def _prompt_batches(model, tok, prompts: list[list[int]], device: str, batch_siz
                       logits_to_keep=1).past_key_values
         past = cache.get_seq_length()  # the shared prefix, and the virtual tokens of prompt learning
         cache.batch_repeat_interleave(len(rows))
-        ids, rest_mask = _right_padded([r[shared:] for r in rows], pad, device)
+        ids, rest_mask = padded([r[shared:] for r in rows], pad, device)
         mask = torch.cat([torch.ones((len(rows), past), dtype=torch.long, device=device), rest_mask], dim=1)
         last = (rest_mask.sum(1) - 1).unsqueeze(1)  # each row's last real position
         positions = (past + torch.arange(ids.shape[1], device=device)).expand(len(rows), -1)
@@ -100,20 +91,20 @@ def _option_logprobs(model, cache, mask, first, owner: list[int], rows: list[lis
     """(summed log-probability, token count) of each option row continuing its owner's row of the cache.
     `first` [b, V] predicts each owner's first reply token; the rest run as right-padded continuations, in
     chunks of at most MAX_OPTION_POSITIONS positions (each on its own copy of the cache)."""
-    chunks, start = [], 0
-    while start < len(rows):
-        end = start + 1
-        while end < len(rows) and (end + 1 - start) * max(len(r) for r in rows[start:end + 1]) <= MAX_OPTION_POSITIONS:
-            end += 1
-        chunks.append((start, end))
-        start = end
+    chunks, start, width = [], 0, 0
+    for k, row in enumerate(rows):  # a chunk closes before the row that would take it past the limit
+        if k > start and (k + 1 - start) * max(width, len(row)) > MAX_OPTION_POSITIONS:
+            chunks.append((start, k))
+            start, width = k, 0
+        width = max(width, len(row))
+    chunks.append((start, len(rows)))
     prompt_length = mask.sum(1)  # cache + real prompt tokens, per owner row
     totals, lengths = [], []
     for start, end in chunks:
         part = copy.deepcopy(cache) if len(chunks) > 1 else cache  # a forward appends to the cache it is given
         who = torch.tensor(owner[start:end], device=device)
         part.batch_select_indices(who)
-        ids, option_mask = _right_padded(rows[start:end], pad, device)
+        ids, option_mask = padded(rows[start:end], pad, device)
         positions = prompt_length[who].unsqueeze(1) + torch.arange(ids.shape[1], device=device)
         logits = model(input_ids=ids, attention_mask=torch.cat([mask[who], option_mask], 1), position_ids=positions,
                        past_key_values=part, use_cache=False).logits
@@ -208,14 +199,10 @@ def generate(model, tok, prompts: list[str], device: str, precision: str, max_ne
     results = []
     for s in range(0, len(prompts), batch_size):
         enc = [prompt_ids(tok, p) for p in prompts[s:s + batch_size]]
-        width = max(len(e) for e in enc)
-        ids = torch.full((len(enc), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(enc), width), dtype=torch.long)
-        for i, e in enumerate(enc):  # left padding keeps every prompt's end at the same column
-            ids[i, width - len(e):] = torch.tensor(e)
-            mask[i, width - len(e):] = 1
+        ids, mask = padded(enc, pad, device, left=True)
+        width = ids.shape[1]
         with autocast(device, precision):
-            out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
+            out = model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
                                  max_new_tokens=max_new_tokens, eos_token_id=eos, pad_token_id=pad)
         for generated in out[:, width:].tolist():
             row, stopped = split_answer(generated, eos)

@@ -10,21 +10,15 @@ from tqdm.auto import tqdm
 from tasks.chat import IGNORE
 
 from .errors import TrainingDiverged
+from .padding import padded
 from .precision import autocast
 
 
 def collate(examples: list[dict], pad_id: int, device: str) -> dict:
     """Right-pad a list of encoded examples into tensors."""
-    width = max(len(e["input_ids"]) for e in examples)
-    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
-    mask = torch.zeros((len(examples), width), dtype=torch.long)
-    for i, e in enumerate(examples):
-        n = len(e["input_ids"])
-        ids[i, :n] = torch.tensor(e["input_ids"])
-        labels[i, :n] = torch.tensor(e["labels"])
-        mask[i, :n] = 1
-    return {"input_ids": ids.to(device), "labels": labels.to(device), "attention_mask": mask.to(device)}
+    ids, mask = padded([e["input_ids"] for e in examples], pad_id, device)
+    labels, _ = padded([e["labels"] for e in examples], IGNORE, device)
+    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
 
 def weighted_label_loss(logits, labels, weights):

@@ -141,3 +141,14 @@ def test_reply_logprob_equals_masked_mean_over_full_logits(tiny):
     keep = labels != IGNORE
     picked = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
     assert fast == pytest.approx(((picked * keep).sum(1) / keep.sum(1)).tolist(), abs=1e-5)
+
+
+def test_padding_puts_rows_left_or_right_with_their_mask():
+    from harness.padding import padded
+
+    ids, mask = padded([[1, 2, 3], [4]], 0, "cpu")
+    assert ids.tolist() == [[1, 2, 3], [4, 0, 0]] and mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+    ids, mask = padded([[1, 2, 3], [4]], 9, "cpu", left=True)
+    assert ids.tolist() == [[1, 2, 3], [9, 9, 4]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+    ids, mask = padded([[]], 7, "cpu")  # an empty row still gets one (masked) column
+    assert ids.tolist() == [[7]] and mask.tolist() == [[0]]
