@@ -50,6 +50,15 @@ def _shared_length(rows: list[list[int]]) -> int:
     return k
 
 
+MC_BATCH = 16  # questions per forward: on a 2-core CPU 16 beat 4, 8 and 32 (measured on 50 MMLU questions)
+
+
+def _length_batches(prompts: list[list[int]], batch_size: int) -> list[list[int]]:
+    """Indices of the prompts, shortest first, in batches of `batch_size`."""
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    return [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+
+
 def _prompt_batches(model, tok, prompts: list[list[int]], device: str, batch_size: int):
     """Run the prompts in batches of similar length; yield (indices, last-token logits [b, V], cache, mask).
 
@@ -59,8 +68,7 @@ def _prompt_batches(model, tok, prompts: list[list[int]], device: str, batch_siz
     cache. `mask` covers the cache and the padded rests: what a continuation of this cache attends to.
     """
     pad = _pad_id(tok)
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+    batches = _length_batches(prompts, batch_size)
     while batches:
         batch = batches.pop(0)
         rows = [prompts[i] for i in batch]
@@ -116,7 +124,7 @@ def _option_logprobs(model, cache, mask, first, owner: list[int], rows: list[lis
 
 @torch.inference_mode()
 def cloze_scores(model, tok, items: list[MCItem], device: str, precision: str,
-                 batch_size: int = 16) -> list[list[tuple[float, int]]]:
+                 batch_size: int = MC_BATCH) -> list[list[tuple[float, int]]]:
     """(summed log-probability, token count) of each option of each item, as the reply to its question."""
     prompts = [prompt_ids(tok, item.cloze_prompt()) for item in items]
     options = [[reply_ids(tok, str(o).strip()) for o in item.options] for item in items]
@@ -143,7 +151,7 @@ def _normalised(scored: list[tuple[float, int]], item: MCItem, norm: Norm) -> li
 
 
 def cloze_choices(model, tok, items: list[MCItem], device: str, precision: str, norm: Norm = "token",
-                  batch_size: int = 16) -> list[int]:
+                  batch_size: int = MC_BATCH) -> list[int]:
     """The chosen option of each item: the highest log-probability, normalised by `norm`."""
     out = []
     for scored, item in zip(cloze_scores(model, tok, items, device, precision, batch_size), items):
@@ -160,7 +168,7 @@ def letter_token_ids(tok) -> list[int]:
 
 
 @torch.inference_mode()
-def letter_choices(model, tok, items: list[MCItem], device: str, precision: str, batch_size: int = 16) -> list[int]:
+def letter_choices(model, tok, items: list[MCItem], device: str, precision: str, batch_size: int = MC_BATCH) -> list[int]:
     """The chosen option of each item: the letter with the highest next-token logit after the listed options."""
     letters = torch.tensor(letter_token_ids(tok), device=device)
     prompts = [prompt_ids(tok, item.letter_prompt()) for item in items]

@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from harness import lmeval_bridge
-from harness.scoring import cloze_choices, generate, letter_choices
+from harness.precision import matmul_gflops
+from harness.scoring import MC_BATCH, _length_batches, _shared_length, cloze_choices, generate, letter_choices
+from tasks.chat import prompt_ids
 
 N = 50
 NEW_TOKENS = 32
@@ -17,6 +19,19 @@ NEW_TOKENS = 32
 @pytest.fixture(scope="module")
 def questions(mmlu_short):
     return mmlu_short(N)  # the cross-check's questions (tests/test_lmeval_crosscheck.py)
+
+
+def letter_forward_flops(model, tok, questions) -> tuple[int, float]:
+    """(prompt tokens the letter scorer runs, their forward FLOPs): each batch's shared prefix once plus
+    every prompt's rest, through every matmul weight but the LM head (computed at one position each)."""
+    prompts = [prompt_ids(tok, q.letter_prompt()) for q in questions]
+    tokens = 0
+    for batch in _length_batches(prompts, MC_BATCH):
+        rows = [prompts[i] for i in batch]
+        shared = _shared_length(rows)
+        tokens += shared + sum(len(r) - shared for r in rows)
+    weights = sum(p.numel() for name, p in model.named_parameters() if p.dim() == 2 and "embed_tokens" not in name)
+    return tokens, 2.0 * weights * tokens
 
 
 @pytest.mark.parametrize("scorer", ["cloze", "letter"])
@@ -47,6 +62,13 @@ def test_multiple_choice_against_lm_eval(benchmark, smollm2, questions, scorer, 
     benchmark.extra_info.update({"questions": N, "accuracy": ours[0], "lm_eval_accuracy": lmeval_acc[0],
                                  "lm_eval_seconds": min(lmeval_seconds), "harness_seconds": benchmark.stats.stats.min,
                                  "speedup_over_lm_eval": ratio, "threads": torch.get_num_threads()})
+    if scorer == "letter":  # lm-eval also runs one forward per letter question: how far compute lets us go
+        tokens, flops = letter_forward_flops(model, tok, questions)
+        peak = matmul_gflops(torch.float32, n=2048, reps=5)
+        benchmark.extra_info.update({
+            "prompt_tokens_run": tokens, "forward_tflop": flops / 1e12,
+            "achieved_gflops": flops / 1e9 / benchmark.stats.stats.min, "matmul_peak_gflops": peak,
+            "max_speedup_at_peak": min(lmeval_seconds) / (flops / 1e9 / peak)})
 
 
 @pytest.mark.parametrize("batch", [1, 8, 32])
