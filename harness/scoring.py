@@ -16,10 +16,12 @@ model underneath (`_continuation_model`), which would otherwise add them a secon
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 from typing import Literal
 
 import torch
+from transformers import LlamaForCausalLM
 
 from tasks.chat import IGNORE, encode_example, prompt_ids, reply_ids
 from tasks.items import LETTERS, MCItem
@@ -33,6 +35,15 @@ Norm = Literal["token", "char", "none"]
 
 def _pad_id(tok) -> int:
     return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+
+
+# transformers 5.24 renamed the forward's KV-cache keyword and output field `past_key_values` to `cache`
+# (the old name warns and goes in 5.40); the scorers pass and read whichever the installed version has.
+_CACHE_ARG = "cache" if "cache" in inspect.signature(LlamaForCausalLM.forward).parameters else "past_key_values"
+
+
+def _returned_cache(out):
+    return getattr(out, _CACHE_ARG)
 
 
 def _continuation_model(model):
@@ -76,11 +87,11 @@ def _prompt_batches(model, tok, prompts: list[list[int]], device: str, batch_siz
         if shared == 0:  # nothing in common to run once: one prompt at a time
             if len(batch) == 1:
                 raise ValueError(f"a prompt of {len(rows[0])} token leaves nothing to continue from; "
-                                 f"multiple-choice prompts are chat-formatted and longer")
+                                 "the scorers' prompts are chat-formatted and longer")
             batches[:0] = [[i] for i in batch]
             continue
-        cache = model(input_ids=torch.tensor([rows[0][:shared]], device=device), use_cache=True,
-                      logits_to_keep=1).past_key_values
+        cache = _returned_cache(model(input_ids=torch.tensor([rows[0][:shared]], device=device), use_cache=True,
+                                      logits_to_keep=1))
         past = cache.get_seq_length()  # the shared prefix, and the virtual tokens of prompt learning
         cache.batch_repeat_interleave(len(rows))
         ids, rest_mask = padded([r[shared:] for r in rows], pad, device)
@@ -88,8 +99,8 @@ def _prompt_batches(model, tok, prompts: list[list[int]], device: str, batch_siz
         last = (rest_mask.sum(1) - 1).unsqueeze(1)  # each row's last real position
         positions = (past + torch.arange(ids.shape[1], device=device)).expand(len(rows), -1)
         out = _continuation_model(model)(input_ids=ids, attention_mask=mask, position_ids=positions,
-                                         past_key_values=cache, use_cache=True, logits_to_keep=last)
-        yield batch, out.logits[:, 0].float(), out.past_key_values, mask
+                                         **{_CACHE_ARG: cache}, use_cache=True, logits_to_keep=last)
+        yield batch, out.logits[:, 0].float(), _returned_cache(out), mask
 
 
 MAX_OPTION_POSITIONS = 4096  # option positions whose log-probabilities are held at once (0.8 GB for 49k tokens)
@@ -115,7 +126,7 @@ def _option_logprobs(model, cache, mask, first, owner: list[int], rows: list[lis
         ids, option_mask = padded(rows[start:end], pad, device)
         positions = prompt_length[who].unsqueeze(1) + torch.arange(ids.shape[1], device=device)
         logits = model(input_ids=ids, attention_mask=torch.cat([mask[who], option_mask], 1), position_ids=positions,
-                       past_key_values=part, use_cache=False).logits
+                       **{_CACHE_ARG: part}, use_cache=False).logits
         later = logits.float().log_softmax(-1)[:, :-1].gather(-1, ids[:, 1:, None]).squeeze(-1) * option_mask[:, 1:]
         totals += (first[who, ids[:, 0]] + later.sum(1)).tolist()
         lengths += option_mask.sum(1).tolist()
@@ -202,18 +213,44 @@ def reply_logprob(model, tok, pairs: list[tuple[str, str]], device: str, precisi
 @torch.inference_mode()
 def generate(model, tok, prompts: list[str], device: str, precision: str, max_new_tokens: int,
              batch_size: int = 8) -> list[dict]:
-    """Greedy chat replies: {'text', 'stopped' (EOS before the cap), 'tokens', 'ids' (the reply's token ids)} per prompt."""
-    pad, eos = _pad_id(tok), tok.eos_token_id
-    results = []
-    for s in range(0, len(prompts), batch_size):
-        enc = [prompt_ids(tok, p) for p in prompts[s:s + batch_size]]
-        ids, mask = padded(enc, pad, device, left=True)
-        width = ids.shape[1]
-        with autocast(device, precision):
-            out = model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
-                                 max_new_tokens=max_new_tokens, eos_token_id=eos, pad_token_id=pad)
-        for generated in out[:, width:].tolist():
-            row, stopped = split_answer(generated, eos)
-            results.append({"text": tok.decode(row, skip_special_tokens=True), "stopped": stopped, "tokens": len(row),
-                            "ids": row})
+    """Greedy chat replies: {'text', 'stopped' (EOS before the cap), 'tokens', 'ids' (the reply's token ids)} per prompt.
+
+    The harness decodes itself rather than through `model.generate`: prompts run as `_prompt_batches` does
+    (shared prefix once, through the model itself, which adds a prompt-learning method's virtual tokens),
+    then one token per row and step on the continuation model, each row at its own next position with its
+    right padding masked. peft's generation glue for prefix tuning reads the KV cache under the keyword
+    `past_key_values`, which transformers 5.24 renamed to `cache`, and silently dropped the prefix
+    (clbench issue #21); the scorers here never relied on that glue.
+    """
+    eos = tok.eos_token_id
+    enc = [prompt_ids(tok, p) for p in prompts]
+    results: list[dict | None] = [None] * len(prompts)
+    with autocast(device, precision):
+        for batch, logits, cache, mask in _prompt_batches(model, tok, enc, device, batch_size):
+            for i, row in zip(batch, _greedy_rows(_continuation_model(model), logits, cache, mask, eos,
+                                                  _pad_id(tok), max_new_tokens)):
+                answer, stopped = split_answer(row, eos)
+                results[i] = {"text": tok.decode(answer, skip_special_tokens=True), "stopped": stopped,
+                              "tokens": len(answer), "ids": answer}
     return results
+
+
+def _greedy_rows(model, logits, cache, mask, eos: int, pad: int, max_new_tokens: int) -> list[list[int]]:
+    """Greedy tokens per row, continuing `cache` (whose attention mask is `mask`) from the next-token
+    `logits` [b, V]; a row ends at its EOS (kept) or at max_new_tokens."""
+    rows, done = [[] for _ in range(len(logits))], torch.zeros(len(logits), dtype=torch.bool, device=logits.device)
+    position = mask.sum(1, keepdim=True)  # each row's next position: cache and real prompt tokens before it
+    token = logits.argmax(-1)
+    for step in range(max_new_tokens):
+        for row, t, finished in zip(rows, token.tolist(), done.tolist()):
+            if not finished:
+                row.append(t)
+        done |= token == eos
+        if step == max_new_tokens - 1 or bool(done.all()):
+            break
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        out = model(input_ids=token.masked_fill(done, pad).unsqueeze(1), attention_mask=mask, position_ids=position,
+                    **{_CACHE_ARG: cache}, use_cache=True)
+        cache, position = _returned_cache(out), position + 1
+        token = out.logits[:, -1].argmax(-1)
+    return rows

@@ -152,3 +152,41 @@ def test_padding_puts_rows_left_or_right_with_their_mask():
     assert ids.tolist() == [[1, 2, 3], [9, 9, 4]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
     ids, mask = padded([[]], 7, "cpu")  # an empty row still gets one (masked) column
     assert ids.tolist() == [[7]] and mask.tolist() == [[0]]
+
+
+def _hf_generate(model, tok, prompts: list[str], max_new_tokens: int) -> list[list[int]]:
+    """transformers' own greedy `generate` on the left-padded batch: what the harness decoded with before #21."""
+    from harness.generation_metrics import split_answer
+    from harness.padding import padded
+
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    ids, mask = padded([prompt_ids(tok, p) for p in prompts], pad, "cpu", left=True)
+    with torch.no_grad():
+        out = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=max_new_tokens,
+                             eos_token_id=tok.eos_token_id, pad_token_id=pad)
+    return [split_answer(row, tok.eos_token_id)[0] for row in out[:, ids.shape[1]:].tolist()]
+
+
+def test_harness_decoding_equals_transformers_generate(tiny):
+    model, tok = tiny
+    prompts = ["short", "a much longer prompt that needs padding on the left", "Write a function that adds."]
+    assert [r["ids"] for r in generate(model, tok, prompts, "cpu", "fp32", 12, batch_size=3)] == \
+        _hf_generate(model, tok, prompts, 12)
+
+
+def test_harness_decoding_equals_transformers_generate_on_the_quick_cards_prompts(smollm2, data_dir):
+    """SmolLM2 in fp32 on the quick card's code and stop-probe prompts, as one batch each: token for token."""
+    from harness.config import load, with_overrides
+    from harness.spec import expand
+    from tasks.data import DataSource
+    from tasks.registry import load_stream
+
+    model, tok = smollm2
+    cfg = with_overrides(load("quick"), data_dir=str(data_dir))
+    tasks, probes = load_stream(DataSource(cfg.data_dir), list(cfg.stream), list(cfg.probes),
+                                expand(cfg)[0].budget_config(), cfg.data_seed)
+    code = [i.prompt for t in tasks if t.kind == "code" for view in t.views.values() for i in view]
+    stop = [i.prompt for p in probes if p.name == "stop" for i in p.views["prompts"]]
+    for prompts, n in ((code, cfg.budget.max_new_tokens), (stop, cfg.budget.stop_max_new_tokens)):
+        ours = [r["ids"] for r in generate(model, tok, prompts, "cpu", "fp32", n, batch_size=len(prompts))]
+        assert ours == _hf_generate(model, tok, prompts, n)
