@@ -14,6 +14,7 @@ from pathlib import Path
 from scipy.stats import t as student_t
 
 from .protocol import version_of
+from .provenance import score_packages_of
 from .run_metrics import run_row
 from .spec import RunSpec, content_hash
 from .store import Store
@@ -31,10 +32,16 @@ def protocol_key(run: dict) -> str | None:
     """The benchmark protocol a run was produced under: only runs with equal keys are ranked
     together. The protocol card's version (harness.protocol: card + data checksums) joined with the
     stage-0 key, a hash of spec.protocol() (model, stream as a set, probes, scorer, budgets, data
-    seed, device), the resolved precision and the data checksums; the stage-0 key alone for runs
-    from before protocol cards. None for a run that failed before its data was loaded."""
+    seed, device), the resolved precision and the data checksums, and with a hash of the run's
+    package stack (provenance.score_packages_of): a new transformers can change the numbers, so
+    its runs rank apart.
+    Without the card's version for runs from before protocol cards. None for a run that failed
+    before its data was loaded."""
     version, stage0 = version_of(run), run.get("stage0_key")
-    return f"{version}/{stage0}" if version and stage0 else stage0
+    if not stage0:
+        return None
+    packages = content_hash(score_packages_of(run))[:12]
+    return f"{version}/{stage0}/{packages}" if version else f"{stage0}/{packages}"
 
 
 def mean_ci(values) -> tuple[float | None, float | None, int]:
@@ -112,6 +119,7 @@ def _protocol_fields(run: dict) -> dict:
         else:
             fields[name] = value
     fields["resolved precision"] = run.get("precision")
+    fields.update({f"{name} version": v for name, v in score_packages_of(run).items()})
     return fields
 
 
@@ -127,8 +135,8 @@ def protocol_diff(run: dict, reference: dict) -> str:
 
 
 def sections(runs: list[dict]) -> list[dict]:
-    """Runs split by protocol: [{key, reason, rows, runs}], the ranked protocol (most finished runs) first,
-    reason None for it. A run without a key joins the protocol whose spec matches its own."""
+    """Runs split by protocol: [{key, reason, stack, rows, runs}], the ranked protocol (most finished runs)
+    first, reason None for it. A run without a key joins the protocol whose spec matches its own."""
     by_key = defaultdict(list)
     for run in runs:
         if protocol_key(run) is not None:
@@ -143,8 +151,8 @@ def sections(runs: list[dict]) -> list[dict]:
     if not ordered:
         return []
     reference = ordered[0][1][0]
-    return [{"key": key, "reason": None if i == 0 else protocol_diff(group[0], reference), "rows": rows(group),
-             "runs": group}
+    return [{"key": key, "reason": None if i == 0 else protocol_diff(group[0], reference),
+             "stack": score_packages_of(group[0]), "rows": rows(group), "runs": group}
             for i, (key, group) in enumerate(ordered)]
 
 

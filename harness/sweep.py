@@ -6,6 +6,7 @@ from tasks.registry import load_stream
 
 from .config import SweepConfig
 from .protocol import stamp, version_of
+from .provenance import score_package_versions, score_packages_of
 from .spec import RunSpec, expand
 from .store import Store
 
@@ -15,6 +16,16 @@ def preflight(cfg: SweepConfig) -> list[RunSpec]:
     specs = expand(cfg)
     load_stream(DataSource(cfg.data_dir), list(cfg.stream), list(cfg.probes), specs[0].budget_config(), cfg.data_seed)
     return specs
+
+
+def _other_stack(run: dict) -> str:
+    """Where a stored run's score-changing packages differ from the installed ones: which, and what follows."""
+    stored, now = score_packages_of(run), score_package_versions()
+    changed = [f"{name} {stored[name]} (installed: {now[name]})" for name in now if stored[name] != now[name]]
+    if not changed:
+        return ""
+    return (f"; it was made with {', '.join(changed)}, so it ranks apart from runs made now: to compare this "
+            "stack, run into another --results folder")
 
 
 def pending(specs: list[RunSpec], store: Store, log=print, protocol: dict | None = None) -> list[RunSpec]:
@@ -28,7 +39,7 @@ def pending(specs: list[RunSpec], store: Store, log=print, protocol: dict | None
             stored = done.get("provenance", {}).get("machine", {})
             machine = stored.get("gpu") or stored.get("cpu")
             log(f"skip {spec.label} seed {spec.seed}: finished ({done.get('precision')} on {machine}) in "
-                f"{store.run_path(spec.run_id)}")
+                f"{store.run_path(spec.run_id)}{_other_stack(done)}")
         else:
             if stale:
                 log(f"rerun {spec.label} seed {spec.seed}: stored under protocol version {version_of(done)}, "

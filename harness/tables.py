@@ -12,6 +12,7 @@ import io
 from pathlib import Path
 
 from .leaderboard import CI_LEVEL, COLUMNS, cost_key
+from .provenance import SCORE_PACKAGES
 from .store import write_text_atomic
 
 NOTE = (f"Each value: mean ± half-width of the {CI_LEVEL:.0%} Student-t confidence interval over a method's "
@@ -55,6 +56,11 @@ def _title(section: dict) -> str:
     return f"{kind} {key}; Pareto: OP vs {cost}"
 
 
+def stack_line(section: dict) -> str:
+    """The versions of the packages that can change a score, which every run of the section shares."""
+    return "Packages: " + ", ".join(f"{name} {v or 'not recorded'}" for name, v in section["stack"].items())
+
+
 def _header_line(header: dict, escape) -> str:
     return (f"Sweeps: {escape(', '.join(header['sweeps']) or '–')}; "
             f"hardware: {escape('; '.join(header['hardware']) or '–')}; {header['runs']} run files.")
@@ -76,7 +82,7 @@ def markdown(sections: list[dict], header: dict) -> str:
     if not sections:
         lines += ["", "No runs."]
     for section in sections:
-        lines += ["", f"## {md_escape(_title(section))}", ""]
+        lines += ["", f"## {md_escape(_title(section))}", "", md_escape(stack_line(section)), ""]
         if section["reason"]:
             lines += [md_escape(section["reason"]), ""]
         lines.append("| " + " | ".join(md_escape(h) for h in HEADERS) + " |")
@@ -104,14 +110,16 @@ def csv_text(sections: list[dict], header: dict) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["protocol", "ranked", "reason", "rank", "label", "method",
                 *[c for k, _, _ in COLUMNS for c in (k, f"{k}_ci95")],
-                "seeds", "failed", "unfinished", "pareto", "description", "citation"])
+                "seeds", "failed", "unfinished", "pareto", "description", "citation",
+                *[f"{name}_version" for name in SCORE_PACKAGES]])
     for section in sections:
         for r in section["rows"]:
             w.writerow([csv_cell(section["key"]), section["reason"] is None, csv_cell(section["reason"] or ""),
                         r["rank"] or "", csv_cell(r["label"]), csv_cell(r["method"]),
                         *[_csv_num(v) for k, _, _ in COLUMNS for v in (r[k], r["ci"][k])],
                         r["seeds"], r["failed"], r["running"], "" if r["pareto"] is None else r["pareto"],
-                        csv_cell(r["description"]), csv_cell(r["citation"])])
+                        csv_cell(r["description"]), csv_cell(r["citation"]),
+                        *[csv_cell(section["stack"][name] or "") for name in SCORE_PACKAGES]])
     return buf.getvalue()
 
 
@@ -131,6 +139,7 @@ def latex(sections: list[dict], header: dict) -> str:
     for section in sections:
         out += ["", "% " + tex_escape(_title(section)) + (": " + tex_escape(section["reason"])
                                                             if section["reason"] else ""),
+                "% " + tex_escape(stack_line(section)),
                 r"\begin{tabular}{rl" + "r" * len(COLUMNS) + "rcl}", r"\toprule",
                 " & ".join(tex_escape(h) for h in HEADERS) + r" \\", r"\midrule"]
         for r in section["rows"]:
@@ -180,6 +189,7 @@ def html_page(sections: list[dict], header: dict) -> str:
         parts.append("<p>No runs.</p>")
     for section in sections:
         parts.append(f"<h2>{h(_title(section))}</h2>")
+        parts.append(f'<p class="note">{h(stack_line(section))}</p>')
         if section["reason"]:
             parts.append(f'<p class="note">{h(section["reason"])}</p>')
         parts.append('<table class="lb"><thead><tr>'

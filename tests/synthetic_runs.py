@@ -9,11 +9,13 @@ from harness.store import SCHEMA_VERSION
 TASKS = ("stem", "humanities")
 BUDGET = {"learn_items": 4, "transfer_items": 2, "general_items": 2, "epochs": 1}
 CHECKSUMS = {"mmlu/test/a.csv": "0" * 64, "mbpp/mbpp.jsonl": "1" * 64}
+PACKAGES = {"torch": "2.13.0+cpu", "transformers": "5.23.0", "peft": "0.21.2", "bitsandbytes": "0.50.2",
+            "lm_eval": "0.4.13"}
 
 
 def synthetic_run(label, seed, R, *, method="full", model="tiny", status="finished", trainable=10, total=100,
                   description="A method.", citation="Someone 2024", checksums=None, budget=None, general=0.5,
-                  device="cpu", sweep="synthetic", synthetic_metrics=None):
+                  device="cpu", sweep="synthetic", synthetic_metrics=None, packages=None):
     spec = RunSpec(model=model, precision="fp32", device=device, stream=TASKS, probes=("general",), scorer="cloze",
                    budget=dict(budget or BUDGET), data_seed=0, method=method, label=label,
                    method_config={}, seed=seed)
@@ -29,7 +31,8 @@ def synthetic_run(label, seed, R, *, method="full", model="tiny", status="finish
             "trainable_params": trainable, "total_params": total,
             "stage0_key": content_hash({"protocol": spec.protocol(), "precision": "fp32", "data": checksums}),
             "method_info": {"description": description, "citation": citation},
-            "provenance": {"data_checksums": checksums, "machine": {"cpu": "Synthetic CPU", "device": device}},
+            "provenance": {"data_checksums": checksums, "machine": {"cpu": "Synthetic CPU", "device": device},
+                           "packages": dict(packages or PACKAGES)},
             "synthetic_metrics": dict(synthetic_metrics or {})}
 
 

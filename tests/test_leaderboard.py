@@ -12,7 +12,7 @@ import sys
 from html.parser import HTMLParser
 
 import pytest
-from synthetic_runs import CHECKSUMS, synthetic_run, use_stored_metrics
+from synthetic_runs import CHECKSUMS, PACKAGES, synthetic_run, use_stored_metrics
 
 from harness import leaderboard, tables
 from harness.store import Store
@@ -126,6 +126,23 @@ def test_run_without_a_protocol_key_joins_its_spec_protocol(monkeypatch):
     del runs[1]["stage0_key"]  # failed before its data was loaded
     secs = leaderboard.sections(runs)
     assert len(secs) == 1 and secs[0]["rows"][0]["failed"] == 1 and secs[0]["rows"][0]["seeds"] == 1
+
+
+def test_runs_of_another_package_stack_rank_apart_and_the_board_names_the_package(monkeypatch):
+    """#21: transformers 5.24 changed prefix tuning's generations; its runs must not rank beside 5.23's."""
+    use_stored_metrics(monkeypatch)
+    newer = {**PACKAGES, "transformers": "5.24.0"}
+    runs = [synthetic_run("full", 0, _R([0.5, 0.7])), synthetic_run("full", 1, _R([0.5, 0.7])),
+            synthetic_run("lora", 0, _R([0.4, 0.5]), method="lora", packages=newer)]
+    secs = leaderboard.sections(runs)
+    assert [[r["label"] for r in s["rows"]] for s in secs] == [["full"], ["lora"]]
+    assert "transformers version ('5.24.0' vs '5.23.0')" in secs[1]["reason"]
+    assert "torch version" not in secs[1]["reason"]
+    md = tables.markdown(secs, leaderboard.header(runs))
+    assert "Packages: torch 2.13.0+cpu, transformers 5.23.0, peft 0.21.2" in md
+    assert "transformers 5.24.0" in md
+    rows = list(csv.DictReader(io.StringIO(tables.csv_text(secs, leaderboard.header(runs)))))
+    assert [(r["label"], r["transformers_version"]) for r in rows] == [("full", "5.23.0"), ("lora", "5.24.0")]
 
 
 def test_cpu_only_runs_rank_on_cpu_hours(monkeypatch):

@@ -1,0 +1,86 @@
+"""The package stack (#21): the lock (requirements/) is complete, within pyproject.toml's ranges and what tox
+installed; a stored run or stage 0 made under other versions of the score-changing packages is named, and a
+stored stage 0 is not reused."""
+import os
+import tomllib
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+
+from harness.stack import LOCK, canonical, differences, locked
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _declared() -> list[Requirement]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return [Requirement(r) for r in project["dependencies"] + project["optional-dependencies"]["test"]]
+
+
+def test_every_declared_dependency_is_locked_within_its_range():
+    pins = locked()
+    for req in _declared():
+        assert canonical(req.name) in pins, f"{req.name} is declared in pyproject.toml but not locked: " \
+                                            f"run scripts/update-lock.sh"
+        assert req.specifier.contains(pins[canonical(req.name)], prereleases=True), \
+            f"locked {req.name}=={pins[canonical(req.name)]} is outside pyproject.toml's {req}"
+
+
+def test_a_malformed_lock_line_is_named(tmp_path):
+    (tmp_path / "lock.txt").write_text("# header\nfoo==1.0\nbar>=2\n")
+    with pytest.raises(ValueError, match=r"lock.txt:3: expected name==version"):
+        locked(tmp_path / "lock.txt")
+
+
+def test_differences_name_the_package_and_both_versions(tmp_path):
+    assert differences({"pytest": "0.0.1"}) == [f"pytest: locked 0.0.1, installed {__import__('pytest').__version__}"]
+    assert differences({"no-such-package-xyz": "1.0"}) == ["no-such-package-xyz: locked 1.0, installed none"]
+
+
+@pytest.mark.skipif(os.environ.get("CLBENCH_LOCKED") != "1", reason="only in the locked environment (tox -e py)")
+def test_the_environment_is_the_lock():
+    assert differences(locked(LOCK)) == []
+
+
+def _tiny_spec(data_dir):
+    from harness.config import load, with_overrides
+    from harness.spec import expand
+
+    return expand(with_overrides(load("tiny"), data_dir=str(data_dir)))[0]
+
+
+def test_a_stage0_stored_under_another_stack_is_recomputed(tmp_path, data_dir):
+    from harness.provenance import score_package_versions
+    from harness.runner import ensure_stage0
+    from harness.store import Store
+
+    spec, store = _tiny_spec(data_dir), Store(tmp_path)
+    key = ensure_stage0(spec, store, str(data_dir))
+    stored = store.load_stage0(key)
+    assert stored["packages"] == score_package_versions()
+    store.save_stage0(key, {**stored, "scores": "made by another transformers",
+                            "packages": {**stored["packages"], "transformers": "0.0.1"}})
+    ensure_stage0(spec, store, str(data_dir))
+    again = store.load_stage0(key)
+    assert again.pop("seconds") > 0 and stored.pop("seconds") > 0  # computed anew: the same, but its own timing
+    assert again == stored
+
+
+def test_skipping_a_run_of_another_stack_says_which_package_differs(tmp_path, data_dir):
+    from harness.provenance import score_package_versions
+    from harness.store import Store
+    from harness.sweep import pending
+
+    spec, store = _tiny_spec(data_dir), Store(tmp_path)
+    packages = score_package_versions()
+    run = {"run_id": spec.run_id, "spec": spec.as_dict(), "status": "finished", "precision": "fp32",
+           "provenance": {"packages": packages, "machine": {"cpu": "A CPU"}}}
+    store.save_run(run)
+    lines = []
+    assert pending([spec], store, log=lines.append) == []
+    assert lines[0].startswith(f"skip {spec.label} seed 0: finished (fp32 on A CPU)") and "installed" not in lines[0]
+    store.save_run({**run, "provenance": {**run["provenance"], "packages": {**packages, "peft": "0.0.1"}}})
+    lines.clear()
+    assert pending([spec], store, log=lines.append) == []
+    assert f"made with peft 0.0.1 (installed: {packages['peft']}), so it ranks apart" in lines[0]
