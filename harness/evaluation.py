@@ -4,6 +4,15 @@ Each view gets a uniform `score` (accuracy for multiple choice, pass@1 for code)
 accuracy matrix reads, plus the details (code: reply log-likelihood of the reference). Probes:
 `instruct` scores exp(mean per-token log-probability of the references), `lm_eval:<task>` lm-eval's
 acc (or exact_match); the `stop` probe has no score, only its generation metrics.
+
+Every view and probe but lm_eval also stores its per-item outcomes under `items`, column-wise (one
+list per field, in item order, `uid` first), so every statistic can be recomputed from the run file
+and paired across methods on the same items (schema_version 2):
+- multiple choice: correct (0/1), gold_logprob (the gold option's log-probability, normalised as the
+  scorer chooses: per token for cloze, the letter's for letter), margin (gold minus the best wrong
+  option: positive when correct);
+- code: passed, truncated (no end of turn within max_new_tokens), reference_logprob;
+- stop: stopped, length (tokens), tail_repetition; instruct: logprob (mean per token of the reference).
 """
 from __future__ import annotations
 
@@ -16,22 +25,35 @@ from tasks.code_exec import extract_code, passes
 from tasks.registry import LM_EVAL_PREFIX
 
 from . import lmeval_bridge
-from .generation_metrics import stop_summary
-from .scoring import cloze_choices, generate, letter_choices, reply_logprob
+from .generation_metrics import stop_summary, tail_repetition
+from .scoring import cloze_outcomes, generate, letter_outcomes, reply_logprob
 
 EXAMPLES = 3  # stop-probe answers stored per stage, for people to read
 PROGRESS_CHUNK = 256  # multiple-choice items scored between progress-bar updates
 
 
+def _column(values) -> list:
+    """A per-item column as stored: floats to 6 decimals, flags as 0/1."""
+    return [round(float(v), 6) if isinstance(v, float) else int(v) if isinstance(v, bool) else v for v in values]
+
+
+def _items(items, **columns) -> dict:
+    return {"uid": [i.uid for i in items], **{name: _column(values) for name, values in columns.items()}}
+
+
 def _mc_view(model, tok, items, scorer, device, precision, bar) -> dict:
-    """Accuracy over the items, scored in batches of questions (harness.scoring)."""
-    choose = cloze_choices if scorer == "cloze" else letter_choices
-    correct = 0
+    """Accuracy over the items, scored in batches of questions (harness.scoring), with the per-item outcomes
+    and the mean gold log-probability beside it."""
+    outcomes_of = cloze_outcomes if scorer == "cloze" else letter_outcomes
+    outcomes = []
     for s in range(0, len(items), PROGRESS_CHUNK):
         chunk = items[s:s + PROGRESS_CHUNK]
-        correct += sum(int(c == item.answer) for c, item in zip(choose(model, tok, chunk, device, precision), chunk))
+        outcomes += outcomes_of(model, tok, chunk, device, precision)
         bar.update(len(chunk))
-    return {"score": correct / len(items), "n": len(items)}
+    correct = [o["choice"] == item.answer for o, item in zip(outcomes, items)]
+    gold = [o["gold"] for o in outcomes]
+    return {"score": sum(correct) / len(items), "n": len(items), "gold_logprob": sum(gold) / len(gold),
+            "items": _items(items, correct=correct, gold_logprob=gold, margin=[o["margin"] for o in outcomes])}
 
 
 def _code_views(model, tok, views: dict, budget, device, precision, bar) -> dict:
@@ -47,8 +69,11 @@ def _code_views(model, tok, views: dict, budget, device, precision, bar) -> dict
     for view, view_items in views.items():
         sl = slice(start, start + len(view_items))
         n = len(view_items)
+        truncated = [not r["stopped"] for r in replies[sl]]
         out[view] = {"score": sum(passed[sl]) / n, "n": n, "reference_logprob": sum(loglik[sl]) / n,
-                     "stopped": sum(r["stopped"] for r in replies[sl]) / n}
+                     "stopped": 1 - sum(truncated) / n, "truncated": sum(truncated) / n,
+                     "items": _items(view_items, passed=passed[sl], truncated=truncated,
+                                     reference_logprob=loglik[sl])}
         start += n
     return out
 
@@ -63,6 +88,9 @@ def _stop_view(model, tok, items, budget, device, precision, bar) -> dict:
                        budget.repetition_n, budget.repetition_window)
     out["examples"] = [{"uid": i.uid, "stopped": r["stopped"], "tokens": r["tokens"], "text": r["text"]}
                        for i, r in zip(items[:EXAMPLES], replies)]
+    out["items"] = _items(items, stopped=[r["stopped"] for r in replies], length=[r["tokens"] for r in replies],
+                          tail_repetition=[tail_repetition(r["ids"], budget.repetition_n, budget.repetition_window)
+                                           for r in replies])
     return out
 
 
@@ -71,7 +99,7 @@ def _instruct_view(model, tok, items, budget, device, precision, bar) -> dict:
     logprobs = reply_logprob(model, tok, [(i.prompt, i.reference) for i in items], device, precision, budget.max_length)
     bar.update(len(items))
     mean = sum(logprobs) / len(logprobs)
-    return {"score": math.exp(mean), "mean_logprob": mean, "n": len(items)}
+    return {"score": math.exp(mean), "mean_logprob": mean, "n": len(items), "items": _items(items, logprob=logprobs)}
 
 
 def _probe_views(model, tok, task, budget, device, precision, bar) -> dict:

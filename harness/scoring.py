@@ -161,14 +161,26 @@ def _normalised(scored: list[tuple[float, int]], item: MCItem, norm: Norm) -> li
     return [total for total, _ in scored]
 
 
+def _outcome(values: list[float], answer: int) -> dict:
+    """One multiple-choice item: the chosen option, the gold option's value and its margin over the best
+    wrong option (positive: answered correctly)."""
+    choice = max(range(len(values)), key=values.__getitem__)
+    wrong = max(v for j, v in enumerate(values) if j != answer)
+    return {"choice": choice, "gold": values[answer], "margin": values[answer] - wrong}
+
+
+def cloze_outcomes(model, tok, items: list[MCItem], device: str, precision: str, norm: Norm = "token",
+                   batch_size: int = MC_BATCH) -> list[dict]:
+    """Per item: the chosen option (the highest log-probability, normalised by `norm`), the gold option's
+    normalised log-probability and its margin over the best wrong option."""
+    return [_outcome(_normalised(scored, item, norm), item.answer)
+            for scored, item in zip(cloze_scores(model, tok, items, device, precision, batch_size), items)]
+
+
 def cloze_choices(model, tok, items: list[MCItem], device: str, precision: str, norm: Norm = "token",
                   batch_size: int = MC_BATCH) -> list[int]:
     """The chosen option of each item: the highest log-probability, normalised by `norm`."""
-    out = []
-    for scored, item in zip(cloze_scores(model, tok, items, device, precision, batch_size), items):
-        values = _normalised(scored, item, norm)
-        out.append(max(range(len(values)), key=values.__getitem__))
-    return out
+    return [o["choice"] for o in cloze_outcomes(model, tok, items, device, precision, norm, batch_size)]
 
 
 def letter_token_ids(tok) -> list[int]:
@@ -179,16 +191,31 @@ def letter_token_ids(tok) -> list[int]:
 
 
 @torch.inference_mode()
-def letter_choices(model, tok, items: list[MCItem], device: str, precision: str, batch_size: int = MC_BATCH) -> list[int]:
-    """The chosen option of each item: the letter with the highest next-token logit after the listed options."""
+def letter_logprobs(model, tok, items: list[MCItem], device: str, precision: str,
+                    batch_size: int = MC_BATCH) -> list[list[float]]:
+    """Per item, the next-token log-probability of each option's letter after the listed options."""
     letters = torch.tensor(letter_token_ids(tok), device=device)
     prompts = [prompt_ids(tok, item.letter_prompt()) for item in items]
     out: list = [None] * len(items)
     with autocast(device, precision):
         for batch, last, _, _ in _prompt_batches(model, tok, prompts, device, batch_size):
+            chosen = last.log_softmax(-1)[:, letters]
             for b, i in enumerate(batch):
-                out[i] = int(torch.argmax(last[b, letters]).item())
+                out[i] = chosen[b, :len(items[i].options)].tolist()
     return out
+
+
+def letter_outcomes(model, tok, items: list[MCItem], device: str, precision: str,
+                    batch_size: int = MC_BATCH) -> list[dict]:
+    """Per item: the letter with the highest next-token probability, the gold letter's log-probability
+    and its margin over the best wrong letter."""
+    return [_outcome(lp, item.answer)
+            for lp, item in zip(letter_logprobs(model, tok, items, device, precision, batch_size), items)]
+
+
+def letter_choices(model, tok, items: list[MCItem], device: str, precision: str, batch_size: int = MC_BATCH) -> list[int]:
+    """The chosen option of each item: the letter with the highest next-token logit after the listed options."""
+    return [o["choice"] for o in letter_outcomes(model, tok, items, device, precision, batch_size)]
 
 
 @torch.inference_mode()

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from .errors import StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: per-item records under each view's `items` (harness.evaluation)
+READABLE_SCHEMAS = {1, 2}  # 1: before per-item records; read, with no item-level statistics
 
 
 def write_text_atomic(path: Path, text: str) -> None:

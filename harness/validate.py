@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from .spec import RunSpec
-from .store import SCHEMA_VERSION
+from .store import READABLE_SCHEMAS, SCHEMA_VERSION
 
 STATUSES = {"running", "finished", "failed"}
 
@@ -21,8 +21,10 @@ def problem(path: Path) -> tuple[dict | None, str | None]:
         return None, f"not valid JSON (truncated?): {e}"
     if not isinstance(data, dict):
         return None, "not a JSON object"
-    if data.get("schema_version") != SCHEMA_VERSION:
-        return None, f"schema_version {data.get('schema_version')!r}, this clbench reads {SCHEMA_VERSION}"
+    version = data.get("schema_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version not in READABLE_SCHEMAS:
+        return None, (f"schema_version {data.get('schema_version')!r}, this clbench reads {sorted(READABLE_SCHEMAS)}: "
+                      "written by another clbench version")
     for key, kind in (("run_id", str), ("spec", dict), ("status", str), ("stages", list), ("provenance", dict)):
         if key not in data:
             return None, f"missing field '{key}'"
@@ -52,6 +54,8 @@ def problem(path: Path) -> tuple[dict | None, str | None]:
                     return None, f"stages[{i}].scores.{task}.recall.score is {score!r}, not in [0, 1]"
         except (KeyError, TypeError, IndexError):
             return None, f"stages[{i}] lacks scores for every task of its stream"
+        if data["schema_version"] >= 2 and (why := items_problem(stage, f"stages[{i}]")):
+            return None, why
     info = data.get("method_info", {})
     if not isinstance(info, dict) or not all(isinstance(info.get(k, ""), str) for k in ("description", "citation")):
         return None, "field 'method_info' must be an object with string 'description' and 'citation'"
@@ -60,6 +64,38 @@ def problem(path: Path) -> tuple[dict | None, str | None]:
     if "compute" in data and (why := compute_problem(data["compute"])):
         return None, why
     return data, None
+
+
+def items_problem(stage: dict, where: str) -> str | None:
+    """What is wrong with a stage's per-item records (schema_version 2): every task and probe view that
+    has a score has `items`, columns of one length n with string uids, and a score that is their mean."""
+    for group in ("scores", "probes"):
+        for task, views in (stage.get(group) or {}).items():
+            if not isinstance(views, dict):
+                return f"{where}.{group}.{task} is not an object"
+            for view, record in views.items():
+                if view == "lm_eval" or not isinstance(record, dict):
+                    continue
+                at = f"{where}.{group}.{task}.{view}"
+                items = record.get("items")
+                if not isinstance(items, dict) or not isinstance(items.get("uid"), list):
+                    return f"{at} has no per-item records (items.uid)"
+                n = len(items["uid"])
+                if not all(isinstance(u, str) for u in items["uid"]):
+                    return f"{at}.items.uid holds a non-string"
+                for name, column in items.items():
+                    if not isinstance(column, list) or len(column) != n:
+                        return f"{at}.items.{name} is not a list of {n} values"
+                    if name != "uid" and not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                 for v in column):
+                        return f"{at}.items.{name} holds a non-number"
+                if record.get("n", n) != n:
+                    return f"{at}: n is {record.get('n')!r} but {n} items are recorded"
+                outcome = next((items[k] for k in ("correct", "passed") if k in items), None)
+                score = record.get("score")
+                if outcome is not None and n and isinstance(score, (int, float)) and abs(sum(outcome) / n - score) > 1e-9:
+                    return f"{at}: score {score!r} is not the mean of its per-item outcomes ({sum(outcome) / n!r})"
+    return None
 
 
 def compute_problem(c) -> str | None:

@@ -3,6 +3,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 
 def clbench(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, cwd=cwd,
@@ -18,7 +20,7 @@ def test_tiny_sweep_end_to_end(tmp_path, data_dir):
     runs = [json.loads(f.read_text()) for f in files]
     assert {r["spec"]["method"] for r in runs} == {"full", "lora"}
     for r in runs:
-        assert r["status"] == "finished" and r["schema_version"] == 1
+        assert r["status"] == "finished" and r["schema_version"] == 2
         assert [s["trained_on"] for s in r["stages"]] == [None, "stem", "humanities", "code", "law"]
         for stage in r["stages"]:
             for task in ("stem", "humanities", "law"):
@@ -27,6 +29,23 @@ def test_tiny_sweep_end_to_end(tmp_path, data_dir):
             assert set(stage["scores"]["code"]) == {"recall", "transfer", "humaneval"}
             assert "reference_logprob" in stage["scores"]["code"]["recall"]
             assert 0.0 <= stage["probes"]["general"]["heldout"]["score"] <= 1.0
+            # per-item records: every score is recomputed from them, items paired by uid across runs
+            for task in ("stem", "humanities", "law"):
+                for view in ("recall", "transfer"):
+                    record = stage["scores"][task][view]
+                    items = record["items"]
+                    assert len(items["uid"]) == record["n"] == len(items["correct"]) == len(items["margin"])
+                    assert sum(items["correct"]) / record["n"] == record["score"]
+                    assert all((m > 0) == bool(c) for m, c in zip(items["margin"], items["correct"]) if m != 0)
+                    assert record["gold_logprob"] == pytest.approx(sum(items["gold_logprob"]) / record["n"], abs=1e-5)
+            code = stage["scores"]["code"]["recall"]
+            assert sum(code["items"]["passed"]) / code["n"] == code["score"]
+            assert code["truncated"] == sum(code["items"]["truncated"]) / code["n"]
+            stop = stage["probes"]["stop"]["prompts"]
+            assert stop["stop_rate"] == sum(stop["items"]["stopped"]) / stop["n"]
+            assert stop["tail_repetition"] == pytest.approx(sum(stop["items"]["tail_repetition"]) / stop["n"], abs=1e-5)
+            assert len(stage["probes"]["instruct"]["reference"]["items"]["logprob"]) == \
+                stage["probes"]["instruct"]["reference"]["n"]
         for stage in r["stages"][1:]:
             assert stage["train"]["steps"] > 0 and stage["train"]["tokens"] > 0 and stage["train"]["seconds"] > 0
         assert r["precision"] == "fp32" and r["device"] == "cpu"

@@ -190,3 +190,26 @@ def test_harness_decoding_equals_transformers_generate_on_the_quick_cards_prompt
     for prompts, n in ((code, cfg.budget.max_new_tokens), (stop, cfg.budget.stop_max_new_tokens)):
         ours = [r["ids"] for r in generate(model, tok, prompts, "cpu", "fp32", n, batch_size=len(prompts))]
         assert ours == _hf_generate(model, tok, prompts, n)
+
+
+def test_outcomes_give_the_gold_options_logprob_and_its_margin(tiny):
+    from harness.scoring import cloze_outcomes, letter_outcomes
+
+    model, tok = tiny
+    naive = _naive(model, tok, ITEM)
+    per_token = [total / len(reply_ids(tok, o)) for total, o in zip(naive, ITEM.options)]
+    got = cloze_outcomes(model, tok, [ITEM], "cpu", "fp32")[0]
+    assert got["choice"] == max(range(4), key=per_token.__getitem__)
+    assert got["gold"] == pytest.approx(per_token[ITEM.answer], abs=1e-4)
+    wrong = max(v for j, v in enumerate(per_token) if j != ITEM.answer)
+    assert got["margin"] == pytest.approx(per_token[ITEM.answer] - wrong, abs=1e-4)
+    assert (got["margin"] > 0) == (got["choice"] == ITEM.answer)
+
+    from harness.scoring import letter_token_ids
+    with torch.no_grad():
+        last = model(input_ids=torch.tensor([prompt_ids(tok, ITEM.letter_prompt())])).logits[0, -1].log_softmax(-1)
+    letters = last[letter_token_ids(tok)].tolist()
+    got = letter_outcomes(model, tok, [ITEM], "cpu", "fp32")[0]
+    assert got["gold"] == pytest.approx(letters[ITEM.answer], abs=1e-4)
+    assert got["margin"] == pytest.approx(letters[ITEM.answer] - max(v for j, v in enumerate(letters)
+                                                                     if j != ITEM.answer), abs=1e-4)

@@ -69,3 +69,31 @@ def test_nothing_is_ever_unpickled():
     found = [f"{p.relative_to(root)}:{i}" for d in ("harness", "methods", "tasks") for p in (root / d).rglob("*.py")
              for i, line in enumerate(p.read_text().splitlines(), 1) if unpickling.search(line)]
     assert found == []
+
+
+def test_per_item_records_are_checked_and_schema_1_files_are_still_read(good_run, tmp_path):
+    """schema_version 2: a score that is not the mean of its per-item outcomes, a missing or ragged column
+    is named; a file of schema 1 (no per-item records, e.g. the committed quick-cpu board) is read."""
+    from harness.validate import problem
+
+    _, result = good_run
+    path = tmp_path / f"{result['run_id']}.json"
+
+    def check(data):
+        path.write_text(json.dumps(data))
+        return problem(path)[1]
+
+    assert check(result) is None
+    recall = "stages[1].scores.stem.recall"
+    edited = json.loads(json.dumps(result))
+    record = edited["stages"][1]["scores"]["stem"]["recall"]
+    record["score"] = 1.0 if record["score"] < 1 else 0.5
+    assert check(edited).startswith(f"{recall}: score") and "not the mean of its per-item outcomes" in check(edited)
+    ragged = json.loads(json.dumps(result))
+    ragged["stages"][1]["scores"]["stem"]["recall"]["items"]["margin"].append(0.5)
+    assert check(ragged) == f"{recall}.items.margin is not a list of 2 values"
+    bare = json.loads(json.dumps(result))
+    del bare["stages"][0]["probes"]["general"]["heldout"]["items"]
+    assert check(bare) == "stages[0].probes.general.heldout has no per-item records (items.uid)"
+    assert check({**bare, "schema_version": 1}) is None
+    assert "this clbench reads [1, 2]" in check({**result, "schema_version": [2]})
