@@ -13,6 +13,7 @@ from pathlib import Path
 
 from scipy.stats import t as student_t
 
+from . import stats
 from .protocol import version_of
 from .provenance import score_packages_of
 from .run_metrics import run_row
@@ -22,7 +23,9 @@ from .store import Store
 # (key of run_metrics.run_row, column header, shown with a sign)
 COLUMNS = [("overall", "OP", False), ("bwt", "BWT", True), ("fwt", "FWT", True), ("plasticity", "Plasticity", True),
            ("transfer", "Transfer OP", False), ("general", "General probe", False),
-           ("general_retention", "General retention", False), ("stop_rate_change", "Stop-rate change", True),
+           ("general_retention", "General retention", False),
+           ("general_retention_base", "General retention vs base model", False),
+           ("stop_rate_change", "Stop-rate change", True),
            ("tail_repetition", "Tail repetition", False), ("gpu_hours", "GPU-hours", False),
            ("cpu_hours", "CPU-hours", False), ("trainable_share", "Trainable share", False)]
 CI_LEVEL = 0.95
@@ -70,27 +73,52 @@ def _info(group: list[dict]) -> dict:
     return {"description": info.get("description", ""), "citation": info.get("citation", "")}
 
 
+HEADLINE = "overall"  # the metric rows are ranked by
+REFERENCE = "full"  # the method every other is compared with (sequential full fine-tuning, the forgetting baseline)
+
+
 def rows(runs: list[dict]) -> list[dict]:
-    """One row per method label over `runs` (one protocol), ranked by OP, Pareto front marked.
-    Each row: label, method, description, citation, seeds, failed, running, rank, pareto, and
-    per column key the mean, with `ci[key]` its 95% half-width (None below two runs)."""
+    """One row per method label over `runs` (one protocol), in order of the headline metric, Pareto front marked.
+    Each row: label, method, description, citation, seeds, failed, running, rank, pareto, and per column key
+    the mean, with `ci[key]` its 95% Student-t half-width over runs (None below two runs) and, where every run
+    has per-item records, `interval[key]` the 95% bootstrap interval over items and runs (harness.stats).
+    rank: with per-item records, the rank band (1 + the methods significantly better on the headline metric);
+    without, 1 + the rows with a strictly higher mean (ties share a rank). `vs_reference`: the paired difference
+    from the `full` row on the headline metric, when there is one and per-item records."""
     groups = defaultdict(list)
     for run in runs:
         groups[run["spec"]["label"]].append(run)
+    finished = {label: [r for r in group if r["status"] == "finished"] for label, group in groups.items()}
+    reps = stats.bootstrap({label: group for label, group in finished.items() if group})
     out = []
     for label, group in groups.items():
-        per_run = [run_row(r) for r in group if r["status"] == "finished"]
+        per_run = [run_row(r) for r in finished[label]]
         failed, running = _status(group)
         row = {"label": label, "method": group[0]["spec"]["method"], **_info(group), "seeds": len(per_run),
-               "failed": failed, "running": running, "ci": {}}
+               "failed": failed, "running": running, "ci": {}, "interval": {}, "vs_reference": None}
         for key, _, _ in COLUMNS:
             row[key], row["ci"][key], _n = mean_ci(p[key] for p in per_run)
+        if reps and label in reps:
+            row["interval"] = {key: stats.interval(values) for key, values in reps[label].items()}
         out.append(row)
-    out.sort(key=lambda r: (r["overall"] is None, -(r["overall"] or 0), r["label"]))
-    for rank, row in enumerate(out, start=1):
-        row["rank"] = rank if row["overall"] is not None else None
+    out.sort(key=lambda r: (r[HEADLINE] is None, -(r[HEADLINE] or 0), r["label"]))
+    _rank(out, reps)
     _mark_pareto(out)
     return out
+
+
+def _rank(table: list[dict], reps: dict | None) -> None:
+    bands = stats.rank_bands(reps, HEADLINE) if reps else {}
+    reference = next((r["label"] for r in table if r["method"] == REFERENCE and r["label"] in (reps or {})), None)
+    versus = stats.compare(reps, HEADLINE, reference) if reference else {}
+    for row in table:
+        if row[HEADLINE] is None:
+            row["rank"] = None
+        elif bands:
+            row["rank"] = bands.get(row["label"])
+        else:
+            row["rank"] = 1 + sum(o[HEADLINE] is not None and o[HEADLINE] > row[HEADLINE] for o in table)
+        row["vs_reference"] = versus.get(row["label"]) and {"reference": reference, **versus[row["label"]]}
 
 
 def cost_key(table: list[dict]) -> str:

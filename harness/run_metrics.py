@@ -5,7 +5,10 @@ leaderboard aggregates these over seeds. Keys (None where the run did not measur
     overall, bwt, fwt, plasticity, forgetting   accuracy matrix on recall views (harness.metrics)
     transfer                                     overall performance on held-out transfer items
     general                                      final score of the `general` MC probe
-    general_retention                            mean over scored probes of final score / base score
+    general_retention                            mean over scored probes of final score / baseline score, the
+                                                 baseline being stage 0: the method's prepared model
+    general_retention_base                       the same against the unprepared base model (differs only
+                                                 where `prepare` changed the model's function)
     stop_rate_change                             final stop rate minus the base model's (`stop` probe)
     tail_repetition                              final tail-repetition share (`stop` probe)
     gpu_hours, cpu_hours                         device time of the trained stages (harness.compute)
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 from . import metrics
 
-KEYS = ("overall", "bwt", "fwt", "plasticity", "transfer", "general", "general_retention",
+KEYS = ("overall", "bwt", "fwt", "plasticity", "transfer", "general", "general_retention", "general_retention_base",
         "stop_rate_change", "tail_repetition", "gpu_hours", "cpu_hours", "trainable_share")
 
 
@@ -45,9 +48,9 @@ def run_row(run: dict) -> dict:
     row["transfer"] = metrics.overall(metrics.matrix(stages, tasks, "transfer"))
     probes = stages[-1]["probes"]
     row["general"] = probes["general"]["heldout"]["score"] if "general" in probes else None
-    final = retention(stages[0], stages[-1])
-    kept = [r for r in final.values() if r is not None]
-    row["general_retention"] = sum(kept) / len(kept) if kept else None
+    for key, baseline in (("general_retention", stages[0]), ("general_retention_base", run.get("base_model") or stages[0])):
+        kept = [r for r in retention(baseline, stages[-1]).values() if r is not None]
+        row[key] = sum(kept) / len(kept) if kept else None
     if "stop" in probes and "stop" in stages[0]["probes"]:
         base_stop, final_stop = stages[0]["probes"]["stop"]["prompts"], probes["stop"]["prompts"]
         row["stop_rate_change"] = final_stop["stop_rate"] - base_stop["stop_rate"]

@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from methods.base import StageContext, count_parameters
 from methods.registry import resolve_method
-from tasks.chat import encode_pairs
+from tasks.chat import encode_pairs, prompt_ids, reply_ids
 from tasks.data import DataSource
 from tasks.registry import load_stream
 
@@ -66,6 +66,25 @@ class _Setup:
         base = evaluate(self.model, self.tok, self.tasks, self.probes, desc=f"eval base {spec.model}", **self.eval_kw)
         store.save_stage0(self.key, {**base, "packages": packages})
         return base
+
+
+def _function_outputs(model, setup: _Setup) -> list[torch.Tensor]:
+    """The model's logits on the first training pair of every task (prompt and reply, as trained on): what
+    tells whether a method's `prepare` changed the function the model computes."""
+    pairs = [task.learn[0].training_pair() for task in setup.tasks if task.learn]
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        out = [model(input_ids=torch.tensor([ids], device=setup.device)).logits.float().cpu()
+               for ids in (prompt_ids(setup.tok, p["user"]) + reply_ids(setup.tok, p["reply"]) for p in pairs)]
+    model.train(was_training)
+    return out
+
+
+def _same_outputs(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
+    """Bit-equal logits: an adapter initialised as the identity (LoRA's B = 0, LLaMA-Pro's zero-output
+    copies) adds exact zeros, so the base model's stage 0 is the prepared model's too."""
+    return len(a) == len(b) and all(x.shape == y.shape and torch.equal(x, y) for x, y in zip(a, b))
 
 
 def ensure_stage0(spec: RunSpec, store: Store, data_dir=None) -> str:
@@ -138,17 +157,26 @@ def _execute(spec: RunSpec, store: Store, data_dir, result: dict, on_stage) -> N
     result["provenance"].update(data_checksums=setup.checksums, machine=machine(setup.device))
     result.update(device=setup.device, precision=setup.precision, precision_evidence=setup.evidence,
                   model_load_seconds=setup.load_seconds, stage0_key=setup.key)
-    result["stages"].append({"stage": 0, "trained_on": None, **setup.stage0(spec, store)})
+    base = setup.stage0(spec, store)
+    result["stages"].append({"stage": 0, "trained_on": None, **base})
 
     seed_everything(spec.seed)
     model, tok, budget, device, precision = setup.model, setup.tok, setup.budget, setup.device, setup.precision
     ctx = StageContext(stage=0, task=None, seen=[], device=device, seed=spec.seed, data=setup.source)
+    before = _function_outputs(model, setup)
     model = method.prepare(model, ctx)
     trainable, total = count_parameters(model)
     result.update(trainable_params=trainable, total_params=total)
     on_stage(0, model)
     checkpoints = Checkpoints(store.root)
     done = _resume_point(spec, store, checkpoints) if method.resumable else 0
+    if not done and not _same_outputs(before, _function_outputs(model, setup)):
+        # prepare changed what the model computes (quantized base, virtual tokens): the run's baseline b_i is
+        # the prepared model, scored here; the shared base-model scores stay beside it for retention vs base
+        prepared = evaluate(model, tok, setup.tasks, setup.probes, desc=f"eval prepared {spec.label}",
+                            **setup.eval_kw)
+        result["stages"][0] = {"stage": 0, "trained_on": None, "prepared": True, **prepared}
+        result["base_model"] = {"scores": base["scores"], "probes": base["probes"]}
     if done:
         checkpoints.restore(spec.run_id, done, model)
         result["stages"] = store.load_run(spec.run_id)["stages"][: done + 1]

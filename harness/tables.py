@@ -15,11 +15,16 @@ from .leaderboard import CI_LEVEL, COLUMNS, cost_key
 from .provenance import SCORE_PACKAGES
 from .store import write_text_atomic
 
-NOTE = (f"Each value: mean ± half-width of the {CI_LEVEL:.0%} Student-t confidence interval over a method's "
-        "finished runs (seeds and task orders; t with n−1 degrees of freedom); no interval for a single run "
-        "(marked !). OP/BWT/FWT/plasticity on recall (learned items asked again), Transfer OP on held-out items. "
+NOTE = ("Each value: the mean over a method's finished runs (seeds and task orders) with its 95% interval. "
+        "[lo, hi]: percentile bootstrap over the items of every task view and over the runs (harness.stats), so "
+        "a single run has one too; ± h: Student-t over runs only, where runs lack per-item records (schema 1) "
+        "or for costs (none for a single run, marked !). Rank: 1 + the number of methods significantly better "
+        "on OP (paired bootstrap on the same items, Holm-corrected), so methods that cannot be told apart "
+        "share a rank; without per-item records, 1 + the methods with a higher mean. OP vs full: the paired "
+        "difference from full fine-tuning, its interval and Holm-corrected p, marked 'sig.' below 0.05. "
+        "OP/BWT/FWT/plasticity on recall (learned items asked again), Transfer OP on held-out items. "
         "Pareto (*): no other row has higher-or-equal OP at lower-or-equal compute hours (GPU-hours, or CPU-hours "
-        "where no row has GPU-hours). Only runs of the same protocol are ranked together.")
+        "where no row has GPU-hours). Only runs of the same protocol and package versions are ranked together.")
 SHORT = {"gpu_hours", "cpu_hours", "trainable_share"}
 
 
@@ -33,8 +38,20 @@ def _num(key: str, x: float | None, signed: bool) -> str:
 
 def _value(row: dict, key: str, signed: bool, pm: str = " ± ") -> str:
     text = _num(key, row[key], signed)
+    if row[key] is not None and key in row["interval"]:
+        lo, hi = row["interval"][key]
+        return f"{text} [{_num(key, lo, signed)}, {_num(key, hi, signed)}]"
     half = row["ci"][key]
     return text if half is None else text + pm + _num(key, half, False)
+
+
+def _versus(row: dict) -> str:
+    """The row's paired difference from the reference row on OP, with its interval and Holm-corrected p."""
+    v = row["vs_reference"]
+    if not v:
+        return "–"
+    mark = ", sig." if v["significant"] else ""
+    return f"[{v['diff_lo']:+.3f}, {v['diff_hi']:+.3f}] p {v['p_holm']:.3g}{mark}"
 
 
 def _status(row: dict) -> str:
@@ -66,7 +83,7 @@ def _header_line(header: dict, escape) -> str:
             f"hardware: {escape('; '.join(header['hardware']) or '–')}; {header['runs']} run files.")
 
 
-HEADERS = ["Rank", "Method", *[name for _, name, _ in COLUMNS], "Seeds", "Pareto", "Status"]
+HEADERS = ["Rank", "Method", *[name for _, name, _ in COLUMNS], "OP vs full", "Seeds", "Pareto", "Status"]
 
 
 # Markdown --------------------------------------------------------------------------------------
@@ -89,6 +106,7 @@ def markdown(sections: list[dict], header: dict) -> str:
         lines.append("|" + "|".join(["---"] * len(HEADERS)) + "|")
         for r in section["rows"]:
             cells = [str(r["rank"] or "–"), md_escape(r["label"]), *[_value(r, k, s) for k, _, s in COLUMNS],
+                     md_escape(_versus(r)),
                      _seeds(r), _pareto(r).replace("*", "\\*"), _status(r)]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -105,18 +123,26 @@ def _csv_num(x: float | None) -> str:
     return "" if x is None else f"{x:.6f}"
 
 
+def _csv_versus(row: dict) -> list:
+    v = row["vs_reference"]
+    return [_csv_num(v["diff_lo"]), _csv_num(v["diff_hi"]), _csv_num(v["p_holm"]), v["significant"]] if v else [""] * 4
+
+
 def csv_text(sections: list[dict], header: dict) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["protocol", "ranked", "reason", "rank", "label", "method",
-                *[c for k, _, _ in COLUMNS for c in (k, f"{k}_ci95")],
+                *[c for k, _, _ in COLUMNS for c in (k, f"{k}_ci95", f"{k}_lo", f"{k}_hi")],
+                "op_vs_full_lo", "op_vs_full_hi", "op_vs_full_p_holm", "op_vs_full_significant",
                 "seeds", "failed", "unfinished", "pareto", "description", "citation",
                 *[f"{name}_version" for name in SCORE_PACKAGES]])
     for section in sections:
         for r in section["rows"]:
             w.writerow([csv_cell(section["key"]), section["reason"] is None, csv_cell(section["reason"] or ""),
                         r["rank"] or "", csv_cell(r["label"]), csv_cell(r["method"]),
-                        *[_csv_num(v) for k, _, _ in COLUMNS for v in (r[k], r["ci"][k])],
+                        *[_csv_num(v) for k, _, _ in COLUMNS
+                          for v in (r[k], r["ci"][k], *(r["interval"].get(k) or (None, None)))],
+                        *_csv_versus(r),
                         r["seeds"], r["failed"], r["running"], "" if r["pareto"] is None else r["pareto"],
                         csv_cell(r["description"]), csv_cell(r["citation"]),
                         *[csv_cell(section["stack"][name] or "") for name in SCORE_PACKAGES]])
@@ -140,11 +166,12 @@ def latex(sections: list[dict], header: dict) -> str:
         out += ["", "% " + tex_escape(_title(section)) + (": " + tex_escape(section["reason"])
                                                             if section["reason"] else ""),
                 "% " + tex_escape(stack_line(section)),
-                r"\begin{tabular}{rl" + "r" * len(COLUMNS) + "rcl}", r"\toprule",
+                r"\begin{tabular}{rl" + "r" * len(COLUMNS) + "lrcl}", r"\toprule",
                 " & ".join(tex_escape(h) for h in HEADERS) + r" \\", r"\midrule"]
         for r in section["rows"]:
             cells = [str(r["rank"] or "--"), tex_escape(r["label"]),
                      *["--" if r[k] is None else "$" + _value(r, k, s, r" \pm ") + "$" for k, _, s in COLUMNS],
+                     tex_escape(_versus(r)),
                      str(r["seeds"]) + (r"$^{\dagger}$" if r["seeds"] == 1 else ""),
                      r"$\star$" if r["pareto"] else "", tex_escape(_status(r))]
             out.append(" & ".join(cells) + r" \\")
@@ -199,6 +226,7 @@ def html_page(sections: list[dict], header: dict) -> str:
                       f'<div class="c">{h(r["citation"])}</div>')
             cells = [_td(h(r["rank"] or "–"), r["rank"]), _td(method, r["label"], "m"),
                      *[_td(h(_value(r, k, s)), r[k]) for k, _, s in COLUMNS],
+                     _td(h(_versus(r)), (r["vs_reference"] or {}).get("diff_lo")),
                      _td(h(_seeds(r)), r["seeds"]), _td(h(_pareto(r)), {True: 1, False: 0}.get(r["pareto"])),
                      _td(h(_status(r)), r["failed"] + r["running"])]
             parts.append("<tr>" + "".join(cells) + "</tr>")

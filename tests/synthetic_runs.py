@@ -1,10 +1,12 @@
 """Valid stored run files built by hand (no training): the leaderboard and figure tests' input.
 
 `synthetic_run(label, seed, R, ...)` returns a result dict whose recall accuracy matrix is R
-(row 0 the base model), which `harness.validate` accepts and `Store.save_run` stores.
+(row 0 the base model), which `harness.validate` accepts and `Store.save_run` stores. They are
+schema_version 1 files (no per-item records), which clbench still reads, unless `items` is given: then
+each view of schema 2 holds `items` correct answers of which the first round(score * items) are right
+(the same items at every stage), and its score is their mean.
 synthetic_metrics: what the run claims to have measured beyond accuracy (see use_stored_metrics)."""
 from harness.spec import RunSpec, content_hash
-from harness.store import SCHEMA_VERSION
 
 TASKS = ("stem", "humanities")
 BUDGET = {"learn_items": 4, "transfer_items": 2, "general_items": 2, "epochs": 1}
@@ -15,7 +17,7 @@ PACKAGES = {"torch": "2.13.0+cpu", "transformers": "5.23.0", "peft": "0.21.2", "
 
 def synthetic_run(label, seed, R, *, method="full", model="tiny", status="finished", trainable=10, total=100,
                   description="A method.", citation="Someone 2024", checksums=None, budget=None, general=0.5,
-                  device="cpu", sweep="synthetic", synthetic_metrics=None, packages=None):
+                  device="cpu", sweep="synthetic", synthetic_metrics=None, packages=None, items=None):
     spec = RunSpec(model=model, precision="fp32", device=device, stream=TASKS, probes=("general",), scorer="cloze",
                    budget=dict(budget or BUDGET), data_seed=0, method=method, label=label,
                    method_config={}, seed=seed)
@@ -25,7 +27,15 @@ def synthetic_run(label, seed, R, *, method="full", model="tiny", status="finish
                           for i, t in enumerate(TASKS)},
                "probes": {"general": {"heldout": {"score": general, "n": 10}}}, "seconds": 1.0}
               for s in range(len(R))]
-    return {"schema_version": SCHEMA_VERSION, "run_id": spec.run_id, "sweep": sweep, "spec": spec.as_dict(),
+    if items:
+        for stage in stages:
+            for views in [*stage["scores"].values(), *stage["probes"].values()]:
+                for name, view in views.items():
+                    right = round(view["score"] * items)
+                    view.update(score=right / items, n=items, items={
+                        "uid": [f"{name}/{k}" for k in range(items)], "correct": [int(k < right) for k in range(items)],
+                        "gold_logprob": [-1.0] * items, "margin": [1.0 if k < right else -1.0 for k in range(items)]})
+    return {"schema_version": 2 if items else 1, "run_id": spec.run_id, "sweep": sweep, "spec": spec.as_dict(),
             "status": status, "error": None if status == "finished" else "boom", "traceback": None,
             "stages": stages, "device": device, "precision": "fp32",
             "trainable_params": trainable, "total_params": total,

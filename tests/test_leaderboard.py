@@ -106,7 +106,7 @@ def test_markdown_golden(board):
     unfinished = rows[-1]
     assert unfinished[0] == "–" and unfinished[-1] == "1 unfinished" and unfinished[2] == "–"
     assert all(len(r) == len(head) for r in rows)  # no string broke out of its cell
-    assert "95% Student-t" in board["md"]
+    assert "Student-t over runs only" in board["md"]
 
 
 def test_protocol_sections(board):

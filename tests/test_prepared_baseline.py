@@ -1,0 +1,41 @@
+"""#14: the baseline b_i of a run is its method's prepared model. A method whose `prepare` changes what the
+model computes (P-tuning v2's random prefix) gets its own stage 0; one whose adapter starts as the identity
+(LoRA, B = 0) shares the base model's."""
+import pytest
+
+from harness import config
+from harness.run_metrics import run_row
+from harness.runner import execute
+from harness.spec import expand
+from harness.store import Store
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, data_dir):
+    root = tmp_path_factory.mktemp("results")
+    f = root / "c.yaml"
+    f.write_text("model: tiny\nprecision: fp32\nstream: [stem, humanities]\nprobes: [general]\n"
+                 "methods: [lora, p_tuning_v2]\n"
+                 "budget: {learn_items: 2, transfer_items: 2, general_items: 4, epochs: 1}\n")
+    store = Store(root)
+    out = {spec.method: execute(spec, store, data_dir=str(data_dir)) for spec in expand(config.load(str(f)))}
+    assert all(r["status"] == "finished" for r in out.values()), [r["error"] for r in out.values()]
+    return out
+
+
+def test_a_prepare_that_changes_the_function_gets_its_own_stage0(runs):
+    lora, ptv2 = runs["lora"], runs["p_tuning_v2"]
+    assert "prepared" not in lora["stages"][0] and "base_model" not in lora
+    assert ptv2["stages"][0]["prepared"] is True
+    assert ptv2["base_model"]["scores"] == lora["stages"][0]["scores"]  # the shared base-model evaluation
+    margins = [(ptv2["stages"][0]["scores"][t]["recall"]["items"]["margin"],
+                lora["stages"][0]["scores"][t]["recall"]["items"]["margin"]) for t in ("stem", "humanities")]
+    assert any(a != b for a, b in margins)  # scored on the prepared model, not copied
+
+
+def test_retention_is_reported_against_both_baselines(runs):
+    lora, ptv2 = run_row(runs["lora"]), run_row(runs["p_tuning_v2"])
+    assert lora["general_retention"] == lora["general_retention_base"]
+    base = runs["p_tuning_v2"]["base_model"]["probes"]["general"]["heldout"]["score"]
+    final = runs["p_tuning_v2"]["stages"][-1]["probes"]["general"]["heldout"]["score"]
+    assert ptv2["general_retention_base"] == (final / base if base else None)
