@@ -65,6 +65,9 @@ def _export_lm_eval(args) -> int:
     print(f"wrote {len(names)} lm-eval tasks to {Path(args.out).resolve()}: {', '.join(names)}")
     print(f"score a model: lm_eval --model hf --model_args pretrained=MODEL --include_path {Path(args.out).resolve()} "
           f"--tasks {','.join(names)}")
+    metric = {"cloze_char": "acc_norm", "cloze_raw": "acc", "letter": "acc"}.get(cfg.scorer)
+    print(f"the board's scorer is {cfg.scorer}: " + (f"compare lm-eval's {metric}" if metric else
+                                                      "lm-eval computes no equivalent (use cloze_char or cloze_raw)"))
     return 0
 
 

@@ -27,7 +27,8 @@ class Budget:
     epochs: int = field(3, "passes over each domain's learn split", min=1)
     batch_size: int = field(4, "training examples per optimisation step", min=1)
     max_length: int = field(384, "token cap of one training example (prompt is cut from the left, EOS kept)", min=16)
-    max_new_tokens: int = field(128, "generation cap for code answers", min=1)
+    max_new_tokens: int = field(0, "generation cap for code answers; 0 = sized from the drawn items: 1.25 x the "
+                                   "longest reference solution (with its end of turn), so a correct answer fits", min=0)
     stop_prompts: int = field(16, "open-ended prompts of the `stop` probe (of 332)", min=1, max=332)
     stop_max_new_tokens: int = field(160, "token cap of a `stop` probe answer; an answer without EOS by then did not stop", min=1)
     repetition_n: int = field(4, "n of the n-grams in tail repetition and distinct-n", min=1)
@@ -68,7 +69,10 @@ class SweepConfig:
     probes: list[str] = field(["general"], "probes scored after every stage, never trained on")
     methods: list[MethodEntry] = field([], "method variants to compare")
     seeds: list[int] = field([0], "one run per method per seed")
-    scorer: Literal["cloze", "letter"] = field("cloze", "multiple-choice scorer")
+    scorer: Literal["cloze_char", "cloze_raw", "cloze", "letter"] = field(
+        "cloze_char", "multiple-choice scorer: cloze_char = each option's log-probability per character (lm-eval's "
+        "acc_norm); cloze_raw = summed (lm-eval's acc); cloze = mean per token (clbench's default before result "
+        "schema 2, no lm-eval equivalent); letter = the most probable of the letters A-D (lm-eval's acc)")
     budget: Budget = field(Budget(), "data and compute per stage")
     resources: Resources = field(Resources(), "Ray resource request of each run")
     data_dir: Optional[str] = field(None, "dataset folder; default: $CLBENCH_DATA")

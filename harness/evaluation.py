@@ -9,7 +9,8 @@ Every view and probe but lm_eval also stores its per-item outcomes under `items`
 list per field, in item order, `uid` first), so every statistic can be recomputed from the run file
 and paired across methods on the same items (schema_version 2):
 - multiple choice: correct (0/1), gold_logprob (the gold option's log-probability, normalised as the
-  scorer chooses: per token for cloze, the letter's for letter), margin (gold minus the best wrong
+  scorer chooses: per character for cloze_char, summed for cloze_raw, per token for cloze, the letter's
+  for letter), margin (gold minus the best wrong
   option: positive when correct);
 - code: passed, truncated (no end of turn within max_new_tokens), reference_logprob;
 - stop: stopped, length (tokens), tail_repetition; instruct: logprob (mean per token of the reference).
@@ -21,6 +22,7 @@ import time
 
 from tqdm.auto import tqdm
 
+from tasks.chat import reply_ids
 from tasks.code_exec import extract_code, passes
 from tasks.registry import LM_EVAL_PREFIX
 
@@ -28,6 +30,7 @@ from . import lmeval_bridge
 from .generation_metrics import stop_summary, tail_repetition
 from .scoring import cloze_outcomes, generate, letter_outcomes, reply_logprob
 
+CLOZE_NORM = {"cloze_char": "char", "cloze_raw": "none", "cloze": "token"}  # scorer -> harness.scoring's norm
 EXAMPLES = 3  # stop-probe answers stored per stage, for people to read
 PROGRESS_CHUNK = 256  # multiple-choice items scored between progress-bar updates
 
@@ -44,11 +47,13 @@ def _items(items, **columns) -> dict:
 def _mc_view(model, tok, items, scorer, device, precision, bar) -> dict:
     """Accuracy over the items, scored in batches of questions (harness.scoring), with the per-item outcomes
     and the mean gold log-probability beside it."""
-    outcomes_of = cloze_outcomes if scorer == "cloze" else letter_outcomes
     outcomes = []
     for s in range(0, len(items), PROGRESS_CHUNK):
         chunk = items[s:s + PROGRESS_CHUNK]
-        outcomes += outcomes_of(model, tok, chunk, device, precision)
+        if scorer == "letter":
+            outcomes += letter_outcomes(model, tok, chunk, device, precision)
+        else:
+            outcomes += cloze_outcomes(model, tok, chunk, device, precision, norm=CLOZE_NORM[scorer])
         bar.update(len(chunk))
     correct = [o["choice"] == item.answer for o, item in zip(outcomes, items)]
     gold = [o["gold"] for o in outcomes]
@@ -56,12 +61,18 @@ def _mc_view(model, tok, items, scorer, device, precision, bar) -> dict:
             "items": _items(items, correct=correct, gold_logprob=gold, margin=[o["margin"] for o in outcomes])}
 
 
+def code_cap(tok, items) -> int:
+    """Generation cap sized from the items' reference solutions: 1.25 x the longest one in tokens, with
+    the end of turn that closes it."""
+    return math.ceil(1.25 * max(len(reply_ids(tok, i.target())) + 1 for i in items))
+
+
 def _code_views(model, tok, views: dict, budget, device, precision, bar) -> dict:
     """All views of a code task in one generation batch: decoding on a CPU is latency-bound per
     step, so one batch of 16 costs about as much as one of 4."""
     items = [i for view in views.values() for i in view]
-    replies = generate(model, tok, [i.prompt for i in items], device, precision, budget.max_new_tokens,
-                       batch_size=len(items))
+    cap = budget.max_new_tokens or code_cap(tok, items)
+    replies = generate(model, tok, [i.prompt for i in items], device, precision, cap, batch_size=len(items))
     passed = [passes(extract_code(r["text"]), i.tests) for r, i in zip(replies, items)]
     loglik = reply_logprob(model, tok, [(i.prompt, i.target()) for i in items], device, precision, budget.max_length * 2)
     bar.update(len(items))
@@ -71,7 +82,7 @@ def _code_views(model, tok, views: dict, budget, device, precision, bar) -> dict
         n = len(view_items)
         truncated = [not r["stopped"] for r in replies[sl]]
         out[view] = {"score": sum(passed[sl]) / n, "n": n, "reference_logprob": sum(loglik[sl]) / n,
-                     "stopped": 1 - sum(truncated) / n, "truncated": sum(truncated) / n,
+                     "stopped": 1 - sum(truncated) / n, "truncated": sum(truncated) / n, "max_new_tokens": cap,
                      "items": _items(view_items, passed=passed[sl], truncated=truncated,
                                      reference_logprob=loglik[sl])}
         start += n

@@ -2,8 +2,8 @@
 
 The exported task gives lm-eval exactly the prompt clbench scores: the chat-formatted
 question as the context, and either the option texts (cloze) or the letters A-D (letter)
-as choices, with no delimiter between them. lm-eval's `acc` then equals clbench's cloze
-with norm='none', `acc_norm` equals norm='char', and letter accuracy equals letter's.
+as choices, with no delimiter between them. lm-eval's `acc` then equals clbench's cloze_raw
+scorer, `acc_norm` its default cloze_char, and letter accuracy equals letter's.
 Data paths are absolute: lm-eval resolves relative ones against the working directory.
 """
 from __future__ import annotations
@@ -30,8 +30,8 @@ def write_task(items: list[MCItem], tok, scorer: str, folder: Path, name: str) -
     data = folder / f"{name}.jsonl"
     with data.open("w") as f:
         for it in items:
-            user = it.cloze_prompt() if scorer == "cloze" else it.letter_prompt()
-            choices = [str(o).strip() for o in it.options] if scorer == "cloze" else list(LETTERS)
+            user = it.letter_prompt() if scorer == "letter" else it.cloze_prompt()
+            choices = list(LETTERS) if scorer == "letter" else [str(o).strip() for o in it.options]
             f.write(json.dumps({"prefix": chat_prefix(tok, user), "choices": choices, "answer": it.answer}) + "\n")
     task = {
         "task": name, "dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(data)}},

@@ -133,7 +133,7 @@ def _trial(cls, config, data_dir, files: set[str]) -> list[str]:
             step = f"stats (stage {stage})"
             json.dumps(method.stats(ctx))  # stored in the result file: must be JSON
         step = "evaluation"
-        evaluate(model, tok, tasks, [], scorer="cloze", budget=TRIAL_BUDGET, device="cpu", precision="fp32",
+        evaluate(model, tok, tasks, [], scorer="cloze_char", budget=TRIAL_BUDGET, device="cpu", precision="fp32",
                  desc="trial evaluation")
     except Exception as e:  # the method's own bug: report where it happened
         return [_at(_frame_of(e, files), f"trial on the tiny model failed in {step}: {type(e).__name__}: {e}")]

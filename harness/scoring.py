@@ -54,8 +54,9 @@ def _continuation_model(model):
 
 
 def _shared_length(rows: list[list[int]]) -> int:
-    """Length of the rows' longest common token prefix, leaving every row at least one token of its own."""
-    limit, first, k = min(len(r) for r in rows) - 1, rows[0], 0
+    """Length of the rows' longest common token prefix, leaving every row two tokens of its own: its last
+    position predicts the reply, the one before it the prompt's last token (see `_prompt_batches`)."""
+    limit, first, k = min(len(r) for r in rows) - 2, rows[0], 0
     while k < limit and all(r[k] == first[k] for r in rows):
         k += 1
     return k
@@ -71,12 +72,14 @@ def _length_batches(prompts: list[list[int]], batch_size: int) -> list[list[int]
 
 
 def _prompt_batches(model, tok, prompts: list[list[int]], device: str, batch_size: int):
-    """Run the prompts in batches of similar length; yield (indices, last-token logits [b, V], cache, mask).
+    """Run the prompts in batches of similar length; yield (indices, last-token logits [b, V], cache, mask, lead).
 
     A batch's common token prefix (the chat template's system turn, at least) runs once through the model
     itself, which adds a prompt-learning method's virtual tokens; its cache is repeated over the batch and
     the rest of each prompt runs right-padded on the continuation model, at positions that follow the
     cache. `mask` covers the cache and the padded rests: what a continuation of this cache attends to.
+    `lead` [b]: the log-probability of each prompt's last token given the tokens before it, which lm-eval
+    counts as part of every option when the prompt ends in whitespace (see `cloze_scores`).
     """
     pad = _pad_id(tok)
     batches = _length_batches(prompts, batch_size)
@@ -86,7 +89,8 @@ def _prompt_batches(model, tok, prompts: list[list[int]], device: str, batch_siz
         shared = _shared_length(rows)
         if shared == 0:  # nothing in common to run once: one prompt at a time
             if len(batch) == 1:
-                raise ValueError(f"a prompt of {len(rows[0])} token leaves nothing to continue from; "
+                raise ValueError(f"a prompt of {len(rows[0])} token{'s' * (len(rows[0]) > 1)} leaves too little to "
+                                 "continue from; "
                                  "the scorers' prompts are chat-formatted and longer")
             batches[:0] = [[i] for i in batch]
             continue
@@ -99,8 +103,11 @@ def _prompt_batches(model, tok, prompts: list[list[int]], device: str, batch_siz
         last = (rest_mask.sum(1) - 1).unsqueeze(1)  # each row's last real position
         positions = (past + torch.arange(ids.shape[1], device=device)).expand(len(rows), -1)
         out = _continuation_model(model)(input_ids=ids, attention_mask=mask, position_ids=positions,
-                                         **{_CACHE_ARG: cache}, use_cache=True, logits_to_keep=last)
-        yield batch, out.logits[:, 0].float(), _returned_cache(out), mask
+                                         **{_CACHE_ARG: cache}, use_cache=True,
+                                         logits_to_keep=torch.cat([last - 1, last], dim=1))
+        logits = out.logits.float()
+        lead = logits[:, 0].log_softmax(-1).gather(-1, ids.gather(1, last)).squeeze(-1)
+        yield batch, logits[:, 1], _returned_cache(out), mask, lead
 
 
 MAX_OPTION_POSITIONS = 4096  # option positions whose log-probabilities are held at once (0.8 GB for 49k tokens)
@@ -134,20 +141,29 @@ def _option_logprobs(model, cache, mask, first, owner: list[int], rows: list[lis
 
 
 @torch.inference_mode()
-def cloze_scores(model, tok, items: list[MCItem], device: str, precision: str,
-                 batch_size: int = MC_BATCH) -> list[list[tuple[float, int]]]:
-    """(summed log-probability, token count) of each option of each item, as the reply to its question."""
+def cloze_scores(model, tok, items: list[MCItem], device: str, precision: str, batch_size: int = MC_BATCH,
+                 lm_eval_whitespace: bool = False) -> list[list[tuple[float, int]]]:
+    """(summed log-probability, token count) of each option of each item, as the reply to its question.
+
+    lm_eval_whitespace: count, as lm-eval does, the prompt's trailing whitespace as part of every option.
+    lm-eval moves a context's trailing whitespace into the continuation, and the chat template's generation
+    prompt ends in a newline token, so its log-probability is added to each option's sum (the token count
+    stays the option's). It shifts every option of a question alike: the unnormalised choice is the same,
+    the per-character one is lm-eval's acc_norm exactly (on SmolLM2 the newline is near-certain; on a
+    random model it is not)."""
     prompts = [prompt_ids(tok, item.cloze_prompt()) for item in items]
+    trailing = [lm_eval_whitespace and not tok.decode([p[-1]]).strip() for p in prompts]
     options = [[reply_ids(tok, str(o).strip()) for o in item.options] for item in items]
     results: list = [None] * len(items)
     with autocast(device, precision):
-        for batch, last, cache, mask in _prompt_batches(model, tok, prompts, device, batch_size):
+        for batch, last, cache, mask, lead in _prompt_batches(model, tok, prompts, device, batch_size):
             owner = [b for b, i in enumerate(batch) for _ in options[i]]  # the batch row each option continues
             totals, lengths = _option_logprobs(_continuation_model(model), cache, mask, last.log_softmax(-1), owner,
                                                [o for i in batch for o in options[i]], _pad_id(tok), device)
             k = 0
-            for i in batch:
-                results[i] = [(totals[k + j], lengths[k + j]) if lengths[k + j] else (-math.inf, 0)
+            for b, i in enumerate(batch):
+                extra = lead[b].item() if trailing[i] else 0.0
+                results[i] = [(totals[k + j] + extra, lengths[k + j]) if lengths[k + j] else (-math.inf, 0)
                               for j in range(len(options[i]))]
                 k += len(options[i])
     return results
@@ -172,9 +188,10 @@ def _outcome(values: list[float], answer: int) -> dict:
 def cloze_outcomes(model, tok, items: list[MCItem], device: str, precision: str, norm: Norm = "token",
                    batch_size: int = MC_BATCH) -> list[dict]:
     """Per item: the chosen option (the highest log-probability, normalised by `norm`), the gold option's
-    normalised log-probability and its margin over the best wrong option."""
-    return [_outcome(_normalised(scored, item, norm), item.answer)
-            for scored, item in zip(cloze_scores(model, tok, items, device, precision, batch_size), items)]
+    normalised log-probability and its margin over the best wrong option. norm 'char' and 'none' count the
+    prompt's trailing whitespace as lm-eval does, so they are its acc_norm and acc."""
+    scored = cloze_scores(model, tok, items, device, precision, batch_size, lm_eval_whitespace=norm != "token")
+    return [_outcome(_normalised(s, item, norm), item.answer) for s, item in zip(scored, items)]
 
 
 def cloze_choices(model, tok, items: list[MCItem], device: str, precision: str, norm: Norm = "token",
@@ -198,7 +215,7 @@ def letter_logprobs(model, tok, items: list[MCItem], device: str, precision: str
     prompts = [prompt_ids(tok, item.letter_prompt()) for item in items]
     out: list = [None] * len(items)
     with autocast(device, precision):
-        for batch, last, _, _ in _prompt_batches(model, tok, prompts, device, batch_size):
+        for batch, last, _, _, _ in _prompt_batches(model, tok, prompts, device, batch_size):
             chosen = last.log_softmax(-1)[:, letters]
             for b, i in enumerate(batch):
                 out[i] = chosen[b, :len(items[i].options)].tolist()
@@ -253,7 +270,7 @@ def generate(model, tok, prompts: list[str], device: str, precision: str, max_ne
     enc = [prompt_ids(tok, p) for p in prompts]
     results: list[dict | None] = [None] * len(prompts)
     with autocast(device, precision):
-        for batch, logits, cache, mask in _prompt_batches(model, tok, enc, device, batch_size):
+        for batch, logits, cache, mask, _ in _prompt_batches(model, tok, enc, device, batch_size):
             for i, row in zip(batch, _greedy_rows(_continuation_model(model), logits, cache, mask, eos,
                                                   _pad_id(tok), max_new_tokens)):
                 answer, stopped = split_answer(row, eos)

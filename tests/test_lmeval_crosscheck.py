@@ -62,6 +62,13 @@ def test_exported_domain_tasks_score_the_same_in_lm_eval_and_the_harness(tiny, e
     for name, items in names.items():
         assert scores[name]["n"] == len(items)
         assert _acc(*tiny, items, cloze_choices, norm="none") == pytest.approx(scores[name]["acc"]), name
+    # the board's default scorer (cloze_char), as the runner scores a stage, is lm-eval's acc_norm
+    assert cfg.scorer == "cloze_char"
+    from harness.evaluation import evaluate
+    board = evaluate(*tiny, tasks, [], scorer=cfg.scorer, budget=cfg.budget, device="cpu", precision="fp32", desc="x")
+    for name in names:
+        task, view = name[len("clbench_"):].rsplit("_", 1)
+        assert board["scores"][task][view]["score"] == pytest.approx(scores[name]["acc_norm"]), name
 
 
 def test_lm_eval_task_as_a_probe(tiny, exported, tmp_path):
@@ -75,7 +82,7 @@ def test_lm_eval_task_as_a_probe(tiny, exported, tmp_path):
                  f"budget: {{lm_eval_include: {exported}}}\n")
     cfg = config.load(str(f))
     _, probe = load_stream(None, [], list(cfg.probes), cfg.budget, cfg.data_seed)  # lm-eval reads its own data
-    out = evaluate(*tiny, [], probe, scorer="cloze", budget=cfg.budget, device="cpu", precision="fp32", desc="x")
+    out = evaluate(*tiny, [], probe, scorer="cloze_char", budget=cfg.budget, device="cpu", precision="fp32", desc="x")
     view = out["probes"]["lm_eval:clbench_law_transfer"]["lm_eval"]
     expected = lmeval_bridge.evaluate(*tiny, exported, ["clbench_law_transfer"])["clbench_law_transfer"]
     assert view["score"] == expected["acc"] and view["n"] == expected["n"]

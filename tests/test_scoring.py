@@ -64,16 +64,16 @@ def test_batched_prompts_give_each_prompts_last_logits(tiny):
     model, tok = tiny
     prompts = [prompt_ids(tok, item.letter_prompt()) for item in ITEMS]
     with torch.no_grad():
-        for batch, last, _, _ in _prompt_batches(model, tok, prompts, "cpu", batch_size=3):
+        for batch, last, _, _, _ in _prompt_batches(model, tok, prompts, "cpu", batch_size=3):
             assert sorted(batch) == [0, 1, 2]
             for b, i in enumerate(batch):
                 assert last[b] == pytest.approx(model(input_ids=torch.tensor([prompts[i]])).logits[0, -1], abs=1e-4)
 
 
-def test_shared_prefix_leaves_every_row_a_token():
-    assert _shared_length([[1, 2, 3], [1, 2, 4, 5]]) == 2
-    assert _shared_length([[1, 2], [1, 2, 3]]) == 1  # [1, 2] keeps its last token to predict from
-    assert _shared_length([[7, 1], [8, 1]]) == 0
+def test_shared_prefix_leaves_every_row_two_tokens():
+    assert _shared_length([[1, 2, 3, 4], [1, 2, 3, 5, 6]]) == 2
+    assert _shared_length([[1, 2, 3], [1, 2, 3, 4]]) == 1  # [1, 2, 3] keeps its last two tokens
+    assert _shared_length([[7, 1, 1], [8, 1, 1]]) == 0
 
 
 def test_cloze_norms_pick_from_the_same_scores(tiny):
@@ -213,3 +213,16 @@ def test_outcomes_give_the_gold_options_logprob_and_its_margin(tiny):
     assert got["gold"] == pytest.approx(letters[ITEM.answer], abs=1e-4)
     assert got["margin"] == pytest.approx(letters[ITEM.answer] - max(v for j, v in enumerate(letters)
                                                                      if j != ITEM.answer), abs=1e-4)
+
+
+def test_the_code_cap_fits_the_longest_reference_solution(tiny):
+    """#14: a correct answer as long as the longest reference is never cut at max_new_tokens 0 ('auto')."""
+    from harness.evaluation import code_cap
+    from tasks.chat import reply_ids
+    from tasks.items import CodeItem
+
+    tok = tiny[1]
+    items = [CodeItem(uid=str(k), prompt="Write f.", reference="def f():\n    return " + "1 + " * k + "1",
+                      tests="assert f()", source="test") for k in (1, 30, 5)]
+    longest = max(len(reply_ids(tok, i.target())) + 1 for i in items)
+    assert longest < code_cap(tok, items) <= 1.25 * longest + 1
