@@ -8,10 +8,10 @@ acc (or exact_match); the `stop` probe has no score, only its generation metrics
 Every view and probe but lm_eval also stores its per-item outcomes under `items`, column-wise (one
 list per field, in item order, `uid` first), so every statistic can be recomputed from the run file
 and paired across methods on the same items (schema_version 2):
-- multiple choice: correct (0/1), gold_logprob (the gold option's log-probability, normalised as the
-  scorer chooses: per character for cloze_char, summed for cloze_raw, per token for cloze, the letter's
-  for letter), margin (gold minus the best wrong
-  option: positive when correct);
+- multiple choice: correct (0/1), gold_logprob (the gold option's mean log-probability per token, whatever
+  the scorer: the letter's for letter; on the scale of code's reference_logprob and instruct's logprob),
+  margin (the gold option's value minus the best wrong option's, normalised as the scorer chooses:
+  per character for cloze_char, summed for cloze_raw, per token for cloze; positive when correct);
 - code: passed, truncated (no end of turn within max_new_tokens), reference_logprob;
 - stop: stopped, length (tokens), tail_repetition; instruct: logprob (mean per token of the reference).
 """

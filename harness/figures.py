@@ -28,7 +28,7 @@ FIGURES = {"accuracy_matrices": (FULL, 4.2), "forgetting_curves": (FULL, 2.4), "
 STYLE = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "xtick.labelsize": 7, "ytick.labelsize": 7,
          "legend.fontsize": 6.5, "axes.prop_cycle": matplotlib.cycler(color=OKABE_ITO), "text.parse_math": False,
          "axes.spines.top": False, "axes.spines.right": False, "pdf.fonttype": 42, "savefig.dpi": DPI}
-COST_NAME = {"gpu_hours": "GPU-hours", "cpu_hours": "CPU-hours"}
+COST_NAME = {"train_tflops": "Training TFLOPs (est.)", "gpu_hours": "GPU-hours", "cpu_hours": "CPU-hours"}
 
 
 def _look(i: int) -> dict:

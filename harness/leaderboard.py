@@ -22,12 +22,15 @@ from .store import Store
 
 # (key of run_metrics.run_row, column header, shown with a sign)
 COLUMNS = [("overall", "OP", False), ("bwt", "BWT", True), ("fwt", "FWT", True), ("plasticity", "Plasticity", True),
+           ("lp_forgetting", "Forgetting (log-prob)", True), ("lp_bwt", "BWT (log-prob)", True),
+           ("lp_plasticity", "Plasticity (log-prob)", True),
            ("transfer", "Transfer OP", False), ("general", "General probe", False),
            ("general_retention", "General retention", False),
            ("general_retention_base", "General retention vs base model", False),
            ("stop_rate_change", "Stop-rate change", True),
            ("tail_repetition", "Tail repetition", False), ("gpu_hours", "GPU-hours", False),
-           ("cpu_hours", "CPU-hours", False), ("trainable_share", "Trainable share", False)]
+           ("cpu_hours", "CPU-hours", False), ("train_tflops", "Train TFLOPs (est.)", False),
+           ("trainable_share", "Trainable share", False)]
 CI_LEVEL = 0.95
 
 
@@ -77,6 +80,21 @@ HEADLINE = "overall"  # the metric rows are ranked by
 REFERENCE = "full"  # the method every other is compared with (sequential full fine-tuning, the forgetting baseline)
 
 
+def _groups(runs: list[dict]) -> dict[str, list[dict]]:
+    """Runs by (label, method, method config): one row each, named by its label, or, where one label covers
+    several methods or configs (a config file reusing a name), by the label with the method and a hash of
+    its config, so that different methods are never averaged as seeds of one."""
+    variants = defaultdict(list)
+    for run in runs:
+        spec = run["spec"]
+        variants[(spec["label"], spec["method"], content_hash(spec.get("method_config")))].append(run)
+    per_label = defaultdict(int)
+    for label, _, _ in variants:
+        per_label[label] += 1
+    return {label if per_label[label] == 1 else f"{label} [{method} {config[:6]}]": group
+            for (label, method, config), group in variants.items()}
+
+
 def rows(runs: list[dict]) -> list[dict]:
     """One row per method label over `runs` (one protocol), in order of the headline metric, Pareto front marked.
     Each row: label, method, description, citation, seeds, failed, running, rank, pareto, and per column key
@@ -85,9 +103,7 @@ def rows(runs: list[dict]) -> list[dict]:
     rank: with per-item records, the rank band (1 + the methods significantly better on the headline metric);
     without, 1 + the rows with a strictly higher mean (ties share a rank). `vs_reference`: the paired difference
     from the `full` row on the headline metric, when there is one and per-item records."""
-    groups = defaultdict(list)
-    for run in runs:
-        groups[run["spec"]["label"]].append(run)
+    groups = _groups(runs)
     finished = {label: [r for r in group if r["status"] == "finished"] for label, group in groups.items()}
     reps = stats.bootstrap({label: group for label, group in finished.items() if group})
     out = []
@@ -121,8 +137,15 @@ def _rank(table: list[dict], reps: dict | None) -> None:
         row["vs_reference"] = versus.get(row["label"]) and {"reference": reference, **versus[row["label"]]}
 
 
+COSTS = {"train_tflops": "training TFLOPs (est.)", "gpu_hours": "GPU-hours", "cpu_hours": "CPU-hours"}
+
+
 def cost_key(table: list[dict]) -> str:
-    """Compute hours for the Pareto front: GPU-hours where any row has them, else CPU-hours."""
+    """The cost of the Pareto front: the estimated training TFLOPs where every priced row has them (a count,
+    not wall time, which varies more between days on a shared machine than between methods); else GPU-hours
+    where any row has them, else CPU-hours."""
+    if any(r.get("train_tflops") is not None for r in table):
+        return "train_tflops"
     return "gpu_hours" if any(r["gpu_hours"] is not None for r in table) else "cpu_hours"
 
 

@@ -6,7 +6,9 @@ training (b_i = R[0][i]), row i is after training task i (1-based tasks, T tasks
     backward transfer    BWT = mean_{i<T} (R[T][i] - R[i][i])
     forward transfer     FWT = mean_{i>1} (R[i-1][i] - b_i)
     plasticity               = mean_i (R[i][i] - b_i)
-    forgetting of task i     = max_{i<=s<T} R[s][i] - R[T][i]   (for i < T)
+    forgetting of task i     = max_{i<=s<T} R[s][i] - R[T][i]   (for i < T); mean forgetting: its mean
+The same functions apply to L[s][i], the gold answers' mean log-probability per token (logprob_matrix):
+a continuous view that moves where accuracy on a few items cannot.
 Indices in code are 0-based over tasks: task k (0-based) is trained at stage k+1.
 """
 from __future__ import annotations
@@ -57,6 +59,44 @@ def forgetting(R) -> list[float]:
 def matrix(stages: list[dict], tasks: list[str], view: str = "recall") -> list[list[float]]:
     """R from a stored run's stage records (each with scores[task][view]['score'])."""
     return [[st["scores"][t][view]["score"] for t in tasks] for st in stages]
+
+
+def logprob_matrix(stages: list[dict], tasks: list[str], view: str = "recall") -> list[list[float]] | None:
+    """L[s][i]: the mean log-probability per token of task i's gold answers after stage s (multiple choice:
+    the gold option's, `gold_logprob`; code: the reference solution's), or None where a view lacks it
+    (result schema 1)."""
+    L = []
+    for st in stages:
+        row = []
+        for t in tasks:
+            record = st["scores"][t][view]
+            value = record.get("gold_logprob", record.get("reference_logprob"))
+            if value is None:
+                return None
+            row.append(value)
+        L.append(row)
+    return L
+
+
+def mean_forgetting(R):
+    """Mean over the tasks before the last of forgetting(R); None for a one-task stream. Written with
+    comparisons that also take arrays of bootstrap replicates."""
+    _check(R)
+    T = len(R[0])
+    if T < 2:
+        return None
+    per_task = []
+    for k in range(T - 1):
+        best = R[k + 1][k]
+        for s in range(k + 2, T):
+            best = best + ((R[s][k] - best) > 0) * (R[s][k] - best)  # max(best, R[s][k]), for floats and arrays
+        per_task.append(best - R[T][k])
+    return _mean(per_task)
+
+
+def logprob_summary(L) -> dict:
+    """BWT, plasticity and mean forgetting of the log-probability matrix L (nats per token)."""
+    return {"lp_bwt": bwt(L), "lp_plasticity": plasticity(L), "lp_forgetting": mean_forgetting(L)}
 
 
 def summary(stages: list[dict], tasks: list[str], view: str = "recall") -> dict:

@@ -3,6 +3,8 @@
 `run_row(run)` is the single place where a run file's stages become headline metrics; the
 leaderboard aggregates these over seeds. Keys (None where the run did not measure it):
     overall, bwt, fwt, plasticity, forgetting   accuracy matrix on recall views (harness.metrics)
+    lp_bwt, lp_plasticity, lp_forgetting         the same on the log-probability matrix L (recall views' gold
+                                                 answers, nats per token; harness.metrics.logprob_matrix)
     transfer                                     overall performance on held-out transfer items
     general                                      final score of the `general` MC probe
     general_retention                            mean over scored probes of final score / baseline score, the
@@ -12,14 +14,18 @@ leaderboard aggregates these over seeds. Keys (None where the run did not measur
     stop_rate_change                             final stop rate minus the base model's (`stop` probe)
     tail_repetition                              final tail-repetition share (`stop` probe)
     gpu_hours, cpu_hours                         device time of the trained stages (harness.compute)
+    train_tflops                                 estimated training FLOPs / 1e12: trained tokens x (4 N + 2 N_t),
+                                                 N all parameters, N_t trainable ones (forward 2N, backward
+                                                 through the activations 2N, weight gradients 2 N_t); a method's
+                                                 extra forwards (a teacher, a Fisher pass) are not counted
     trainable_share                              trainable / total parameters
 """
 from __future__ import annotations
 
 from . import metrics
 
-KEYS = ("overall", "bwt", "fwt", "plasticity", "transfer", "general", "general_retention", "general_retention_base",
-        "stop_rate_change", "tail_repetition", "gpu_hours", "cpu_hours", "trainable_share")
+KEYS = ("overall", "bwt", "fwt", "plasticity", "lp_bwt", "lp_plasticity", "lp_forgetting", "transfer", "general", "general_retention", "general_retention_base",
+        "stop_rate_change", "tail_repetition", "gpu_hours", "cpu_hours", "train_tflops", "trainable_share")
 
 
 def probe_score(views: dict) -> float | None:
@@ -45,6 +51,9 @@ def run_row(run: dict) -> dict:
     stages = run["stages"]
     row = dict.fromkeys(KEYS)
     row.update(metrics.summary(stages, tasks, "recall"))
+    L = metrics.logprob_matrix(stages, tasks, "recall")
+    if L is not None:
+        row.update(metrics.logprob_summary(L))
     row["transfer"] = metrics.overall(metrics.matrix(stages, tasks, "transfer"))
     probes = stages[-1]["probes"]
     row["general"] = probes["general"]["heldout"]["score"] if "general" in probes else None
@@ -59,4 +68,7 @@ def run_row(run: dict) -> dict:
     row["cpu_hours"] = run.get("compute", {}).get("cpu_hours")
     if run.get("total_params"):
         row["trainable_share"] = run.get("trainable_params", 0) / run["total_params"]
+        tokens = run.get("compute", {}).get("train_tokens")
+        if tokens:
+            row["train_tflops"] = tokens * (4 * run["total_params"] + 2 * run.get("trainable_params", 0)) / 1e12
     return row

@@ -140,7 +140,6 @@ def _option_logprobs(model, cache, mask, first, owner: list[int], rows: list[lis
     return totals, lengths
 
 
-@torch.inference_mode()
 def cloze_scores(model, tok, items: list[MCItem], device: str, precision: str, batch_size: int = MC_BATCH,
                  lm_eval_whitespace: bool = False) -> list[list[tuple[float, int]]]:
     """(summed log-probability, token count) of each option of each item, as the reply to its question.
@@ -151,8 +150,19 @@ def cloze_scores(model, tok, items: list[MCItem], device: str, precision: str, b
     stays the option's). It shifts every option of a question alike: the unnormalised choice is the same,
     the per-character one is lm-eval's acc_norm exactly (on SmolLM2 the newline is near-certain; on a
     random model it is not)."""
+    scored, leads = _cloze_totals(model, tok, items, device, precision, batch_size)
+    if not lm_eval_whitespace:
+        return scored
+    return [[(total + lead, n) for total, n in options] for options, lead in zip(scored, leads)]
+
+
+@torch.inference_mode()
+def _cloze_totals(model, tok, items: list[MCItem], device: str, precision: str, batch_size: int):
+    """(per item: [(summed log-probability, token count)] of its options; per item: the log-probability of
+    its prompt's trailing whitespace token, 0 where the prompt does not end in whitespace)."""
     prompts = [prompt_ids(tok, item.cloze_prompt()) for item in items]
-    trailing = [lm_eval_whitespace and not tok.decode([p[-1]]).strip() for p in prompts]
+    trailing = [not tok.decode([p[-1]]).strip() for p in prompts]
+    leads: list = [0.0] * len(items)
     options = [[reply_ids(tok, str(o).strip()) for o in item.options] for item in items]
     results: list = [None] * len(items)
     with autocast(device, precision):
@@ -162,11 +172,11 @@ def cloze_scores(model, tok, items: list[MCItem], device: str, precision: str, b
                                                [o for i in batch for o in options[i]], _pad_id(tok), device)
             k = 0
             for b, i in enumerate(batch):
-                extra = lead[b].item() if trailing[i] else 0.0
-                results[i] = [(totals[k + j] + extra, lengths[k + j]) if lengths[k + j] else (-math.inf, 0)
+                leads[i] = lead[b].item() if trailing[i] else 0.0
+                results[i] = [(totals[k + j], lengths[k + j]) if lengths[k + j] else (-math.inf, 0)
                               for j in range(len(options[i]))]
                 k += len(options[i])
-    return results
+    return results, leads
 
 
 def _normalised(scored: list[tuple[float, int]], item: MCItem, norm: Norm) -> list[float]:
@@ -177,21 +187,26 @@ def _normalised(scored: list[tuple[float, int]], item: MCItem, norm: Norm) -> li
     return [total for total, _ in scored]
 
 
-def _outcome(values: list[float], answer: int) -> dict:
-    """One multiple-choice item: the chosen option, the gold option's value and its margin over the best
-    wrong option (positive: answered correctly)."""
+def _outcome(values: list[float], answer: int, gold: float) -> dict:
+    """One multiple-choice item: the chosen option (the highest value), the gold option's mean log-probability
+    per token (`gold`) and the gold value's margin over the best wrong option (positive: answered correctly)."""
     choice = max(range(len(values)), key=values.__getitem__)
     wrong = max(v for j, v in enumerate(values) if j != answer)
-    return {"choice": choice, "gold": values[answer], "margin": values[answer] - wrong}
+    return {"choice": choice, "gold": gold, "margin": values[answer] - wrong}
 
 
 def cloze_outcomes(model, tok, items: list[MCItem], device: str, precision: str, norm: Norm = "token",
                    batch_size: int = MC_BATCH) -> list[dict]:
-    """Per item: the chosen option (the highest log-probability, normalised by `norm`), the gold option's
-    normalised log-probability and its margin over the best wrong option. norm 'char' and 'none' count the
-    prompt's trailing whitespace as lm-eval does, so they are its acc_norm and acc."""
-    scored = cloze_scores(model, tok, items, device, precision, batch_size, lm_eval_whitespace=norm != "token")
-    return [_outcome(_normalised(s, item, norm), item.answer) for s, item in zip(scored, items)]
+    """Per item: the chosen option (the highest log-probability, normalised by `norm`), the gold option's mean
+    log-probability per token and its normalised margin over the best wrong option. norm 'char' and 'none'
+    count the prompt's trailing whitespace as lm-eval does, so they are its acc_norm and acc."""
+    scored, leads = _cloze_totals(model, tok, items, device, precision, batch_size)
+    out = []
+    for options, lead, item in zip(scored, leads, items):
+        chosen = options if norm == "token" else [(total + lead, n) for total, n in options]
+        total, n = options[item.answer]
+        out.append(_outcome(_normalised(chosen, item, norm), item.answer, total / n if n else -math.inf))
+    return out
 
 
 def cloze_choices(model, tok, items: list[MCItem], device: str, precision: str, norm: Norm = "token",
@@ -226,7 +241,7 @@ def letter_outcomes(model, tok, items: list[MCItem], device: str, precision: str
                     batch_size: int = MC_BATCH) -> list[dict]:
     """Per item: the letter with the highest next-token probability, the gold letter's log-probability
     and its margin over the best wrong letter."""
-    return [_outcome(lp, item.answer)
+    return [_outcome(lp, item.answer, lp[item.answer])
             for lp, item in zip(letter_logprobs(model, tok, items, device, precision, batch_size), items)]
 
 

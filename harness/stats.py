@@ -27,30 +27,34 @@ from . import metrics
 REPLICATES = 2000
 ALPHA = 0.05
 SEED = 0  # the bootstrap's draws are fixed: a board rebuilt from the same runs gives the same intervals
-BOOTSTRAPPED = ("overall", "bwt", "fwt", "plasticity", "transfer", "general")
+BOOTSTRAPPED = ("overall", "bwt", "fwt", "plasticity", "transfer", "general", "lp_bwt", "lp_plasticity",
+                "lp_forgetting")
+CONTINUOUS = ("gold_logprob", "reference_logprob")  # per-item log-probability of the gold answer (MC, code)
 
 
 def _views(run: dict) -> dict | None:
-    """{(task, view): (uids, outcomes [stages, items] of 0/1)} of the views the bootstrapped metrics read,
-    or None when a stage lacks per-item records or a view's items change between stages."""
+    """{(task, view): (uids, outcomes [stages, items] of 0/1, log-probabilities [stages, items] or None)} of the
+    views the bootstrapped metrics read, or None when a stage lacks per-item records or a view's items change
+    between stages."""
     tasks, stages = list(run["spec"]["stream"]), run["stages"]
     wanted = [("scores", t, v) for t in tasks for v in ("recall", "transfer")]
     if "general" in stages[0].get("probes", {}):
         wanted.append(("probes", "general", "heldout"))
     out = {}
     for group, task, view in wanted:
-        rows, uids = [], None
+        rows, logprobs, uids = [], [], None
         for stage in stages:
             items = ((stage.get(group) or {}).get(task) or {}).get(view, {}).get("items")
-            if not isinstance(items, dict) or "correct" not in items:
-                return None
-            if uids is not None and items["uid"] != uids:
+            outcome = next((k for k in ("correct", "passed") if k in (items or {})), None)
+            if outcome is None or (uids is not None and items["uid"] != uids):
                 return None
             uids = items["uid"]
-            rows.append(items["correct"])
+            rows.append(items[outcome])
+            logprobs.append(next((items[k] for k in CONTINUOUS if k in items), None))
         if not uids:
             return None
-        out[(task, view)] = (tuple(uids), np.asarray(rows, dtype=np.float64))
+        continuous = None if any(lp is None for lp in logprobs) else np.asarray(logprobs, dtype=np.float64)
+        out[(task, view)] = (tuple(uids), np.asarray(rows, dtype=np.float64), continuous)
     return out
 
 
@@ -58,8 +62,8 @@ def _run_replicates(run: dict, views: dict, draws: dict) -> dict:
     """{metric: [B] replicates} of one run under the section's item draws."""
     tasks = list(run["spec"]["stream"])
 
-    def resampled(task, view):  # [stages][B]: the view's accuracy after each stage on each replicate's items
-        return [row[draws[(task, view)]].mean(axis=1) for row in views[(task, view)][1]]
+    def resampled(task, view, column=1):  # [stages][B]: the view's mean after each stage on each replicate's items
+        return [row[draws[(task, view)]].mean(axis=1) for row in views[(task, view)][column]]
 
     out = {}
     for view, keys in (("recall", ("overall", "bwt", "fwt", "plasticity")), ("transfer", ("transfer",))):
@@ -72,6 +76,10 @@ def _run_replicates(run: dict, views: dict, draws: dict) -> dict:
         out.update({k: summary[k] for k in keys if summary[k] is not None})
     if ("general", "heldout") in views:
         out["general"] = resampled("general", "heldout")[-1]
+    if all(views[(t, "recall")][2] is not None for t in tasks):
+        per_task = [resampled(t, "recall", column=2) for t in tasks]
+        L = [[per_task[k][s] for k in range(len(tasks))] for s in range(len(run["stages"]))]
+        out.update({key: value for key, value in metrics.logprob_summary(L).items() if value is not None})
     return out
 
 
@@ -84,8 +92,8 @@ def bootstrap(groups: dict[str, list[dict]], replicates: int = REPLICATES) -> di
     views = [_views(r) for r in runs]
     if any(v is None for v in views):
         return None
-    shared = {key: uids for key, (uids, _) in views[0].items()}
-    if any({key: uids for key, (uids, _) in v.items()} != shared for v in views[1:]):
+    shared = {key: uids for key, (uids, _, _) in views[0].items()}
+    if any({key: uids for key, (uids, _, _) in v.items()} != shared for v in views[1:]):
         return None
     rng = np.random.default_rng(SEED)
     draws = {key: rng.integers(0, len(uids), size=(replicates, len(uids))) for key, uids in sorted(shared.items())}

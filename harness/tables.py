@@ -11,7 +11,7 @@ import html
 import io
 from pathlib import Path
 
-from .leaderboard import CI_LEVEL, COLUMNS, cost_key
+from .leaderboard import CI_LEVEL, COLUMNS, COSTS, cost_key
 from .provenance import SCORE_PACKAGES
 from .store import write_text_atomic
 
@@ -23,9 +23,10 @@ NOTE = ("Each value: the mean over a method's finished runs (seeds and task orde
         "share a rank; without per-item records, 1 + the methods with a higher mean. OP vs full: the paired "
         "difference from full fine-tuning, its interval and Holm-corrected p, marked 'sig.' below 0.05. "
         "OP/BWT/FWT/plasticity on recall (learned items asked again), Transfer OP on held-out items. "
-        "Pareto (*): no other row has higher-or-equal OP at lower-or-equal compute hours (GPU-hours, or CPU-hours "
-        "where no row has GPU-hours). Only runs of the same protocol and package versions are ranked together.")
-SHORT = {"gpu_hours", "cpu_hours", "trainable_share"}
+        "Pareto (*): no other row has higher-or-equal OP at lower-or-equal training cost: the estimated training "
+        "TFLOPs, tokens x (4 x all parameters + 2 x trainable ones), a count that timing noise cannot move (hours "
+        "beside it; runs without the counts use GPU-hours, else CPU-hours). Only runs of the same protocol and package versions are ranked together.")
+SHORT = {"gpu_hours", "cpu_hours", "train_tflops", "trainable_share"}
 
 
 def _num(key: str, x: float | None, signed: bool) -> str:
@@ -68,7 +69,7 @@ def _pareto(row: dict) -> str:
 
 
 def _title(section: dict) -> str:
-    key, cost = section["key"][:16], {"gpu_hours": "GPU-hours", "cpu_hours": "CPU-hours"}[cost_key(section["rows"])]
+    key, cost = section["key"][:16], COSTS[cost_key(section["rows"])]
     kind = "Ranked protocol" if section["reason"] is None else "Protocol (not ranked with the first)"
     return f"{kind} {key}; Pareto: OP vs {cost}"
 

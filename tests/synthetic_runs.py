@@ -4,7 +4,8 @@
 (row 0 the base model), which `harness.validate` accepts and `Store.save_run` stores. They are
 schema_version 1 files (no per-item records), which clbench still reads, unless `items` is given: then
 each view of schema 2 holds `items` correct answers of which the first round(score * items) are right
-(the same items at every stage), and its score is their mean.
+(the same items at every stage), and its score is their mean; a right answer's gold log-probability is
+-0.5, a wrong one's -2.0.
 synthetic_metrics: what the run claims to have measured beyond accuracy (see use_stored_metrics)."""
 from harness.spec import RunSpec, content_hash
 
@@ -34,7 +35,9 @@ def synthetic_run(label, seed, R, *, method="full", model="tiny", status="finish
                     right = round(view["score"] * items)
                     view.update(score=right / items, n=items, items={
                         "uid": [f"{name}/{k}" for k in range(items)], "correct": [int(k < right) for k in range(items)],
-                        "gold_logprob": [-1.0] * items, "margin": [1.0 if k < right else -1.0 for k in range(items)]})
+                        "gold_logprob": [-0.5 if k < right else -2.0 for k in range(items)],
+                        "margin": [1.0 if k < right else -1.0 for k in range(items)]})
+                    view["gold_logprob"] = sum(view["items"]["gold_logprob"]) / items
     return {"schema_version": 2 if items else 1, "run_id": spec.run_id, "sweep": sweep, "spec": spec.as_dict(),
             "status": status, "error": None if status == "finished" else "boom", "traceback": None,
             "stages": stages, "device": device, "precision": "fp32",

@@ -63,6 +63,8 @@ def test_tiny_sweep_end_to_end(tmp_path, data_dir):
 
     board = (results / "leaderboard.md").read_text()
     assert "| full |" in board and "| lora |" in board
+    full_row = next(line for line in board.splitlines() if "| full |" in line)
+    assert "1 !" in full_row and "0." in full_row and " [" in full_row  # one seed, yet bootstrap intervals
 
     again = clbench("run", "--preset", "tiny", "--results", str(results), "--data", str(data_dir))
     assert again.returncode == 0

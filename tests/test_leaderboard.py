@@ -274,3 +274,28 @@ def test_cli_writes_every_format(board, tmp_path):
     assert out.returncode == 0, out.stderr
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [
         "leaderboard.csv", "leaderboard.html", "leaderboard.md", "leaderboard.tex"]
+
+
+def test_one_label_over_two_methods_makes_two_rows_not_two_seeds(monkeypatch):
+    """#14: a config entry {method: freeze, label: full} must not merge into full's row as a second seed."""
+    use_stored_metrics(monkeypatch)
+    runs = [synthetic_run("full", 0, _R([0.5, 0.7])), synthetic_run("full", 1, _R([0.4, 0.4]), method="freeze")]
+    table = leaderboard.sections(runs)[0]["rows"]
+    assert sorted((r["label"].split(" [")[0], r["method"], r["seeds"]) for r in table) == \
+        [("full", "freeze", 1), ("full", "full", 1)]
+    assert all(r["label"].startswith("full [") for r in table)
+
+
+def test_pareto_uses_the_estimated_training_flops_not_wall_time(monkeypatch):
+    """#14: wall time on a shared machine varies more between days than between methods."""
+    use_stored_metrics(monkeypatch)
+    runs = [synthetic_run("full", 0, _R([0.5, 0.7]), synthetic_metrics={"cpu_hours": 0.1}),
+            synthetic_run("lora", 0, _R([0.4, 0.5]), method="lora", synthetic_metrics={"cpu_hours": 0.5})]
+    for run, trainable in zip(runs, (100, 1)):
+        run.update(total_params=100, trainable_params=trainable, compute={"train_tokens": 1e9})
+    table = leaderboard.sections(runs)[0]["rows"]
+    by = {r["label"]: r for r in table}
+    assert by["full"]["train_tflops"] == pytest.approx(1e9 * (400 + 200) / 1e12)
+    assert by["lora"]["train_tflops"] == pytest.approx(1e9 * (400 + 2) / 1e12)
+    assert leaderboard.cost_key(table) == "train_tflops"
+    assert by["full"]["pareto"] and by["lora"]["pareto"]  # lora is cheaper by count, though slower by the clock

@@ -52,3 +52,20 @@ def test_matrix_reads_stored_stage_records():
                           "c": {"recall": {"score": R[s][2]}}}} for s in range(4)]
     assert metrics.matrix(stages, ["a", "b", "c"]) == R
     assert metrics.summary(stages, ["a", "b", "c"])["bwt"] == pytest.approx(-0.40)
+
+
+def test_mean_forgetting_and_the_logprob_summary_by_hand():
+    import numpy as np
+
+    from harness import metrics
+
+    L = [[-3.0, -3.0, -3.0], [-1.0, -3.0, -3.0], [-1.5, -0.5, -3.0], [-2.5, -1.0, -0.4]]
+    # task 0: best after learning it -1.0, final -2.5 -> 1.5; task 1: best -0.5, final -1.0 -> 0.5
+    assert metrics.mean_forgetting(L) == pytest.approx(1.0)
+    assert metrics.logprob_summary(L) == pytest.approx({"lp_bwt": ((-2.5 + 1.0) + (-1.0 + 0.5)) / 2,
+                                                        "lp_plasticity": (2.0 + 2.5 + 2.6) / 3, "lp_forgetting": 1.0})
+    # the same on arrays of bootstrap replicates, element by element
+    arrays = [[np.array([x, x + 1.0]) for x in row] for row in L]
+    shifted = [[x + 1.0 for x in row] for row in L]
+    assert metrics.mean_forgetting(arrays).tolist() == pytest.approx([metrics.mean_forgetting(L),
+                                                                      metrics.mean_forgetting(shifted)])

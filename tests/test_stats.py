@@ -77,3 +77,11 @@ def test_the_board_shows_intervals_rank_bands_and_the_difference_from_full():
     assert "0.750 [" in keeps and ", sig." in keeps and "1 !" in keeps
     twin = next(line for line in md.splitlines() if "| twin |" in line)
     assert twin.startswith("| 2 | twin |") and "p 1" in twin and "sig." not in twin
+
+
+def test_forgetting_on_the_log_probability_view_gets_an_interval_that_excludes_zero():
+    full = synthetic_run("full", 0, _R([0.25, 0.75]), items=N)  # task 0 learned (0.75), then forgotten (0.25)
+    reps = stats.bootstrap({"full": [full]})
+    lo, hi = stats.interval(reps["full"]["lp_forgetting"])
+    assert 0 < lo <= 0.5 * 1.5 <= hi  # the point value: half the items fell from -0.5 to -2.0 nats
+    assert leaderboard.rows([full])[0]["lp_forgetting"] == pytest.approx(0.75)
