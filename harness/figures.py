@@ -24,7 +24,7 @@ OKABE_ITO = ["#E69F00", "#56B4E9", "#009E73", "#D55E00", "#0072B2", "#CC79A7", "
 MARKERS = "osD^vP*X"
 # name -> (width, height) in inches; a PNG is width*DPI x height*DPI pixels
 FIGURES = {"accuracy_matrices": (FULL, 4.2), "forgetting_curves": (FULL, 2.4), "stability_plasticity": (COLUMN, 2.8),
-           "retention_repetition": (FULL, 2.4), "cost_vs_op": (COLUMN, 2.8)}
+           "retention_repetition": (FULL, 2.4), "cost_vs_score": (COLUMN, 2.8)}
 STYLE = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "xtick.labelsize": 7, "ytick.labelsize": 7,
          "legend.fontsize": 6.5, "axes.prop_cycle": matplotlib.cycler(color=OKABE_ITO), "text.parse_math": False,
          "axes.spines.top": False, "axes.spines.right": False, "pdf.fonttype": 42, "savefig.dpi": DPI}
@@ -161,29 +161,41 @@ def retention_repetition(table, out, notes):
             notes.append(f"retention_repetition: {key} measured in no run; its panel says so")
             ax.text(0.5, 0.5, f"{name}: not measured", ha="center", va="center", transform=ax.transAxes)
         for x, (i, r) in enumerate(rows):
-            ax.errorbar(x, r[key], yerr=r["ci"][key] or 0, fmt=_look(i)["marker"], color=_look(i)["color"], capsize=2)
+            ax.errorbar(x, r[key], yerr=_err(r, key), fmt=_look(i)["marker"], color=_look(i)["color"], capsize=2)
         ax.set_xticks(range(len(rows)), [r["label"] for _, r in rows], rotation=30, ha="right")
         ax.set_ylabel(name)
     return _save(fig, out, "retention_repetition")
 
 
-def cost_vs_op(table, out, notes):
-    cost = cost_key(table)
-    rows = [(i, r) for i, r in enumerate(table) if r[cost] is not None and r["overall"] is not None]
+def _err(row: dict, key: str):
+    """Error-bar extents of a row's value: its bootstrap interval (asymmetric) where it has one, else the
+    Student-t half-width over runs, else none."""
+    if key in row["interval"] and row[key] is not None:
+        lo, hi = row["interval"][key]
+        return [[max(0.0, row[key] - lo)], [max(0.0, hi - row[key])]]
+    return row["ci"][key] or 0
+
+
+SCORE_NAME = {"headline": "headline (nats per token)", "overall": "overall performance (OP)"}
+
+
+def cost_vs_score(table, out, notes):
+    cost, key = cost_key(table), table[0]["ranked_by"]
+    rows = [(i, r) for i, r in enumerate(table) if r[cost] is not None and r[key] is not None]
     if not rows:
-        notes.append("cost_vs_op: skipped, no run measured GPU-hours or CPU-hours")
+        notes.append("cost_vs_score: skipped, no run measured GPU-hours or CPU-hours")
         return []
-    fig, axes = _new("cost_vs_op", legend_entries=len(rows) + 1)
+    fig, axes = _new("cost_vs_score", legend_entries=len(rows) + 1)
     ax = axes[0, 0]
     for i, r in rows:
-        ax.errorbar(r[cost], r["overall"], xerr=r["ci"][cost] or 0, yerr=r["ci"]["overall"] or 0, label=r["label"],
+        ax.errorbar(r[cost], r[key], xerr=_err(r, cost), yerr=_err(r, key), label=r["label"],
                     fmt=_look(i)["marker"], color=_look(i)["color"], capsize=2, ms=4)
-    front = sorted((r[cost], r["overall"]) for _, r in rows if r["pareto"])
+    front = sorted((r[cost], r[key]) for _, r in rows if r["pareto"])
     ax.plot(*zip(*front), color="0.4", lw=0.8, ls="--", label="Pareto front", drawstyle="steps-post")
     ax.set_xlabel(COST_NAME[cost])
-    ax.set_ylabel("overall performance (OP)")
-    _legend_below(fig, ax, "cost_vs_op")
-    return _save(fig, out, "cost_vs_op")
+    ax.set_ylabel(SCORE_NAME[key])
+    _legend_below(fig, ax, "cost_vs_score")
+    return _save(fig, out, "cost_vs_score")
 
 
 def write(results_dir, out_dir=None) -> tuple[list[Path], list[str]]:
@@ -206,5 +218,5 @@ def write(results_dir, out_dir=None) -> tuple[list[Path], list[str]]:
         paths += forgetting_curves(table, mats, tasks, out)
         paths += stability_plasticity(table, out, notes)
         paths += retention_repetition(table, out, notes)
-        paths += cost_vs_op(table, out, notes)
+        paths += cost_vs_score(table, out, notes)
     return paths, notes

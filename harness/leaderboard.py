@@ -21,7 +21,9 @@ from .spec import RunSpec, content_hash
 from .store import Store
 
 # (key of run_metrics.run_row, column header, shown with a sign)
-COLUMNS = [("overall", "OP", False), ("bwt", "BWT", True), ("fwt", "FWT", True), ("plasticity", "Plasticity", True),
+COLUMNS = [("headline", "Headline", True), ("lp_gain", "Domain gain (log-prob)", True),
+           ("instruct_change", "Instruct change (log-prob)", True),
+           ("overall", "OP", False), ("bwt", "BWT", True), ("fwt", "FWT", True), ("plasticity", "Plasticity", True),
            ("lp_forgetting", "Forgetting (log-prob)", True), ("lp_bwt", "BWT (log-prob)", True),
            ("lp_plasticity", "Plasticity (log-prob)", True),
            ("transfer", "Transfer OP", False), ("general", "General probe", False),
@@ -76,7 +78,8 @@ def _info(group: list[dict]) -> dict:
     return {"description": info.get("description", ""), "citation": info.get("citation", "")}
 
 
-HEADLINE = "overall"  # the metric rows are ranked by
+HEADLINE = "headline"  # the metric rows are ranked by (harness.metrics.headline) ...
+FALLBACK = "overall"  # ... or, in a section whose runs lack per-item log-probabilities (schema 1), OP
 REFERENCE = "full"  # the method every other is compared with (sequential full fine-tuning, the forgetting baseline)
 
 
@@ -117,23 +120,31 @@ def rows(runs: list[dict]) -> list[dict]:
         if reps and label in reps:
             row["interval"] = {key: stats.interval(values) for key, values in reps[label].items()}
         out.append(row)
-    out.sort(key=lambda r: (r[HEADLINE] is None, -(r[HEADLINE] or 0), r["label"]))
-    _rank(out, reps)
-    _mark_pareto(out)
+    key = ranking_key(out)
+    out.sort(key=lambda r: (r[key] is None, -(r[key] or 0), r["label"]))
+    _rank(out, reps, key)
+    _mark_pareto(out, key)
     return out
 
 
-def _rank(table: list[dict], reps: dict | None) -> None:
-    bands = stats.rank_bands(reps, HEADLINE) if reps else {}
-    reference = next((r["label"] for r in table if r["method"] == REFERENCE and r["label"] in (reps or {})), None)
-    versus = stats.compare(reps, HEADLINE, reference) if reference else {}
+def ranking_key(table: list[dict]) -> str:
+    """HEADLINE where any row has it, else FALLBACK."""
+    return HEADLINE if any(r.get(HEADLINE) is not None for r in table) else FALLBACK
+
+
+def _rank(table: list[dict], reps: dict | None, key: str) -> None:
+    usable = reps if reps and all(key in r for label, r in reps.items()) else None
+    bands = stats.rank_bands(usable, key) if usable else {}
+    reference = next((r["label"] for r in table if r["method"] == REFERENCE and r["label"] in (usable or {})), None)
+    versus = stats.compare(usable, key, reference) if reference else {}
     for row in table:
-        if row[HEADLINE] is None:
+        row["ranked_by"] = key
+        if row[key] is None:
             row["rank"] = None
         elif bands:
             row["rank"] = bands.get(row["label"])
         else:
-            row["rank"] = 1 + sum(o[HEADLINE] is not None and o[HEADLINE] > row[HEADLINE] for o in table)
+            row["rank"] = 1 + sum(o[key] is not None and o[key] > row[key] for o in table)
         row["vs_reference"] = versus.get(row["label"]) and {"reference": reference, **versus[row["label"]]}
 
 
@@ -149,16 +160,16 @@ def cost_key(table: list[dict]) -> str:
     return "gpu_hours" if any(r["gpu_hours"] is not None for r in table) else "cpu_hours"
 
 
-def _mark_pareto(table: list[dict]) -> None:
-    """row['pareto']: True when no other row has OP >= and cost <= with one strictly better;
-    None when the row lacks OP or the cost."""
+def _mark_pareto(table: list[dict], key: str) -> None:
+    """row['pareto']: True when no other row has the ranked score `key` >= and cost <= with one strictly
+    better; None when the row lacks the score or the cost."""
     cost = cost_key(table)
-    points = [r for r in table if r["overall"] is not None and r[cost] is not None]
+    points = [r for r in table if r[key] is not None and r[cost] is not None]
     for r in table:
         r["pareto"] = None
     for r in points:
-        r["pareto"] = not any(o["overall"] >= r["overall"] and o[cost] <= r[cost]
-                              and (o["overall"] > r["overall"] or o[cost] < r[cost]) for o in points)
+        r["pareto"] = not any(o[key] >= r[key] and o[cost] <= r[cost] and (o[key] > r[key] or o[cost] < r[cost])
+                              for o in points)
 
 
 def _protocol_fields(run: dict) -> dict:

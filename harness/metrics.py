@@ -94,6 +94,22 @@ def mean_forgetting(R):
     return _mean(per_task)
 
 
+def headline(L, G=None) -> dict:
+    """The headline score, in nats per token (higher is better): what the stream taught and the model kept,
+    plus what it did to general instruction following.
+        lp_gain          = mean_i (L[T][i] - L[0][i])   the gold answers' log-probability gained on every
+                           domain by the end of the stream: learning a domain raises it, forgetting it
+                           later takes it back (= plasticity + the later change, per domain)
+        instruct_change  = G[T] - G[0]                 G: the instruct probe's mean log-probability per
+                           token of held-out reference replies, never trained on
+        headline         = lp_gain + instruct_change    (lp_gain alone without an instruct probe)
+    Both terms are mean log-probabilities per token of reference text, so they add on one scale."""
+    _check(L)
+    gain = _mean(L[-1][k] - L[0][k] for k in range(len(L[0])))
+    change = None if G is None else G[-1] - G[0]
+    return {"lp_gain": gain, "instruct_change": change, "headline": gain if change is None else gain + change}
+
+
 def logprob_summary(L) -> dict:
     """BWT, plasticity and mean forgetting of the log-probability matrix L (nats per token)."""
     return {"lp_bwt": bwt(L), "lp_plasticity": plasticity(L), "lp_forgetting": mean_forgetting(L)}

@@ -2,6 +2,7 @@
 
 `run_row(run)` is the single place where a run file's stages become headline metrics; the
 leaderboard aggregates these over seeds. Keys (None where the run did not measure it):
+    headline, lp_gain, instruct_change          the ranking score and its two terms (harness.metrics.headline)
     overall, bwt, fwt, plasticity, forgetting   accuracy matrix on recall views (harness.metrics)
     lp_bwt, lp_plasticity, lp_forgetting         the same on the log-probability matrix L (recall views' gold
                                                  answers, nats per token; harness.metrics.logprob_matrix)
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 from . import metrics
 
-KEYS = ("overall", "bwt", "fwt", "plasticity", "lp_bwt", "lp_plasticity", "lp_forgetting", "transfer", "general", "general_retention", "general_retention_base",
+KEYS = ("headline", "lp_gain", "instruct_change", "overall", "bwt", "fwt", "plasticity", "lp_bwt", "lp_plasticity", "lp_forgetting", "transfer", "general", "general_retention", "general_retention_base",
         "stop_rate_change", "tail_repetition", "gpu_hours", "cpu_hours", "train_tflops", "trainable_share")
 
 
@@ -54,6 +55,8 @@ def run_row(run: dict) -> dict:
     L = metrics.logprob_matrix(stages, tasks, "recall")
     if L is not None:
         row.update(metrics.logprob_summary(L))
+        instruct = [st["probes"].get("instruct", {}).get("reference", {}).get("mean_logprob") for st in stages]
+        row.update(metrics.headline(L, None if None in instruct else instruct))
     row["transfer"] = metrics.overall(metrics.matrix(stages, tasks, "transfer"))
     probes = stages[-1]["probes"]
     row["general"] = probes["general"]["heldout"]["score"] if "general" in probes else None

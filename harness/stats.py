@@ -27,9 +27,9 @@ from . import metrics
 REPLICATES = 2000
 ALPHA = 0.05
 SEED = 0  # the bootstrap's draws are fixed: a board rebuilt from the same runs gives the same intervals
-BOOTSTRAPPED = ("overall", "bwt", "fwt", "plasticity", "transfer", "general", "lp_bwt", "lp_plasticity",
-                "lp_forgetting")
-CONTINUOUS = ("gold_logprob", "reference_logprob")  # per-item log-probability of the gold answer (MC, code)
+BOOTSTRAPPED = ("headline", "lp_gain", "instruct_change", "overall", "bwt", "fwt", "plasticity", "transfer", "general",
+                "lp_bwt", "lp_plasticity", "lp_forgetting")
+CONTINUOUS = ("gold_logprob", "reference_logprob", "logprob")  # per-item log-probability (MC, code, instruct)
 
 
 def _views(run: dict) -> dict | None:
@@ -38,18 +38,21 @@ def _views(run: dict) -> dict | None:
     between stages."""
     tasks, stages = list(run["spec"]["stream"]), run["stages"]
     wanted = [("scores", t, v) for t in tasks for v in ("recall", "transfer")]
-    if "general" in stages[0].get("probes", {}):
-        wanted.append(("probes", "general", "heldout"))
+    for probe, view in (("general", "heldout"), ("instruct", "reference")):
+        if probe in stages[0].get("probes", {}):
+            wanted.append(("probes", probe, view))
     out = {}
     for group, task, view in wanted:
         rows, logprobs, uids = [], [], None
         for stage in stages:
             items = ((stage.get(group) or {}).get(task) or {}).get(view, {}).get("items")
-            outcome = next((k for k in ("correct", "passed") if k in (items or {})), None)
-            if outcome is None or (uids is not None and items["uid"] != uids):
+            if not isinstance(items, dict) or (uids is not None and items.get("uid") != uids):
+                return None
+            outcome = next((k for k in ("correct", "passed") if k in items), None)
+            if outcome is None and task != "instruct":  # the instruct probe has log-probabilities only
                 return None
             uids = items["uid"]
-            rows.append(items[outcome])
+            rows.append(items[outcome] if outcome else [0] * len(uids))
             logprobs.append(next((items[k] for k in CONTINUOUS if k in items), None))
         if not uids:
             return None
@@ -80,6 +83,8 @@ def _run_replicates(run: dict, views: dict, draws: dict) -> dict:
         per_task = [resampled(t, "recall", column=2) for t in tasks]
         L = [[per_task[k][s] for k in range(len(tasks))] for s in range(len(run["stages"]))]
         out.update({key: value for key, value in metrics.logprob_summary(L).items() if value is not None})
+        G = resampled("instruct", "reference", column=2) if ("instruct", "reference") in views else None
+        out.update(metrics.headline(L, G))
     return out
 
 

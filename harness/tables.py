@@ -15,17 +15,23 @@ from .leaderboard import CI_LEVEL, COLUMNS, COSTS, cost_key
 from .provenance import SCORE_PACKAGES
 from .store import write_text_atomic
 
-NOTE = ("Each value: the mean over a method's finished runs (seeds and task orders) with its 95% interval. "
-        "[lo, hi]: percentile bootstrap over the items of every task view and over the runs (harness.stats), so "
-        "a single run has one too; ± h: Student-t over runs only, where runs lack per-item records (schema 1) "
-        "or for costs (none for a single run, marked !). Rank: 1 + the number of methods significantly better "
-        "on OP (paired bootstrap on the same items, Holm-corrected), so methods that cannot be told apart "
-        "share a rank; without per-item records, 1 + the methods with a higher mean. OP vs full: the paired "
-        "difference from full fine-tuning, its interval and Holm-corrected p, marked 'sig.' below 0.05. "
-        "OP/BWT/FWT/plasticity on recall (learned items asked again), Transfer OP on held-out items. "
-        "Pareto (*): no other row has higher-or-equal OP at lower-or-equal training cost: the estimated training "
-        "TFLOPs, tokens x (4 x all parameters + 2 x trainable ones), a count that timing noise cannot move (hours "
-        "beside it; runs without the counts use GPU-hours, else CPU-hours). Only runs of the same protocol and package versions are ranked together.")
+NOTE = ("Rows are ranked by Headline = Domain gain + Instruct change, in nats per token (higher is better): "
+        "Domain gain is the mean over the stream's domains of the gold answers' log-probability per token after "
+        "the last stage minus before the first (what was learned and kept), Instruct change the same for held-out "
+        "instruction replies (general ability); a section whose runs lack per-item log-probabilities (result "
+        "schema 1) is ranked by OP. Each value: the mean over a method's finished runs (seeds and task orders) "
+        "with its 95% interval. [lo, hi]: percentile bootstrap over the items of every task view and over the "
+        "runs (harness.stats), so a single run has one too; ± h: Student-t over runs only, where runs lack "
+        "per-item records or for costs (none for a single run, marked !). Rank: 1 + the number of methods "
+        "significantly better on the ranked score (paired bootstrap on the same items, Holm-corrected), so "
+        "methods that cannot be told apart share a rank; without per-item records, 1 + the methods with a "
+        "higher mean. vs full: the paired difference of the ranked score from full fine-tuning, its interval "
+        "and Holm-corrected p, 'sig.' below 0.05. OP/BWT/FWT/plasticity: accuracy on recall (learned items "
+        "asked again); the log-prob columns: the same on the gold answers' log-probability per token; "
+        "Transfer OP on held-out items. Pareto (*): no other row has a higher-or-equal ranked score at "
+        "lower-or-equal training cost: the estimated training TFLOPs, tokens x (4 x all parameters + 2 x "
+        "trainable ones), a count that timing noise cannot move (hours beside it; runs without the counts use "
+        "GPU-hours, else CPU-hours). Only runs of the same protocol and package versions are ranked together.")
 SHORT = {"gpu_hours", "cpu_hours", "train_tflops", "trainable_share"}
 
 
@@ -47,7 +53,7 @@ def _value(row: dict, key: str, signed: bool, pm: str = " ± ") -> str:
 
 
 def _versus(row: dict) -> str:
-    """The row's paired difference from the reference row on OP, with its interval and Holm-corrected p."""
+    """The row's paired difference from the reference row on the ranked score, its interval and Holm-corrected p."""
     v = row["vs_reference"]
     if not v:
         return "–"
@@ -71,7 +77,8 @@ def _pareto(row: dict) -> str:
 def _title(section: dict) -> str:
     key, cost = section["key"][:16], COSTS[cost_key(section["rows"])]
     kind = "Ranked protocol" if section["reason"] is None else "Protocol (not ranked with the first)"
-    return f"{kind} {key}; Pareto: OP vs {cost}"
+    ranked = {"headline": "Headline", "overall": "OP"}[section["rows"][0]["ranked_by"]] if section["rows"] else "OP"
+    return f"{kind} {key}; ranked by {ranked}; Pareto: {ranked} vs {cost}"
 
 
 def stack_line(section: dict) -> str:
@@ -84,7 +91,7 @@ def _header_line(header: dict, escape) -> str:
             f"hardware: {escape('; '.join(header['hardware']) or '–')}; {header['runs']} run files.")
 
 
-HEADERS = ["Rank", "Method", *[name for _, name, _ in COLUMNS], "OP vs full", "Seeds", "Pareto", "Status"]
+HEADERS = ["Rank", "Method", *[name for _, name, _ in COLUMNS], "vs full", "Seeds", "Pareto", "Status"]
 
 
 # Markdown --------------------------------------------------------------------------------------
@@ -134,7 +141,7 @@ def csv_text(sections: list[dict], header: dict) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["protocol", "ranked", "reason", "rank", "label", "method",
                 *[c for k, _, _ in COLUMNS for c in (k, f"{k}_ci95", f"{k}_lo", f"{k}_hi")],
-                "op_vs_full_lo", "op_vs_full_hi", "op_vs_full_p_holm", "op_vs_full_significant",
+                "vs_full_lo", "vs_full_hi", "vs_full_p_holm", "vs_full_significant",
                 "seeds", "failed", "unfinished", "pareto", "description", "citation",
                 *[f"{name}_version" for name in SCORE_PACKAGES]])
     for section in sections:

@@ -42,7 +42,7 @@ def test_unmeasured_figures_are_skipped_with_a_note(tmp_path, monkeypatch, capsy
     results = _store(tmp_path / "results", measured=False)
     assert cli.main(["figures", "--results", str(results), "--out", str(tmp_path / "fig")]) == 0
     out = capsys.readouterr().out
-    assert "note: retention_repetition: skipped" in out and "note: cost_vs_op: skipped" in out
+    assert "note: retention_repetition: skipped" in out and "note: cost_vs_score: skipped" in out
     assert "note: stability_plasticity: no run measured GPU-hours or CPU-hours" in out
     written = sorted(p.stem for p in (tmp_path / "fig").glob("*.png"))
     assert written == ["accuracy_matrices", "forgetting_curves", "stability_plasticity"]
@@ -72,6 +72,6 @@ def test_many_methods_get_legends_below_and_taller_figures(tmp_path, monkeypatch
             "gpu_hours": 1.0 + i, "general_retention": 0.9, "tail_repetition": 0.1}))
     assert cli.main(["figures", "--results", str(tmp_path / "results"), "--out", str(tmp_path / "fig")]) == 0
     assert not [w for w in recwarn if "constrained_layout" in str(w.message)]
-    for name in ("forgetting_curves", "stability_plasticity", "cost_vs_op"):
+    for name in ("forgetting_curves", "stability_plasticity", "cost_vs_score"):
         with Image.open(tmp_path / "fig" / f"{name}.png") as im:
             assert im.size[1] > round(figures.FIGURES[name][1] * figures.DPI), name

@@ -152,7 +152,7 @@ def test_cpu_only_runs_rank_on_cpu_hours(monkeypatch):
     secs = leaderboard.sections(runs)
     assert leaderboard.cost_key(secs[0]["rows"]) == "cpu_hours"
     assert [(r["label"], r["pareto"], r["gpu_hours"]) for r in secs[0]["rows"]] == [("a", True, None), ("b", False, None)]
-    assert "Pareto: OP vs CPU-hours" in tables.markdown(secs, leaderboard.header(runs))
+    assert "ranked by OP; Pareto: OP vs CPU-hours" in tables.markdown(secs, leaderboard.header(runs))
 
 
 def test_csv_golden_and_formula_injection(board):

@@ -69,3 +69,14 @@ def test_mean_forgetting_and_the_logprob_summary_by_hand():
     shifted = [[x + 1.0 for x in row] for row in L]
     assert metrics.mean_forgetting(arrays).tolist() == pytest.approx([metrics.mean_forgetting(L),
                                                                       metrics.mean_forgetting(shifted)])
+
+
+def test_headline_is_the_domain_gain_kept_plus_the_instruct_change():
+    from harness import metrics
+
+    L = [[-3.0, -3.0], [-1.0, -3.0], [-2.0, -1.0]]  # task 0: learned to -1, fell back to -2; task 1: learned
+    assert metrics.headline(L, [-1.2, -1.3, -1.5]) == pytest.approx(
+        {"lp_gain": ((-2.0 + 3.0) + (-1.0 + 3.0)) / 2, "instruct_change": -0.3, "headline": 1.5 - 0.3})
+    assert metrics.headline(L) == pytest.approx({"lp_gain": 1.5, "instruct_change": None, "headline": 1.5})
+    forgot = [[-3.0, -3.0], [-1.0, -3.0], [-3.0, -1.0]]  # the same learning, task 0 forgotten entirely
+    assert metrics.headline(forgot)["headline"] < metrics.headline(L)["headline"]
