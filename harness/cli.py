@@ -45,6 +45,13 @@ def _figures(args) -> int:
     return 0
 
 
+def _power(args) -> int:
+    from .power import report
+
+    print(report(args.results, args.items, args.seeds))
+    return 0
+
+
 def _validate(args) -> int:
     from .validate import validate_dir
 
@@ -124,6 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
     fg.add_argument("--results", default="results")
     fg.add_argument("--out", help="output folder (default: <results>/figures)")
     fg.set_defaults(func=_figures)
+    pw = sub.add_parser("power", help="interval widths and minimum detectable differences for other item and seed "
+                                      "counts, from the stored per-item results")
+    pw.add_argument("--results", default="results")
+    pw.add_argument("--items", type=int, nargs="+", default=[8, 32, 128], help="items per view to project to")
+    pw.add_argument("--seeds", type=int, nargs="+", default=[1, 3, 5], help="runs per method to project to")
+    pw.set_defaults(func=_power)
     v = sub.add_parser("validate", help="check every stored run file and name the bad ones")
     v.add_argument("results", nargs="?", default="results")
     v.set_defaults(func=_validate)

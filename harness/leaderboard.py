@@ -83,7 +83,7 @@ FALLBACK = "overall"  # ... or, in a section whose runs lack per-item log-probab
 REFERENCE = "full"  # the method every other is compared with (sequential full fine-tuning, the forgetting baseline)
 
 
-def _groups(runs: list[dict]) -> dict[str, list[dict]]:
+def method_groups(runs: list[dict]) -> dict[str, list[dict]]:
     """Runs by (label, method, method config): one row each, named by its label, or, where one label covers
     several methods or configs (a config file reusing a name), by the label with the method and a hash of
     its config, so that different methods are never averaged as seeds of one."""
@@ -106,7 +106,7 @@ def rows(runs: list[dict]) -> list[dict]:
     rank: with per-item records, the rank band (1 + the methods significantly better on the headline metric);
     without, 1 + the rows with a strictly higher mean (ties share a rank). `vs_reference`: the paired difference
     from the `full` row on the headline metric, when there is one and per-item records."""
-    groups = _groups(runs)
+    groups = method_groups(runs)
     finished = {label: [r for r in group if r["status"] == "finished"] for label, group in groups.items()}
     reps = stats.bootstrap({label: group for label, group in finished.items() if group})
     out = []

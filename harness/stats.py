@@ -88,9 +88,9 @@ def _run_replicates(run: dict, views: dict, draws: dict) -> dict:
     return out
 
 
-def bootstrap(groups: dict[str, list[dict]], replicates: int = REPLICATES) -> dict[str, dict] | None:
-    """{label: {metric: [B] replicates}} for the finished runs of each label of one section; None when a
-    run lacks per-item records or the runs did not answer the same items."""
+def item_replicates(groups: dict[str, list[dict]], replicates: int = REPLICATES) -> dict[str, dict] | None:
+    """{label: {metric: [runs, B]}}: each run's metrics under the section's shared item draws (runs fixed);
+    None when a run lacks per-item records or the runs did not answer the same items."""
     runs = [r for group in groups.values() for r in group]
     if not runs:
         return None
@@ -105,14 +105,23 @@ def bootstrap(groups: dict[str, list[dict]], replicates: int = REPLICATES) -> di
     by_run = {id(r): _run_replicates(r, v, draws) for r, v in zip(runs, views)}
     out = {}
     for label, group in sorted(groups.items()):
-        picks = rng.integers(0, len(group), size=(replicates, len(group)))  # runs (seeds) drawn per replicate
-        out[label] = {}
-        for key in BOOTSTRAPPED:
-            per_run = [by_run[id(r)].get(key) for r in group]
-            if any(x is None for x in per_run):
-                continue
-            matrix = np.stack(per_run)  # [runs, B]
-            out[label][key] = matrix[picks.T, np.arange(replicates)].mean(axis=0)
+        per_key = {key: [by_run[id(r)].get(key) for r in group] for key in BOOTSTRAPPED}
+        out[label] = {key: np.stack(v) for key, v in per_key.items() if all(x is not None for x in v)}
+    return out
+
+
+def bootstrap(groups: dict[str, list[dict]], replicates: int = REPLICATES) -> dict[str, dict] | None:
+    """{label: {metric: [B] replicates}} for the finished runs of each label of one section, the items and
+    each label's runs redrawn; None when a run lacks per-item records or the runs did not answer the same
+    items."""
+    per_run = item_replicates(groups, replicates)
+    if per_run is None:
+        return None
+    rng = np.random.default_rng(SEED + 1)
+    out = {}
+    for label, metrics_of in per_run.items():
+        picks = rng.integers(0, len(groups[label]), size=(replicates, len(groups[label])))  # runs drawn per replicate
+        out[label] = {key: matrix[picks.T, np.arange(replicates)].mean(axis=0) for key, matrix in metrics_of.items()}
     return out
 
 

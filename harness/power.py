@@ -1,0 +1,108 @@
+"""How many items and seeds a protocol needs: variance components from stored per-item results.
+
+A method's value is the mean over its k runs, which all answer the same n items per view (`data_seed`
+fixes them), so its variance has two parts:
+
+    Var(n, k) = V_item * n0 / n  +  V_seed / k
+
+- V_item: the variance of the mean over the method's runs when only the items are redrawn (the
+  bootstrap of harness.stats with the runs fixed), measured at the stored n0 items per view; it shrinks
+  as 1/n when every view grows by the same factor.
+- V_seed: the sample variance of the metric across the method's runs (seeds, task orders); it needs two
+  runs. Where a method has one, the pooled V_seed of the methods that have several stands in for it;
+  where none has, the figures are lower bounds from the items alone, and say so.
+
+A paired difference from `full` takes V_item from the bootstrap of the difference itself (the two
+methods answered the same items, so their item errors partly cancel) and V_seed of both methods. The
+95% half-width is 1.96 sqrt(Var); the minimum detectable difference at alpha 0.05 (two-sided) with power
+0.8 is (1.96 + 0.84) sqrt(Var_diff).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import stats
+from .leaderboard import REFERENCE, method_groups, ranking_key, sections
+from .run_metrics import run_row
+from .store import Store
+
+Z_HALF, Z_POWER = 1.959964, 0.841621  # normal quantiles 0.975 and 0.8
+
+
+def components(runs: list[dict], key: str) -> dict | None:
+    """{label: {n0, runs, v_item, v_seed, diff_v_item}} for one section's finished runs; None without
+    per-item records."""
+    groups = {label: [r for r in g if r["status"] == "finished"] for label, g in method_groups(runs).items()}
+    groups = {label: g for label, g in groups.items() if g}
+    per_run = stats.item_replicates(groups)
+    if per_run is None:
+        return None
+    reference = next((label for label, g in groups.items() if g[0]["spec"]["method"] == REFERENCE), None)
+    means = {label: m[key].mean(axis=0) for label, m in per_run.items() if key in m}  # [B]: runs fixed
+    out = {}
+    for label, group in groups.items():
+        if label not in means:
+            continue
+        values = [run_row(r)[key] for r in group]
+        out[label] = {"n0": _items_per_view(group[0]), "runs": len(group), "v_item": float(np.var(means[label], ddof=1)),
+                      "v_seed": float(np.var(values, ddof=1)) if len(values) > 1 else None,
+                      "diff_v_item": (float(np.var(means[label] - means[reference], ddof=1))
+                                      if reference in means and label != reference else None)}
+    pooled = [c["v_seed"] for c in out.values() if c["v_seed"] is not None]
+    for c in out.values():
+        c["v_seed_used"] = c["v_seed"] if c["v_seed"] is not None else (float(np.mean(pooled)) if pooled else None)
+    return {"reference": reference if reference in out else None, "key": key, "methods": out}
+
+
+def _items_per_view(run: dict) -> int:
+    """Items of the first task's recall view: the n0 that item counts scale from."""
+    task = run["spec"]["stream"][0]
+    return run["stages"][0]["scores"][task]["recall"]["n"]
+
+
+def project(c: dict, reference: dict | None, n: int, k: int) -> dict:
+    """Half-width of one method's 95% interval and the minimum detectable difference from the reference at
+    n items per view and k runs; seed terms left out where unknown (then `lower_bound` is True)."""
+    scale = c["n0"] / n
+    seed = c["v_seed_used"]
+    var = c["v_item"] * scale + (seed / k if seed is not None else 0.0)
+    out = {"half_width": Z_HALF * math.sqrt(var), "mdd": None, "lower_bound": seed is None}
+    if reference is not None and c["diff_v_item"] is not None:
+        seeds = [s for s in (seed, reference["v_seed_used"]) if s is not None]
+        diff = c["diff_v_item"] * scale + sum(seeds) / k
+        out["mdd"] = (Z_HALF + Z_POWER) * math.sqrt(diff)
+        out["lower_bound"] = out["lower_bound"] or len(seeds) < 2
+    return out
+
+
+def report(results_dir, items: list[int], seeds: list[int]) -> str:
+    """The power table of the ranked section of a results folder, as text."""
+    secs = sections(Store(results_dir).runs())
+    if not secs:
+        return f"no runs in {results_dir}"
+    runs = secs[0]["runs"]
+    key = ranking_key(secs[0]["rows"])
+    c = components(runs, key)
+    if c is None:
+        return (f"{results_dir}: the ranked section's runs have no per-item records (result schema 1): "
+                "no power analysis; rerun them with this clbench")
+    ref = c["methods"].get(c["reference"]) if c["reference"] else None
+    lines = [f"power analysis of {key} ({len(runs)} runs; reference {c['reference'] or 'none'}): 95% interval "
+             f"half-width and minimum detectable difference from {REFERENCE} (alpha 0.05 two-sided, power 0.8)",
+             "method | stored items/view, runs | V_item | V_seed | " +
+             " | ".join(f"n={n}, k={k}: half-width / MDD" for n in items for k in seeds)]
+    for label, m in sorted(c["methods"].items()):
+        cells = []
+        for n in items:
+            for k in seeds:
+                p = project(m, ref, n, k)
+                mdd = "–" if p["mdd"] is None else f"{p['mdd']:.3g}"
+                cells.append(f"{p['half_width']:.3g} / {mdd}{' (≥)' if p['lower_bound'] else ''}")
+        v_seed = "–" if m["v_seed"] is None else f"{m['v_seed']:.3g}"
+        lines.append(f"{label} | {m['n0']}, {m['runs']} | {m['v_item']:.3g} | {v_seed} | " + " | ".join(cells))
+    if any(m["v_seed"] is None for m in c["methods"].values()):
+        lines.append("V_seed – : one run; the pooled V_seed of the methods with several stands in; (≥): no seed "
+                     "variance known at all, so the figure is a lower bound from the items alone")
+    return "\n".join(lines)

@@ -1,0 +1,61 @@
+"""`clbench power`: variance components from per-item results, projected to other item and seed counts (#14)."""
+import math
+
+import pytest
+from synthetic_runs import synthetic_run
+
+from harness import power, stats
+from harness.store import Store
+
+N = 40
+
+
+def _R(final):
+    return [[0.25, 0.25], [0.75, 0.25], list(final)]
+
+
+def _store(tmp_path, runs):
+    store = Store(tmp_path)
+    for run in runs:
+        store.save_run(run)
+    return tmp_path
+
+
+def test_components_and_their_projection_by_hand(tmp_path):
+    runs = [synthetic_run("full", s, _R([f, 0.75]), items=N) for s, f in enumerate((0.25, 0.5, 0.75))]
+    runs.append(synthetic_run("keeps", 0, _R([0.75, 0.75]), items=N, method="replay"))
+    c = power.components(runs, "headline")
+    full, keeps = c["methods"]["full"], c["methods"]["keeps"]
+    assert c["reference"] == "full" and full["runs"] == 3 and full["n0"] == N
+    # synthetic headline = mean over the two tasks of (final - base) log-probability; a right answer -0.5,
+    # a wrong one -2.0: task 0 ends at 0.25/0.5/0.75 right across the seeds -> sample variance by hand
+    finals = [(-0.5 * f - 2.0 * (1 - f)) for f in (0.25, 0.5, 0.75)]
+    mean = sum(finals) / 3
+    assert full["v_seed"] == pytest.approx(sum((x - mean) ** 2 for x in finals) / 2 / 4)  # /2 tasks, squared
+    assert keeps["v_seed"] is None and keeps["v_seed_used"] == pytest.approx(full["v_seed"])  # pooled
+    more = power.project(full, None, 4 * N, 3)
+    now = power.project(full, None, N, 3)
+    assert more["half_width"] < now["half_width"]
+    assert more["half_width"] == pytest.approx(1.959964 * math.sqrt(full["v_item"] / 4 + full["v_seed"] / 3))
+    versus = power.project(keeps, full, N, 1)
+    assert versus["mdd"] == pytest.approx((1.959964 + 0.841621) * math.sqrt(keeps["diff_v_item"] + 2 * full["v_seed"]))
+
+
+def test_the_item_variance_agrees_with_the_bootstrap_interval(tmp_path):
+    run = synthetic_run("full", 0, _R([0.5, 0.75]), items=N)
+    c = power.components([run], "overall")["methods"]["full"]
+    lo, hi = stats.interval(stats.bootstrap({"full": [run]})["full"]["overall"])
+    assert 2 * 1.959964 * math.sqrt(c["v_item"]) == pytest.approx(hi - lo, rel=0.1)
+
+
+def test_the_command_prints_the_table_and_names_schema_1(tmp_path):
+    from harness.cli import main
+
+    folder = _store(tmp_path / "v2", [synthetic_run("full", 0, _R([0.25, 0.75]), items=N),
+                                      synthetic_run("lora", 0, _R([0.5, 0.5]), items=N, method="lora")])
+    text = power.report(folder, [40, 160], [1, 3])
+    assert text.splitlines()[0].startswith("power analysis of headline (2 runs; reference full)")
+    assert "n=160, k=3" in text and text.count("(≥)") >= 4  # one run each: no seed variance known
+    old = _store(tmp_path / "v1", [synthetic_run("full", 0, _R([0.25, 0.75]))])
+    assert "no per-item records" in power.report(old, [40], [1])
+    assert main(["power", "--results", str(folder), "--items", "80"]) == 0
