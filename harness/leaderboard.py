@@ -1,9 +1,11 @@
 """The leaderboard's numbers, from the stored run files alone (method code is never imported).
 
 Runs are grouped by benchmark protocol (`protocol_key`); within a protocol there is one row per
-method label: mean and 95% Student-t confidence interval over its finished runs (seeds, and task
-orders of the same tasks), ranked by OP, with the Pareto front of OP (higher is better) against
-compute hours (lower is better). The output formats are in `tables.py`.
+(label, method, method config): the mean over its finished runs (seeds, and task orders of the same
+tasks) with a 95% interval (the bootstrap over items and runs of harness.stats where the runs have
+per-item records, else Student-t over runs), ranked in bands by the headline score (OP for runs
+without per-item log-probabilities), with the Pareto front of that score (higher is better) against
+the estimated training FLOPs (lower is better). The output formats are in `tables.py`.
 """
 from __future__ import annotations
 
@@ -133,7 +135,7 @@ def ranking_key(table: list[dict]) -> str:
 
 
 def _rank(table: list[dict], reps: dict | None, key: str) -> None:
-    usable = reps if reps and all(key in r for label, r in reps.items()) else None
+    usable = reps if reps and all(key in r for r in reps.values()) else None
     bands = stats.rank_bands(usable, key) if usable else {}
     reference = next((r["label"] for r in table if r["method"] == REFERENCE and r["label"] in (usable or {})), None)
     versus = stats.compare(usable, key, reference) if reference else {}
@@ -152,9 +154,9 @@ COSTS = {"train_tflops": "training TFLOPs (est.)", "gpu_hours": "GPU-hours", "cp
 
 
 def cost_key(table: list[dict]) -> str:
-    """The cost of the Pareto front: the estimated training TFLOPs where every priced row has them (a count,
-    not wall time, which varies more between days on a shared machine than between methods); else GPU-hours
-    where any row has them, else CPU-hours."""
+    """The cost of the Pareto front: the estimated training TFLOPs where any row has them (a count, not wall
+    time, which varies more between days on a shared machine than between methods); else GPU-hours where
+    any row has them, else CPU-hours."""
     if any(r.get("train_tflops") is not None for r in table):
         return "train_tflops"
     return "gpu_hours" if any(r["gpu_hours"] is not None for r in table) else "cpu_hours"

@@ -179,7 +179,10 @@ def _execute(spec: RunSpec, store: Store, data_dir, result: dict, on_stage) -> N
         result["base_model"] = {"scores": base["scores"], "probes": base["probes"]}
     if done:
         checkpoints.restore(spec.run_id, done, model)
-        result["stages"] = store.load_run(spec.run_id)["stages"][: done + 1]
+        previous = store.load_run(spec.run_id)
+        result["stages"] = previous["stages"][: done + 1]
+        if "base_model" in previous:  # the attempt scored its prepared model as stage 0
+            result["base_model"] = previous["base_model"]
         result["resumed_from_stage"] = done
     store.save_run(result)
 

@@ -39,3 +39,22 @@ def test_retention_is_reported_against_both_baselines(runs):
     base = runs["p_tuning_v2"]["base_model"]["probes"]["general"]["heldout"]["score"]
     final = runs["p_tuning_v2"]["stages"][-1]["probes"]["general"]["heldout"]["score"]
     assert ptv2["general_retention_base"] == (final / base if base else None)
+
+
+def test_a_resumed_run_keeps_its_prepared_stage0_and_the_base_model_scores(tmp_path, data_dir, runs):
+    f = tmp_path / "c.yaml"
+    f.write_text("model: tiny\nprecision: fp32\nstream: [stem, humanities]\nprobes: [general]\n"
+                 "methods: [p_tuning_v2]\n"
+                 "budget: {learn_items: 2, transfer_items: 2, general_items: 4, epochs: 1}\n")
+    spec = expand(config.load(str(f)))[0]
+    store = Store(tmp_path / "results")
+
+    def crash_after_stage1(stage, model):
+        if stage == 2:
+            raise RuntimeError("killed")
+
+    assert execute(spec, store, data_dir=str(data_dir), on_stage=crash_after_stage1)["status"] == "failed"
+    resumed = execute(spec, store, data_dir=str(data_dir))
+    assert resumed["status"] == "finished" and resumed["resumed_from_stage"] == 1
+    assert resumed["stages"][0] == runs["p_tuning_v2"]["stages"][0] | {"seconds": resumed["stages"][0]["seconds"]}
+    assert resumed["base_model"] == runs["p_tuning_v2"]["base_model"]
