@@ -96,7 +96,8 @@ def mean_forgetting(R):
 
 def headline(L, G=None) -> dict:
     """The headline score, in nats per token (higher is better): what the stream taught and the model kept,
-    plus what it did to general instruction following.
+    plus what it did to general instruction following. Row 0 of L and G is the unprepared base model's
+    (run_metrics passes it), so a method gains nothing by repairing what its own initialisation did.
         lp_gain          = mean_i (L[T][i] - L[0][i])   the gold answers' log-probability gained on every
                            domain by the end of the stream: learning a domain raises it, forgetting it
                            later takes it back (= plasticity + the later change, per domain)

@@ -55,8 +55,12 @@ def run_row(run: dict) -> dict:
     L = metrics.logprob_matrix(stages, tasks, "recall")
     if L is not None:
         row.update(metrics.logprob_summary(L))
-        instruct = [st["probes"].get("instruct", {}).get("reference", {}).get("mean_logprob") for st in stages]
-        row.update(metrics.headline(L, None if None in instruct else instruct))
+        # the headline starts from the unprepared base model: a method gains nothing by repairing what its
+        # own initialisation did (P-tuning v2's random prefix halves the instruct probe's probability)
+        base = [run.get("base_model") or stages[0], *stages[1:]]
+        instruct = [st["probes"].get("instruct", {}).get("reference", {}).get("mean_logprob") for st in base]
+        row.update(metrics.headline(metrics.logprob_matrix(base, tasks, "recall"),
+                                    None if None in instruct else instruct))
     row["transfer"] = metrics.overall(metrics.matrix(stages, tasks, "transfer"))
     probes = stages[-1]["probes"]
     row["general"] = probes["general"]["heldout"]["score"] if "general" in probes else None

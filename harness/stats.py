@@ -33,18 +33,19 @@ CONTINUOUS = ("gold_logprob", "reference_logprob", "logprob")  # per-item log-pr
 
 
 def _views(run: dict) -> dict | None:
-    """{(task, view): (uids, outcomes [stages, items] of 0/1, log-probabilities [stages, items] or None)} of the
-    views the bootstrapped metrics read, or None when a stage lacks per-item records or a view's items change
-    between stages."""
+    """{(task, view): (uids, outcomes [stages + 1, items] of 0/1, log-probabilities [stages + 1, items] or None)}
+    of the views the bootstrapped metrics read, the last row the unprepared base model's (`base_model`, else
+    stage 0); None when a stage lacks per-item records or a view's items change between stages."""
     tasks, stages = list(run["spec"]["stream"]), run["stages"]
     wanted = [("scores", t, v) for t in tasks for v in ("recall", "transfer")]
     for probe, view in (("general", "heldout"), ("instruct", "reference")):
         if probe in stages[0].get("probes", {}):
             wanted.append(("probes", probe, view))
+    base = run.get("base_model") or stages[0]  # the unprepared base model's scores (see metrics.headline)
     out = {}
     for group, task, view in wanted:
         rows, logprobs, uids = [], [], None
-        for stage in stages:
+        for stage in [*stages, base]:  # the last row: the base model
             items = ((stage.get(group) or {}).get(task) or {}).get(view, {}).get("items")
             if not isinstance(items, dict) or (uids is not None and items.get("uid") != uids):
                 return None
@@ -65,26 +66,28 @@ def _run_replicates(run: dict, views: dict, draws: dict) -> dict:
     """{metric: [B] replicates} of one run under the section's item draws."""
     tasks = list(run["spec"]["stream"])
 
-    def resampled(task, view, column=1):  # [stages][B]: the view's mean after each stage on each replicate's items
+    def resampled(task, view, column=1):  # [stages + base][B]: the view's mean on each replicate's items
         return [row[draws[(task, view)]].mean(axis=1) for row in views[(task, view)][column]]
+
+    stages = len(run["stages"])
 
     out = {}
     for view, keys in (("recall", ("overall", "bwt", "fwt", "plasticity")), ("transfer", ("transfer",))):
         per_task = [resampled(t, view) for t in tasks]
-        R = [[per_task[k][s] for k in range(len(tasks))] for s in range(len(run["stages"]))]
+        R = [[per_task[k][s] for k in range(len(tasks))] for s in range(stages)]
         summary = {"overall": metrics.overall(R), "bwt": metrics.bwt(R), "fwt": metrics.fwt(R),
                    "plasticity": metrics.plasticity(R)}
         if view == "transfer":
             summary = {"transfer": summary["overall"]}
         out.update({k: summary[k] for k in keys if summary[k] is not None})
     if ("general", "heldout") in views:
-        out["general"] = resampled("general", "heldout")[-1]
+        out["general"] = resampled("general", "heldout")[stages - 1]
     if all(views[(t, "recall")][2] is not None for t in tasks):
         per_task = [resampled(t, "recall", column=2) for t in tasks]
-        L = [[per_task[k][s] for k in range(len(tasks))] for s in range(len(run["stages"]))]
-        out.update({key: value for key, value in metrics.logprob_summary(L).items() if value is not None})
+        L = [[per_task[k][s] for k in range(len(tasks))] for s in range(stages + 1)]
+        out.update({key: value for key, value in metrics.logprob_summary(L[:stages]).items() if value is not None})
         G = resampled("instruct", "reference", column=2) if ("instruct", "reference") in views else None
-        out.update(metrics.headline(L, G))
+        out.update(metrics.headline([L[stages], *L[1:stages]], G and [G[stages], *G[1:stages]]))
     return out
 
 

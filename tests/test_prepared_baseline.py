@@ -58,3 +58,17 @@ def test_a_resumed_run_keeps_its_prepared_stage0_and_the_base_model_scores(tmp_p
     assert resumed["status"] == "finished" and resumed["resumed_from_stage"] == 1
     assert resumed["stages"][0] == runs["p_tuning_v2"]["stages"][0] | {"seconds": resumed["stages"][0]["seconds"]}
     assert resumed["base_model"] == runs["p_tuning_v2"]["base_model"]
+
+
+def test_the_headline_starts_from_the_unprepared_base_model(runs):
+    """A method must not score by repairing what its own initialisation did (P-tuning v2's random prefix)."""
+    from harness import metrics, stats
+
+    run = runs["p_tuning_v2"]
+    tasks = list(run["spec"]["stream"])
+    from_base = [run["base_model"], *run["stages"][1:]]
+    expected = metrics.headline(metrics.logprob_matrix(from_base, tasks))["headline"]
+    from_prepared = metrics.headline(metrics.logprob_matrix(run["stages"], tasks))["headline"]
+    assert run_row(run)["headline"] == pytest.approx(expected) and expected != pytest.approx(from_prepared)
+    lo, hi = stats.interval(stats.bootstrap({"p": [run]})["p"]["headline"])
+    assert lo <= expected <= hi
