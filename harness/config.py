@@ -150,13 +150,55 @@ def load(path_or_preset: str) -> SweepConfig:
         if not path.exists():
             presets = [p.stem for p in PRESET_DIR.glob("*.yaml")]
             raise ConfigError(f"unknown preset '{path_or_preset}'; {did_you_mean(path_or_preset, presets)}")
+    return parse(read_yaml(path), str(path))
+
+
+MAX_YAML_BYTES = 1 << 20  # a sweep config is a few hundred bytes
+MAX_YAML_DEPTH = 32
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without aliases (a 400-byte alias bomb expands to gigabytes) and with a
+    nesting bound (thousands of levels end in a RecursionError)."""
+
+    depth = 0
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            raise ConfigError(f"{self.name}: line {event.start_mark.line + 1}: YAML aliases (*{event.anchor}) are not "
+                              "allowed in a config; write the value out")
+        self.depth += 1
+        try:
+            if self.depth > MAX_YAML_DEPTH:
+                raise ConfigError(f"{self.name}: line {event.start_mark.line + 1}: nested deeper than "
+                                  f"{MAX_YAML_DEPTH} levels; a config is a few levels deep")
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def read_yaml(path: Path):
+    """A config file's YAML, refused in one line naming the file when it is missing, not a regular file, too
+    large, not UTF-8, not YAML, aliased or nested too deep."""
     if not path.exists():
         raise ConfigError(f"{path}: config file not found")
+    if not path.is_file():
+        raise ConfigError(f"{path}: not a regular file; give the path of a YAML file")
+    if path.stat().st_size > MAX_YAML_BYTES:
+        raise ConfigError(f"{path}: {path.stat().st_size} bytes; a config is at most {MAX_YAML_BYTES} bytes")
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+    loader = _BoundedLoader(text)
+    loader.name = str(path)
+    try:
+        return loader.get_single_data()
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    return parse(data, str(path))
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
+    finally:
+        loader.dispose()
 
 
 def with_overrides(cfg: SweepConfig, **changes) -> SweepConfig:

@@ -24,8 +24,6 @@ import unicodedata
 from datetime import datetime, timezone
 from pathlib import Path
 
-import yaml
-
 from methods.registry import BUILTIN, available, load_class
 
 from . import config, leaderboard, method_check
@@ -68,9 +66,9 @@ def _load_overrides(path) -> tuple[dict, list[str]]:
     if not p.is_file():
         return {}, [f"{p}: config overrides file not found"]
     try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        return {}, [f"{p}: not valid YAML: {e}"]
+        data = config.read_yaml(p)
+    except ConfigError as e:
+        return {}, [str(e)]
     if data is None:
         return {}, []
     if not isinstance(data, dict):

@@ -6,6 +6,7 @@ or a value out of range fails here, before any model or dataset is loaded.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 
 from .errors import ConfigError
@@ -61,6 +62,8 @@ def _check(value, tp, where: str):
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
+        if not math.isfinite(value):  # NaN passes every range check (x < min is False)
+            raise ConfigError(f"{where}: {value!r} is not a finite number")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):

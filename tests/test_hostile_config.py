@@ -1,0 +1,48 @@
+"""#16: configs that hung, exploded or passed the range checks are refused in one line, before any compute."""
+import time
+
+import pytest
+
+from harness import config
+from harness.errors import ConfigError
+
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, "
+    f"*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n" for i in range(8))
+
+
+def _refused(tmp_path, text, match, mode="w"):
+    f = tmp_path / "c.yaml"
+    f.write_bytes(text) if mode == "wb" else f.write_text(text)
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match=match) as e:
+        config.load(str(f))
+    assert time.perf_counter() - start < 5 and "\n" not in str(e.value) and len(str(e.value)) < 300
+    assert str(f) in str(e.value)
+    return str(e.value)
+
+
+def test_a_yaml_alias_bomb_is_refused_at_its_first_alias(tmp_path):
+    assert len(BOMB) < 500
+    assert "line 2: YAML aliases (*a) are not allowed" in _refused(tmp_path, BOMB, "aliases")
+
+
+def test_deep_nesting_is_refused(tmp_path):
+    _refused(tmp_path, "model: " + "[" * 5000 + "]" * 5000 + "\n", "nested deeper than 32 levels")
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf"])
+def test_nan_and_inf_are_not_numbers_a_range_check_can_pass(tmp_path, value):
+    _refused(tmp_path, f"methods: [{{method: full, config: {{lr: {value}}}}}]\n", "is not a finite number")
+
+
+def test_a_directory_or_non_utf8_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="not a regular file"):
+        config.load(str(tmp_path))
+    _refused(tmp_path, b"model: tiny\nname: \xff\xfe\n", r"not UTF-8 text \(byte 18\)", mode="wb")
+
+
+def test_a_normal_config_still_loads(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("model: tiny\nmethods: [full, {method: lora, label: l, config: {r: 4}}]\nbudget: {epochs: 1}\n")
+    assert config.load(str(f)).methods[1].config == {"r": 4}
