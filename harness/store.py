@@ -13,7 +13,9 @@ import contextlib
 import fcntl
 import json
 import os
+import stat
 import tempfile
+import time
 import warnings
 from pathlib import Path
 
@@ -21,6 +23,37 @@ from .errors import StoreError
 
 SCHEMA_VERSION = 2  # 2: per-item records under each view's `items` (harness.evaluation)
 READABLE_SCHEMAS = {1, 2}  # 1: before per-item records; read, with no item-level statistics
+
+
+MAX_JSON_BYTES = 256 * 2**20  # a run file with per-item records of thousands of items is a few MB
+
+
+def read_json(path) -> tuple[object, str | None]:
+    """(data, None) for a stored JSON file, or (None, why): only a regular file is opened (a FIFO would hang
+    the reader, a link to /dev/zero never end), at most MAX_JSON_BYTES of it, and JSON nested deeper than
+    Python's recursion limit is named, not raised."""
+    path = Path(path)
+    try:
+        info = path.stat()
+    except OSError as e:
+        return None, f"unreadable: {e.strerror}"
+    if not stat.S_ISREG(info.st_mode):
+        return None, "not a regular file"
+    if info.st_size > MAX_JSON_BYTES:
+        return None, f"{info.st_size} bytes, over the {MAX_JSON_BYTES}-byte limit of a result file"
+    try:
+        with open(path, "rb") as f:
+            text = f.read(MAX_JSON_BYTES + 1).decode("utf-8")
+    except OSError as e:
+        return None, f"unreadable: {e.strerror}"
+    except UnicodeDecodeError as e:
+        return None, f"not UTF-8 (byte {e.start})"
+    try:
+        return json.loads(text), None
+    except json.JSONDecodeError as e:
+        return None, f"not valid JSON (truncated?): {e}"
+    except RecursionError:
+        return None, "JSON nested too deeply to be a result file"
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -103,8 +136,21 @@ class Store:
         return path
 
     def load_run(self, run_id: str) -> dict | None:
+        """The stored run, or None when there is none or its file cannot be trusted (truncated, another
+        run's, invalid): that file is moved aside to `<run_id>.json.invalid-<time>`, with a warning that
+        names it and why, so the run is computed again instead of failing every later sweep."""
+        from .validate import problem
+
         path = self.run_path(run_id)
-        return json.loads(path.read_text()) if path.exists() else None
+        if not os.path.lexists(path):
+            return None
+        data, why = problem(path)
+        if why is None:
+            return data
+        aside = path.with_name(f"{path.name}.invalid-{int(time.time())}")
+        os.replace(path, aside)
+        warnings.warn(f"{path}: {why}; moved aside to {aside.name}, the run is computed again")
+        return None
 
     def runs(self) -> list[dict]:
         """Every valid run file; a bad one is skipped with a warning that names it and why."""
@@ -123,8 +169,17 @@ class Store:
         return self.root / "stage0" / f"{key}.json"
 
     def load_stage0(self, key: str) -> dict | None:
+        """The stored base-model evaluation, or None when there is none or it is not a readable JSON object
+        with scores and probes (then it is computed again and replaced)."""
         path = self.stage0_path(key)
-        return json.loads(path.read_text()) if path.exists() else None
+        if not os.path.lexists(path):
+            return None
+        data, why = read_json(path)
+        if why is None and isinstance(data, dict) and isinstance(data.get("scores"), dict) \
+                and isinstance(data.get("probes"), dict):
+            return data
+        warnings.warn(f"{path}: {why or 'not a stage-0 record'}; it is computed again")
+        return None
 
     def save_stage0(self, key: str, record: dict) -> None:
         write_json_atomic(self.stage0_path(key), record)

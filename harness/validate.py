@@ -2,23 +2,19 @@
 equal to the hash of the spec it holds (a hand-edited config cannot pass as the original run)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from .spec import RunSpec
-from .store import READABLE_SCHEMAS, SCHEMA_VERSION
+from .store import READABLE_SCHEMAS, SCHEMA_VERSION, read_json
 
 STATUSES = {"running", "finished", "failed"}
 
 
 def problem(path: Path) -> tuple[dict | None, str | None]:
     """(data, None) for a good file, (None, reason) for a bad one."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError) as e:
-        return None, f"unreadable: {e}"
-    except json.JSONDecodeError as e:
-        return None, f"not valid JSON (truncated?): {e}"
+    data, why = read_json(path)
+    if why:
+        return None, why
     if not isinstance(data, dict):
         return None, "not a JSON object"
     version = data.get("schema_version")

@@ -67,19 +67,21 @@ def test_a_stage0_stored_under_another_stack_is_recomputed(tmp_path, data_dir):
     assert again == stored
 
 
-def test_skipping_a_run_of_another_stack_says_which_package_differs(tmp_path, data_dir):
+def test_skipping_a_run_of_another_stack_says_which_package_differs(tmp_path):
+    from synthetic_runs import synthetic_run
+
     from harness.provenance import score_package_versions
+    from harness.spec import RunSpec
     from harness.store import Store
     from harness.sweep import pending
 
-    spec, store = _tiny_spec(data_dir), Store(tmp_path)
-    packages = score_package_versions()
-    run = {"run_id": spec.run_id, "spec": spec.as_dict(), "status": "finished", "precision": "fp32",
-           "provenance": {"packages": packages, "machine": {"cpu": "A CPU"}}}
+    store, packages = Store(tmp_path), score_package_versions()
+    run = synthetic_run("full", 0, [[0.25, 0.25], [0.75, 0.25], [0.5, 0.75]], packages=packages)
+    spec = RunSpec.from_dict(run["spec"])
     store.save_run(run)
     lines = []
     assert pending([spec], store, log=lines.append) == []
-    assert lines[0].startswith(f"skip {spec.label} seed 0: finished (fp32 on A CPU)") and "installed" not in lines[0]
+    assert lines[0].startswith("skip full seed 0: finished (fp32 on Synthetic CPU)") and "installed" not in lines[0]
     store.save_run({**run, "provenance": {**run["provenance"], "packages": {**packages, "peft": "0.0.1"}}})
     lines.clear()
     assert pending([spec], store, log=lines.append) == []

@@ -1,0 +1,59 @@
+"""#16: no stored file can crash or hang a reader, and `clbench run` recomputes a run whose file it cannot trust."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from synthetic_runs import synthetic_run
+
+from harness.spec import RunSpec
+from harness.store import Store
+from harness.sweep import pending
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_hostile_files_are_named_and_neither_validate_nor_leaderboard_crashes_or_hangs(tmp_path):
+    store = Store(tmp_path)
+    good = synthetic_run("full", 0, [[0.25, 0.25], [0.75, 0.25], [0.5, 0.75]])
+    store.save_run(good)
+    runs = tmp_path / "runs"
+    (runs / "nested.json").write_text("[" * 400_000)
+    os.mkfifo(runs / "fifo.json")
+    os.symlink("/dev/zero", runs / "zero.json")
+    out = _cli("validate", str(tmp_path))
+    lines = out.stdout.splitlines()
+    assert out.returncode == 1 and "1 of 4 run files valid" in out.stdout, out.stderr[-2000:]
+    assert any("nested.json" in x and "nested too deeply" in x for x in lines)
+    assert any("fifo.json" in x and "not a regular file" in x for x in lines)
+    assert any("zero.json" in x and "not a regular file" in x for x in lines)
+    board = _cli("leaderboard", "--results", str(tmp_path))
+    assert board.returncode == 0 and "| full |" in board.stdout, board.stderr[-2000:]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "another run's file"])
+def test_a_run_file_that_cannot_be_trusted_is_moved_aside_and_rerun(tmp_path, damage):
+    store = Store(tmp_path)
+    run = synthetic_run("full", 0, [[0.25, 0.25], [0.75, 0.25], [0.5, 0.75]])
+    other = synthetic_run("full", 1, [[0.25, 0.25], [0.75, 0.25], [0.5, 0.75]])
+    path = store.save_run(run)
+    text = json.dumps(other) if damage == "another run's file" else path.read_text()[:200]
+    path.write_text(text)
+    spec = RunSpec.from_dict(run["spec"])
+    with pytest.warns(UserWarning, match="moved aside"):
+        assert pending([spec], store, log=lambda line: None) == [spec]
+    assert not path.exists()
+    aside = list((tmp_path / "runs").glob(f"{run['run_id']}.json.invalid-*"))
+    assert len(aside) == 1 and aside[0].read_text() == text  # nothing stored is lost
+
+
+def test_a_damaged_stage0_file_is_computed_again(tmp_path):
+    store = Store(tmp_path)
+    store.save_stage0("k", {"scores": {}, "probes": {}})
+    assert store.load_stage0("k") == {"scores": {}, "probes": {}}
+    store.stage0_path("k").write_text('{"scores": ')
+    with pytest.warns(UserWarning, match="computed again"):
+        assert store.load_stage0("k") is None
