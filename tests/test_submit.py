@@ -197,9 +197,14 @@ def test_protocol_version_follows_card_and_data(data_dir, capsys):
 
 
 def test_runs_under_another_protocol_version_are_rerun(tmp_path):
-    spec = expand(config.load("tiny"))[0]
+    from synthetic_runs import synthetic_run
+
+    from harness.spec import RunSpec
+
+    run = synthetic_run("full", 0, [[0.25, 0.25], [0.75, 0.25], [0.5, 0.75]])
+    spec = RunSpec.from_dict(run["spec"])
     store = Store(tmp_path)
-    store.save_run({"run_id": spec.run_id, "status": "finished", "protocol": {"name": "tiny", "version": "a" * 16}})
+    store.save_run({**run, "protocol": {"name": "tiny", "version": "a" * 16}})
     assert pending([spec], store, log=lambda m: None, protocol={"name": "tiny", "version": "a" * 16}) == []
     assert pending([spec], store, log=lambda m: None, protocol={"name": "tiny", "version": "b" * 16}) == [spec]
 
