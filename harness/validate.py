@@ -59,7 +59,32 @@ def problem(path: Path) -> tuple[dict | None, str | None]:
         return None, "finished run without data checksums in its provenance"
     if "compute" in data and (why := compute_problem(data["compute"])):
         return None, why
-    return data, None
+    return data, report_problem(data)
+
+
+def report_problem(data: dict) -> str | None:
+    """What keeps the reports from reading a structurally valid run: the fields the leaderboard reads, of
+    the wrong type, or metrics that cannot be computed from it (a file that passes validate must not crash
+    `clbench leaderboard`)."""
+    protocol = data.get("protocol")
+    if protocol is not None and not (isinstance(protocol, dict) and isinstance(protocol.get("version", ""), str)):
+        return "field 'protocol' must be an object with a string 'version'"
+    for key in ("trainable_params", "total_params"):
+        value = data.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            return f"field '{key}' is {value!r}, not a count"
+    packages = (data["provenance"].get("packages") or {})
+    if not isinstance(packages, dict) or not all(isinstance(v, (str, type(None))) for v in packages.values()):
+        return "provenance.packages must map package names to version strings"
+    if data["status"] != "finished":
+        return None
+    from .run_metrics import run_row
+
+    try:
+        run_row(data)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, ZeroDivisionError) as e:
+        return f"its metrics cannot be computed from it: {type(e).__name__}: {e}"
+    return None
 
 
 def items_problem(stage: dict, where: str) -> str | None:

@@ -57,3 +57,24 @@ def test_a_damaged_stage0_file_is_computed_again(tmp_path):
     store.stage0_path("k").write_text('{"scores": ')
     with pytest.warns(UserWarning, match="computed again"):
         assert store.load_stage0("k") is None
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda r: r.update(protocol="v1"),
+    lambda r: r.update(total_params="12"),
+    lambda r: r.update(trainable_params=-3),
+    lambda r: r["stages"][-1].pop("probes"),
+    lambda r: r["stages"][2]["scores"]["stem"].pop("transfer"),
+    lambda r: r["provenance"].update(packages=["torch"]),
+    lambda r: r["stages"][-1]["probes"]["general"].update(heldout="0.5"),
+], ids=["protocol", "total_params", "trainable_params", "probes", "transfer", "packages", "probe-view"])
+def test_a_type_mutated_file_fails_validate_instead_of_crashing_the_leaderboard(tmp_path, mutate):
+    from harness import leaderboard
+    from harness.validate import problem
+
+    run = synthetic_run("full", 0, [[0.25, 0.25], [0.75, 0.25], [0.5, 0.75]])
+    mutate(run)
+    path = Store(tmp_path).save_run(run)
+    assert problem(path)[1] is not None
+    with pytest.warns(UserWarning, match="skipped"):
+        assert leaderboard.sections(Store(tmp_path).runs()) == []
