@@ -16,7 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from . import metrics  # noqa: E402
-from .leaderboard import cost_key, mean_ci, sections  # noqa: E402
+from .leaderboard import COSTS, cost_key, mean_ci, sections  # noqa: E402
 from .store import Store  # noqa: E402
 
 COLUMN, FULL, DPI = 3.3, 7.0, 200
@@ -28,7 +28,7 @@ FIGURES = {"accuracy_matrices": (FULL, 4.2), "forgetting_curves": (FULL, 2.4), "
 STYLE = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "xtick.labelsize": 7, "ytick.labelsize": 7,
          "legend.fontsize": 6.5, "axes.prop_cycle": matplotlib.cycler(color=OKABE_ITO), "text.parse_math": False,
          "axes.spines.top": False, "axes.spines.right": False, "pdf.fonttype": 42, "savefig.dpi": DPI}
-COST_NAME = {"train_tflops": "Training TFLOPs (est.)", "gpu_hours": "GPU-hours", "cpu_hours": "CPU-hours"}
+COST_NAME = {key: name[0].upper() + name[1:] for key, name in COSTS.items()}
 
 
 def _look(i: int) -> dict:
@@ -183,7 +183,7 @@ def cost_vs_score(table, out, notes):
     cost, key = cost_key(table), table[0]["ranked_by"]
     rows = [(i, r) for i, r in enumerate(table) if r[cost] is not None and r[key] is not None]
     if not rows:
-        notes.append("cost_vs_score: skipped, no run measured GPU-hours or CPU-hours")
+        notes.append("cost_vs_score: skipped, no run has both the ranked score and a cost (training FLOPs or hours)")
         return []
     fig, axes = _new("cost_vs_score", legend_entries=len(rows) + 1)
     ax = axes[0, 0]

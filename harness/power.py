@@ -46,7 +46,8 @@ def components(runs: list[dict], key: str) -> dict | None:
         if label not in means:
             continue
         values = [run_row(r)[key] for r in group]
-        out[label] = {"n0": _items_per_view(group[0]), "runs": len(group), "v_item": float(np.var(means[label], ddof=1)),
+        out[label] = {"n0": _items_per_view(group[0]), "runs": len(group),
+                      "v_item": float(np.var(means[label], ddof=1)),
                       "v_seed": float(np.var(values, ddof=1)) if len(values) > 1 else None,
                       "diff_v_item": (float(np.var(means[label] - means[reference], ddof=1))
                                       if reference in means and label != reference else None)}

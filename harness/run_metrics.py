@@ -25,8 +25,8 @@ from __future__ import annotations
 
 from . import metrics
 
-KEYS = ("headline", "lp_gain", "instruct_change", "overall", "bwt", "fwt", "plasticity", "lp_bwt", "lp_plasticity", "lp_forgetting", "transfer", "general", "general_retention", "general_retention_base",
-        "stop_rate_change", "tail_repetition", "gpu_hours", "cpu_hours", "train_tflops", "trainable_share")
+KEYS = ("headline", "lp_gain", "instruct_change", "overall", "bwt", "fwt", "plasticity", "lp_bwt", "lp_plasticity",
+        "lp_forgetting", "transfer", "general", "general_retention", "general_retention_base", "stop_rate_change", "tail_repetition", "gpu_hours", "cpu_hours", "train_tflops", "trainable_share")
 
 
 def probe_score(views: dict) -> float | None:
@@ -64,7 +64,8 @@ def run_row(run: dict) -> dict:
     row["transfer"] = metrics.overall(metrics.matrix(stages, tasks, "transfer"))
     probes = stages[-1]["probes"]
     row["general"] = probes["general"]["heldout"]["score"] if "general" in probes else None
-    for key, baseline in (("general_retention", stages[0]), ("general_retention_base", run.get("base_model") or stages[0])):
+    for key, baseline in (("general_retention", stages[0]),
+                          ("general_retention_base", run.get("base_model") or stages[0])):
         kept = [r for r in retention(baseline, stages[-1]).values() if r is not None]
         row[key] = sum(kept) / len(kept) if kept else None
     if "stop" in probes and "stop" in stages[0]["probes"]:

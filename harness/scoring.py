@@ -140,20 +140,10 @@ def _option_logprobs(model, cache, mask, first, owner: list[int], rows: list[lis
     return totals, lengths
 
 
-def cloze_scores(model, tok, items: list[MCItem], device: str, precision: str, batch_size: int = MC_BATCH,
-                 lm_eval_whitespace: bool = False) -> list[list[tuple[float, int]]]:
-    """(summed log-probability, token count) of each option of each item, as the reply to its question.
-
-    lm_eval_whitespace: count, as lm-eval does, the prompt's trailing whitespace as part of every option.
-    lm-eval moves a context's trailing whitespace into the continuation, and the chat template's generation
-    prompt ends in a newline token, so its log-probability is added to each option's sum (the token count
-    stays the option's). It shifts every option of a question alike: the unnormalised choice is the same,
-    the per-character one is lm-eval's acc_norm exactly (on SmolLM2 the newline is near-certain; on a
-    random model it is not)."""
-    scored, leads = _cloze_totals(model, tok, items, device, precision, batch_size)
-    if not lm_eval_whitespace:
-        return scored
-    return [[(total + lead, n) for total, n in options] for options, lead in zip(scored, leads)]
+def cloze_scores(model, tok, items: list[MCItem], device: str, precision: str,
+                 batch_size: int = MC_BATCH) -> list[list[tuple[float, int]]]:
+    """(summed log-probability, token count) of each option of each item, as the reply to its question."""
+    return _cloze_totals(model, tok, items, device, precision, batch_size)[0]
 
 
 @torch.inference_mode()
@@ -198,8 +188,14 @@ def _outcome(values: list[float], answer: int, gold: float) -> dict:
 def cloze_outcomes(model, tok, items: list[MCItem], device: str, precision: str, norm: Norm = "token",
                    batch_size: int = MC_BATCH) -> list[dict]:
     """Per item: the chosen option (the highest log-probability, normalised by `norm`), the gold option's mean
-    log-probability per token and its normalised margin over the best wrong option. norm 'char' and 'none'
-    count the prompt's trailing whitespace as lm-eval does, so they are its acc_norm and acc."""
+    log-probability per token and its normalised margin over the best wrong option.
+
+    norm 'char' and 'none' count, as lm-eval does, the prompt's trailing whitespace as part of every option:
+    lm-eval moves a context's trailing whitespace into the continuation, and the chat template's generation
+    prompt ends in a newline token, so its log-probability is added to each option's sum (the token count
+    stays the option's). It shifts every option of a question alike: the unnormalised choice is the same,
+    the per-character one is lm-eval's acc_norm exactly (on SmolLM2 the newline is near-certain; on a
+    random model it is not). 'token' is clbench's older per-token score and has no lm-eval equivalent."""
     scored, leads = _cloze_totals(model, tok, items, device, precision, batch_size)
     out = []
     for options, lead, item in zip(scored, leads, items):

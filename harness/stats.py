@@ -69,12 +69,13 @@ def _run_replicates(run: dict, views: dict, draws: dict) -> dict:
     def resampled(task, view, column=1):  # [stages + base][B]: the view's mean on each replicate's items
         return [row[draws[(task, view)]].mean(axis=1) for row in views[(task, view)][column]]
 
-    stages = len(run["stages"])
+    def matrix(view, column=1):  # R (outcomes) or L (log-probabilities) [stages + base][task], entries [B]
+        return [list(row) for row in zip(*(resampled(t, view, column) for t in tasks))]
 
+    stages = len(run["stages"])
     out = {}
     for view, keys in (("recall", ("overall", "bwt", "fwt", "plasticity")), ("transfer", ("transfer",))):
-        per_task = [resampled(t, view) for t in tasks]
-        R = [[per_task[k][s] for k in range(len(tasks))] for s in range(stages)]
+        R = matrix(view)[:stages]
         summary = {"overall": metrics.overall(R), "bwt": metrics.bwt(R), "fwt": metrics.fwt(R),
                    "plasticity": metrics.plasticity(R)}
         if view == "transfer":
@@ -83,8 +84,7 @@ def _run_replicates(run: dict, views: dict, draws: dict) -> dict:
     if ("general", "heldout") in views:
         out["general"] = resampled("general", "heldout")[stages - 1]
     if all(views[(t, "recall")][2] is not None for t in tasks):
-        per_task = [resampled(t, "recall", column=2) for t in tasks]
-        L = [[per_task[k][s] for k in range(len(tasks))] for s in range(stages + 1)]
+        L = matrix("recall", column=2)
         out.update({key: value for key, value in metrics.logprob_summary(L[:stages]).items() if value is not None})
         G = resampled("instruct", "reference", column=2) if ("instruct", "reference") in views else None
         out.update(metrics.headline([L[stages], *L[1:stages]], G and [G[stages], *G[1:stages]]))
@@ -154,9 +154,10 @@ def compare(reps: dict[str, dict], key: str, reference: str) -> dict[str, dict]:
     if reference not in reps or key not in reps[reference]:
         return {}
     diffs = {label: r[key] - reps[reference][key] for label, r in reps.items() if label != reference and key in r}
-    adjusted = holm({label: p_value(d) for label, d in diffs.items()})
-    return {label: {"diff_lo": interval(d)[0], "diff_hi": interval(d)[1], "p": p_value(d),
-                    "p_holm": adjusted[label], "significant": adjusted[label] < ALPHA} for label, d in diffs.items()}
+    pvalues = {label: p_value(d) for label, d in diffs.items()}
+    adjusted = holm(pvalues)
+    return {label: dict(zip(("diff_lo", "diff_hi"), interval(d)), p=pvalues[label], p_holm=adjusted[label],
+                        significant=adjusted[label] < ALPHA) for label, d in diffs.items()}
 
 
 def rank_bands(reps: dict[str, dict], key: str) -> dict[str, int]:

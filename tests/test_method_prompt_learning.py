@@ -80,7 +80,7 @@ def test_cached_cloze_letter_and_reply_scores_equal_a_full_forward(tiny, name):
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
-def test_left_padded_batch_generation_equals_greedy_full_forwards(tiny, name):
+def test_batched_generation_equals_greedy_full_forwards(tiny, name):
     model, tok = _prepared(tiny, name), tiny[1]
     prompts = ["Hi", "Write a function that adds two numbers and returns their sum."]
     replies = generate(model, tok, prompts, "cpu", "fp32", max_new_tokens=6, batch_size=2)

@@ -119,7 +119,7 @@ def test_generation_marks_answers_cut_at_the_cap(tiny):
         assert r["stopped"] or r["tokens"] == 5  # not stopped means it ran into the cap
 
 
-def test_left_padded_batch_generation_equals_one_by_one(tiny):
+def test_batched_generation_equals_one_by_one(tiny):
     model, tok = tiny
     prompts = ["short", "a much longer prompt that needs padding on the left"]
     batched = generate(model, tok, prompts, "cpu", "fp32", max_new_tokens=8, batch_size=2)
@@ -143,13 +143,11 @@ def test_reply_logprob_equals_masked_mean_over_full_logits(tiny):
     assert fast == pytest.approx(((picked * keep).sum(1) / keep.sum(1)).tolist(), abs=1e-5)
 
 
-def test_padding_puts_rows_left_or_right_with_their_mask():
+def test_padding_puts_rows_at_the_left_edge_with_their_mask():
     from harness.padding import padded
 
     ids, mask = padded([[1, 2, 3], [4]], 0, "cpu")
     assert ids.tolist() == [[1, 2, 3], [4, 0, 0]] and mask.tolist() == [[1, 1, 1], [1, 0, 0]]
-    ids, mask = padded([[1, 2, 3], [4]], 9, "cpu", left=True)
-    assert ids.tolist() == [[1, 2, 3], [9, 9, 4]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
     ids, mask = padded([[]], 7, "cpu")  # an empty row still gets one (masked) column
     assert ids.tolist() == [[7]] and mask.tolist() == [[0]]
 
@@ -160,7 +158,8 @@ def _hf_generate(model, tok, prompts: list[str], max_new_tokens: int) -> list[li
     from harness.padding import padded
 
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    ids, mask = padded([prompt_ids(tok, p) for p in prompts], pad, "cpu", left=True)
+    ids, mask = padded([prompt_ids(tok, p)[::-1] for p in prompts], pad, "cpu")
+    ids, mask = ids.flip(1), mask.flip(1)  # left padding: every prompt ends at the same column
     with torch.no_grad():
         out = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=max_new_tokens,
                              eos_token_id=tok.eos_token_id, pad_token_id=pad)
