@@ -48,7 +48,7 @@ def _figures(args) -> int:
 def _power(args) -> int:
     from .power import report
 
-    print(report(args.results, args.items, args.seeds))
+    print(report(args.results, args.items, args.seeds, args.measure))
     return 0
 
 
@@ -112,6 +112,8 @@ def _protocol_show(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .stats import BOOTSTRAPPED
+
     p = argparse.ArgumentParser(prog="clbench", description="Continual-learning benchmark for LLMs: fine-tune on one "
                                 "domain after another, measure what is kept and lost, rank the methods.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -136,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     pw.add_argument("--results", default="results")
     pw.add_argument("--items", type=int, nargs="+", default=[8, 32, 128], help="items per view to project to")
     pw.add_argument("--seeds", type=int, nargs="+", default=[1, 3, 5], help="runs per method to project to")
+    pw.add_argument("--measure", choices=BOOTSTRAPPED, help="the metric to analyse (default: the ranked score); "
+                    "lp_forgetting for the forgetting measure")
     pw.set_defaults(func=_power)
     v = sub.add_parser("validate", help="check every stored run file and name the bad ones")
     v.add_argument("results", nargs="?", default="results")

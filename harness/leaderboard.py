@@ -83,6 +83,7 @@ def _info(group: list[dict]) -> dict:
 HEADLINE = "headline"  # the metric rows are ranked by (harness.metrics.headline) ...
 FALLBACK = "overall"  # ... or, in a section whose runs lack per-item log-probabilities (schema 1), OP
 REFERENCE = "full"  # the method every other is compared with (sequential full fine-tuning, the forgetting baseline)
+FORGETTING = "lp_forgetting"  # the forgetting measure each method is also compared with full on (lower: less)
 
 
 def method_groups(runs: list[dict]) -> dict[str, list[dict]]:
@@ -107,7 +108,9 @@ def rows(runs: list[dict]) -> list[dict]:
     has per-item records, `interval[key]` the 95% bootstrap interval over items and runs (harness.stats).
     rank: with per-item records, the rank band (1 + the methods significantly better on the headline metric);
     without, 1 + the rows with a strictly higher mean (ties share a rank). `vs_reference`: the paired difference
-    from the `full` row on the headline metric, when there is one and per-item records."""
+    from the `full` row on the headline metric, when there is one and per-item records; `forgetting_vs_reference`
+    the same on the forgetting measure (FORGETTING), where a method that mitigates forgetting shows a negative
+    difference."""
     groups = method_groups(runs)
     finished = {label: [r for r in group if r["status"] == "finished"] for label, group in groups.items()}
     reps = stats.bootstrap({label: group for label, group in finished.items() if group})
@@ -116,7 +119,8 @@ def rows(runs: list[dict]) -> list[dict]:
         per_run = [run_row(r) for r in finished[label]]
         failed, running = _status(group)
         row = {"label": label, "method": group[0]["spec"]["method"], **_info(group), "seeds": len(per_run),
-               "failed": failed, "running": running, "ci": {}, "interval": {}, "vs_reference": None}
+               "failed": failed, "running": running, "ci": {}, "interval": {}, "vs_reference": None,
+               "forgetting_vs_reference": None}
         for key, _, _ in COLUMNS:
             row[key], row["ci"][key], _n = mean_ci(p[key] for p in per_run)
         if reps and label in reps:
@@ -139,6 +143,8 @@ def _rank(table: list[dict], reps: dict | None, key: str) -> None:
     bands = stats.rank_bands(usable, key) if usable else {}
     reference = next((r["label"] for r in table if r["method"] == REFERENCE and r["label"] in (usable or {})), None)
     versus = stats.compare(usable, key, reference) if reference else {}
+    forgets = reps if reps and all(FORGETTING in r for r in reps.values()) else None
+    forgetting = stats.compare(forgets, FORGETTING, reference) if reference and forgets else {}
     for row in table:
         row["ranked_by"] = key
         if row[key] is None:
@@ -148,6 +154,8 @@ def _rank(table: list[dict], reps: dict | None, key: str) -> None:
         else:
             row["rank"] = 1 + sum(o[key] is not None and o[key] > row[key] for o in table)
         row["vs_reference"] = versus.get(row["label"]) and {"reference": reference, **versus[row["label"]]}
+        row["forgetting_vs_reference"] = (forgetting.get(row["label"])
+                                          and {"reference": reference, **forgetting[row["label"]]})
 
 
 COSTS = {"train_tflops": "training TFLOPs (est.)", "gpu_hours": "GPU-hours", "cpu_hours": "CPU-hours"}

@@ -46,11 +46,14 @@ def components(runs: list[dict], key: str) -> dict | None:
         if label not in means:
             continue
         values = [run_row(r)[key] for r in group]
-        out[label] = {"n0": _items_per_view(group[0]), "runs": len(group),
+        out[label] = {"n0": _items_per_view(group[0]), "runs": len(group), "mean": float(np.mean(values)),
                       "v_item": float(np.var(means[label], ddof=1)),
                       "v_seed": float(np.var(values, ddof=1)) if len(values) > 1 else None,
                       "diff_v_item": (float(np.var(means[label] - means[reference], ddof=1))
                                       if reference in means and label != reference else None)}
+    if reference in out:
+        for label, c in out.items():
+            c["observed_diff"] = c["mean"] - out[reference]["mean"] if label != reference else None
     pooled = [c["v_seed"] for c in out.values() if c["v_seed"] is not None]
     for c in out.values():
         c["v_seed_used"] = c["v_seed"] if c["v_seed"] is not None else (float(np.mean(pooled)) if pooled else None)
@@ -78,13 +81,14 @@ def project(c: dict, reference: dict | None, n: int, k: int) -> dict:
     return out
 
 
-def report(results_dir, items: list[int], seeds: list[int]) -> str:
-    """The power table of the ranked section of a results folder, as text."""
+def report(results_dir, items: list[int], seeds: list[int], measure: str | None = None) -> str:
+    """The power table of the ranked section of a results folder, as text, for `measure` (a key of
+    stats.BOOTSTRAPPED; default: the ranked score)."""
     secs = sections(Store(results_dir).runs())
     if not secs:
         return f"no runs in {results_dir}"
     runs = secs[0]["runs"]
-    key = ranking_key(secs[0]["rows"])
+    key = measure or ranking_key(secs[0]["rows"])
     c = components(runs, key)
     if c is None:
         return (f"{results_dir}: the ranked section's runs have no per-item records (result schema 1): "
@@ -92,7 +96,7 @@ def report(results_dir, items: list[int], seeds: list[int]) -> str:
     ref = c["methods"].get(c["reference"]) if c["reference"] else None
     lines = [f"power analysis of {key} ({len(runs)} runs; reference {c['reference'] or 'none'}): 95% interval "
              f"half-width and minimum detectable difference from {REFERENCE} (alpha 0.05 two-sided, power 0.8)",
-             "method | stored items/view, runs | V_item | V_seed | " +
+             "method | stored items/view, runs | mean | observed diff from full | V_item | V_seed | " +
              " | ".join(f"n={n}, k={k}: half-width / MDD" for n in items for k in seeds)]
     for label, m in sorted(c["methods"].items()):
         cells = []
@@ -102,7 +106,9 @@ def report(results_dir, items: list[int], seeds: list[int]) -> str:
                 mdd = "–" if p["mdd"] is None else f"{p['mdd']:.3g}"
                 cells.append(f"{p['half_width']:.3g} / {mdd}{' (≥)' if p['lower_bound'] else ''}")
         v_seed = "–" if m["v_seed"] is None else f"{m['v_seed']:.3g}"
-        lines.append(f"{label} | {m['n0']}, {m['runs']} | {m['v_item']:.3g} | {v_seed} | " + " | ".join(cells))
+        diff = "–" if m.get("observed_diff") is None else f"{m['observed_diff']:+.3g}"
+        lines.append(f"{label} | {m['n0']}, {m['runs']} | {m['mean']:+.3g} | {diff} | {m['v_item']:.3g} | {v_seed} | "
+                     + " | ".join(cells))
     if any(m["v_seed"] is None for m in c["methods"].values()):
         lines.append("V_seed – : one run; the pooled V_seed of the methods with several stands in; (≥): no seed "
                      "variance known at all, so the figure is a lower bound from the items alone")

@@ -26,7 +26,8 @@ NOTE = ("Rows are ranked by Headline = Domain gain + Instruct change, in nats pe
         "significantly better on the ranked score (paired bootstrap on the same items, Holm-corrected), so "
         "methods that cannot be told apart share a rank; without per-item records, 1 + the methods with a "
         "higher mean. vs full: the paired difference of the ranked score from full fine-tuning, its interval "
-        "and Holm-corrected p, 'sig.' below 0.05. OP/BWT/FWT/plasticity: accuracy on recall (learned items "
+        "and Holm-corrected p, 'sig.' below 0.05; Forgetting vs full: the same on Forgetting (log-prob), where a "
+        "method that mitigates forgetting is below 0. OP/BWT/FWT/plasticity: accuracy on recall (learned items "
         "asked again); the log-prob columns: the same on the gold answers' log-probability per token; "
         "Transfer OP on held-out items. Pareto (*): no other row has a higher-or-equal ranked score at "
         "lower-or-equal training cost: the estimated training TFLOPs, tokens x (4 x all parameters + 2 x "
@@ -52,9 +53,10 @@ def _value(row: dict, key: str, signed: bool, pm: str = " ± ") -> str:
     return text if half is None else text + pm + _num(key, half, False)
 
 
-def _versus(row: dict) -> str:
-    """The row's paired difference from the reference row on the ranked score, its interval and Holm-corrected p."""
-    v = row["vs_reference"]
+def _versus(row: dict, field: str = "vs_reference") -> str:
+    """The row's paired difference from the reference row on the ranked score (`vs_reference`) or the forgetting
+    measure (`forgetting_vs_reference`), its interval and Holm-corrected p."""
+    v = row[field]
     if not v:
         return "–"
     mark = ", sig." if v["significant"] else ""
@@ -91,7 +93,7 @@ def _header_line(header: dict, escape) -> str:
             f"hardware: {escape('; '.join(header['hardware']) or '–')}; {header['runs']} run files.")
 
 
-HEADERS = ["Rank", "Method", *[name for _, name, _ in COLUMNS], "vs full", "Seeds", "Pareto", "Status"]
+HEADERS = ["Rank", "Method", *[name for _, name, _ in COLUMNS], "vs full", "Forgetting vs full", "Seeds", "Pareto", "Status"]
 
 
 # Markdown --------------------------------------------------------------------------------------
@@ -114,7 +116,7 @@ def markdown(sections: list[dict], header: dict) -> str:
         lines.append("|" + "|".join(["---"] * len(HEADERS)) + "|")
         for r in section["rows"]:
             cells = [str(r["rank"] or "–"), md_escape(r["label"]), *[_value(r, k, s) for k, _, s in COLUMNS],
-                     md_escape(_versus(r)),
+                     md_escape(_versus(r)), md_escape(_versus(r, "forgetting_vs_reference")),
                      _seeds(r), _pareto(r).replace("*", "\\*"), _status(r)]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -131,8 +133,8 @@ def _csv_num(x: float | None) -> str:
     return "" if x is None else f"{x:.6f}"
 
 
-def _csv_versus(row: dict) -> list:
-    v = row["vs_reference"]
+def _csv_versus(row: dict, field: str) -> list:
+    v = row[field]
     return [_csv_num(v["diff_lo"]), _csv_num(v["diff_hi"]), _csv_num(v["p_holm"]), v["significant"]] if v else [""] * 4
 
 
@@ -141,7 +143,7 @@ def csv_text(sections: list[dict], header: dict) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["protocol", "ranked", "reason", "rank", "label", "method",
                 *[c for k, _, _ in COLUMNS for c in (k, f"{k}_ci95", f"{k}_lo", f"{k}_hi")],
-                "vs_full_lo", "vs_full_hi", "vs_full_p_holm", "vs_full_significant",
+                *[f"{prefix}vs_full_{x}" for prefix in ("", "forgetting_") for x in ("lo", "hi", "p_holm", "significant")],
                 "seeds", "failed", "unfinished", "pareto", "description", "citation",
                 *[f"{name}_version" for name in SCORE_PACKAGES]])
     for section in sections:
@@ -150,7 +152,7 @@ def csv_text(sections: list[dict], header: dict) -> str:
                         r["rank"] or "", csv_cell(r["label"]), csv_cell(r["method"]),
                         *[_csv_num(v) for k, _, _ in COLUMNS
                           for v in (r[k], r["ci"][k], *(r["interval"].get(k) or (None, None)))],
-                        *_csv_versus(r),
+                        *_csv_versus(r, "vs_reference"), *_csv_versus(r, "forgetting_vs_reference"),
                         r["seeds"], r["failed"], r["running"], "" if r["pareto"] is None else r["pareto"],
                         csv_cell(r["description"]), csv_cell(r["citation"]),
                         *[csv_cell(section["stack"][name] or "") for name in SCORE_PACKAGES]])
@@ -174,12 +176,12 @@ def latex(sections: list[dict], header: dict) -> str:
         out += ["", "% " + tex_escape(_title(section)) + (": " + tex_escape(section["reason"])
                                                             if section["reason"] else ""),
                 "% " + tex_escape(stack_line(section)),
-                r"\begin{tabular}{rl" + "r" * len(COLUMNS) + "lrcl}", r"\toprule",
+                r"\begin{tabular}{rl" + "r" * len(COLUMNS) + "llrcl}", r"\toprule",
                 " & ".join(tex_escape(h) for h in HEADERS) + r" \\", r"\midrule"]
         for r in section["rows"]:
             cells = [str(r["rank"] or "--"), tex_escape(r["label"]),
                      *["--" if r[k] is None else "$" + _value(r, k, s, r" \pm ") + "$" for k, _, s in COLUMNS],
-                     tex_escape(_versus(r)),
+                     tex_escape(_versus(r)), tex_escape(_versus(r, "forgetting_vs_reference")),
                      str(r["seeds"]) + (r"$^{\dagger}$" if r["seeds"] == 1 else ""),
                      r"$\star$" if r["pareto"] else "", tex_escape(_status(r))]
             out.append(" & ".join(cells) + r" \\")
@@ -235,6 +237,7 @@ def html_page(sections: list[dict], header: dict) -> str:
             cells = [_td(h(r["rank"] or "–"), r["rank"]), _td(method, r["label"], "m"),
                      *[_td(h(_value(r, k, s)), r[k]) for k, _, s in COLUMNS],
                      _td(h(_versus(r)), (r["vs_reference"] or {}).get("diff_lo")),
+                     _td(h(_versus(r, "forgetting_vs_reference")), (r["forgetting_vs_reference"] or {}).get("diff_hi")),
                      _td(h(_seeds(r)), r["seeds"]), _td(h(_pareto(r)), {True: 1, False: 0}.get(r["pareto"])),
                      _td(h(_status(r)), r["failed"] + r["running"])]
             parts.append("<tr>" + "".join(cells) + "</tr>")

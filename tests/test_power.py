@@ -59,3 +59,20 @@ def test_the_command_prints_the_table_and_names_schema_1(tmp_path):
     old = _store(tmp_path / "v1", [synthetic_run("full", 0, _R([0.25, 0.75]))])
     assert "no per-item records" in power.report(old, [40], [1])
     assert main(["power", "--results", str(folder), "--items", "80"]) == 0
+
+
+def test_the_measure_is_chosen_and_the_observed_difference_is_set_beside_the_detectable_one(tmp_path):
+    """Sizing a protocol for forgetting needs the power of the forgetting measure, not of the ranked score;
+    the observed difference from full beside the MDD says whether more items or seeds would resolve it."""
+    from harness.cli import main
+
+    folder = _store(tmp_path, [synthetic_run("full", 0, _R([0.25, 0.75]), items=N),
+                               synthetic_run("keeps", 0, _R([0.75, 0.75]), items=N, method="replay")])
+    text = power.report(folder, [40], [1], measure="lp_forgetting")
+    assert text.splitlines()[0].startswith("power analysis of lp_forgetting")
+    keeps = next(line for line in text.splitlines() if line.startswith("keeps |"))
+    assert "-0.75" in keeps  # observed: keeps forgets nothing, full 0.75 nats per token
+    full = next(line for line in text.splitlines() if line.startswith("full |"))
+    assert "+0.75" in full
+    with pytest.raises(SystemExit):
+        main(["power", "--results", str(folder), "--measure", "nonsense"])

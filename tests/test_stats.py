@@ -85,3 +85,22 @@ def test_forgetting_on_the_log_probability_view_gets_an_interval_that_excludes_z
     lo, hi = stats.interval(reps["full"]["lp_forgetting"])
     assert 0 < lo <= 0.5 * 1.5 <= hi  # the point value: half the items fell from -0.5 to -2.0 nats
     assert leaderboard.rows([full])[0]["lp_forgetting"] == pytest.approx(0.75)
+
+
+def test_the_board_marks_a_method_that_forgets_significantly_less_than_full():
+    """The ranked score rewards learning; whether a method mitigates forgetting is its own paired test on the
+    forgetting measure (log-prob forgetting), shown beside it: lower is less forgetful."""
+    runs = [synthetic_run("full", 0, _R([0.25, 0.75]), items=N),
+            synthetic_run("keeps", 0, _R([0.75, 0.75]), items=N, method="replay"),
+            synthetic_run("twin", 0, _R([0.25, 0.75]), items=N, method="ewc")]
+    secs = leaderboard.sections(runs)
+    by = {r["label"]: r for r in secs[0]["rows"]}
+    keeps, twin = by["keeps"]["forgetting_vs_reference"], by["twin"]["forgetting_vs_reference"]
+    assert keeps["significant"] and keeps["diff_hi"] < 0 and not twin["significant"]
+    assert by["full"]["forgetting_vs_reference"] is None
+    md = tables.markdown(secs, leaderboard.header(runs))
+    assert "Forgetting vs full" in md.splitlines()[next(i for i, x in enumerate(md.splitlines()) if x.startswith("| Rank"))]
+    line = next(x for x in md.splitlines() if "| keeps |" in x)
+    assert line.count(", sig.") == 2
+    csv_head = tables.csv_text(secs, leaderboard.header(runs)).splitlines()[0].split(",")
+    assert {"forgetting_vs_full_lo", "forgetting_vs_full_hi", "forgetting_vs_full_p_holm"} <= set(csv_head)
