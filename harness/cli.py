@@ -81,13 +81,20 @@ def _export_lm_eval(args) -> int:
 def _methods(args) -> int:
     from methods.registry import available, resolve_method
 
+    from . import sandbox
     from .typed import describe
 
     for name in sorted(available()):
-        cls = resolve_method(name)
-        print(f"{name}: {cls.description}")
-        for field, default, help in describe(cls.Config):
-            print(f"    {field} = {default!r}  # {help}")
+        if sandbox.trusted(name):
+            cls = resolve_method(name)
+            print(f"{name}: {cls.description}")
+            for field, default, help in describe(cls.Config):
+                print(f"    {field} = {default!r}  # {help}")
+        else:  # an installed plugin: described by a confined child, never imported here
+            info = sandbox.info(name)
+            print(f"{name}: {info['description']} (plugin)")
+            for field, default in info["config"].items():
+                print(f"    {field} = {default!r}")
     return 0
 
 

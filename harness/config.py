@@ -102,8 +102,11 @@ def parse(data: dict, source: str) -> SweepConfig:
 
 def check(cfg: SweepConfig, source: str) -> None:
     """Cross-field checks: known tasks and methods, method configs, non-empty lists."""
-    from methods.registry import resolve_method  # late: methods import the harness
     from tasks.registry import DOMAINS, LM_EVAL_PREFIX, PROBES
+
+    from methods.registry import available
+
+    from . import sandbox  # late: methods import the harness
 
     if not cfg.stream:
         raise ConfigError(f"{source}: stream is empty; list at least one of {', '.join(sorted(DOMAINS))}")
@@ -134,9 +137,12 @@ def check(cfg: SweepConfig, source: str) -> None:
         raise ConfigError(f"{source}: seeds is empty; add e.g. `seeds: [0]`")
     labels = set()
     for i, entry in enumerate(cfg.methods):
-        cls = resolve_method(entry.method, where=f"{source}: methods[{i}].method")
-        build(cls.Config, entry.config, f"{source}: methods[{i}].config")
+        sandbox.info(entry.method, entry.config, where=f"{source}: methods[{i}].method")  # untrusted: in a child
         label = entry.label or entry.method
+        clash = next((n for n in available() if n.casefold() == label.casefold() and n != entry.method), None)
+        if clash:
+            raise ConfigError(f"{source}: methods[{i}].label '{label}' is the name of the method '{clash}'; a "
+                              f"{entry.method} row under it would pass as {clash}: pick another label")
         if label in labels:
             raise ConfigError(f"{source}: methods[{i}]: label '{label}' is used twice; give each variant its own label")
         labels.add(label)

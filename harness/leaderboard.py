@@ -119,7 +119,8 @@ def rows(runs: list[dict]) -> list[dict]:
         per_run = [run_row(r) for r in finished[label]]
         failed, running = _status(group)
         row = {"label": label, "method": group[0]["spec"]["method"], **_info(group), "seeds": len(per_run),
-               "failed": failed, "running": running, "ci": {}, "interval": {}, "vs_reference": None,
+               "failed": failed, "running": running,
+               "unverified": sum(r.get("verified") is False for r in finished[label]), "ci": {}, "interval": {}, "vs_reference": None,
                "forgetting_vs_reference": None}
         for key, _, _ in COLUMNS:
             row[key], row["ci"][key], _n = mean_ci(p[key] for p in per_run)

@@ -43,13 +43,15 @@ def stage0_key(spec: RunSpec, precision: str, checksums: dict) -> str:
 class _Setup:
     """Data, device, precision and the base model of one spec: what stage 0 and a run both need."""
 
-    def __init__(self, spec: RunSpec, data_dir):
+    def __init__(self, spec: RunSpec, data_dir, precision: str | None = None):
         self.source = source = DataSource(data_dir)
         self.budget = spec.budget_config()
         self.tasks, self.probes = load_stream(source, list(spec.stream), list(spec.probes), self.budget, spec.data_seed)
         self.checksums = dict(sorted(source.checksums.items()))
         self.device = pick_device(spec.device)
-        self.precision, self.evidence = pick_precision(spec.precision, self.device)
+        # precision: the parent's choice, given to a sandboxed method's process (harness.sandbox) so both agree
+        self.precision, self.evidence = (precision, "the parent's") if precision else pick_precision(spec.precision,
+                                                                                                     self.device)
         t0 = time.perf_counter()
         self.model, self.tok = models.load(spec.model)
         self.model.to(self.device)
@@ -118,6 +120,30 @@ def _batcher(tok, budget, device):
     return batches
 
 
+def prepare(spec: RunSpec, setup: _Setup, method):
+    """The method's `prepare` on the run's model, seeded as every run is."""
+    seed_everything(spec.seed)
+    ctx = StageContext(stage=0, task=None, seen=[], device=setup.device, seed=spec.seed, data=setup.source)
+    return method.prepare(setup.model, ctx)
+
+
+def train_stage(spec: RunSpec, setup: _Setup, method, model, stage: int):
+    """(model, training record, context) after the method's hooks and training on task `stage` (1-based):
+    train_examples, the training loop, after_task. Each stage is seeded alone, so a resumed run equals an
+    uninterrupted one."""
+    task, budget, tok, device = setup.tasks[stage - 1], setup.budget, setup.tok, setup.device
+    seed_everything(spec.seed * 1000 + stage)
+    ctx = StageContext(stage=stage, task=task, seen=setup.tasks[: stage - 1], device=device, seed=spec.seed,
+                       precision=setup.precision, batches=_batcher(tok, budget, device), tokenizer=tok,
+                       data=setup.source)
+    pairs = method.train_examples([i.training_pair() for i in task.learn], ctx)
+    encoded = encode_pairs(tok, pairs, budget.max_length)
+    train = train_task(model, method, encoded, ctx, epochs=budget.epochs, batch_size=budget.batch_size,
+                       pad_id=tok.pad_token_id, device=device, precision=setup.precision,
+                       seed=spec.seed * 1000 + stage, desc=f"{spec.label} s{spec.seed} train {task.name}")
+    return method.after_task(model, ctx), train, ctx
+
+
 def _resume_point(spec: RunSpec, store: Store, checkpoints: Checkpoints) -> int:
     """The last stage an earlier attempt of this run finished and checkpointed (0: start afresh)."""
     previous = store.load_run(spec.run_id)
@@ -149,32 +175,67 @@ def execute(spec: RunSpec, store: Store, data_dir: str | None = None, sweep: str
     return result
 
 
+class _InProcess:
+    """A built-in method, run in this process: the same interface as sandbox.SandboxedTrainer, whose model is
+    always this process's own and whose scores are always computed here."""
+
+    verified, unverified_reason = True, None
+
+    def __init__(self, spec: RunSpec, setup: _Setup):
+        self.spec, self.setup = spec, setup
+        cls = resolve_method(spec.method)
+        self.method = cls(build(cls.Config, spec.method_config, "method_config"))
+        self.resumable = self.method.resumable
+        self.info = {"description": cls.description, "citation": cls.citation}
+
+    def prepare(self):
+        self.model = prepare(self.spec, self.setup, self.method)
+        self.counts = count_parameters(self.model)
+        return self.model, None
+
+    def stage(self, stage: int):
+        self.model, train, ctx = train_stage(self.spec, self.setup, self.method, self.model, stage)
+        return self.model, train, self.method.stats(ctx), None
+
+    def close(self) -> None:
+        pass
+
+
+def _trainer(spec: RunSpec, setup: _Setup, data_dir):
+    """In this process for a built-in method; in a confined child for any other (harness.sandbox)."""
+    from . import sandbox
+
+    return _InProcess(spec, setup) if sandbox.trusted(spec.method) else sandbox.SandboxedTrainer(spec, setup, data_dir)
+
+
 def _execute(spec: RunSpec, store: Store, data_dir, result: dict, on_stage) -> None:
     setup = _Setup(spec, data_dir)
-    method_cls = resolve_method(spec.method)
-    method = method_cls(build(method_cls.Config, spec.method_config, "method_config"))
-    result["method_info"] = {"description": method_cls.description, "citation": method_cls.citation}
     result["provenance"].update(data_checksums=setup.checksums, machine=machine(setup.device))
     result.update(device=setup.device, precision=setup.precision, precision_evidence=setup.evidence,
                   model_load_seconds=setup.load_seconds, stage0_key=setup.key)
     base = setup.stage0(spec, store)
     result["stages"].append({"stage": 0, "trained_on": None, **base})
+    before = _function_outputs(setup.model, setup)
+    trainer = _trainer(spec, setup, data_dir)
+    try:
+        _train_and_score(spec, store, setup, trainer, result, base, before, on_stage)
+    finally:
+        trainer.close()
 
-    seed_everything(spec.seed)
-    model, tok, budget, device, precision = setup.model, setup.tok, setup.budget, setup.device, setup.precision
-    ctx = StageContext(stage=0, task=None, seen=[], device=device, seed=spec.seed, data=setup.source)
-    before = _function_outputs(model, setup)
-    model = method.prepare(model, ctx)
-    trainable, total = count_parameters(model)
+
+def _train_and_score(spec, store, setup, trainer, result, base, before, on_stage) -> None:
+    result["method_info"] = trainer.info
+    model, own = trainer.prepare()
+    trainable, total = trainer.counts
     result.update(trainable_params=trainable, total_params=total)
     on_stage(0, model)
     checkpoints = Checkpoints(store.root)
-    done = _resume_point(spec, store, checkpoints) if method.resumable else 0
-    if not done and not _same_outputs(before, _function_outputs(model, setup)):
+    done = _resume_point(spec, store, checkpoints) if trainer.resumable else 0
+    if not done and (own or (model is not None and not _same_outputs(before, _function_outputs(model, setup)))):
         # prepare changed what the model computes (quantized base, virtual tokens): the run's baseline b_i is
         # the prepared model, scored here; the shared base-model scores stay beside it for retention vs base
-        prepared = evaluate(model, tok, setup.tasks, setup.probes, desc=f"eval prepared {spec.label}",
-                            **setup.eval_kw)
+        prepared = own or evaluate(model, setup.tok, setup.tasks, setup.probes, desc=f"eval prepared {spec.label}",
+                                   **setup.eval_kw)
         result["stages"][0] = {"stage": 0, "trained_on": None, "prepared": True, **prepared}
         result["base_model"] = {"scores": base["scores"], "probes": base["probes"]}
     if done:
@@ -189,29 +250,23 @@ def _execute(spec: RunSpec, store: Store, data_dir, result: dict, on_stage) -> N
     for stage, task in enumerate(setup.tasks, start=1):
         if stage <= done:
             continue
-        seed_everything(spec.seed * 1000 + stage)  # each stage seeded alone: a resumed run equals an uninterrupted one
-        ctx = StageContext(stage=stage, task=task, seen=setup.tasks[: stage - 1], device=device, seed=spec.seed,
-                           precision=precision, batches=_batcher(tok, budget, device), tokenizer=tok,
-                           data=setup.source)
-        compute.start_stage(device)
+        compute.start_stage(setup.device)
         train_start = time.perf_counter()  # the method's whole training cost: its hooks included
-        pairs = method.train_examples([i.training_pair() for i in task.learn], ctx)
-        encoded = encode_pairs(tok, pairs, budget.max_length)
-        train = train_task(model, method, encoded, ctx, epochs=budget.epochs, batch_size=budget.batch_size,
-                           pad_id=tok.pad_token_id, device=device, precision=precision,
-                           seed=spec.seed * 1000 + stage, desc=f"{spec.label} s{spec.seed} train {task.name}")
-        model = method.after_task(model, ctx)
+        model, train, method_stats, own = trainer.stage(stage)
         train_seconds = time.perf_counter() - train_start
         on_stage(stage, model)
-        scores = evaluate(model, tok, setup.tasks, setup.probes,
-                          desc=f"{spec.label} s{spec.seed} eval after {task.name}", **setup.eval_kw)
+        scores = own or evaluate(model, setup.tok, setup.tasks, setup.probes,
+                                 desc=f"{spec.label} s{spec.seed} eval after {task.name}", **setup.eval_kw)
         result["stages"].append({"stage": stage, "trained_on": task.name, "train": train, **scores,
-                                 "compute": compute.stage(device, train_seconds, scores["seconds"], train["tokens"])})
+                                 "compute": compute.stage(setup.device, train_seconds, scores["seconds"],
+                                                          train["tokens"])})
         result["compute"] = compute.run(result["stages"], trainable, total)
-        if method_stats := method.stats(ctx):
+        if method_stats:
             result["stages"][-1]["method_stats"] = method_stats
-        saved = method.resumable and stage < len(setup.tasks) and checkpoints.save(spec.run_id, stage, model) is not None
+        if not trainer.verified:
+            result.update(verified=False, unverified=trainer.unverified_reason)
+        saved = (trainer.resumable and stage < len(setup.tasks)
+                 and checkpoints.save(spec.run_id, stage, model) is not None)
         store.save_run(result)
         if saved:  # only now may the previous stage's checkpoint go
             checkpoints.prune(spec.run_id, keep=stage)
-

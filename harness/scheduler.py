@@ -40,9 +40,11 @@ def _run_task(spec_dict: dict, store_root: str, data_dir, sweep: str, protocol: 
 
 
 def _resources(spec: RunSpec, num_cpus: int, num_gpus: float, memory_gb: float) -> dict:
-    from methods.registry import resolve_method
+    """What a run asks Ray for."""
+    from . import sandbox
 
-    gpus = num_gpus or (1 if spec.device == "cuda" or resolve_method(spec.method).needs.gpu else 0)
+    needs_gpu = sandbox.info(spec.method, spec.method_config)["needs"]["gpu"]
+    gpus = num_gpus or (1 if spec.device == "cuda" or needs_gpu else 0)
     request = {"num_cpus": num_cpus, "num_gpus": gpus}
     if memory_gb:
         request["memory"] = int(memory_gb * 2**30)
@@ -70,6 +72,8 @@ def run_specs(specs: list[RunSpec], store: Store, *, data_dir=None, sweep: str =
               num_cpus: int = 1, num_gpus: float = 0, memory_gb: float = 0, protocol: dict | None = None) -> list[dict]:
     import ray
 
+    from . import sandbox
+
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local use: no token auth between driver and workers
     started_here = not ray.is_initialized()
     if started_here:
@@ -83,7 +87,9 @@ def run_specs(specs: list[RunSpec], store: Store, *, data_dir=None, sweep: str =
                      runtime_env=runtime_env)
     try:
         stage0 = ray.remote(_stage0_task)
-        run = ray.remote(_run_task)
+        # a method clbench did not write gets a worker process of its own (max_calls=1), in which it still runs
+        # only in a confined child (harness.sandbox)
+        run, own_worker = ray.remote(_run_task), ray.remote(max_calls=1)(_run_task)
         root = str(store.root.resolve())
         # stage 0 once per protocol, before the runs that share it
         by_protocol = {}
@@ -91,7 +97,8 @@ def run_specs(specs: list[RunSpec], store: Store, *, data_dir=None, sweep: str =
             by_protocol.setdefault(json.dumps(spec.protocol(), sort_keys=True), spec)
         ray.get([stage0.options(**_resources(s, num_cpus, num_gpus, memory_gb), max_retries=MAX_RETRIES)
                  .remote(s.as_dict(), root, data_dir) for s in by_protocol.values()])
-        pending = {run.options(**_resources(s, num_cpus, num_gpus, memory_gb), max_retries=MAX_RETRIES)
+        pending = {(run if sandbox.trusted(s.method) else own_worker)
+                   .options(**_resources(s, num_cpus, num_gpus, memory_gb), max_retries=MAX_RETRIES)
                    .remote(s.as_dict(), root, data_dir, sweep, protocol): s for s in specs}
         return _collect(pending, store, ray)
     finally:

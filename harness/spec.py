@@ -5,8 +5,7 @@ import dataclasses
 import hashlib
 import json
 
-from methods.registry import resolve_method
-
+from . import sandbox
 from .config import Budget, SweepConfig
 from .typed import build
 
@@ -61,8 +60,7 @@ def expand(cfg: SweepConfig) -> list[RunSpec]:
     """One RunSpec per method variant x task order x seed, each method config resolved with its defaults."""
     specs = []
     for i, entry in enumerate(cfg.methods):
-        cls = resolve_method(entry.method, where=f"methods[{i}].method")
-        method_config = dataclasses.asdict(build(cls.Config, entry.config, f"methods[{i}].config"))
+        method_config = sandbox.info(entry.method, entry.config, where=f"methods[{i}].method")["config"]
         for seed, order in [(s, o) for o in [cfg.stream, *cfg.task_orders] for s in cfg.seeds]:
             specs.append(RunSpec(model=cfg.model, precision=cfg.precision, device=cfg.device, stream=tuple(order),
                                  probes=tuple(cfg.probes), scorer=cfg.scorer, budget=dataclasses.asdict(cfg.budget),

@@ -94,11 +94,12 @@ class Store:
         self.root = Path(root)
 
     @contextlib.contextmanager
-    def sweep_lock(self, log=print):
+    def sweep_lock(self, log=print, file: str = ".clbench.lock", holder: str = "sweep"):
         """Hold the results folder for one sweep. A second `clbench run` on the same folder waits
         here, then skips what the first finished: no run is computed or stored twice. The lock
-        is an flock, so it is released when its holder exits, even by SIGKILL."""
-        path = self.root / ".clbench.lock"
+        is an flock, so it is released when its holder exits, even by SIGKILL. `clbench submit` holds
+        another one (`file`) while it takes a name, so two submissions of one name are serialised."""
+        path = self.root / file
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             f = open(path, "a+")
@@ -109,7 +110,7 @@ class Store:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 f.seek(0)
-                log(f"{self.root}: another clbench sweep ({f.read().strip() or 'unknown pid'}) is writing here; "
+                log(f"{self.root}: another clbench {holder} ({f.read().strip() or 'unknown pid'}) is writing here; "
                     "waiting for it to finish")
                 fcntl.flock(f, fcntl.LOCK_EX)
             f.seek(0)

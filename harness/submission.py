@@ -16,22 +16,20 @@ from __future__ import annotations
 import dataclasses
 import getpass
 import hashlib
-import inspect
-import json
 import re
 import shutil
 import unicodedata
 from datetime import datetime, timezone
 from pathlib import Path
 
-from methods.registry import BUILTIN, available, load_class
+from methods.registry import available
 
-from . import config, leaderboard, method_check
+from . import config, leaderboard, sandbox
 from .errors import ConfigError
 from .protocol import stamp
 from .provenance import git_commit, machine, package_versions
 from .spec import expand
-from .store import Store, write_json_atomic
+from .store import Store, read_json, write_json_atomic
 
 MAX_NAME = 64
 NAME_CHARS = re.compile(r"[A-Za-z0-9._+-]+")
@@ -76,14 +74,10 @@ def _load_overrides(path) -> tuple[dict, list[str]]:
     return data, []
 
 
-def _source_file(target: str) -> Path | None:
+def _source_file(target: str, described: dict) -> Path | None:
     if ".py:" in target:
         return Path(target.rpartition(":")[0])
-    try:
-        found = inspect.getsourcefile(load_class(target))
-    except (ConfigError, TypeError):
-        return None
-    return Path(found) if found else None
+    return Path(described["source_file"]) if described.get("source_file") else None
 
 
 def _record_path(results, name: str) -> Path:
@@ -95,8 +89,13 @@ def _owner_problems(results, name: str, sha: str, author: str, replace: bool,
     """(the earlier record this submission replaces or repeats, problems with taking the name).
     An installed package's entry point may be submitted under its own name; no other registered name."""
     path = _record_path(results, name)
+    taken_as = stored_names(results).get(name.casefold())
+    if taken_as is not None and taken_as != name:
+        return None, [f"--name {name!r} differs only in case from the submission {taken_as!r}; pick another name"]
     if path.exists():
-        old = json.loads(path.read_text())
+        old, why = read_record(path)
+        if why:
+            return None, [f"{path}: {why}; the name cannot be checked, so it cannot be taken: move that file aside"]
         if old["author"] != author:
             return None, [f"--name {name!r} belongs to {old['author']}'s submission ({path}); pick another name"]
         if old["file"]["sha256"] != sha and not replace:
@@ -104,9 +103,10 @@ def _owner_problems(results, name: str, sha: str, author: str, replace: bool,
                           f"{old['file']['sha256'][:12]}..., {path}); pass --replace to replace it, "
                           "or pick another name"]
         return old, []
-    if name in BUILTIN or (name in available() and name != target):
+    registered = {n.casefold() for n in available()} - ({target.casefold()} if target in available() else set())
+    if name.casefold() in registered:
         return None, [f"--name {name!r} is a registered method's name; pick another name"]
-    taken = sorted({r["spec"]["method"] for r in Store(results).runs() if r["spec"]["label"] == name})
+    taken = sorted({r["spec"]["method"] for r in Store(results).runs() if r["spec"]["label"].casefold() == name.casefold()})
     if taken:
         return None, [f"--name {name!r} is the label of stored runs of {', '.join(taken)} in {results}/runs; "
                       "pick another name"]
@@ -115,71 +115,124 @@ def _owner_problems(results, name: str, sha: str, author: str, replace: bool,
 
 def preflight(target: str, *, name: str | None, author: str, config_path, preset: str, results,
               replace: bool) -> dict:
-    """Every check before compute; raises one ConfigError listing every problem. Writes nothing."""
+    """Every check before compute; raises one ConfigError listing every problem. Writes nothing. The method is
+    imported and tried only in a confined child process (harness.sandbox), never here."""
     cfg = config.load(preset)
     source = str(config_path or "method config")
     overrides, problems = _load_overrides(config_path)
-    cls, found = method_check.static(target, overrides, source)
-    problems += found
-    name = name if name is not None else (getattr(cls, "name", "") or target.rpartition(":")[2])
+    described = sandbox.describe(target, overrides, source)
+    problems += described["problems"]
+    name = name if name is not None else (described["name"] or target.rpartition(":")[2])
     problems += name_problems(name)
-    src = _source_file(target)
+    src = _source_file(target, described)
     sha = hashlib.sha256(src.read_bytes()).hexdigest() if src and src.is_file() else ""
     old = None
     if not name_problems(name) and sha:
         old, taken = _owner_problems(results, name, sha, author, replace, target)
         problems += taken
     if not problems:  # the trial costs seconds: only once every static check passes
-        problems += method_check.trial(cls, overrides, source, cfg.data_dir)
+        problems += sandbox.describe(target, overrides, source, trial=True, data_dir=cfg.data_dir)["problems"]
     if problems:
         raise ConfigError(f"{target}: preflight found {len(problems)} problem(s); nothing was run or written:\n  - "
                           + "\n  - ".join(problems))
-    return {"cfg": cfg, "cls": cls, "overrides": overrides, "name": name, "src": src, "sha": sha, "old": old}
+    return {"cfg": cfg, "described": described, "overrides": overrides, "name": name, "src": src, "sha": sha,
+            "old": old}
+
+
+RECORD_FIELDS = {"name": str, "author": str, "method": str, "file": dict, "run_ids": list}
+RUN_ID = re.compile(r"[0-9a-f]{16}")
+SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def read_record(path: Path) -> tuple[dict | None, str | None]:
+    """(record, None) or (None, why): a stored record.json is untrusted (bounded read, types, the SHA and run ids
+    that --replace turns into paths checked)."""
+    data, why = read_json(path)
+    if why:
+        return None, why
+    if not isinstance(data, dict):
+        return None, "not a JSON object"
+    for key, kind in RECORD_FIELDS.items():
+        if not isinstance(data.get(key), kind):
+            return None, f"field '{key}' is missing or not a {kind.__name__}"
+    if not (isinstance(data["file"].get("sha256"), str) and SHA256.fullmatch(data["file"]["sha256"])):
+        return None, "file.sha256 is not 64 hex digits"
+    if not all(isinstance(i, str) and RUN_ID.fullmatch(i) for i in data["run_ids"]):
+        return None, "run_ids holds something other than 16-hex-digit run ids"
+    return data, None
+
+
+def stored_names(results) -> dict[str, str]:
+    """{casefolded name: name} of the submissions stored in a results folder."""
+    folder = Path(results) / "submissions"
+    return {p.name.casefold(): p.name for p in folder.iterdir() if p.is_dir()} if folder.is_dir() else {}
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path.resolve().is_relative_to(folder.resolve())
 
 
 def _drop_earlier(results, old: dict, sha: str) -> None:
-    """--replace: the earlier file's runs and copy go, so the name's row holds the new file only."""
+    """--replace: the earlier file's runs and copy go, so the name's row holds the new file only. Only paths
+    inside the results folder's runs/ and the submission's own folder are touched (checked after resolving)."""
     if old["file"]["sha256"] == sha:
         return
     store = Store(results)
     for run_id in old.get("run_ids", []):
-        store.run_path(run_id).unlink(missing_ok=True)
-    shutil.rmtree(_record_path(results, old["name"]).parent / old["file"]["sha256"][:12], ignore_errors=True)
+        path = store.run_path(run_id)
+        if _inside(path, store.root / "runs"):
+            path.unlink(missing_ok=True)
+    folder = _record_path(results, old["name"]).parent
+    copy = folder / old["file"]["sha256"][:12]
+    if copy != folder and _inside(copy, folder):
+        shutil.rmtree(copy, ignore_errors=True)
+
+
+def _store_submission(pre: dict, target: str, author: str, description: str | None, results, started: str):
+    """Copy the file into the submission's folder and write its record: (record, the sweep to run)."""
+    from .precision import pick_device
+
+    name, described, cfg, src, sha = pre["name"], pre["described"], pre["cfg"], pre["src"], pre["sha"]
+    folder = _record_path(results, name).parent
+    copy = folder / sha[:12] / src.name
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, copy)
+    method = f"{copy.resolve()}:{described['class']}" if ".py:" in target else target
+    sweep_cfg = dataclasses.replace(cfg, methods=[config.MethodEntry(method=method, label=name,
+                                                                     config=pre["overrides"])])
+    if description is None:
+        description = described["description"]
+    record = {"name": name, "author": author, "description": description,
+              "target": target, "class": described["class"], "method": method, "config": pre["overrides"],
+              "file": {"source": str(src), "copy": str(copy.relative_to(folder)), "sha256": sha},
+              "protocol": stamp(cfg), "packages": package_versions(), "git": git_commit(),
+              "hardware": machine(pick_device(cfg.device)), "submitted_at": started, "preflight_passed_at": _now(),
+              "run_ids": [s.run_id for s in expand(sweep_cfg)], "status": "running"}
+    write_json_atomic(_record_path(results, name), record)
+    return record, sweep_cfg
 
 
 def submit(target: str, *, name: str | None = None, author: str | None = None, description: str | None = None,
            config_path=None, preset: str = "quick", results="results", replace: bool = False,
            address: str | None = None, log=print) -> dict:
     """Preflight, run the protocol, store the record, regenerate the leaderboard; the record."""
-    from .precision import pick_device
     from .sweep import run_sweep
 
     started = _now()
     author = author or getpass.getuser()
     pre = preflight(target, name=name, author=author, config_path=config_path, preset=preset, results=results,
                     replace=replace)
-    name, cls, cfg, src, sha = pre["name"], pre["cls"], pre["cfg"], pre["src"], pre["sha"]
+    name, sha = pre["name"], pre["sha"]
     log(f"preflight passed: {target} as '{name}' (sha256 {sha[:12]}...)")
-    if pre["old"]:
-        _drop_earlier(results, pre["old"], sha)
-    folder = _record_path(results, name).parent
-    copy = folder / sha[:12] / src.name
-    copy.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src, copy)
-    method = f"{copy.resolve()}:{cls.__name__}" if ".py:" in target else target
-    sweep_cfg = dataclasses.replace(cfg, methods=[config.MethodEntry(method=method, label=name,
-                                                                     config=pre["overrides"])])
-    if description is None:
-        description = cls.description
-    record = {"name": name, "author": author, "description": description,
-              "target": target, "class": cls.__name__, "method": method, "config": pre["overrides"],
-              "file": {"source": str(src), "copy": str(copy.relative_to(folder)), "sha256": sha},
-              "protocol": stamp(cfg), "packages": package_versions(), "git": git_commit(),
-              "hardware": machine(pick_device(cfg.device)), "submitted_at": started, "preflight_passed_at": _now(),
-              "run_ids": [s.run_id for s in expand(sweep_cfg)], "status": "running"}
-    write_json_atomic(_record_path(results, name), record)
+    with Store(results).sweep_lock(log, file=".submissions.lock", holder="submission"):
+        # checked again under the lock: a submission of the same name may have been stored meanwhile
+        old, taken = _owner_problems(results, name, sha, author, replace, target)
+        if taken:
+            raise ConfigError(f"{target}: " + "; ".join(taken))
+        if old:
+            _drop_earlier(results, old, sha)
+        record, sweep_cfg = _store_submission(pre, target, author, description, results, started)
     run_sweep(sweep_cfg, results, address=address, log=log)
-
     store = Store(results)
     runs = [store.load_run(i) for i in record["run_ids"]]
     record["status"] = "finished" if all(r and r["status"] == "finished" for r in runs) else "failed"

@@ -1,10 +1,13 @@
 """Expand a sweep into RunSpecs, check everything that needs no model, skip finished runs, schedule the rest."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from tasks.data import DataSource
 from tasks.registry import load_stream
 
 from .config import SweepConfig
+from .errors import ConfigError
 from .protocol import stamp, version_of
 from .provenance import score_package_versions, score_packages_of
 from .spec import RunSpec, expand
@@ -48,11 +51,31 @@ def pending(specs: list[RunSpec], store: Store, log=print, protocol: dict | None
     return todo
 
 
+def label_problems(specs: list[RunSpec], results_dir) -> list[str]:
+    """Labels that a stored submission owns (its name, compared case-insensitively) but that these runs would
+    fill with another method: a config cannot merge its runs into a submission's row."""
+    from .submission import read_record, stored_names
+
+    owners = stored_names(results_dir)
+    out = []
+    for label, method in sorted({(s.label, s.method) for s in specs}):
+        name = owners.get(label.casefold())
+        if name is None:
+            continue
+        record, why = read_record(Path(results_dir) / "submissions" / name / "record.json")
+        if why or record["method"] != method or label != name:
+            out.append(f"label '{label}' is the submission '{name}' in {results_dir}/submissions; runs of {method} "
+                       "under it would join that row: pick another label")
+    return out
+
+
 def run_sweep(cfg: SweepConfig, results_dir, address: str | None = None, log=print) -> list[dict]:
     from .scheduler import run_specs
 
     store = Store(results_dir)
     specs = preflight(cfg)
+    if problems := label_problems(specs, results_dir):
+        raise ConfigError("; ".join(problems))
     card = stamp(cfg)
     log(f"protocol {card['name']} version {card['version']}")
     store.check_writable()

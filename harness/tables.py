@@ -64,7 +64,8 @@ def _versus(row: dict, field: str = "vs_reference") -> str:
 
 
 def _status(row: dict) -> str:
-    parts = [f"{row['failed']} failed" if row["failed"] else "", f"{row['running']} unfinished" if row["running"] else ""]
+    parts = [f"{row['failed']} failed" if row["failed"] else "", f"{row['running']} unfinished" if row["running"] else "",
+             f"{row['unverified']} unverified" if row.get("unverified") else ""]
     return ", ".join(p for p in parts if p) or "ok"
 
 
@@ -144,7 +145,7 @@ def csv_text(sections: list[dict], header: dict) -> str:
     w.writerow(["protocol", "ranked", "reason", "rank", "label", "method",
                 *[c for k, _, _ in COLUMNS for c in (k, f"{k}_ci95", f"{k}_lo", f"{k}_hi")],
                 *[f"{prefix}vs_full_{x}" for prefix in ("", "forgetting_") for x in ("lo", "hi", "p_holm", "significant")],
-                "seeds", "failed", "unfinished", "pareto", "description", "citation",
+                "seeds", "failed", "unfinished", "unverified", "pareto", "description", "citation",
                 *[f"{name}_version" for name in SCORE_PACKAGES]])
     for section in sections:
         for r in section["rows"]:
@@ -153,7 +154,7 @@ def csv_text(sections: list[dict], header: dict) -> str:
                         *[_csv_num(v) for k, _, _ in COLUMNS
                           for v in (r[k], r["ci"][k], *(r["interval"].get(k) or (None, None)))],
                         *_csv_versus(r, "vs_reference"), *_csv_versus(r, "forgetting_vs_reference"),
-                        r["seeds"], r["failed"], r["running"], "" if r["pareto"] is None else r["pareto"],
+                        r["seeds"], r["failed"], r["running"], r["unverified"], "" if r["pareto"] is None else r["pareto"],
                         csv_cell(r["description"]), csv_cell(r["citation"]),
                         *[csv_cell(section["stack"][name] or "") for name in SCORE_PACKAGES]])
     return buf.getvalue()

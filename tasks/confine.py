@@ -60,8 +60,20 @@ def _fs_rights(v: int) -> int:
     return _WRITE_FILE | _REMOVE_DIR | _REMOVE_FILE | _MAKE | (_TRUNCATE if v >= 3 else 0)
 
 
-def confine(folder: str) -> None:
-    """Confine the calling process (and its future children) as the module docstring says.
+def _allow(ruleset: int, path: str, rights: int) -> None:
+    fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    try:
+        rule = _PathBeneathAttr(allowed_access=rights, parent_fd=fd)
+        if _libc.syscall(_ADD_RULE, ctypes.c_int(ruleset), ctypes.c_int(_PATH_BENEATH), ctypes.byref(rule),
+                         ctypes.c_uint32(0)) < 0:
+            raise OSError(ctypes.get_errno(), f"landlock_add_rule for {path} failed")
+    finally:
+        os.close(fd)
+
+
+def confine(folder: str, devnull: bool = False) -> None:
+    """Confine the calling process (and its future children) as the module docstring says; with `devnull`,
+    /dev/null may be opened for writing too (libraries such as dill probe it at import).
     A no-op without Landlock; raises OSError if Landlock is there but refuses."""
     v = abi()
     if v < 1:
@@ -75,14 +87,9 @@ def confine(folder: str) -> None:
     if ruleset < 0:
         raise OSError(ctypes.get_errno(), "landlock_create_ruleset failed")
     try:
-        fd = os.open(folder, os.O_PATH | os.O_CLOEXEC)
-        try:
-            rule = _PathBeneathAttr(allowed_access=_fs_rights(v), parent_fd=fd)
-            if _libc.syscall(_ADD_RULE, ctypes.c_int(ruleset), ctypes.c_int(_PATH_BENEATH), ctypes.byref(rule),
-                             ctypes.c_uint32(0)) < 0:
-                raise OSError(ctypes.get_errno(), f"landlock_add_rule for {folder} failed")
-        finally:
-            os.close(fd)
+        _allow(ruleset, folder, _fs_rights(v))
+        if devnull:
+            _allow(ruleset, os.devnull, _WRITE_FILE | (_TRUNCATE if v >= 3 else 0))
         if _libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
         if _libc.syscall(_RESTRICT_SELF, ctypes.c_int(ruleset), ctypes.c_uint32(0)) < 0:

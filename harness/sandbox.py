@@ -1,0 +1,352 @@
+"""Code clbench did not write runs only in a confined child process, never where scores are computed.
+
+A method that is not a built-in (methods.registry.BUILTIN: a submitted `file.py:Class`, an installed
+plugin) is never imported by the driver, a Ray worker or anything that scores:
+
+- `info(target, overrides, where)`: what a method declares (name, description, citation, needs, its
+  config resolved with defaults), the config checks' problems included. A built-in is imported here;
+  any other target is imported by a child (`describe`) that reports as JSON, with a timeout, so an
+  import that hangs, exits or crashes is named in one line before any compute.
+- `SandboxedTrainer`: a child loads the data and the model and runs the method's hooks and training
+  stage by stage (harness.runner.prepare / train_stage, as for a built-in). After `prepare` and after
+  each stage it hands the model over as a safetensors file of the base architecture's state dict (a
+  peft model's adapters merged first): plain tensors, no code. The parent, which never imported the
+  method, checks the file (a regular file of bounded size; the base model's keys, shapes, floating
+  dtypes), loads it into its own copy of the base model and scores that. A model the base architecture
+  cannot express (modules of its own) is scored by the child instead, and the run is marked unverified.
+
+Every child starts in a new session, its process group killed when it is done; Landlock confines it to
+write only beneath its scratch folder and open no TCP connection (tasks/confine.py); its stdout and
+stderr go to a log in that folder, and it reports over a pipe of its own (JSON lines of at most 1 MB),
+so what a method prints cannot pass for a message. Each message is checked before use. This keeps
+scores and the results folder out of the method's reach; it is not a hardened sandbox (reads are not
+restricted, see tasks/code_exec.py), and timings and training losses a child reports are its word.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from methods.registry import BUILTIN
+from tasks.confine import confine
+
+from .errors import ConfigError
+
+DESCRIBE_TIMEOUT = 300.0  # seconds for a child to import a method and check it (with the tiny-model trial)
+STAGE_TIMEOUT = 6 * 3600.0  # seconds for a child's prepare or one stage of training
+MAX_MESSAGE = 1 << 20  # bytes in one message
+MAX_TEXT = 4000  # characters kept of a string a child reports
+
+
+class SandboxError(RuntimeError):
+    """A child process broke its protocol: it exited, hung, or sent something malformed."""
+
+
+def trusted(target: str) -> bool:
+    """Built-in methods run in-process; everything else in a child."""
+    return target in BUILTIN
+
+
+def _env(scratch: Path) -> dict:
+    env = dict(os.environ, TMPDIR=str(scratch), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+               TQDM_DISABLE="1", PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    env.pop("PYTHONSTARTUP", None)
+    return env
+
+
+class Child:
+    """One confined child process running `harness.sandbox_child COMMAND` on a JSON request."""
+
+    def __init__(self, command: str, request: dict, scratch: Path):
+        self.scratch, self.log = scratch, scratch / "child.log"
+        read_fd, write_fd = os.pipe()
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "harness.sandbox_child", command, str(write_fd)], cwd=scratch,
+                env=_env(scratch), stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, pass_fds=(write_fd,),
+                start_new_session=True, preexec_fn=lambda: confine(str(scratch), devnull=True))
+        os.close(write_fd)
+        self.fd, self.buffer = read_fd, b""
+        self.send(request)
+
+    def send(self, message: dict) -> None:
+        try:
+            self.proc.stdin.write((json.dumps(message) + "\n").encode())
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            raise SandboxError(self._ended()) from None
+
+    def receive(self, timeout: float) -> dict:
+        """The child's next message; SandboxError when it exits, stays silent past `timeout` or sends garbage."""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buffer:
+            if len(self.buffer) > MAX_MESSAGE:
+                raise SandboxError(f"sent a message over {MAX_MESSAGE} bytes")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise SandboxError(f"sent nothing within {timeout:.0f} s (a hang or a sleep?)")
+            if select.select([self.fd], [], [], left)[0]:
+                chunk = os.read(self.fd, 1 << 16)
+                if not chunk:
+                    raise SandboxError(self._ended())
+                self.buffer += chunk
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        try:
+            message = json.loads(line)
+        except (ValueError, RecursionError):
+            raise SandboxError("sent a message that is not JSON") from None
+        if not isinstance(message, dict) or not isinstance(message.get("kind"), str):
+            raise SandboxError("sent a message that is not an object with a 'kind'")
+        if message["kind"] == "error":
+            raise SandboxError(f"failed: {_text(message.get('error'))}\n{_text(message.get('traceback'))}")
+        return message
+
+    def _ended(self) -> str:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=5)
+        tail = self.log_tail().strip()
+        return f"exited (code {self.proc.returncode}) before reporting" + (f"; the end of its output:\n{tail}" if tail else "")
+
+    def log_tail(self, size: int = 2000) -> str:
+        with contextlib.suppress(OSError), open(self.log, "rb") as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - size))
+            return f.read().decode("utf-8", "replace")
+        return ""
+
+    def close(self) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)  # the child and everything it started
+        self.proc.wait()
+        os.close(self.fd)
+        with contextlib.suppress(OSError):
+            self.proc.stdin.close()
+
+
+def _text(value) -> str:
+    return str(value)[:MAX_TEXT]
+
+
+def _json_value(value, depth: int = 0) -> bool:
+    """A plain JSON value (what a method config or stats may hold), nested at most 8 deep."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return True
+    if isinstance(value, float):
+        return value == value and abs(value) != float("inf")
+    if depth >= 8:
+        return False
+    if isinstance(value, list):
+        return all(_json_value(v, depth + 1) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _json_value(v, depth + 1) for k, v in value.items())
+    return False
+
+
+# describe: what an untrusted method declares ---------------------------------------------------------------
+
+_DESCRIBED: dict = {}
+
+
+def _file_digest(target: str) -> str:
+    path = Path(target.rpartition(":")[0]) if ".py:" in target else None
+    with contextlib.suppress(OSError):
+        return hashlib.sha256(path.read_bytes()).hexdigest() if path and path.is_file() else ""
+    return ""
+
+
+def absolute(target: str) -> str:
+    """A 'file.py:Class' target with its path made absolute (a child runs in its scratch folder)."""
+    if ".py:" not in target:
+        return target
+    path, _, cls = target.rpartition(":")
+    return f"{Path(path).resolve()}:{cls}"
+
+
+def describe(target: str, overrides=None, source: str = "method config", *, trial: bool = False, data_dir=None,
+             timeout: float = DESCRIBE_TIMEOUT) -> dict:
+    """{name, class, description, citation, needs, config, source_file, problems} of a method, from a child
+    that imports it (and, with `trial`, runs it on the tiny model); ConfigError when the child fails."""
+    key = (target, _file_digest(target), json.dumps(overrides, sort_keys=True, default=str), trial, str(data_dir))
+    if key in _DESCRIBED:
+        return _DESCRIBED[key]
+    request = {"target": absolute(target), "overrides": overrides or {}, "source": source, "trial": trial,
+               "data_dir": str(data_dir) if data_dir else None}
+    with tempfile.TemporaryDirectory(prefix="clbench-method-") as tmp:
+        child = None
+        try:
+            child = Child("describe", request, Path(tmp))
+            message = child.receive(timeout)
+        except SandboxError as e:
+            raise ConfigError(f"{target}: importing and checking it in a separate process {e}") from None
+        finally:
+            if child:
+                child.close()
+    described = _checked_description(message, target)
+    _DESCRIBED[key] = described
+    return described
+
+
+def _checked_description(m: dict, target: str) -> dict:
+    problems = m.get("problems")
+    if not (isinstance(problems, list) and all(isinstance(p, str) for p in problems)):
+        raise ConfigError(f"{target}: its checking process sent a malformed report")
+    needs = m.get("needs") if isinstance(m.get("needs"), dict) else {}
+    config = m.get("config")
+    if config is not None and not (isinstance(config, dict) and _json_value(config)):
+        problems = [*problems, f"{target}: its config does not resolve to plain JSON values"]
+        config = None
+    return {"name": _text(m.get("name", "")), "class": _text(m.get("class", "")),
+            "description": _text(m.get("description", "")), "citation": _text(m.get("citation", "")),
+            "needs": {k: bool(needs.get(k, False)) for k in ("gpu", "teacher", "quantized_base")},
+            "config": config, "source_file": _text(m["source_file"]) if isinstance(m.get("source_file"), str) else None,
+            "problems": [_text(p) for p in problems[:50]]}
+
+
+def info(target: str, overrides=None, where: str = "method") -> dict:
+    """What a method declares, as `describe` reports it; a built-in is imported in this process. Raises
+    ConfigError naming every problem of the method or its config."""
+    if trusted(target):
+        import dataclasses
+
+        from methods.registry import resolve_method
+
+        from .typed import build
+
+        cls = resolve_method(target, where=where)
+        config = dataclasses.asdict(build(cls.Config, overrides or {}, where.replace(".method", ".config")))
+        return {"name": cls.name, "class": cls.__name__, "description": cls.description, "citation": cls.citation,
+                "needs": dataclasses.asdict(cls.needs), "config": config, "source_file": None, "problems": []}
+    described = describe(target, overrides, where.replace(".method", ".config"))
+    if described["problems"]:
+        raise ConfigError(f"{where}: {target}: " + "; ".join(described["problems"]))
+    return described
+
+
+# training: the method's process and the handover of its model -------------------------------------------------
+
+def standard_state(model, shapes: dict) -> dict | None:
+    """The model as a state dict of the base architecture (keys -> shapes `shapes`): its own, or, for a peft
+    model, that of a copy with the adapters merged; None when it cannot be expressed so."""
+    import copy
+
+    state = model.state_dict()
+    if _matches(state, shapes):
+        return state
+    if hasattr(model, "merge_and_unload"):
+        merged = copy.deepcopy(model).merge_and_unload().state_dict()
+        if _matches(merged, shapes):
+            return merged
+    return None
+
+
+def _matches(state: dict, shapes: dict) -> bool:
+    return state.keys() == shapes.keys() and all(tuple(v.shape) == shapes[k] for k, v in state.items())
+
+
+def shapes_of(model) -> dict:
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def load_handover(path: Path, model) -> None:
+    """Load a child's safetensors file into `model` (the base architecture) after checking it: a regular file
+    no larger than the model's own weights in fp32 (plus 1 MB), the same keys and shapes, floating tensors."""
+    import torch
+    from safetensors.torch import load_file
+
+    expected = model.state_dict()
+    limit = sum(t.numel() * 4 for t in expected.values()) + (1 << 20)
+    st = os.lstat(path)
+    if not (path.is_file() and not path.is_symlink()) or st.st_size > limit:
+        raise SandboxError(f"handed over {path.name}, which is not a regular file of at most {limit} bytes")
+    try:
+        state = load_file(str(path))
+    except Exception as e:  # a malformed header or body
+        raise SandboxError(f"handed over an unreadable safetensors file: {type(e).__name__}: {e}") from None
+    if state.keys() != expected.keys():
+        raise SandboxError(f"handed over weights whose names differ from the base model's "
+                           f"({len(state.keys() ^ expected.keys())} differ)")
+    for k, t in state.items():
+        if tuple(t.shape) != tuple(expected[k].shape) or not t.is_floating_point() or not torch.isfinite(t).all():
+            raise SandboxError(f"handed over '{k}' of shape {tuple(t.shape)} and dtype {t.dtype}, or with NaN/inf; "
+                               f"the base model's is {tuple(expected[k].shape)}, floating")
+    model.load_state_dict(state, strict=True)
+
+
+class SandboxedTrainer:
+    """The parent side of a run of an untrusted method: start the child, then, per stage, let it train and take
+    over what it hands back. `prepare()` and `stage(s)` return (model or None, the child's own scores or None);
+    the model is the parent's base model with the handed-over weights, None when the run is unverified."""
+
+    resumable = False  # the child's state is not checkpointed: an interrupted run starts afresh
+
+    def __init__(self, spec, setup, data_dir):
+        self.setup, self.spec = setup, spec
+        self._tmp = tempfile.TemporaryDirectory(prefix="clbench-run-")
+        self.scratch = Path(self._tmp.name)
+        request = {"spec": {**spec.as_dict(), "method": absolute(spec.method)}, "data_dir": data_dir,
+                   "precision": setup.precision}
+        self.child = Child("train", request, self.scratch)
+        m = self.child.receive(STAGE_TIMEOUT)
+        self.info = {"description": _text(m.get("description", "")), "citation": _text(m.get("citation", ""))}
+        self.verified, self.unverified_reason = True, None
+
+    def _counts(self, m: dict) -> None:
+        t, n = m.get("trainable_params"), m.get("total_params")
+        if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in (t, n)) or t > n or not t:
+            raise SandboxError(f"reported parameter counts {t!r} of {n!r}")
+        self.counts = (t, n)
+
+    def _take(self, m: dict, stage: int):
+        """(model or None, the child's scores or None) from a handover message."""
+        if m.get("kind") != "stage" or m.get("stage") != stage:
+            raise SandboxError(f"sent {m.get('kind')!r} for stage {m.get('stage')!r}, expected stage {stage}")
+        if m.get("weights"):
+            path = self.scratch / "handover.safetensors"
+            load_handover(path, self.setup.model)
+            path.unlink()
+            return self.setup.model, None
+        if self.verified:
+            self.verified = False
+            self.unverified_reason = _text(m.get("why", "its model has modules the base architecture lacks"))
+        scores = None
+        if m.get("scores"):
+            from .store import read_json
+            from .validate import items_problem
+
+            scores, why = read_json(self.scratch / "scores.json")
+            if why or not isinstance(scores, dict) or not isinstance(scores.get("seconds"), (int, float)):
+                raise SandboxError(f"handed over scores that cannot be read: {why or 'not an object with seconds'}")
+            if problem := items_problem(scores, f"stage {stage} scores"):
+                raise SandboxError(f"handed over malformed scores: {problem}")
+        return None, scores
+
+    def prepare(self):
+        m = self.child.receive(STAGE_TIMEOUT)
+        self._counts(m)
+        return self._take(m, 0)
+
+    def stage(self, stage: int):
+        """(model or None, training record, method stats, the child's scores or None) after stage `stage`."""
+        self.child.send({"go": stage})
+        m = self.child.receive(STAGE_TIMEOUT)
+        model, scores = self._take(m, stage)
+        train, stats = m.get("train"), m.get("stats") or {}
+        if not (isinstance(train, dict) and _json_value(train)
+                and all(isinstance(train.get(k), (int, float)) and not isinstance(train.get(k), bool)
+                        and train[k] >= 0 for k in ("tokens", "steps", "seconds"))):
+            raise SandboxError(f"reported a malformed training record for stage {stage}")
+        if not (isinstance(stats, dict) and _json_value(stats)):
+            raise SandboxError(f"reported method stats that are not plain JSON for stage {stage}")
+        return model, train, stats, scores
+
+    def close(self) -> None:
+        self.child.close()
+        self._tmp.cleanup()

@@ -1,0 +1,190 @@
+"""#16: a method clbench did not write cannot touch scores: it is imported and run only in a confined child,
+and its model is scored by a process that never imported it."""
+import dataclasses
+import socket
+import sys
+
+import pytest
+import torch
+
+from harness import config, leaderboard, sandbox
+from harness.errors import ConfigError
+from harness.store import Store
+from harness.sweep import run_sweep
+
+PATCHER = '''
+import socket
+import harness.evaluation, tasks.code_exec
+from methods.full import FullFineTune
+
+ESCAPE = {escape!r}
+
+
+def perfect(*args, **kwargs):
+    raise SystemExit("scores patched")
+
+
+harness.evaluation._mc_view = perfect  # what a method that writes its own scores would do
+tasks.code_exec.passes = lambda *a, **k: True
+try:
+    open(ESCAPE, "w").write("escaped")
+except OSError:
+    pass
+try:
+    socket.create_connection(("127.0.0.1", {port}), timeout=2).sendall(b"imported")
+except OSError:
+    pass
+
+
+class Patcher(FullFineTune):
+    name = "patcher"
+'''
+
+GROWS = '''
+import torch
+from methods.full import FullFineTune
+
+
+class Grows(FullFineTune):
+    name = "grows"
+
+    def prepare(self, model, ctx):
+        model = super().prepare(model, ctx)
+        model.register_parameter("extra_scale", torch.nn.Parameter(torch.zeros(1)))
+        return model
+'''
+
+
+def _sweep(tmp_path, methods, data_dir):
+    cfg = config.load("tiny")
+    cfg = dataclasses.replace(cfg, data_dir=str(data_dir), methods=[config.MethodEntry(**m) for m in methods],
+                              stream=cfg.stream[:2])
+    results = tmp_path / "results"
+    run_sweep(cfg, results, log=lambda line: None)
+    return {r["spec"]["label"]: r for r in Store(results).runs()}
+
+
+def _cells(run):
+    return [(s["scores"], s["probes"]) for s in run["stages"]]
+
+
+def test_a_score_patching_method_scores_like_full_and_touches_nothing_else(tmp_path, data_dir):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    listener.settimeout(0.1)
+    escape = tmp_path / "escaped.txt"
+    path = tmp_path / "patcher.py"
+    path.write_text(PATCHER.format(escape=str(escape), port=listener.getsockname()[1]))
+    runs = _sweep(tmp_path, [{"method": "full"}, {"method": f"{path}:Patcher", "label": "patcher"}], data_dir)
+    full, patcher = runs["full"], runs["patcher"]
+    assert full["status"] == patcher["status"] == "finished", patcher.get("error")
+    # trained in its child with the same seeds, scored by the parent: every cell equals full fine-tuning's
+    assert _cells(patcher) == _cells(full)
+    assert all(s["scores"][t]["recall"]["score"] < 1 for s in full["stages"] for t in full["spec"]["stream"])
+    assert patcher.get("verified", True) and not escape.exists()
+    with pytest.raises(TimeoutError):
+        listener.accept()  # no TCP connection came from any import of the file
+    assert not any(name.startswith("clbench_user_method") for name in sys.modules)  # never imported here
+
+
+def test_a_model_the_base_architecture_cannot_hold_is_scored_by_its_child_and_marked_unverified(tmp_path, data_dir):
+    path = tmp_path / "grows.py"
+    path.write_text(GROWS)
+    runs = _sweep(tmp_path, [{"method": f"{path}:Grows", "label": "grows"}], data_dir)
+    run = runs["grows"]
+    assert run["status"] == "finished", run.get("error")
+    assert run["verified"] is False and "extra_scale" in run["unverified"]
+    row = leaderboard.sections(list(runs.values()))[0]["rows"][0]
+    assert row["unverified"] == 1
+    from harness import tables
+
+    assert "1 unverified" in tables.markdown(leaderboard.sections(list(runs.values())), leaderboard.header([run]))
+
+
+@pytest.mark.parametrize("body, expected", [
+    ("import time\ntime.sleep(600)\n", "sent nothing within 10 s"),
+    ("import sys\nsys.exit(0)\n", "SystemExit: 0"),
+    ("import os\nos._exit(0)\n", "exited (code 0) before reporting"),
+    ("print('{\"kind\": \"described\"}')\nimport os\nos._exit(3)\n", "exited (code 3)"),  # stdout is no channel
+])
+def test_import_time_hangs_and_exits_are_named_in_one_line(tmp_path, body, expected):
+    path = tmp_path / "bad.py"
+    path.write_text(body)
+    with pytest.raises(ConfigError) as e:
+        sandbox.describe(f"{path}:Bad", timeout=10)
+    assert expected in str(e.value).splitlines()[0]
+
+
+def test_a_handed_over_file_must_be_the_base_architecture(tmp_path, tiny):
+    from safetensors.torch import save_file
+
+    model = tiny[0]
+    state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    path = tmp_path / "handover.safetensors"
+    first = next(iter(state))
+    for bad, why in [({k: v for k, v in state.items() if k != first}, "names differ"),
+                     ({**state, first: torch.full_like(state[first], float("nan"))}, "NaN"),
+                     ({**state, first: state[first].to(torch.int32)}, "floating")]:
+        save_file(bad, str(path))
+        with pytest.raises(sandbox.SandboxError, match=why):
+            sandbox.load_handover(path, model)
+    path.unlink()
+    path.symlink_to("/dev/zero")
+    with pytest.raises(sandbox.SandboxError, match="regular file"):
+        sandbox.load_handover(path, model)
+
+
+def test_a_config_label_cannot_take_a_method_or_a_submission_name(tmp_path, data_dir):
+    cfg = dataclasses.replace(config.load("tiny"), data_dir=str(data_dir))
+    with pytest.raises(ConfigError, match="label 'LoRA' is the name of the method 'lora'"):
+        config.check(dataclasses.replace(cfg, methods=[config.MethodEntry(method="freeze", label="LoRA")]), "x.yaml")
+    results = tmp_path / "results"
+    folder = results / "submissions" / "decaying_replay"
+    folder.mkdir(parents=True)
+    (folder / "record.json").write_text('{"name": "decaying_replay", "author": "alice", "method": "/x.py:D", '
+                                        '"file": {"sha256": "' + "a" * 64 + '"}, "run_ids": []}')
+    taken = dataclasses.replace(cfg, methods=[config.MethodEntry(method="freeze", label="Decaying_Replay")])
+    with pytest.raises(ConfigError, match="is the submission 'decaying_replay'"):
+        run_sweep(taken, results, log=lambda line: None)
+    assert not (results / "runs").exists()
+
+
+def test_replace_touches_only_the_submissions_own_folder(tmp_path):
+    from harness.submission import _drop_earlier, read_record
+
+    results = tmp_path / "results"
+    outside = tmp_path / "X"
+    outside.mkdir()
+    folder = results / "submissions" / "mine"
+    folder.mkdir(parents=True)
+    hostile = {"name": "mine", "author": "bob", "method": "m", "file": {"sha256": "../../../X"}, "run_ids": []}
+    (folder / "record.json").write_text(__import__("json").dumps(hostile))
+    assert read_record(folder / "record.json") == (None, "file.sha256 is not 64 hex digits")
+    _drop_earlier(results, hostile, "b" * 64)  # even if a caller skipped the check
+    assert outside.is_dir()
+
+
+def test_a_name_taken_while_a_submission_was_in_preflight_is_refused(tmp_path, data_dir, monkeypatch):
+    """Two `submit --name shared` at once: the second to reach the submissions lock finds the first's record."""
+    import json
+    from pathlib import Path
+
+    from harness import submission
+
+    example = Path(__file__).resolve().parent.parent / "examples" / "decaying_replay.py"
+    results = tmp_path / "results"
+    real = submission.preflight
+
+    def meanwhile(*args, **kwargs):
+        out = real(*args, **kwargs)
+        folder = results / "submissions" / "shared"
+        folder.mkdir(parents=True)
+        (folder / "record.json").write_text(json.dumps({"name": "shared", "author": "alice", "method": "m",
+                                                        "file": {"sha256": "c" * 64}, "run_ids": []}))
+        return out
+
+    monkeypatch.setattr(submission, "preflight", meanwhile)
+    with pytest.raises(ConfigError, match="belongs to alice's submission"):
+        submission.submit(f"{example}:DecayingReplay", name="shared", author="bob", preset="tiny", results=results)
+    assert not (results / "runs").exists()
