@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -12,6 +13,10 @@ def _run(args) -> int:
     from . import config, leaderboard
     from .sweep import run_sweep
 
+    if args.allow_unlisted_data:
+        from tasks.data import ALLOW_UNLISTED
+
+        os.environ[ALLOW_UNLISTED] = "1"  # read by every DataSource, the workers' included
     cfg = config.load(args.config or args.preset)
     cfg = config.with_overrides(cfg, data_dir=args.data, model=args.model)
     if args.model or args.data:
@@ -131,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--data", help="dataset folder (default: $CLBENCH_DATA)")
     r.add_argument("--model", help="override the config's model")
     r.add_argument("--address", help="join a running Ray cluster (HOST:PORT); default: start a local Ray instance")
+    r.add_argument("--allow-unlisted-data", action="store_true", help="read data files that the data folder's "
+                   "SHA256SUMS.json does not list (each is named in the runs' provenance)")
     r.set_defaults(func=_run)
     lb = sub.add_parser("leaderboard", help="rebuild the leaderboard (Markdown, CSV, LaTeX, HTML) from stored results")
     lb.add_argument("--results", default="results")

@@ -135,6 +135,9 @@ def check(cfg: SweepConfig, source: str) -> None:
         raise ConfigError(f"{source}: methods is empty; add e.g. `methods: [full, lora]`")
     if not cfg.seeds:
         raise ConfigError(f"{source}: seeds is empty; add e.g. `seeds: [0]`")
+    for i, seed in enumerate(cfg.seeds):
+        if not 0 <= seed < 2**32:
+            raise ConfigError(f"{source}: seeds[{i}] is {seed}; a seed is between 0 and 2**32 - 1")
     labels = set()
     for i, entry in enumerate(cfg.methods):
         sandbox.info(entry.method, entry.config, where=f"{source}: methods[{i}].method")  # untrusted: in a child

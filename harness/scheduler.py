@@ -78,7 +78,10 @@ def run_specs(specs: list[RunSpec], store: Store, *, data_dir=None, sweep: str =
     started_here = not ray.is_initialized()
     if started_here:
         # workers print one line per stage instead of progress bars; the driver shows the bar
-        runtime_env = {"env_vars": {"TQDM_DISABLE": "1", "RAY_AUTH_MODE": os.environ["RAY_AUTH_MODE"]}}
+        from tasks.data import ALLOW_UNLISTED
+
+        runtime_env = {"env_vars": {"TQDM_DISABLE": "1", "RAY_AUTH_MODE": os.environ["RAY_AUTH_MODE"],
+                                    **{k: os.environ[k] for k in (ALLOW_UNLISTED,) if k in os.environ}}}
         if address:
             ray.init(address=address, runtime_env=runtime_env)
         else:

@@ -20,6 +20,9 @@ from .items import LETTERS, ChatItem, CodeItem, MCItem
 from .mmlu_categories import SUBJECT_CATEGORY
 
 ENV_VAR = "CLBENCH_DATA"
+ALLOW_UNLISTED = "CLBENCH_ALLOW_UNLISTED_DATA"  # set (by `clbench run --allow-unlisted-data`): read files the
+# manifest does not list; each such file is named in the run's provenance (DataSource.unlisted)
+MANIFEST = "SHA256SUMS.json"
 
 
 def _offline() -> bool:
@@ -40,23 +43,44 @@ class DataSource:
                                 f"point `data_dir` or ${ENV_VAR} at the folder holding mmlu/, mbpp/")
             self.root = root.resolve()
         self.checksums: dict[str, str] = {}
+        self.unlisted: list[str] = []  # files read without a manifest entry (only with ALLOW_UNLISTED set)
+        self.allow_unlisted = os.environ.get(ALLOW_UNLISTED, "") not in ("", "0")
         self._manifest = self._read_manifest()
 
     # -- local files -----------------------------------------------------------------
     def _read_manifest(self) -> dict[str, str]:
-        if self.root is None or not (self.root / "SHA256SUMS.json").exists():
+        if self.root is None or not (self.root / MANIFEST).exists():
             return {}
-        data = json.loads((self.root / "SHA256SUMS.json").read_text())
-        return {f["path"]: f["sha256"] for f in data["files"]}
+        path = self.root / MANIFEST
+        try:
+            data = json.loads(path.read_bytes().decode("utf-8"))
+        except (ValueError, RecursionError) as e:
+            raise DataError(f"{path}: not valid UTF-8 JSON ({type(e).__name__}); restore it from the data release") \
+                from None
+        files = data.get("files") if isinstance(data, dict) else None
+        if not isinstance(files, list):
+            raise DataError(f"{path}: has no 'files' list of {{path, sha256}}; restore it from the data release")
+        out = {}
+        for i, f in enumerate(files):
+            if not (isinstance(f, dict) and isinstance(f.get("path"), str) and isinstance(f.get("sha256"), str)
+                    and len(f["sha256"]) == 64):
+                raise DataError(f"{path}: files[{i}] is not {{path, sha256 (64 hex digits)}}; restore the manifest")
+            out[f["path"]] = f["sha256"]
+        return out
 
     def read_bytes(self, rel: str) -> bytes:
         path = self.root / rel
         if not path.exists():
             raise DataError(f"{path}: file not found (data folder from {self.looked}); "
                             f"is {self.root} the clbench data folder?")
+        expected = self._manifest.get(rel)
+        if expected is None:
+            if not self.allow_unlisted:
+                raise DataError(f"{path}: not listed in {self.root / MANIFEST}, so its contents cannot be checked; "
+                                f"add it to the manifest, or pass --allow-unlisted-data (recorded with the results)")
+            self.unlisted.append(rel)
         raw = path.read_bytes()
         digest = hashlib.sha256(raw).hexdigest()
-        expected = self._manifest.get(rel)
         if expected is not None and expected != digest:
             raise DataError(f"{path}: checksum mismatch (sha256 {digest[:12]}..., manifest says {expected[:12]}...); "
                             f"restore the file or the manifest {self.root / 'SHA256SUMS.json'}")
@@ -73,16 +97,24 @@ class DataSource:
         """subject -> short category (STEM, humanities, social sciences, other)."""
         if self.root is None:
             return dict(SUBJECT_CATEGORY)
-        data = json.loads(self.read_bytes("mmlu/subjects.json"))
-        return {s: v["category_short"] for s, v in data["subjects"].items()}
+        rel = "mmlu/subjects.json"
+        try:
+            data = json.loads(_text(self.read_bytes(rel), self.root / rel))
+            subjects = {s: v["category_short"] for s, v in data["subjects"].items()}
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise DataError(f"{self.root / rel}: expected {{\"subjects\": {{name: {{\"category_short\": ...}}}}}} "
+                            f"({type(e).__name__}: {e}); restore it from the data release") from None
+        if not subjects:
+            raise DataError(f"{self.root / rel}: lists no subjects; restore it from the data release")
+        return subjects
 
     def mmlu(self, subject: str, split: str) -> list[MCItem]:
         self._need_local_or_hub("MMLU")
         if self.root is None:
             return self._mmlu_hub(subject, split)
         rel = f"mmlu/{split}/{subject}_{split}.csv"
-        text = self.read_bytes(rel).decode("utf-8")
         path = self.root / rel
+        text = _text(self.read_bytes(rel), path)
         items = []
         reader = csv.reader(io.StringIO(text, newline=""))
         for row in reader:
@@ -125,6 +157,10 @@ class DataSource:
                 setup = r.get("test_setup_code") or ""
             except (KeyError, TypeError, ValueError) as e:
                 raise DataError(f"{where(i)}: MBPP row lacks a field ({e}); expected task_id, text, code, test_list")
+            if not (all(isinstance(x, str) for x in (text, code, setup))
+                    and isinstance(tests, list) and all(isinstance(t, str) for t in tests)):
+                raise DataError(f"{where(i)}: MBPP row's text, code and test_setup_code must be strings and test_list "
+                                "a list of strings; fix or remove that row")
             prompt = f"{text}\nYour code should pass these tests:\n" + "\n".join(tests)
             out[tid] = CodeItem(uid=f"mbpp/{tid}", prompt=prompt, reference=code.replace("\r\n", "\n"),
                                 tests="\n".join([setup, *tests]), source=where(i))
@@ -182,9 +218,18 @@ class DataSource:
         return items
 
 
+def _text(raw: bytes, path: Path) -> str:
+    """UTF-8 text, or a DataError naming the line of the first byte that is not."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: byte {raw[e.start]:#04x} is not UTF-8; re-save the file as UTF-8") from None
+
+
 def _jsonl(raw: bytes, path: Path) -> list[dict]:
     rows = []
-    for n, line in enumerate(raw.decode("utf-8").splitlines(), start=1):
+    for n, line in enumerate(_text(raw, path).splitlines(), start=1):
         if not line.strip():
             continue
         try:

@@ -9,6 +9,8 @@ import dataclasses
 import random
 from typing import Callable, Literal
 
+from harness.errors import ConfigError
+
 from .data import DataSource
 
 LAW_SUBJECTS = ("professional_law", "international_law", "jurisprudence")
@@ -35,7 +37,13 @@ def _mmlu_pool(src: DataSource, keep: Callable[[str, str], bool], max_chars: int
     return pool
 
 
-def _draw(pool: list, n: int, key: str, seed: int) -> list:
+def _draw(pool: list, n: int, key: str, seed: int, field: str) -> list:
+    """n items of the pool in the order seed gives; a ConfigError naming the budget `field` when it asks for
+    more than the pool holds (before any model loads)."""
+    if n > len(pool):
+        raise ConfigError(f"{field} asks for {n} {key} items but the data holds {len(pool)}"
+                          f"{' (after max_item_chars)' if key in ('stem', 'humanities', 'law', 'general') else ''};"
+                          f" lower it to at most {len(pool)}")
     rng = random.Random(f"{key}:{seed}")
     order = list(pool)
     rng.shuffle(order)
@@ -44,7 +52,8 @@ def _draw(pool: list, n: int, key: str, seed: int) -> list:
 
 def _mc_domain(name: str, keep) -> Callable:
     def make(src: DataSource, budget, seed: int) -> Task:
-        drawn = _draw(_mmlu_pool(src, keep, budget.max_item_chars), budget.learn_items + budget.transfer_items, name, seed)
+        drawn = _draw(_mmlu_pool(src, keep, budget.max_item_chars), budget.learn_items + budget.transfer_items, name, seed,
+                      "budget.learn_items + budget.transfer_items")
         learn, transfer = drawn[: budget.learn_items], drawn[budget.learn_items:]
         return Task(name, "mc", learn, {"recall": learn, "transfer": transfer})
     return make
@@ -52,15 +61,17 @@ def _mc_domain(name: str, keep) -> Callable:
 
 def _code_domain(src: DataSource, budget, seed: int) -> Task:
     mbpp = src.mbpp()
-    learn = _draw([mbpp[i] for i in MBPP_TRAIN], budget.code_items, "code-learn", seed)
-    views = {"recall": learn, "transfer": _draw([mbpp[i] for i in MBPP_TEST], budget.code_items, "code-test", seed)}
+    learn = _draw([mbpp[i] for i in MBPP_TRAIN], budget.code_items, "code-learn", seed, "budget.code_items")
+    views = {"recall": learn, "transfer": _draw([mbpp[i] for i in MBPP_TEST], budget.code_items, "code-test", seed,
+                                                "budget.code_items")}
     if budget.heldout_items:
-        views["humaneval"] = _draw(src.humaneval(), budget.heldout_items, "humaneval", seed)
+        views["humaneval"] = _draw(src.humaneval(), budget.heldout_items, "humaneval", seed, "budget.heldout_items")
     return Task("code", "code", learn, views)
 
 
 def _general_probe(src: DataSource, budget, seed: int) -> Task:
-    items = _draw(_mmlu_pool(src, lambda s, c: c in ("social sciences", "other"), budget.max_item_chars), budget.general_items, "general", seed)
+    items = _draw(_mmlu_pool(src, lambda s, c: c in ("social sciences", "other"), budget.max_item_chars), budget.general_items, "general", seed,
+                  "budget.general_items")
     return Task("general", "mc", [], {"heldout": items})
 
 
@@ -72,11 +83,13 @@ DOMAINS: dict[str, Callable] = {
 }
 
 def _stop_probe(src: DataSource, budget, seed: int) -> Task:
-    return Task("stop", "stop", [], {"prompts": _draw(src.stop_prompts(), budget.stop_prompts, "stop", seed)})
+    return Task("stop", "stop", [], {"prompts": _draw(src.stop_prompts(), budget.stop_prompts, "stop", seed,
+                                                            "budget.stop_prompts")})
 
 
 def _instruct_probe(src: DataSource, budget, seed: int) -> Task:
-    return Task("instruct", "instruct", [], {"reference": _draw(src.self_instruct(), budget.instruct_items, "instruct", seed)})
+    return Task("instruct", "instruct", [], {"reference": _draw(src.self_instruct(), budget.instruct_items, "instruct",
+                                                                       seed, "budget.instruct_items")})
 
 
 PROBES: dict[str, Callable] = {"general": _general_probe, "stop": _stop_probe, "instruct": _instruct_probe}

@@ -8,7 +8,7 @@ import pytest
 
 from harness import config
 from harness.errors import ConfigError, DataError
-from tasks.data import DataSource
+from tasks.data import ALLOW_UNLISTED, DataSource
 
 
 def clbench(*args):
@@ -34,13 +34,14 @@ def test_malformed_csv_row_names_file_and_line(data_dir, tmp_path):
     bad.write_text(bad.read_text() + "a question,only,three\n")
     (data / "SHA256SUMS.json").unlink()  # the edit is deliberate: test the row check, not the checksum
     results = tmp_path / "results"
-    out = clbench("run", "--preset", "tiny", "--data", str(data), "--results", str(results))
+    out = clbench("run", "--preset", "tiny", "--data", str(data), "--results", str(results), "--allow-unlisted-data")
     assert out.returncode == 2
     assert "astronomy_val.csv:" in out.stderr and "expected 6 fields" in out.stderr
     _assert_nothing_written(results)
 
 
-def test_answer_outside_a_to_d(data_dir, tmp_path):
+def test_answer_outside_a_to_d(data_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv(ALLOW_UNLISTED, "1")
     data = _data_copy(data_dir, tmp_path)
     bad = data / "mmlu" / "val" / "anatomy_val.csv"
     bad.write_text('"Q?",a,b,c,d,E\n')
@@ -57,7 +58,8 @@ def test_checksum_mismatch_names_the_file(data_dir, tmp_path):
         DataSource(str(data)).mmlu("anatomy", "val")
 
 
-def test_jsonl_line_that_is_not_json(data_dir, tmp_path):
+def test_jsonl_line_that_is_not_json(data_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv(ALLOW_UNLISTED, "1")
     data = _data_copy(data_dir, tmp_path)
     f = data / "mbpp" / "mbpp.jsonl"
     lines = f.read_text().splitlines()
