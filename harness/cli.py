@@ -57,6 +57,12 @@ def _power(args) -> int:
     return 0
 
 
+def _reproduce(args) -> int:
+    from .reproduce import reproduce
+
+    return reproduce(args.run_id, args.results, args.data)
+
+
 def _validate(args) -> int:
     from .validate import validate_dir
 
@@ -155,6 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
     pw.add_argument("--measure", choices=BOOTSTRAPPED, help="the metric to analyse (default: the ranked score); "
                     "lp_forgetting for the forgetting measure")
     pw.set_defaults(func=_power)
+    rp = sub.add_parser("reproduce", help="run a stored run's spec again and report, cell by cell, where the "
+                                          "scores differ from the stored ones (how a row from elsewhere is checked)")
+    rp.add_argument("run_id", help="the run id (the name of results/runs/<run_id>.json)")
+    rp.add_argument("--results", default="results")
+    rp.add_argument("--data", help="dataset folder (default: $CLBENCH_DATA)")
+    rp.set_defaults(func=_reproduce)
     v = sub.add_parser("validate", help="check every stored run file and name the bad ones")
     v.add_argument("results", nargs="?", default="results")
     v.set_defaults(func=_validate)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import stat
@@ -89,6 +90,22 @@ def write_json_atomic(path: Path, data) -> None:
     write_text_atomic(path, json.dumps(data, indent=1, sort_keys=True))
 
 
+def digest(record: dict) -> str:
+    """SHA-256 of a stored record's canonical JSON without its own `digest` field: an edit after writing shows
+    (integrity against accidents and careless edits; a forger recomputes it, so `clbench reproduce` is the check)."""
+    body = {k: v for k, v in record.items() if k != "digest"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def digest_problem(record: dict) -> str | None:
+    """Why a record's digest does not hold; None when it holds or the record predates digests."""
+    if "digest" not in record:
+        return None
+    if record["digest"] != digest(record):
+        return "its contents were changed after it was written (digest mismatch)"
+    return None
+
+
 class Store:
     def __init__(self, root):
         self.root = Path(root)
@@ -133,6 +150,7 @@ class Store:
 
     def save_run(self, result: dict) -> Path:
         path = self.run_path(result["run_id"])
+        result["digest"] = digest(result)
         write_json_atomic(path, result)
         return path
 
@@ -171,16 +189,21 @@ class Store:
 
     def load_stage0(self, key: str) -> dict | None:
         """The stored base-model evaluation, or None when there is none or it is not a readable JSON object
-        with scores and probes (then it is computed again and replaced)."""
+        with scores and probes whose digest holds and whose per-item records are whole (then it is computed
+        again and replaced)."""
+        from .validate import items_problem
+
         path = self.stage0_path(key)
         if not os.path.lexists(path):
             return None
         data, why = read_json(path)
         if why is None and isinstance(data, dict) and isinstance(data.get("scores"), dict) \
                 and isinstance(data.get("probes"), dict):
-            return data
+            why = digest_problem(data) or items_problem(data, "stage 0")
+            if why is None:
+                return {k: v for k, v in data.items() if k != "digest"}
         warnings.warn(f"{path}: {why or 'not a stage-0 record'}; it is computed again")
         return None
 
     def save_stage0(self, key: str, record: dict) -> None:
-        write_json_atomic(self.stage0_path(key), record)
+        write_json_atomic(self.stage0_path(key), {**record, "digest": digest(record)})

@@ -11,7 +11,7 @@ import html
 import io
 from pathlib import Path
 
-from .leaderboard import CI_LEVEL, COLUMNS, COSTS, cost_key
+from .leaderboard import COLUMNS, COSTS, cost_key
 from .provenance import SCORE_PACKAGES
 from .store import write_text_atomic
 

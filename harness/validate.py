@@ -1,11 +1,12 @@
-"""Check stored run files: readable JSON, our schema version, a well-formed body, and a run_id
-equal to the hash of the spec it holds (a hand-edited config cannot pass as the original run)."""
+"""Check stored run files: readable JSON, our schema version, a digest of the contents that holds (an edit
+after writing shows), a well-formed body, and a run_id equal to the hash of the spec it holds (a hand-edited
+config cannot pass as the original run)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from .spec import RunSpec
-from .store import READABLE_SCHEMAS, SCHEMA_VERSION, read_json
+from .store import READABLE_SCHEMAS, digest_problem, read_json
 
 STATUSES = {"running", "finished", "failed"}
 
@@ -26,6 +27,8 @@ def problem(path: Path) -> tuple[dict | None, str | None]:
             return None, f"missing field '{key}'"
         if not isinstance(data[key], kind):
             return None, f"field '{key}' is a {type(data[key]).__name__}, not a {kind.__name__}"
+    if why := digest_problem(data):
+        return None, f"{why}; `clbench reproduce {data.get('run_id')}` recomputes its results"
     try:
         spec = RunSpec.from_dict(data["spec"])
         spec_id = spec.run_id

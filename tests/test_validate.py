@@ -8,7 +8,7 @@ import pytest
 from harness import config, leaderboard
 from harness.runner import execute
 from harness.spec import expand
-from harness.store import Store
+from harness.store import Store, digest
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,12 @@ def test_validate_names_each_bad_file(good_run, tmp_path):
     (runs / "bbbbbbbbbbbbbbbb.json").write_text(json.dumps(foreign))
     edited = json.loads(good_text)
     edited["spec"]["method_config"]["lr"] = 1.0  # result claims a config it was not run with
+    (runs / f"{result['run_id'][:-1]}y.json").write_text(json.dumps(edited))  # its digest no longer holds
+    edited["digest"] = digest(edited)  # a careful editor recomputes the digest: the spec hash still tells
     (runs / f"{result['run_id'][:-1]}x.json").write_text(json.dumps(edited))
+    scored = json.loads(good_text)
+    scored["stages"][1]["scores"]["stem"]["recall"]["score"] = 1.0  # a score edit: only the digest tells
+    (runs / "cccccccccccccccc.json").write_text(json.dumps(scored))
 
     out = subprocess.run([sys.executable, "-m", "harness.cli", "validate", str(tmp_path / "results")],
                          capture_output=True, text=True, timeout=120)
@@ -43,12 +48,14 @@ def test_validate_names_each_bad_file(good_run, tmp_path):
     assert any("aaaaaaaaaaaaaaaa.json" in x and "not valid JSON" in x for x in lines)
     assert any("bbbbbbbbbbbbbbbb.json" in x and "schema_version 99" in x for x in lines)
     assert any("x.json" in x and "does not match the hash of its spec" in x for x in lines)
+    assert any("y.json" in x and "digest mismatch" in x for x in lines)
+    assert any("cccccccccccccccc.json" in x and "digest mismatch" in x and "clbench reproduce" in x for x in lines)
     assert not any(result["run_id"] + ".json" in x for x in lines)
-    assert "1 of 4 run files valid" in out.stdout
+    assert "1 of 6 run files valid" in out.stdout
 
     with pytest.warns(UserWarning) as caught:
         table = leaderboard.rows(Store(tmp_path / "results").runs())
-    assert len(caught) == 3
+    assert len(caught) == 5
     assert [r["label"] for r in table] == ["full"] and table[0]["seeds"] == 1
 
 
@@ -79,8 +86,8 @@ def test_per_item_records_are_checked_and_schema_1_files_are_still_read(good_run
     _, result = good_run
     path = tmp_path / f"{result['run_id']}.json"
 
-    def check(data):
-        path.write_text(json.dumps(data))
+    def check(data):  # each edit with its digest recomputed: these checks hold even against that
+        path.write_text(json.dumps({**data, "digest": digest(data)}))
         return problem(path)[1]
 
     assert check(result) is None
