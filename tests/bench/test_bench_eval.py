@@ -64,7 +64,7 @@ def test_multiple_choice_against_lm_eval(benchmark, smollm2, questions, scorer, 
                                  "speedup_over_lm_eval": ratio, "threads": torch.get_num_threads()})
     if scorer == "letter":  # lm-eval also runs one forward per letter question: how far compute lets us go
         tokens, flops = letter_forward_flops(model, tok, questions)
-        peak = matmul_gflops(torch.float32, n=2048, reps=5)
+        peak = matmul_gflops([torch.float32], n=2048, reps=5)[0]
         benchmark.extra_info.update({
             "prompt_tokens_run": tokens, "forward_tflop": flops / 1e12,
             "achieved_gflops": flops / 1e9 / benchmark.stats.stats.min, "matmul_peak_gflops": peak,

@@ -79,7 +79,7 @@ def test_training_loop_against_bare_loop(benchmark, smollm2):
     harness_tps = tokens / benchmark.stats.stats.median
     bare_tps = tokens / statistics.median(bare_seconds[1:])
     flops = model_flops_per_token(base, SEQ)
-    peak = matmul_gflops({"fp32": torch.float32, "bf16": torch.bfloat16}[precision], n=2048, reps=5)
+    peak = matmul_gflops([{"fp32": torch.float32, "bf16": torch.bfloat16}[precision]], n=2048, reps=5)[0]
     benchmark.extra_info.update({
         "precision": precision, "precision_evidence": evidence, "tokens_per_step": BATCH * SEQ,
         "harness_tokens_per_s": harness_tps, "bare_tokens_per_s": bare_tps, "harness_over_bare": harness_tps / bare_tps,
