@@ -16,6 +16,7 @@ import os
 
 from tqdm.auto import tqdm
 
+from .errors import ConfigError
 from .runner import failed_result
 from .spec import RunSpec
 from .store import Store
@@ -49,6 +50,20 @@ def _resources(spec: RunSpec, num_cpus: int, num_gpus: float, memory_gb: float) 
     if memory_gb:
         request["memory"] = int(memory_gb * 2**30)
     return request
+
+
+def check_resources(requests: list[dict], cluster: dict) -> None:
+    """A ConfigError naming the `resources` field when a run asks for more than the whole Ray cluster has: Ray
+    would queue such a task forever (`device: cuda` on a machine without a GPU, `memory_gb: 100000`)."""
+    have = {"num_cpus": cluster.get("CPU", 0), "num_gpus": cluster.get("GPU", 0), "memory": cluster.get("memory", 0)}
+    fields = {"num_cpus": "resources.num_cpus", "num_gpus": "resources.num_gpus (or device: cuda, or a method that "
+              "needs a GPU)", "memory": "resources.memory_gb"}
+    for request in requests:
+        for key, wanted in request.items():
+            if wanted and wanted > have[key]:
+                unit = (lambda x: f"{x / 2**30:.1f} GB") if key == "memory" else (lambda x: f"{x:g}")
+                raise ConfigError(f"{fields[key]}: a run asks for {unit(wanted)} but the Ray cluster has "
+                                  f"{unit(have[key])} in all, so it could never start; lower it (or add nodes)")
 
 
 def _progress(store: Store, spec: RunSpec) -> dict | None:
@@ -89,6 +104,7 @@ def run_specs(specs: list[RunSpec], store: Store, *, data_dir=None, sweep: str =
             ray.init(address="local", num_cpus=max(num_cpus, os.cpu_count() or 1), include_dashboard=False,
                      runtime_env=runtime_env)
     try:
+        check_resources([_resources(s, num_cpus, num_gpus, memory_gb) for s in specs], ray.cluster_resources())
         stage0 = ray.remote(_stage0_task)
         # a method clbench did not write gets a worker process of its own (max_calls=1), in which it still runs
         # only in a confined child (harness.sandbox)

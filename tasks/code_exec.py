@@ -4,12 +4,12 @@ Each program is written to a file in its own temporary directory (removed afterw
 as `python -I` there, in a new session, with a wall-clock timeout, an address-space limit and a
 CPU-time limit, and an empty environment, confined by Landlock (tasks/confine.py) where the
 kernel has it: it can write only in that directory, cannot open TCP connections and cannot
-signal other processes. When it ends, or its time is up, its whole process group is killed, so
-children it forked do not outlive it. Code of any size and any characters (NUL bytes included)
-gives True or False, never an exception. This guards against accidents and careless code
-(infinite loops, runaway memory, stray writes, network calls, forgotten children); it is not a
-hardened sandbox (reads are not restricted, UDP is not covered, a child that starts a session of
-its own leaves the group, and the number of processes is not limited).
+signal other processes; a seccomp filter lets it start no other process (fork, vfork, spawn
+fail; threads work). When it ends, or its time is up, its whole process group is killed.
+Code of any size and any characters (NUL bytes included) gives True or False, never an
+exception. This guards against accidents and careless code (infinite loops, runaway memory,
+stray writes, network calls, fork bombs); it is not a hardened sandbox (reads are not
+restricted, UDP is not covered).
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .confine import confine
+from .confine import confine, no_new_processes
 
 FENCE = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)(?:```|$)", re.S)
 
@@ -39,6 +39,7 @@ def _limits(memory_mb: int, cpu_seconds: int, folder: str):
         resource.setrlimit(resource.RLIMIT_AS, (memory_mb * 2**20, memory_mb * 2**20))
         resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds))
         confine(folder)
+        no_new_processes()
     return apply
 
 

@@ -1,4 +1,5 @@
-"""Landlock confinement for a child process: writes only beneath one folder, no TCP, no signals out.
+"""Landlock confinement for a child process: writes only beneath one folder, no TCP, no signals out; and a
+seccomp filter that lets a process start no other process (`no_new_processes`).
 
 Landlock (Linux 5.13+, unprivileged) lets a process give up rights for itself and its children.
 `confine(folder)` is meant to run in the child between fork and exec (subprocess's preexec_fn):
@@ -11,8 +12,10 @@ Landlock. On a kernel without Landlock nothing is confined; `available()` says w
 from __future__ import annotations
 
 import ctypes
+import errno
 import functools
 import os
+import platform
 
 _CREATE_RULESET, _ADD_RULE, _RESTRICT_SELF = 444, 445, 446  # syscall numbers, the same on every arch
 _VERSION = 1 << 0  # LANDLOCK_CREATE_RULESET_VERSION
@@ -50,10 +53,12 @@ def abi() -> int:
 
 
 def available() -> dict:
-    """What `confine` enforces on this kernel (stored with results that ran model-written code)."""
+    """What `confine` and `no_new_processes` enforce on this kernel (stored with results that ran model-written
+    code)."""
     v = abi()
     return {"landlock_abi": v, "writes_outside_folder": "denied" if v >= 1 else "allowed",
-            "tcp": "denied" if v >= 4 else "allowed", "signals_out": "denied" if v >= 6 else "allowed"}
+            "tcp": "denied" if v >= 4 else "allowed", "signals_out": "denied" if v >= 6 else "allowed",
+            "new_processes": "denied (seccomp)" if platform.machine() in _SYSCALLS else "allowed"}
 
 
 def _fs_rights(v: int) -> int:
@@ -96,3 +101,55 @@ def confine(folder: str, devnull: bool = False) -> None:
             raise OSError(ctypes.get_errno(), "landlock_restrict_self failed")
     finally:
         os.close(ruleset)
+
+
+# seccomp: fork, vfork and a clone without CLONE_THREAD fail with EAGAIN (threads are still allowed); clone3
+# says ENOSYS, so the C library falls back to clone, whose flags the filter can read. A process-count rlimit
+# would not do: it does not bind root, which is who runs this in containers.
+_SYSCALLS = {"x86_64": {"arch": 0xC000003E, "fork": 57, "vfork": 58, "clone": 56, "clone3": 435},
+             "aarch64": {"arch": 0xC00000B7, "fork": None, "vfork": None, "clone": 220, "clone3": 435}}
+_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER = 22, 2
+_LD_W_ABS, _JEQ_K, _JSET_K, _RET_K = 0x20, 0x15, 0x45, 0x06
+_ALLOW, _ERRNO = 0x7FFF0000, 0x00050000
+_CLONE_THREAD = 0x00010000
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.POINTER(_SockFilter))]
+
+
+def _program(n: dict) -> list[tuple[int, int, int, int]]:
+    never = 0xFFFFFFFF  # a syscall number that does not exist (aarch64 has no fork or vfork)
+    return [
+        (_LD_W_ABS, 0, 0, 4),                           # 0: arch
+        (_JEQ_K, 0, 7, n["arch"]),                      # 1: another arch -> allow (9)
+        (_LD_W_ABS, 0, 0, 0),                           # 2: syscall number
+        (_JEQ_K, 6, 0, n["fork"] or never),             # 3: fork -> deny (10)
+        (_JEQ_K, 5, 0, n["vfork"] or never),            # 4: vfork -> deny (10)
+        (_JEQ_K, 5, 0, n["clone3"]),                    # 5: clone3 -> ENOSYS (11)
+        (_JEQ_K, 0, 2, n["clone"]),                     # 6: not clone -> allow (9)
+        (_LD_W_ABS, 0, 0, 16),                          # 7: its flags (args[0], low 32 bits)
+        (_JSET_K, 0, 1, _CLONE_THREAD),                 # 8: a thread -> allow (9), else deny (10)
+        (_RET_K, 0, 0, _ALLOW),                         # 9
+        (_RET_K, 0, 0, _ERRNO | errno.EAGAIN),          # 10
+        (_RET_K, 0, 0, _ERRNO | errno.ENOSYS),          # 11
+    ]
+
+
+def no_new_processes() -> None:
+    """Install the seccomp filter in the calling process (and what it execs): no fork, vfork, or clone of a
+    process; threads stay possible. A no-op on an architecture the filter does not know."""
+    n = _SYSCALLS.get(platform.machine())
+    if n is None:
+        return
+    rows = _program(n)
+    prog = (_SockFilter * len(rows))(*[_SockFilter(*r) for r in rows])
+    fprog = _SockFprog(len(rows), prog)
+    if _libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
+    if _libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_SECCOMP) failed")

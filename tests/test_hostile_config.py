@@ -46,3 +46,19 @@ def test_a_normal_config_still_loads(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text("model: tiny\nmethods: [full, {method: lora, label: l, config: {r: 4}}]\nbudget: {epochs: 1}\n")
     assert config.load(str(f)).methods[1].config == {"r": 4}
+
+
+def test_resources_no_node_has_are_refused_instead_of_queued_forever(tmp_path, data_dir):
+    import dataclasses
+
+    from harness.scheduler import check_resources
+    from harness.sweep import run_sweep
+
+    with pytest.raises(ConfigError, match=r"resources.num_gpus .* asks for 1 but the Ray cluster has 0"):
+        check_resources([{"num_cpus": 1, "num_gpus": 1}], {"CPU": 2.0, "memory": 2**34})
+    cfg = config.load("tiny")
+    cfg = dataclasses.replace(cfg, data_dir=str(data_dir), methods=cfg.methods[:1],
+                              resources=dataclasses.replace(cfg.resources, memory_gb=100000))
+    with pytest.raises(ConfigError, match=r"resources.memory_gb: a run asks for 100000.0 GB"):
+        run_sweep(cfg, tmp_path / "results", log=lambda line: None)
+    assert not any((tmp_path / "results" / "runs").glob("*.json"))
