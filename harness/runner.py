@@ -50,8 +50,8 @@ class _Setup:
         self.checksums = dict(sorted(source.checksums.items()))
         self.device = pick_device(spec.device)
         # precision: the parent's choice, given to a sandboxed method's process (harness.sandbox) so both agree
-        self.precision, self.evidence = (precision, "the parent's") if precision else pick_precision(spec.precision,
-                                                                                                     self.device)
+        self.precision, self.evidence = ((precision, {"reason": "the parent process's choice"}) if precision
+                                         else pick_precision(spec.precision, self.device))
         t0 = time.perf_counter()
         self.model, self.tok = models.load(spec.model)
         self.model.to(self.device)
@@ -179,7 +179,7 @@ class _InProcess:
     """A built-in method, run in this process: the same interface as sandbox.SandboxedTrainer, whose model is
     always this process's own and whose scores are always computed here."""
 
-    verified, unverified_reason = True, None
+    verified, unverified_reason, peak_memory_mb = True, None, None
 
     def __init__(self, spec: RunSpec, setup: _Setup):
         self.spec, self.setup = spec, setup
@@ -258,9 +258,10 @@ def _train_and_score(spec, store, setup, trainer, result, base, before, on_stage
         on_stage(stage, model)
         scores = own or evaluate(model, setup.tok, setup.tasks, setup.probes,
                                  desc=f"{spec.label} s{spec.seed} eval after {task.name}", **setup.eval_kw)
-        result["stages"].append({"stage": stage, "trained_on": task.name, "train": train, **scores,
-                                 "compute": compute.stage(setup.device, train_seconds, scores["seconds"],
-                                                          train["tokens"])})
+        cost = compute.stage(setup.device, train_seconds, scores["seconds"], train["tokens"])
+        if trainer.peak_memory_mb:  # a sandboxed method trained in a process of its own
+            cost["peak_memory_mb"] = max(cost["peak_memory_mb"], trainer.peak_memory_mb)
+        result["stages"].append({"stage": stage, "trained_on": task.name, "train": train, **scores, "compute": cost})
         result["compute"] = compute.run(result["stages"], trainable, total)
         if method_stats:
             result["stages"][-1]["method_stats"] = method_stats

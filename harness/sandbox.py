@@ -296,7 +296,7 @@ class SandboxedTrainer:
         self.child = Child("train", request, self.scratch)
         m = self.child.receive(STAGE_TIMEOUT)
         self.info = {"description": _text(m.get("description", "")), "citation": _text(m.get("citation", ""))}
-        self.verified, self.unverified_reason = True, None
+        self.verified, self.unverified_reason, self.peak_memory_mb = True, None, None
 
     def _counts(self, m: dict) -> None:
         t, n = m.get("trainable_params"), m.get("total_params")
@@ -308,6 +308,8 @@ class SandboxedTrainer:
         """(model or None, the child's scores or None) from a handover message."""
         if m.get("kind") != "stage" or m.get("stage") != stage:
             raise SandboxError(f"sent {m.get('kind')!r} for stage {m.get('stage')!r}, expected stage {stage}")
+        peak = m.get("peak_memory_mb")
+        self.peak_memory_mb = float(peak) if isinstance(peak, (int, float)) and 0 < peak < 2**40 else None
         if m.get("weights"):
             path = self.scratch / "handover.safetensors"
             load_handover(path, self.setup.model)
