@@ -8,8 +8,10 @@ leaderboard aggregates these over seeds. Keys (None where the run did not measur
                                                  answers, nats per token; harness.metrics.logprob_matrix)
     transfer                                     overall performance on held-out transfer items
     general                                      final score of the `general` MC probe
-    general_retention                            mean over scored probes of final score / baseline score, the
-                                                 baseline being stage 0: the method's prepared model
+    general_retention                            mean over the accuracy probes (`general`, `lm_eval:<task>`) of
+                                                 final accuracy / baseline accuracy, the baseline being stage 0:
+                                                 the method's prepared model. `instruct` (a log-probability) is
+                                                 not mixed in: it is reported as instruct_change
     general_retention_base                       the same against the unprepared base model (differs only
                                                  where `prepare` changed the model's function)
     stop_rate_change                             final stop rate minus the base model's (`stop` probe)
@@ -35,11 +37,16 @@ def probe_score(views: dict) -> float | None:
     return sum(scores) / len(scores) if scores else None
 
 
+NOT_ACCURACY = ("instruct", "stop")  # probes whose score is no accuracy: never averaged with the accuracy ratios
+
+
 def retention(base: dict, stage: dict) -> dict:
-    """{probe: score after `stage` / base score} for each scored probe of both stage records;
-    None where the base score is 0 (no ratio exists)."""
+    """{probe: accuracy after `stage` / base accuracy} for each accuracy probe of both stage records;
+    None where the base accuracy is 0 (no ratio exists)."""
     out = {}
     for name, views in stage["probes"].items():
+        if name in NOT_ACCURACY:
+            continue
         before, after = probe_score(base["probes"].get(name, {})), probe_score(views)
         if before is not None and after is not None:
             out[name] = after / before if before else None
