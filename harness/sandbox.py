@@ -69,12 +69,18 @@ class Child:
     def __init__(self, command: str, request: dict, scratch: Path):
         self.scratch, self.log = scratch, scratch / "child.log"
         read_fd, write_fd = os.pipe()
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "harness.sandbox_child", command, str(write_fd)], cwd=scratch,
-                env=_env(scratch), stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, pass_fds=(write_fd,),
-                start_new_session=True, preexec_fn=lambda: confine(str(scratch), devnull=True))
-        os.close(write_fd)
+        try:
+            with open(self.log, "wb") as log:
+                self.proc = subprocess.Popen(
+                    [sys.executable, "-m", "harness.sandbox_child", command, str(write_fd)], cwd=scratch,
+                    env=_env(scratch), stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
+                    pass_fds=(write_fd,), start_new_session=True,
+                    preexec_fn=lambda: confine(str(scratch), devnull=True))
+        except BaseException:
+            os.close(read_fd)
+            raise
+        finally:
+            os.close(write_fd)
         self.fd, self.buffer = read_fd, b""
         self.send(request)
 
@@ -293,8 +299,12 @@ class SandboxedTrainer:
         self.scratch = Path(self._tmp.name)
         request = {"spec": {**spec.as_dict(), "method": absolute(spec.method)}, "data_dir": data_dir,
                    "precision": setup.precision}
-        self.child = Child("train", request, self.scratch)
-        m = self.child.receive(STAGE_TIMEOUT)
+        try:
+            self.child = Child("train", request, self.scratch)
+            m = self.child.receive(STAGE_TIMEOUT)
+        except BaseException:
+            self.close()
+            raise
         self.info = {"description": _text(m.get("description", "")), "citation": _text(m.get("citation", ""))}
         self.verified, self.unverified_reason, self.peak_memory_mb = True, None, None
 
@@ -350,5 +360,6 @@ class SandboxedTrainer:
         return model, train, stats, scores
 
     def close(self) -> None:
-        self.child.close()
+        if getattr(self, "child", None):
+            self.child.close()
         self._tmp.cleanup()

@@ -23,6 +23,7 @@ ENV_VAR = "CLBENCH_DATA"
 ALLOW_UNLISTED = "CLBENCH_ALLOW_UNLISTED_DATA"  # set (by `clbench run --allow-unlisted-data`): read files the
 # manifest does not list; each such file is named in the run's provenance (DataSource.unlisted)
 MANIFEST = "SHA256SUMS.json"
+MAX_FILE_BYTES = 256 * 2**20  # the largest data file (GSM8K train) is a few MB
 
 
 def _offline() -> bool:
@@ -51,12 +52,12 @@ class DataSource:
     def _read_manifest(self) -> dict[str, str]:
         if self.root is None or not (self.root / MANIFEST).exists():
             return {}
+        from harness.store import read_json
+
         path = self.root / MANIFEST
-        try:
-            data = json.loads(path.read_bytes().decode("utf-8"))
-        except (ValueError, RecursionError) as e:
-            raise DataError(f"{path}: not valid UTF-8 JSON ({type(e).__name__}); restore it from the data release") \
-                from None
+        data, why = read_json(path)  # a regular file of bounded size and nesting
+        if why:
+            raise DataError(f"{path}: {why}; restore it from the data release")
         files = data.get("files") if isinstance(data, dict) else None
         if not isinstance(files, list):
             raise DataError(f"{path}: has no 'files' list of {{path, sha256}}; restore it from the data release")
@@ -79,6 +80,9 @@ class DataSource:
                 raise DataError(f"{path}: not listed in {self.root / MANIFEST}, so its contents cannot be checked; "
                                 f"add it to the manifest, or pass --allow-unlisted-data (recorded with the results)")
             self.unlisted.append(rel)
+        if not path.is_file() or path.stat().st_size > MAX_FILE_BYTES:
+            raise DataError(f"{path}: not a regular file of at most {MAX_FILE_BYTES} bytes (a FIFO or a device would "
+                            "hang the reader); restore it from the data release")
         raw = path.read_bytes()
         digest = hashlib.sha256(raw).hexdigest()
         if expected is not None and expected != digest:

@@ -39,7 +39,7 @@ def test_a_non_utf8_byte_names_the_file_and_line(data_dir, tmp_path):
         DataSource(str(data)).mmlu("anatomy", "val")
 
 
-@pytest.mark.parametrize("manifest, why", [("{not json", "not valid UTF-8 JSON"), ('{"note": "x"}', "has no 'files' list"),
+@pytest.mark.parametrize("manifest, why", [("{not json", "not valid JSON"), ('{"note": "x"}', "has no 'files' list"),
                                            ('{"files": [{"path": "a"}]}', r"files\[0\] is not")])
 def test_a_malformed_manifest_is_named(data_dir, tmp_path, manifest, why):
     data = _data_copy(data_dir, tmp_path)
@@ -103,3 +103,18 @@ def test_a_huge_seed_is_refused_in_the_config(tmp_path):
     path.write_text((config.PRESET_DIR / "tiny.yaml").read_text().replace("seeds: [0]", "seeds: [100000000000000000000]"))
     with pytest.raises(ConfigError, match=r"seeds\[0\] is 100000000000000000000"):
         config.load(str(path))
+
+
+def test_a_fifo_in_place_of_a_data_file_is_named_not_read(data_dir, tmp_path):
+    import os
+
+    data = _data_copy(data_dir, tmp_path)
+    rel = "mmlu/val/anatomy_val.csv"
+    (data / rel).unlink()
+    os.mkfifo(data / rel)
+    with pytest.raises(DataError, match="anatomy_val.csv: not a regular file"):
+        DataSource(str(data)).mmlu("anatomy", "val")
+    (data / "SHA256SUMS.json").unlink()
+    os.mkfifo(data / "SHA256SUMS.json")
+    with pytest.raises(DataError, match="SHA256SUMS.json: not a regular file"):
+        DataSource(str(data))
