@@ -124,6 +124,7 @@ def rows(runs: list[dict]) -> list[dict]:
                "forgetting_vs_reference": None}
         for key, _, _ in COLUMNS:
             row[key], row["ci"][key], _n = mean_ci(p[key] for p in per_run)
+        row["task_forgetting"] = _task_forgetting(per_run)
         if reps and label in reps:
             row["interval"] = {key: stats.interval(values) for key, values in reps[label].items()}
         out.append(row)
@@ -132,6 +133,41 @@ def rows(runs: list[dict]) -> list[dict]:
     _rank(out, reps, key)
     _mark_pareto(out, key)
     return out
+
+
+def _task_forgetting(per_run: list[dict]) -> dict:
+    """{task: mean over the runs of its forgetting on the log-probability matrix} (tasks trained before the last)."""
+    values = {}
+    for p in per_run:
+        for task, value in (p.get("lp_task_forgetting") or {}).items():
+            values.setdefault(task, []).append(value)
+    return {task: sum(v) / len(v) for task, v in values.items()}
+
+
+def _commit(run: dict) -> str:
+    git = (run.get("provenance") or {}).get("git")
+    if not isinstance(git, dict) or not isinstance(git.get("commit"), str):
+        return ""
+    return git["commit"][:12] + (" (uncommitted changes)" if git.get("dirty") else "")
+
+
+def facts(runs: list[dict]) -> list[tuple[str, str]]:
+    """What a section benchmarked, from its runs' files: model, stream, budget, scorer, precision, seeds, the
+    protocol card and version, the data files and the harness commits."""
+    first = runs[0]
+    spec = first["spec"]
+    orders = sorted({" → ".join(r["spec"]["stream"]) for r in runs})
+    budget = ", ".join(f"{k} {v}" for k, v in sorted((spec.get("budget") or {}).items()) if v not in ("", None))
+    checksums = (first.get("provenance") or {}).get("data_checksums") or {}
+    commits = sorted({_commit(r) for r in runs} - {""})
+    card = first.get("protocol") or {}
+    out = [("Model", spec.get("model")), ("Stream", "; ".join(orders)), ("Probes", ", ".join(spec.get("probes", []))),
+           ("Budget", budget), ("Scorer", spec.get("scorer")), ("Precision", first.get("precision")),
+           ("Seeds", ", ".join(str(s) for s in sorted({r["spec"]["seed"] for r in runs}))),
+           ("Protocol card", f"{card.get('name', '–')} {card.get('version', '')}".strip()),
+           ("Data", f"{len(checksums)} files, sha256 of their checksums {content_hash(checksums)}"),
+           ("Commits", ", ".join(commits) or "not recorded")]
+    return [(k, str(v)) for k, v in out]
 
 
 def ranking_key(table: list[dict]) -> str:
@@ -225,7 +261,7 @@ def sections(runs: list[dict]) -> list[dict]:
         return []
     reference = ordered[0][1][0]
     return [{"key": key, "reason": None if i == 0 else protocol_diff(group[0], reference),
-             "stack": score_packages_of(group[0]), "rows": rows(group), "runs": group}
+             "stack": score_packages_of(group[0]), "facts": facts(group), "rows": rows(group), "runs": group}
             for i, (key, group) in enumerate(ordered)]
 
 

@@ -62,6 +62,7 @@ def run_row(run: dict) -> dict:
     L = metrics.logprob_matrix(stages, tasks, "recall")
     if L is not None:
         row.update(metrics.logprob_summary(L))
+        row["lp_task_forgetting"] = dict(zip(tasks, metrics.forgetting(L)))  # every task but the last
         # the headline starts from the unprepared base model: a method gains nothing by repairing what its
         # own initialisation did (P-tuning v2's random prefix halves the instruct probe's probability)
         base = [run.get("base_model") or stages[0], *stages[1:]]

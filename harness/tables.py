@@ -35,6 +35,43 @@ NOTE = ("Rows are ranked by Headline = Domain gain + Instruct change, in nats pe
         "GPU-hours, else CPU-hours). Only runs of the same protocol and package versions are ranked together.")
 SHORT = {"gpu_hours", "cpu_hours", "train_tflops", "trainable_share"}
 
+# header -> (which way is better: "higher", "lower" or None, its definition): the Markdown legend, the HTML
+# tooltips and the direction of the HTML's first sort
+HELP = {
+    "Rank": ("lower", "1 + the number of methods significantly better on the ranked score (paired bootstrap, Holm)"),
+    "Method": (None, "the row's label, with its description and citation"),
+    "Headline": ("higher", "Domain gain + Instruct change, nats per token: learned and kept, and general ability"),
+    "Domain gain (log-prob)": ("higher", "mean over the domains of the gold answers' log-probability per token after "
+                               "the last stage minus the base model's"),
+    "Instruct change (log-prob)": ("higher", "held-out instruction replies' log-probability per token after the last "
+                                   "stage minus the base model's"),
+    "OP": ("higher", "mean recall accuracy (learned items asked again) over the domains after the last stage"),
+    "BWT": ("higher", "mean over earlier domains of final minus just-learned recall accuracy; below 0: forgetting"),
+    "FWT": ("higher", "mean accuracy on a domain just before training on it minus the baseline's"),
+    "Plasticity": ("higher", "mean recall accuracy gained on a domain by training on it"),
+    "Forgetting (log-prob)": ("lower", "mean over earlier domains of the drop of the gold answers' log-probability "
+                              "per token from its best after learning to the end; the forgetting measure"),
+    "BWT (log-prob)": ("higher", "BWT on the log-probability matrix, nats per token"),
+    "Plasticity (log-prob)": ("higher", "plasticity on the log-probability matrix, nats per token"),
+    "Transfer OP": ("higher", "OP on held-out items of each domain, never trained on"),
+    "General probe": ("higher", "accuracy of the general probe (MMLU social sciences + other) after the last stage"),
+    "General retention": ("higher", "mean over accuracy probes of final / baseline accuracy (baseline: the prepared "
+                          "model); 1 = kept"),
+    "General retention vs base model": ("higher", "the same against the unprepared base model"),
+    "Stop-rate change": ("higher", "share of open prompts answered with an end of turn, last stage minus baseline"),
+    "Tail repetition": ("lower", "share of repeated n-grams in the last tokens of open answers"),
+    "GPU-hours": ("lower", "GPU time of the trained stages"),
+    "CPU-hours": ("lower", "CPU time of the trained stages x threads"),
+    "Train TFLOPs (est.)": ("lower", "trained tokens x (4 x all parameters + 2 x trainable ones) / 1e12"),
+    "Trainable share": (None, "trainable / all parameters"),
+    "vs full": ("higher", "paired difference of the ranked score from full fine-tuning: 95% interval, Holm p"),
+    "Forgetting vs full": ("lower", "paired difference of Forgetting (log-prob) from full: below 0 forgets less"),
+    "Seeds": (None, "finished runs (seeds and task orders); ! a single run"),
+    "Pareto": (None, "* no other row has a ranked score >= at a training cost <="),
+    "Status": (None, "failed, unfinished or unverified runs of the row"),
+}
+ARROW = {"higher": " ↑", "lower": " ↓", None: ""}
+
 
 def _num(key: str, x: float | None, signed: bool) -> str:
     if x is None:
@@ -97,6 +134,24 @@ def _header_line(header: dict, escape) -> str:
 HEADERS = ["Rank", "Method", *[name for _, name, _ in COLUMNS], "vs full", "Forgetting vs full", "Seeds", "Pareto", "Status"]
 
 
+def shown(header: str) -> str:
+    """A header with its better-direction arrow."""
+    return header + ARROW[HELP[header][0]]
+
+
+def _task_forgetting_rows(section: dict) -> tuple[list[str], list[tuple[str, list[str]]]]:
+    """(tasks, [(label, cells)]) of the per-task forgetting table; no tasks when no row has it."""
+    tasks = []
+    for r in section["rows"]:
+        tasks += [t for t in r.get("task_forgetting", {}) if t not in tasks]
+    cells = [(r["label"], [f"{r['task_forgetting'][t]:+.3f}" if t in r.get("task_forgetting", {}) else "–"
+                           for t in tasks]) for r in section["rows"]]
+    return tasks, cells
+
+
+TASK_FORGETTING = "Per-task forgetting (log-prob, nats per token, lower is better; mean over the row's runs)"
+
+
 # Markdown --------------------------------------------------------------------------------------
 
 def md_escape(s: str) -> str:
@@ -106,20 +161,29 @@ def md_escape(s: str) -> str:
 
 
 def markdown(sections: list[dict], header: dict) -> str:
-    lines = ["# clbench leaderboard", "", _header_line(header, md_escape), "", NOTE]
+    lines = ["# clbench leaderboard", "", _header_line(header, md_escape), "", NOTE, "",
+             "| Column | Better | Definition |", "|---|---|---|",
+             *[f"| {md_escape(k)} | {v[0] or '–'} | {md_escape(v[1])} |" for k, v in HELP.items()]]
     if not sections:
         lines += ["", "No runs."]
     for section in sections:
-        lines += ["", f"## {md_escape(_title(section))}", "", md_escape(stack_line(section)), ""]
+        lines += ["", f"## {md_escape(_title(section))}", ""]
+        lines += [f"- **{k}**: {md_escape(v)}" for k, v in section.get("facts", [])]
+        lines += ["", md_escape(stack_line(section)), ""]
         if section["reason"]:
             lines += [md_escape(section["reason"]), ""]
-        lines.append("| " + " | ".join(md_escape(h) for h in HEADERS) + " |")
+        lines.append("| " + " | ".join(md_escape(shown(h)) for h in HEADERS) + " |")
         lines.append("|" + "|".join(["---"] * len(HEADERS)) + "|")
         for r in section["rows"]:
             cells = [str(r["rank"] or "–"), md_escape(r["label"]), *[_value(r, k, s) for k, _, s in COLUMNS],
                      md_escape(_versus(r)), md_escape(_versus(r, "forgetting_vs_reference")),
                      _seeds(r), _pareto(r).replace("*", "\\*"), _status(r)]
             lines.append("| " + " | ".join(cells) + " |")
+        tasks, rows = _task_forgetting_rows(section)
+        if tasks:
+            lines += ["", f"{TASK_FORGETTING}:", "", "| Method | " + " | ".join(md_escape(t) for t in tasks) + " |",
+                      "|" + "|".join(["---"] * (len(tasks) + 1)) + "|",
+                      *["| " + md_escape(label) + " | " + " | ".join(c) + " |" for label, c in rows]]
     return "\n".join(lines) + "\n"
 
 
@@ -200,12 +264,16 @@ def h(s) -> str:
 _STYLE = """body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
 table{border-collapse:collapse;font-size:13px;margin-bottom:2em}
 th,td{padding:3px 7px;border-bottom:1px solid #ddd;text-align:right;vertical-align:top}
-th{cursor:pointer;background:#f3f3f3;user-select:none}th[data-dir=asc]::after{content:" \\25B2"}
-th[data-dir=desc]::after{content:" \\25BC"}td.m{text-align:left;max-width:26em}
+th{cursor:pointer;background:#f3f3f3;user-select:none;position:sticky;top:0;z-index:1}
+th[data-dir=asc]::after{content:" (sorted, ascending)";font-weight:normal}
+th[data-dir=desc]::after{content:" (sorted, descending)";font-weight:normal}td.m{text-align:left;max-width:26em}
+dl.facts{display:grid;grid-template-columns:max-content auto;gap:2px 12px;font-size:13px}dl.facts dt{font-weight:bold}
+dl.facts dd{margin:0}
 .d{color:#555;font-size:11px}.c{color:#777;font-size:11px;font-style:italic}.note{max-width:60em;color:#444}"""
 
 _SCRIPT = """document.querySelectorAll("table.lb th").forEach(function(th){th.addEventListener("click",function(){
-var body=th.closest("table").tBodies[0],i=th.cellIndex,dir=th.dataset.dir==="asc"?"desc":"asc";
+var body=th.closest("table").tBodies[0],i=th.cellIndex,first=th.dataset.better==="lower"||!th.dataset.better?"asc":"desc",
+dir=th.dataset.dir?(th.dataset.dir==="asc"?"desc":"asc"):first;
 th.parentNode.querySelectorAll("th").forEach(function(o){delete o.dataset.dir});th.dataset.dir=dir;
 function key(tr){var v=tr.cells[i].dataset.v;return v===""?null:(isNaN(v)?v:parseFloat(v));}
 Array.from(body.rows).sort(function(a,b){var x=key(a),y=key(b);if(x===null)return y===null?0:1;if(y===null)return -1;
@@ -222,16 +290,19 @@ def html_page(sections: list[dict], header: dict) -> str:
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', "<title>clbench leaderboard</title>",
              f"<style>{_STYLE}</style></head><body>", "<h1>clbench leaderboard</h1>",
              f'<p class="note">{_header_line(header, h)}</p>', f'<p class="note">{h(NOTE)} '
-             "Click a column header to sort by it.</p>"]
+             "Click a column header to sort by it, best first (↑ higher is better, ↓ lower); hover it for its definition.</p>"]
     if not sections:
         parts.append("<p>No runs.</p>")
     for section in sections:
         parts.append(f"<h2>{h(_title(section))}</h2>")
+        parts.append('<dl class="facts">' + "".join(f"<dt>{h(k)}</dt><dd>{h(v)}</dd>" for k, v in section.get("facts", []))
+                     + "</dl>")
         parts.append(f'<p class="note">{h(stack_line(section))}</p>')
         if section["reason"]:
             parts.append(f'<p class="note">{h(section["reason"])}</p>')
-        parts.append('<table class="lb"><thead><tr>'
-                     + "".join(f"<th>{h(x)}</th>" for x in HEADERS) + "</tr></thead><tbody>")
+        parts.append('<table class="lb"><thead><tr>' + "".join(
+            f'<th title="{h(HELP[x][1])}" data-better="{HELP[x][0] or ""}">{h(shown(x))}</th>' for x in HEADERS)
+            + "</tr></thead><tbody>")
         for r in section["rows"]:
             method = (f'{h(r["label"])}<div class="d">{h(r["description"])}</div>'
                       f'<div class="c">{h(r["citation"])}</div>')
@@ -243,6 +314,12 @@ def html_page(sections: list[dict], header: dict) -> str:
                      _td(h(_status(r)), r["failed"] + r["running"])]
             parts.append("<tr>" + "".join(cells) + "</tr>")
         parts.append("</tbody></table>")
+        tasks, rows = _task_forgetting_rows(section)
+        if tasks:
+            parts.append(f"<details><summary>{h(TASK_FORGETTING)}</summary><table><thead><tr><th>Method</th>"
+                         + "".join(f"<th>{h(t)}</th>" for t in tasks) + "</tr></thead><tbody>"
+                         + "".join("<tr><td class=\"m\">" + h(label) + "</td>" + "".join(f"<td>{c}</td>" for c in cells)
+                                   + "</tr>" for label, cells in rows) + "</tbody></table></details>")
     parts += [f"<script>{_SCRIPT}</script>", "</body></html>"]
     return "\n".join(parts) + "\n"
 

@@ -253,11 +253,18 @@ def test_html_sorts_on_click_and_runs_no_injected_script(board, chromium):
         return [td.text.splitlines()[0] for td in table.find_elements(By.CSS_SELECTOR, "tbody td.m")]
 
     assert labels() == ["full", SCRIPT, "lora", "slow", TEX]  # shown as text, ranked by OP
-    op = next(th for th in table.find_elements(By.TAG_NAME, "th") if th.text == "OP")
+    facts = chromium.find_elements(By.CSS_SELECTOR, "dl.facts")[0].text
+    assert "Model\ntiny" in facts and "Stream\nstem → humanities" in facts  # what was benchmarked, first
+    op = next(th for th in table.find_elements(By.TAG_NAME, "th") if th.text == "OP ↑")
+    assert "recall accuracy" in op.get_attribute("title")  # each column defines itself
+    assert op.value_of_css_property("position") == "sticky"
     op.click()
-    assert labels() == ["slow", "lora", SCRIPT, "full", TEX]  # ascending OP, no OP last
+    assert labels() == ["full", SCRIPT, "lora", "slow", TEX]  # the first click puts the best first
     op.click()
-    assert labels() == ["full", SCRIPT, "lora", "slow", TEX]
+    assert labels() == ["slow", "lora", SCRIPT, "full", TEX]  # then ascending, no OP last
+    tail = next(th for th in table.find_elements(By.TAG_NAME, "th") if th.text == "Tail repetition ↓")
+    tail.click()
+    assert labels()[0] == "lora"  # lower is better: the only row with a tail-repetition value comes first
     next(th for th in table.find_elements(By.TAG_NAME, "th") if th.text == "Method").click()
     assert [x for x in labels() if x[0].isalpha()] == ["full", "lora", "slow"] and labels()[0] != "full"
     assert chromium.execute_script("return window.__pwned === undefined")
