@@ -115,10 +115,12 @@ def _pareto(row: dict) -> str:
 
 
 def _title(section: dict) -> str:
-    key, cost = section["key"][:16], COSTS[cost_key(section["rows"])]
-    kind = "Ranked protocol" if section["reason"] is None else "Protocol (not ranked with the first)"
+    cost = COSTS[cost_key(section["rows"])]
+    facts = dict(section.get("facts", []))
+    key = f"{facts['Model']} on {facts['Stream']}" if facts else section["key"][:16]
+    kind = "Ranked" if section["reason"] is None else "Not ranked with the first"
     ranked = {"headline": "Headline", "overall": "OP"}[section["rows"][0]["ranked_by"]] if section["rows"] else "OP"
-    return f"{kind} {key}; ranked by {ranked}; Pareto: {ranked} vs {cost}"
+    return f"{kind}: {key}; by {ranked}; Pareto: {ranked} vs {cost}"
 
 
 def stack_line(section: dict) -> str:

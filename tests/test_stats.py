@@ -99,7 +99,7 @@ def test_the_board_marks_a_method_that_forgets_significantly_less_than_full():
     assert keeps["significant"] and keeps["diff_hi"] < 0 and not twin["significant"]
     assert by["full"]["forgetting_vs_reference"] is None
     md = tables.markdown(secs, leaderboard.header(runs))
-    assert "Forgetting vs full" in md.splitlines()[next(i for i, x in enumerate(md.splitlines()) if x.startswith("| Rank"))]
+    assert "Forgetting vs full ↓" in next(x for x in md.splitlines() if x.startswith("| Rank ↓"))
     line = next(x for x in md.splitlines() if "| keeps |" in x)
     assert line.count(", sig.") == 2
     csv_head = tables.csv_text(secs, leaderboard.header(runs)).splitlines()[0].split(",")
