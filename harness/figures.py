@@ -2,11 +2,15 @@
 
 Each figure is written as <name>.pdf (vector) and <name>.png with stable names (FIGURES), in one
 style: column width 3.3 in or full width 7 in, 8 pt fonts, the Okabe-Ito colour-blind-safe palette.
-A figure whose metric no run measured is skipped with a note, never silently. Labels are drawn as
-plain text (no mathtext), so a label is never interpreted.
+Every method has its own colour + marker + line style (`_look`), so methods stay apart in greyscale and
+past eight methods. A figure whose metric no run measured is skipped with a note, never silently; so is
+any text that overlaps other text once drawn (checked on the rendered bounding boxes). Labels are drawn
+as plain text (no mathtext), so a label is never interpreted. `figures/README.md` gets a one-line caption
+per figure, naming the runs it was drawn from.
 """
 from __future__ import annotations
 
+import textwrap
 from collections import defaultdict
 from pathlib import Path
 
@@ -17,14 +21,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from . import metrics  # noqa: E402
 from .leaderboard import COSTS, cost_key, mean_ci, sections  # noqa: E402
-from .store import Store  # noqa: E402
+from .store import Store, write_text_atomic  # noqa: E402
 
 COLUMN, FULL, DPI = 3.3, 7.0, 200
 OKABE_ITO = ["#E69F00", "#56B4E9", "#009E73", "#D55E00", "#0072B2", "#CC79A7", "#F0E442", "#000000"]
 MARKERS = "osD^vP*X"
+LINESTYLES = ["-", "--", ":", "-."]
 # name -> (width, height) in inches; a PNG is width*DPI x height*DPI pixels
 FIGURES = {"accuracy_matrices": (FULL, 4.2), "forgetting_curves": (FULL, 2.4), "stability_plasticity": (COLUMN, 2.8),
-           "retention_repetition": (FULL, 2.4), "cost_vs_score": (COLUMN, 2.8)}
+           "retention_repetition": (FULL, 2.4), "cost_vs_score": (COLUMN, 2.8), "versus_full": (FULL, 2.4)}
 STYLE = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "xtick.labelsize": 7, "ytick.labelsize": 7,
          "legend.fontsize": 6.5, "axes.prop_cycle": matplotlib.cycler(color=OKABE_ITO), "text.parse_math": False,
          "axes.spines.top": False, "axes.spines.right": False, "pdf.fonttype": 42, "savefig.dpi": DPI}
@@ -32,21 +37,34 @@ COST_NAME = {key: name[0].upper() + name[1:] for key, name in COSTS.items()}
 
 
 def _look(i: int) -> dict:
-    return {"color": OKABE_ITO[i % len(OKABE_ITO)], "marker": MARKERS[(i // len(OKABE_ITO)) % len(MARKERS)]}
+    """Method i's colour, marker and line style: methods that share a colour (i and i + 8) differ in both
+    marker and line style, so every method of up to 32 is told apart without colour."""
+    cycle = i // len(OKABE_ITO)
+    return {"color": OKABE_ITO[i % len(OKABE_ITO)], "marker": MARKERS[(i + cycle) % len(MARKERS)],
+            "linestyle": LINESTYLES[cycle % len(LINESTYLES)]}
+
+
+def _point(i: int) -> dict:
+    """_look for a marker without a line."""
+    look = _look(i)
+    return {"color": look["color"], "marker": look["marker"]}
 
 
 LEGEND_ROW, LEGEND_ROWS_STATED = 0.15, 2  # inches per legend row; rows the stated sizes already hold
 
 
-def _legend_columns(name: str) -> int:
-    return 6 if FIGURES[name][0] == FULL else 3
+def _legend_columns(name: str, labels=()) -> int:
+    """Legend columns that fit the figure's width: about 11 characters of 6.5 pt text per inch, plus the key."""
+    width = FIGURES[name][0]
+    longest = max((len(str(x)) for x in labels), default=10)
+    return max(1, min(6 if width == FULL else 3, int(width / (0.35 + longest / 15))))
 
 
-def _new(name: str, ncols: int = 1, nrows: int = 1, min_height: float = 0.0, legend_entries: int = 0):
+def _new(name: str, ncols: int = 1, nrows: int = 1, min_height: float = 0.0, legend_entries=()):
     """A figure at its stated size; taller where `min_height` (inches) asks, so many panels keep their size,
     and by a row height for each legend row beyond the LEGEND_ROWS_STATED its size already holds."""
     width, height = FIGURES[name]
-    rows = -(-legend_entries // _legend_columns(name))
+    rows = -(-len(legend_entries) // _legend_columns(name, legend_entries))
     height += LEGEND_ROW * max(0, rows - LEGEND_ROWS_STATED)
     return plt.subplots(nrows, ncols, figsize=(width, max(height, min_height)), layout="constrained", squeeze=False)
 
@@ -54,10 +72,37 @@ def _new(name: str, ncols: int = 1, nrows: int = 1, min_height: float = 0.0, leg
 def _legend_below(fig, ax, name: str, **kw):
     """The axes' legend under the panels, in columns: inside a panel, 18 methods' entries covered the data."""
     handles, labels = ax.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=_legend_columns(name), frameon=False, **kw)
+    fig.legend(handles, labels, loc="outside lower center", ncols=_legend_columns(name, labels), frameon=False, **kw)
 
 
-def _save(fig, out: Path, name: str) -> list[Path]:
+def text_overlaps(fig) -> list[tuple[str, str]]:
+    """Pairs of visible, non-empty texts of a drawn figure whose rendered boxes intersect, and (text, 'the
+    figure's edge') for a text cut off by the edge."""
+    from matplotlib.text import Text
+
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    drawn, ticks = [], set()
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            lo, hi = sorted(axis.get_view_interval())
+            for tick in axis.get_major_ticks() + axis.get_minor_ticks():
+                labels = (tick.label1, tick.label2)
+                ticks.update(map(id, labels))
+                if lo - 1e-9 <= tick.get_loc() <= hi + 1e-9:  # matplotlib draws only the ticks inside the view
+                    drawn += [t for t in labels if t.get_visible()]
+    drawn += [t for t in fig.findobj(Text) if id(t) not in ticks and t.get_visible()]
+    texts = [t for t in drawn if t.get_text().strip()]
+    boxes = [(t.get_text(), t.get_window_extent(renderer).shrunk(0.9, 0.7)) for t in texts]  # the glyphs, not the padding
+    edge = fig.bbox
+    cut = [(a, "the figure's edge") for a, box in boxes
+           if box.x0 < edge.x0 - 1 or box.x1 > edge.x1 + 1 or box.y0 < edge.y0 - 1 or box.y1 > edge.y1 + 1]
+    return cut + [(a, b) for i, (a, box) in enumerate(boxes) for b, other in boxes[i + 1:] if box.overlaps(other)]
+
+
+def _save(fig, out: Path, name: str, notes: list[str]) -> list[Path]:
+    if overlaps := text_overlaps(fig):
+        notes.append(f"{name}: {len(overlaps)} overlapping text pair(s), e.g. {overlaps[0][0]!r} / {overlaps[0][1]!r}")
     paths = [out / f"{name}.pdf", out / f"{name}.png"]
     for p in paths:
         fig.savefig(p)
@@ -76,47 +121,54 @@ def _matrices(runs: list[dict], tasks: list[str]) -> dict[str, list]:
     return out
 
 
-def accuracy_matrices(table, mats, tasks, out):
+def accuracy_matrices(table, mats, tasks, out, notes):
     labels = [r["label"] for r in table if r["label"] in mats]
     ncols = min(4, len(labels))
     nrows = -(-len(labels) // ncols)
     fig, axes = _new("accuracy_matrices", ncols, nrows, min_height=2.1 * nrows)  # 2 rows fit the stated 4.2 in
     for ax in axes.flat[len(labels):]:
         ax.axis("off")
-    for ax, label in zip(axes.flat, labels):
+    stages = ["base", *[f"after {t}" for t in tasks]]
+    for k, (ax, label) in enumerate(zip(axes.flat, labels)):
         group = mats[label]
         M = [[sum(m[s][t] for m in group) / len(group) for t in range(len(tasks))] for s in range(len(group[0]))]
         im = ax.imshow(M, vmin=0, vmax=1, cmap="viridis", aspect="auto")
-        ax.set_title(f"{label} (n={len(group)})")
+        # a long name wraps (about 11 characters of 8 pt text per inch of panel), not into the next panel
+        ax.set_title(textwrap.fill(f"{label} (n={len(group)})", max(8, int((FULL - 1.4) / ncols * 11))))
         ax.set_xticks(range(len(tasks)), tasks, rotation=45, ha="right")
-        ax.set_yticks(range(len(M)), ["base", *[f"after {t}" for t in tasks]])
+        # stage names on the first panel of each row only: beside every panel they ran into the next one
+        ax.set_yticks(range(len(M)), stages if k % ncols == 0 else [])
         if len(tasks) <= 6:
             for s, row in enumerate(M):
                 for t, v in enumerate(row):
-                    ax.text(t, s, f"{v:.2f}", ha="center", va="center", fontsize=6, color="w" if v < 0.6 else "k")
+                    ax.text(t, s, f"{v:.1f}" if ncols * len(tasks) > 16 else f"{v:.2f}", ha="center", va="center",
+                            fontsize=5.5, color="w" if v < 0.6 else "k")
     fig.colorbar(im, ax=axes, shrink=0.8, label="recall accuracy (mean over runs)")
-    return _save(fig, out, "accuracy_matrices")
+    return _save(fig, out, "accuracy_matrices", notes)
 
 
-def forgetting_curves(table, mats, tasks, out):
+def forgetting_curves(table, mats, tasks, out, notes):
     labels = [r["label"] for r in table if r["label"] in mats]
-    fig, axes = _new("forgetting_curves", len(tasks), legend_entries=len(labels))
+    fig, axes = _new("forgetting_curves", len(tasks), legend_entries=labels)
+    stages = ["base", *tasks]
+    dodge = 0.2 / max(1, len(labels) - 1)  # methods side by side within ±0.1 of a stage: equal runs stay visible
     for t, (ax, task) in enumerate(zip(axes.flat, tasks)):
         for i, label in enumerate(labels):
             group = mats[label]
             stats = [mean_ci(m[s][t] for m in group) for s in range(len(group[0]))]
-            xs, ys = range(len(stats)), [m for m, _, _ in stats]
-            ax.plot(xs, ys, label=label, lw=1.2, ms=3, **_look(i))
+            xs, ys = [s - 0.1 + i * dodge for s in range(len(stats))], [m for m, _, _ in stats]
+            ax.plot(xs, ys, label=label, lw=1.1, ms=3, **_look(i))
             lo = [m - (h or 0) for m, h, _ in stats]
             hi = [m + (h or 0) for m, h, _ in stats]
-            ax.fill_between(xs, lo, hi, color=_look(i)["color"], alpha=0.2, lw=0)
+            ax.fill_between(xs, lo, hi, color=_look(i)["color"], alpha=0.15, lw=0)
         ax.set_title(task)
         ax.set_ylim(-0.03, 1.03)  # one scale for every task
-        ax.set_xlabel("stage")
-        ax.set_xticks(range(len(tasks) + 1))
+        ax.set_xticks(range(len(stages)), stages, rotation=45, ha="right")
+        ax.axvline(t + 1, color="0.7", lw=0.6, ls=":")  # the stage that trained on this task
+    axes.flat[0].set_xlabel("after training on")
     axes.flat[0].set_ylabel("recall accuracy")
     _legend_below(fig, axes.flat[0], "forgetting_curves")
-    return _save(fig, out, "forgetting_curves")
+    return _save(fig, out, "forgetting_curves", notes)
 
 
 def _front(points):
@@ -124,7 +176,20 @@ def _front(points):
     return sorted(p for p in points if not any(o[0] >= p[0] and o[1] >= p[1] and o != p for o in points))
 
 
-def stability_plasticity(table, out, notes):
+def _coincident(rows, x, y, remarks: list[str]) -> dict:
+    """{label: offset} for rows whose points coincide, so each stays visible; the figure's caption says which."""
+    seen, shift = defaultdict(list), {}
+    for r in rows:
+        seen[(round(r[x], 6), round(r[y], 6))].append(r["label"])
+    for labels in seen.values():
+        if len(labels) > 1:
+            remarks.append(f"{', '.join(labels)} coincide and are drawn with small offsets.")
+            for k, label in enumerate(labels):
+                shift[label] = (k - (len(labels) - 1) / 2) * 0.012
+    return shift
+
+
+def stability_plasticity(table, out, notes, remarks):
     rows = [r for r in table if r["bwt"] is not None and r["plasticity"] is not None]
     if not rows:
         notes.append("stability_plasticity: skipped, no run has BWT and plasticity (streams of one task?)")
@@ -133,38 +198,52 @@ def stability_plasticity(table, out, notes):
     top = max((r[cost] for r in rows if r[cost] is not None), default=None)
     if top is None:
         notes.append("stability_plasticity: no run measured GPU-hours or CPU-hours; markers drawn at one size")
-    fig, axes = _new("stability_plasticity", legend_entries=len(rows) + 1)
+    fig, axes = _new("stability_plasticity", legend_entries=[r["label"] for r in rows] + ["Pareto front"] * 3)
     ax = axes[0, 0]
+    shift = _coincident(rows, "plasticity", "bwt", remarks)
+    size = (lambda v: 12 + 100 * v / top) if top else (lambda v: 30)
     for i, r in enumerate(table):
         if r in rows:
-            size = 20 + 180 * r[cost] / top if top and r[cost] is not None else 40
-            ax.scatter(r["plasticity"], r["bwt"], s=size, label=r["label"], alpha=0.85, **_look(i))
+            d = shift.get(r["label"], 0.0)
+            ax.scatter(r["plasticity"] + d, r["bwt"] + d, s=size(r[cost]) if r[cost] is not None else 30,
+                       label=r["label"], alpha=0.85, **_point(i))
     front = _front([(r["plasticity"], r["bwt"]) for r in rows])
     ax.plot(*zip(*front), color="0.4", lw=0.8, ls="--", label="Pareto front")
+    ax.axhline(0, color="0.6", lw=0.6)  # BWT 0: nothing forgotten
+    if top:  # a size key: what a marker's area stands for
+        for v in (top / 4, top):
+            ax.scatter([], [], s=size(v), color="0.5", label=f"{COST_NAME[cost]} {v:.3g}")
     ax.set_xlabel("plasticity (higher: learns more)")
     ax.set_ylabel("BWT (higher: forgets less)")
-    _legend_below(fig, ax, "stability_plasticity", markerscale=0.6)
-    if top:
-        ax.set_title(f"marker area ∝ {COST_NAME[cost]}")
-    return _save(fig, out, "stability_plasticity")
+    _legend_below(fig, ax, "stability_plasticity")
+    return _save(fig, out, "stability_plasticity", notes)
+
+
+def _labelled_axis(ax, rows):
+    """Method names on the x axis; more than 8 go vertical so they never collide."""
+    vertical = len(rows) > 8
+    ax.set_xticks(range(len(rows)), [r["label"] for _, r in rows], rotation=90 if vertical else 30,
+                  ha="center" if vertical else "right")
 
 
 def retention_repetition(table, out, notes):
-    keys = [("general_retention", "general retention (final / base)"), ("tail_repetition", "tail repetition")]
-    if all(r[k] is None for r in table for k, _ in keys):
+    keys = [("general_retention", "general retention (final / base)", 1.0), ("tail_repetition", "tail repetition", None)]
+    if all(r[k] is None for r in table for k, _, _ in keys):
         notes.append("retention_repetition: skipped, no run measured general retention or tail repetition")
         return []
-    fig, axes = _new("retention_repetition", 2)
-    for ax, (key, name) in zip(axes.flat, keys):
+    fig, axes = _new("retention_repetition", 2, min_height=2.4 + 0.045 * max(0, len(table) - 8) * 7)
+    for ax, (key, name, neutral) in zip(axes.flat, keys):
         rows = [(i, r) for i, r in enumerate(table) if r[key] is not None]
         if not rows:
             notes.append(f"retention_repetition: {key} measured in no run; its panel says so")
             ax.text(0.5, 0.5, f"{name}: not measured", ha="center", va="center", transform=ax.transAxes)
         for x, (i, r) in enumerate(rows):
             ax.errorbar(x, r[key], yerr=_err(r, key), fmt=_look(i)["marker"], color=_look(i)["color"], capsize=2)
-        ax.set_xticks(range(len(rows)), [r["label"] for _, r in rows], rotation=30, ha="right")
+        if neutral is not None:
+            ax.axhline(neutral, color="0.6", lw=0.6)  # 1: the probe's accuracy kept
+        _labelled_axis(ax, rows)
         ax.set_ylabel(name)
-    return _save(fig, out, "retention_repetition")
+    return _save(fig, out, "retention_repetition", notes)
 
 
 def _err(row: dict, key: str):
@@ -185,7 +264,7 @@ def cost_vs_score(table, out, notes):
     if not rows:
         notes.append("cost_vs_score: skipped, no run has both the ranked score and a cost (training FLOPs or hours)")
         return []
-    fig, axes = _new("cost_vs_score", legend_entries=len(rows) + 1)
+    fig, axes = _new("cost_vs_score", legend_entries=[r["label"] for _, r in rows] + ["Pareto front"])
     ax = axes[0, 0]
     for i, r in rows:
         ax.errorbar(r[cost], r[key], xerr=_err(r, cost), yerr=_err(r, key), label=r["label"],
@@ -195,7 +274,64 @@ def cost_vs_score(table, out, notes):
     ax.set_xlabel(COST_NAME[cost])
     ax.set_ylabel(SCORE_NAME[key])
     _legend_below(fig, ax, "cost_vs_score")
-    return _save(fig, out, "cost_vs_score")
+    return _save(fig, out, "cost_vs_score", notes)
+
+
+VERSUS = [("vs_reference", "ranked score − full's (higher: better)"),
+          ("forgetting_vs_reference", "forgetting − full's (lower: forgets less)")]
+
+
+def versus_full(table, out, notes):
+    """A forest plot: each method's paired difference from full fine-tuning, with its 95% interval (paired bootstrap
+    on the same items) and Holm-corrected significance, on the ranked score and on the forgetting measure."""
+    rows = [(i, r) for i, r in enumerate(table) if r.get("vs_reference") or r.get("forgetting_vs_reference")]
+    if not rows:
+        notes.append("versus_full: skipped, no paired comparison with full (no full row, or no per-item records)")
+        return []
+    fig, axes = _new("versus_full", 2, min_height=0.9 + 0.16 * len(rows))
+    for k, (ax, (field, name)) in enumerate(zip(axes.flat, VERSUS)):
+        for y, (i, r) in enumerate(reversed(rows)):
+            v = r.get(field)
+            if not v:
+                continue
+            mid = (v["diff_lo"] + v["diff_hi"]) / 2
+            ax.errorbar(mid, y, xerr=[[mid - v["diff_lo"]], [v["diff_hi"] - mid]], capsize=2, ms=4,
+                        fmt=_look(i)["marker"], color=_look(i)["color"], mfc=_look(i)["color"] if v["significant"]
+                        else "white")
+        ax.axvline(0, color="0.5", lw=0.7)  # no difference from full
+        ax.set_yticks(range(len(rows)), [r["label"] for _, r in reversed(rows)] if k == 0 else [])  # shared rows
+        ax.set_ylim(-0.6, len(rows) - 0.4)
+        ax.set_xlabel(name)
+    axes.flat[0].set_title("filled: Holm-corrected p < 0.05", loc="left")
+    return _save(fig, out, "versus_full", notes)
+
+
+CAPTIONS = {
+    "accuracy_matrices": "Recall accuracy R[stage][task] per method (mean over its runs): rows the model after each "
+                         "stage, columns the tasks.",
+    "forgetting_curves": "Each task's recall accuracy after every stage, one line per method (band: 95% t-interval over "
+                         "runs); the dotted line marks the stage that trained on the task.",
+    "stability_plasticity": "Plasticity (accuracy gained by training on a task) against BWT (accuracy kept after "
+                            "later tasks); marker area: training cost, with its key.",
+    "retention_repetition": "General retention (final / baseline accuracy of the accuracy probes; 1 = kept) and tail "
+                            "repetition of open answers, with 95% intervals.",
+    "cost_vs_score": "Estimated training cost against the ranked score, with 95% intervals; dashed: the Pareto front.",
+    "versus_full": "Each method's paired difference from full fine-tuning on the ranked score and on forgetting "
+                   "(log-prob), with its 95% paired-bootstrap interval; filled markers: Holm-corrected p < 0.05.",
+}
+
+
+def _captions(out: Path, written: list[Path], section: dict, remarks: dict[str, list[str]]) -> Path:
+    facts = dict(section.get("facts", []))
+    runs = sum(r["seeds"] for r in section["rows"])
+    source = (f"{runs} finished runs of {len(section['rows'])} methods, {facts.get('Model', '')} on "
+              f"{facts.get('Stream', '')}, protocol {facts.get('Protocol card', section['key'][:16])}")
+    names = [n for n in FIGURES if out / f"{n}.png" in written]
+    text = "# Figures\n\n" + f"Drawn by `clbench figures` from {source}.\n\n" + "".join(
+        f"- `{n}.pdf` / `{n}.png`: {' '.join([CAPTIONS[n], *remarks.get(n, [])])}\n" for n in names)
+    path = out / "README.md"
+    write_text_atomic(path, text)
+    return path
 
 
 def write(results_dir, out_dir=None) -> tuple[list[Path], list[str]]:
@@ -214,9 +350,12 @@ def write(results_dir, out_dir=None) -> tuple[list[Path], list[str]]:
                                        f"{len(secs) - 1} other protocol(s) are in the leaderboard"]
     paths = []
     with plt.rc_context(STYLE):
-        paths += accuracy_matrices(table, mats, tasks, out)
-        paths += forgetting_curves(table, mats, tasks, out)
-        paths += stability_plasticity(table, out, notes)
+        paths += accuracy_matrices(table, mats, tasks, out, notes)
+        paths += forgetting_curves(table, mats, tasks, out, notes)
+        remarks = {"stability_plasticity": []}
+        paths += stability_plasticity(table, out, notes, remarks["stability_plasticity"])
         paths += retention_repetition(table, out, notes)
         paths += cost_vs_score(table, out, notes)
+        paths += versus_full(table, out, notes)
+    paths.append(_captions(out, paths, section, remarks))
     return paths, notes

@@ -18,7 +18,8 @@ def _store(root, measured: bool):
             extra = {"gpu_hours": 1.0 + i + 0.1 * seed, "general_retention": 0.9 - 0.05 * seed,
                      "tail_repetition": 0.1 * i} if measured else dict.fromkeys(
                 ("gpu_hours", "cpu_hours", "general_retention", "tail_repetition"))
-            store.save_run(synthetic_run(label, seed, R, synthetic_metrics=extra))
+            store.save_run(synthetic_run(label, seed, R, synthetic_metrics=extra, items=20,
+                                         method="full" if label == "full" else "lora"))
     return root
 
 
@@ -31,10 +32,14 @@ def test_every_figure_in_pdf_and_png_at_its_size(tmp_path, monkeypatch, capsys):
         pdf, png = tmp_path / "fig" / f"{name}.pdf", tmp_path / "fig" / f"{name}.png"
         assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 1000
         with Image.open(png) as im:
-            assert im.size == (round(w * figures.DPI), round(h * figures.DPI))
+            # the stated width; the stated height, or more where a legend of long labels needs rows
+            assert im.size[0] == round(w * figures.DPI) and im.size[1] >= round(h * figures.DPI)
             assert len(im.convert("L").getcolors(256)) > 10  # something was drawn
     assert sorted(p.name for p in (tmp_path / "fig").iterdir()) == sorted(
-        f"{n}.{ext}" for n in figures.FIGURES for ext in ("pdf", "png"))
+        [*(f"{n}.{ext}" for n in figures.FIGURES for ext in ("pdf", "png")), "README.md"])
+    captions = (tmp_path / "fig" / "README.md").read_text()
+    assert "6 finished runs of 3 methods, tiny on stem → humanities" in captions
+    assert all(f"`{n}.png`" in captions for n in figures.FIGURES)
 
 
 def test_unmeasured_figures_are_skipped_with_a_note(tmp_path, monkeypatch, capsys):
@@ -43,9 +48,10 @@ def test_unmeasured_figures_are_skipped_with_a_note(tmp_path, monkeypatch, capsy
     assert cli.main(["figures", "--results", str(results), "--out", str(tmp_path / "fig")]) == 0
     out = capsys.readouterr().out
     assert "note: retention_repetition: skipped" in out and "note: cost_vs_score: skipped" in out
+    assert "overlapping" not in out
     assert "note: stability_plasticity: no run measured GPU-hours or CPU-hours" in out
     written = sorted(p.stem for p in (tmp_path / "fig").glob("*.png"))
-    assert written == ["accuracy_matrices", "forgetting_curves", "stability_plasticity"]
+    assert written == ["accuracy_matrices", "forgetting_curves", "stability_plasticity", "versus_full"]
 
 
 def test_an_empty_store_says_so(tmp_path):
@@ -59,6 +65,38 @@ def test_an_empty_store_says_so(tmp_path):
 ])
 def test_front_keeps_the_undominated_points(points, front):
     assert figures._front(points) == front
+
+
+def test_eighteen_methods_each_look_different_and_no_text_overlaps(tmp_path, monkeypatch, capsys):
+    """As in the all-methods board: 18 methods, some with identical results. Each has its own colour + marker +
+    line style (told apart in greyscale too), and no drawn text overlaps another in any figure."""
+    looks = [figures._look(i) for i in range(18)]
+    assert len({tuple(sorted(look.items())) for look in looks}) == 18
+    by_colour = {}
+    for look in looks:
+        by_colour.setdefault(look["color"], []).append((look["marker"], look["linestyle"]))
+    assert all(len({m for m, _ in v}) == len(v) == len({ls for _, ls in v}) for v in by_colour.values())
+    use_stored_metrics(monkeypatch)
+    store = Store(tmp_path / "results")
+    for i in range(18):
+        R = [[0.3, 0.4], [0.6 - 0.02 * (i % 9), 0.4], [0.5, 0.7 - 0.02 * (i % 9)]]  # pairs of identical results
+        store.save_run(synthetic_run("full" if i == 0 else f"method_with_a_long_name_{i}", 0, R, items=20,
+                                     method="full" if i == 0 else "lora", synthetic_metrics={
+                                         "gpu_hours": 1.0 + i, "general_retention": 0.9, "tail_repetition": 0.1}))
+    assert cli.main(["figures", "--results", str(tmp_path / "results"), "--out", str(tmp_path / "fig")]) == 0
+    out = capsys.readouterr().out
+    assert "overlapping" not in out, out
+    assert (tmp_path / "fig" / "versus_full.png").exists()
+
+
+def test_the_overlap_check_sees_overlapping_text():
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.text(0.5, 0.5, "one label")
+    ax.text(0.52, 0.5, "another label")
+    assert figures.text_overlaps(fig) == [("one label", "another label")]
+    plt.close(fig)
 
 
 def test_many_methods_get_legends_below_and_taller_figures(tmp_path, monkeypatch, recwarn):
