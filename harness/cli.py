@@ -17,7 +17,7 @@ def _run(args) -> int:
         from tasks.data import ALLOW_UNLISTED
 
         os.environ[ALLOW_UNLISTED] = "1"  # read by every DataSource, the workers' included
-    cfg = config.load(args.config or args.preset)
+    cfg = config.load(args.config or args.preset or "quick")
     cfg = config.with_overrides(cfg, data_dir=args.data, model=args.model)
     if args.model or args.data:
         config.check(cfg, "command line")
@@ -78,7 +78,7 @@ def _export_lm_eval(args) -> int:
     from . import config
     from .lmeval_bridge import export
 
-    cfg = config.with_overrides(config.load(args.config or args.preset), data_dir=args.data)
+    cfg = config.with_overrides(config.load(args.config or args.preset or "quick"), data_dir=args.data)
     names = export(cfg, Path(args.out))
     print(f"wrote {len(names)} lm-eval tasks to {Path(args.out).resolve()}: {', '.join(names)}")
     print(f"score a model: lm_eval --model hf --model_args pretrained=MODEL --include_path {Path(args.out).resolve()} "
@@ -113,7 +113,7 @@ def _submit(args) -> int:
     from .submission import submit
 
     record = submit(args.method, name=args.name, author=args.author, description=args.description,
-                    config_path=args.config, preset=args.preset, results=args.results, replace=args.replace,
+                    config_path=args.config, preset=args.preset or "quick", results=args.results, replace=args.replace,
                     address=args.address)
     print(Path(record["leaderboard"]).read_text())
     rank = f"rank {record['rank']} of {record['ranked_rows']}" if record["rank"] else "not ranked (no finished run)"
@@ -125,7 +125,7 @@ def _submit(args) -> int:
 def _protocol_show(args) -> int:
     from . import config, protocol
 
-    print(protocol.show(config.load(args.config or args.preset)), end="")
+    print(protocol.show(config.load(args.config or args.preset or "quick")), end="")
     return 0
 
 
@@ -136,8 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 "domain after another, measure what is kept and lost, rank the methods.")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run a sweep (default: the quick preset on SmolLM2)")
-    r.add_argument("--preset", default="quick", help="preset name: quick (default), tiny")
-    r.add_argument("--config", help="a sweep YAML file (overrides --preset)")
+    r.add_argument("--preset", help="preset name: quick (default), standard, tiny")
+    r.add_argument("--config", help="a sweep YAML file (instead of --preset)")
     r.add_argument("--results", default="results", help="results folder (default: results)")
     r.add_argument("--data", help="dataset folder (default: $CLBENCH_DATA)")
     r.add_argument("--model", help="override the config's model")
@@ -172,8 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.set_defaults(func=_validate)
     e = sub.add_parser("export-lm-eval", help="write the domain tasks' multiple-choice views as lm-eval task YAMLs")
     e.add_argument("--out", required=True, help="output folder (data paths in the YAMLs are absolute)")
-    e.add_argument("--preset", default="quick", help="preset whose stream, budget, scorer and model to export")
-    e.add_argument("--config", help="a sweep YAML file (overrides --preset)")
+    e.add_argument("--preset", help="preset whose stream, budget, scorer and model to export (default quick)")
+    e.add_argument("--config", help="a sweep YAML file (instead of --preset)")
     e.add_argument("--data", help="dataset folder (default: $CLBENCH_DATA)")
     e.set_defaults(func=_export_lm_eval)
     m = sub.add_parser("methods", help="list every registered method with its config defaults")
@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--author", help="who submits (default: the login name)")
     s.add_argument("--description", help="one line shown with the row (default: the class's `description`)")
     s.add_argument("--config", help="YAML mapping of overrides of the method's config fields")
-    s.add_argument("--preset", default="quick", help="protocol card to run under: quick (default), tiny")
+    s.add_argument("--preset", help="protocol card to run under: quick (default), standard, tiny")
     s.add_argument("--results", default="results", help="results folder (default: results)")
     s.add_argument("--replace", action="store_true", help="replace your own earlier submission of this name")
     s.add_argument("--address", help="join a running Ray cluster (HOST:PORT); default: a local Ray instance")
@@ -193,19 +193,25 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("protocol", help="the benchmark protocol cards")
     show = pr.add_subparsers(dest="action", required=True).add_parser(
         "show", help="print a protocol card with its version and data checksums")
-    show.add_argument("--preset", default="quick", help="preset (protocol card) name: quick (default), tiny")
-    show.add_argument("--config", help="a sweep YAML file (overrides --preset)")
+    show.add_argument("--preset", help="preset (protocol card) name: quick (default), standard, tiny")
+    show.add_argument("--config", help="a sweep YAML file (instead of --preset)")
     show.set_defaults(func=_protocol_show)
     return p
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command != "submit" and getattr(args, "config", None) and getattr(args, "preset", None):
+        parser.error("give --config or --preset, not both: the config file would silently win")
     try:
         return args.func(args)
     except ClbenchError as e:
         print(f"clbench: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `clbench methods | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -145,3 +145,11 @@ def test_result_files_are_whole_json(tmp_path):
         write_json_atomic(target, {"a": Boom()})
     assert json.loads(target.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
+
+
+def test_config_and_preset_together_is_an_error_and_a_closed_pipe_is_not(tmp_path):
+    out = clbench("run", "--preset", "tiny", "--config", str(tmp_path / "x.yaml"))
+    assert out.returncode == 2 and "give --config or --preset, not both" in out.stderr
+    piped = subprocess.run(f"{sys.executable} -m harness.cli methods | head -1", shell=True, capture_output=True,
+                           text=True, timeout=120)
+    assert "Traceback" not in piped.stderr and "BrokenPipeError" not in piped.stderr
