@@ -1,7 +1,7 @@
 """Paper figures from the stored runs of the ranked protocol (the leaderboard's first section).
 
 Each figure is written as <name>.pdf (vector) and <name>.png with stable names (FIGURES), in one
-style: column width 3.3 in or full width 7 in, 8 pt fonts, the Okabe-Ito colour-blind-safe palette.
+style: column width 3.3 in or full width 7 in, 8 pt fonts, the Okabe-Ito colour-blind-safe palette (grey for its faint yellow).
 Every method has its own colour + marker + line style (`_look`), so methods stay apart in greyscale and
 past eight methods. A figure whose metric no run measured is skipped with a note, never silently; so is
 any text that overlaps other text once drawn (checked on the rendered bounding boxes). Labels are drawn
@@ -24,7 +24,8 @@ from .leaderboard import COSTS, cost_key, mean_ci, sections  # noqa: E402
 from .store import Store, write_text_atomic  # noqa: E402
 
 COLUMN, FULL, DPI = 3.3, 7.0, 200
-OKABE_ITO = ["#E69F00", "#56B4E9", "#009E73", "#D55E00", "#0072B2", "#CC79A7", "#F0E442", "#000000"]
+# Okabe-Ito, with its yellow (#F0E442, hard to see as a thin line on white) replaced by a mid grey
+OKABE_ITO = ["#E69F00", "#56B4E9", "#009E73", "#D55E00", "#0072B2", "#CC79A7", "#777777", "#000000"]
 MARKERS = "osD^vP*X"
 LINESTYLES = ["-", "--", ":", "-."]
 # name -> (width, height) in inches; a PNG is width*DPI x height*DPI pixels
@@ -135,7 +136,8 @@ def accuracy_matrices(table, mats, tasks, out, notes):
         im = ax.imshow(M, vmin=0, vmax=1, cmap="viridis", aspect="auto")
         # a long name wraps (about 11 characters of 8 pt text per inch of panel), not into the next panel
         ax.set_title(textwrap.fill(f"{label} (n={len(group)})", max(8, int((FULL - 1.4) / ncols * 11))))
-        ax.set_xticks(range(len(tasks)), tasks, rotation=45, ha="right")
+        ax.set_xticks(range(len(tasks)), tasks, rotation=90 if ncols * len(tasks) > 8 else 45,
+                      ha="center" if ncols * len(tasks) > 8 else "right")
         # stage names on the first panel of each row only: beside every panel they ran into the next one
         ax.set_yticks(range(len(M)), stages if k % ncols == 0 else [])
         if len(tasks) <= 6:
@@ -163,7 +165,8 @@ def forgetting_curves(table, mats, tasks, out, notes):
             ax.fill_between(xs, lo, hi, color=_look(i)["color"], alpha=0.15, lw=0)
         ax.set_title(task)
         ax.set_ylim(-0.03, 1.03)  # one scale for every task
-        ax.set_xticks(range(len(stages)), stages, rotation=45, ha="right")
+        narrow = len(tasks) * len(stages) > 12  # many stages in narrow panels: upright names would collide
+        ax.set_xticks(range(len(stages)), stages, rotation=90 if narrow else 45, ha="center" if narrow else "right")
         ax.axvline(t + 1, color="0.7", lw=0.6, ls=":")  # the stage that trained on this task
     axes.flat[0].set_xlabel("after training on")
     axes.flat[0].set_ylabel("recall accuracy")
