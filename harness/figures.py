@@ -291,13 +291,19 @@ def versus_full(table, out, notes):
     if not rows:
         notes.append("versus_full: skipped, no paired comparison with full (no full row, or no per-item records)")
         return []
+    reference = next(v["reference"] for _, r in rows for v in (r.get(f) for f, _ in VERSUS) if v)
+    full = next((r for r in table if r["label"] == reference), None)
+    measure = {"vs_reference": table[0]["ranked_by"], "forgetting_vs_reference": "lp_forgetting"}
     fig, axes = _new("versus_full", 2, min_height=0.9 + 0.16 * len(rows))
     for k, (ax, (field, name)) in enumerate(zip(axes.flat, VERSUS)):
         for y, (i, r) in enumerate(reversed(rows)):
             v = r.get(field)
             if not v:
                 continue
-            mid = (v["diff_lo"] + v["diff_hi"]) / 2
+            key = measure[field]  # the marker: the observed difference of the means; the bar: the paired interval
+            mid = r[key] - full[key] if full and r[key] is not None and full[key] is not None else \
+                (v["diff_lo"] + v["diff_hi"]) / 2
+            mid = min(max(mid, v["diff_lo"]), v["diff_hi"])
             ax.errorbar(mid, y, xerr=[[mid - v["diff_lo"]], [v["diff_hi"] - mid]], capsize=2, ms=4,
                         fmt=_look(i)["marker"], color=_look(i)["color"], mfc=_look(i)["color"] if v["significant"]
                         else "white")
