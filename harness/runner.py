@@ -167,8 +167,9 @@ def execute(spec: RunSpec, store: Store, data_dir: str | None = None, sweep: str
         Checkpoints(store.root).remove(spec.run_id)
     except Exception as e:  # stored with its traceback; the sweep goes on
         result["status"] = "failed"
-        result["error"] = f"{type(e).__name__}: {e}"
-        result["traceback"] = traceback.format_exc()
+        # a sandboxed method's own exception is stored as the child raised it (sandbox.MethodFailed)
+        result["error"] = getattr(e, "error", None) or f"{type(e).__name__}: {e}"
+        result["traceback"] = getattr(e, "child_traceback", None) or traceback.format_exc()
         tqdm.write(f"run {spec.label} seed {spec.seed} failed: {result['error']}")
     result["finished_at"] = _now()
     store.save_run(result)

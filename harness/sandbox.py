@@ -51,6 +51,14 @@ class SandboxError(RuntimeError):
     """A child process broke its protocol: it exited, hung, or sent something malformed."""
 
 
+class MethodFailed(SandboxError):
+    """The method raised in its child: `error` is the child's 'Type: message', `child_traceback` its traceback."""
+
+    def __init__(self, error: str, child_traceback: str):
+        super().__init__(error)
+        self.error, self.child_traceback = error, child_traceback
+
+
 def trusted(target: str) -> bool:
     """Built-in methods run in-process; everything else in a child."""
     return target in BUILTIN
@@ -113,7 +121,7 @@ class Child:
         if not isinstance(message, dict) or not isinstance(message.get("kind"), str):
             raise SandboxError("sent a message that is not an object with a 'kind'")
         if message["kind"] == "error":
-            raise SandboxError(f"failed: {_text(message.get('error'))}\n{_text(message.get('traceback'))}")
+            raise MethodFailed(_text(message.get("error")), _text(message.get("traceback")))
         return message
 
     def _ended(self) -> str:
@@ -190,6 +198,8 @@ def describe(target: str, overrides=None, source: str = "method config", *, tria
         try:
             child = Child("describe", request, Path(tmp))
             message = child.receive(timeout)
+        except MethodFailed as e:
+            raise ConfigError(f"{target}: importing and checking it in a separate process failed: {e}") from None
         except SandboxError as e:
             raise ConfigError(f"{target}: importing and checking it in a separate process {e}") from None
         finally:

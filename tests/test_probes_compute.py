@@ -7,7 +7,7 @@ import pytest
 from harness import config, run_metrics
 from harness.runner import execute
 from harness.spec import expand
-from harness.store import Store
+from harness.store import Store, digest
 from harness.validate import problem
 
 
@@ -80,6 +80,7 @@ def test_validate_accepts_the_run_and_rejects_bad_compute(run, tmp_path):
     assert problem(root / "runs" / f"{result['run_id']}.json")[1] is None
     bad = json.loads(json.dumps(result))
     bad["compute"]["train_seconds"] = -1.0
+    bad["digest"] = digest(bad)  # past the digest: the compute check itself must catch it
     path = tmp_path / f"{result['run_id']}.json"
     path.write_text(json.dumps(bad))
     assert "compute.train_seconds" in problem(path)[1]
