@@ -175,8 +175,9 @@ def _kill_workers_mid_stage_2(results, times: dict, stop) -> dict:
             label = run["spec"]["label"]
             if label in times and killed[label] < times[label] and run["status"] == "running" \
                     and len(run["stages"]) == 2:
-                workers = [p for p in psutil.process_iter(["pid", "cmdline"])
-                           if (p.info["cmdline"] or [""])[0].startswith("ray::_run_task") and p.pid not in pids]
+                workers = [p for p in psutil.process_iter(["pid", "cmdline"])  # this test's Ray: below this process
+                           if (p.info["cmdline"] or [""])[0].startswith("ray::_run_task") and p.pid not in pids
+                           and os.getpid() in {a.pid for a in p.parents()}]
                 if len(workers) == 1:  # one run at a time (num_cpus 2 of 2): it is this run's worker
                     os.kill(workers[0].pid, signal.SIGKILL)
                     pids.add(workers[0].pid)
