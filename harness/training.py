@@ -1,4 +1,4 @@
-"""The training loop for one task: shuffled padded batches, AdamW, the method's extra loss."""
+"""The training loop for one task: shuffled padded batches (a mixed-in share spread evenly), AdamW, the method's extra loss."""
 from __future__ import annotations
 
 import math
@@ -19,6 +19,24 @@ def collate(examples: list[dict], pad_id: int, device: str) -> dict:
     ids, mask = padded([e["input_ids"] for e in examples], pad_id, device)
     labels, _ = padded([e["labels"] for e in examples], IGNORE, device)
     return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+def epoch_order(examples: list[dict], generator) -> list[int]:
+    """One epoch's order of the examples: a random permutation; when some carry a `mix` name (the share a
+    method mixed in, such as replay's), each named share is spread evenly over the epoch instead, so every
+    batch holds about its share. Each group is shuffled and its j-th of n members placed at (j + u) / n
+    for a random offset u per group; the order sorts those places."""
+    if not any(e.get("mix") for e in examples):
+        return torch.randperm(len(examples), generator=generator).tolist()
+    groups: dict = {}
+    for i, e in enumerate(examples):
+        groups.setdefault(e.get("mix"), []).append(i)
+    places = []
+    for members in groups.values():
+        offset = torch.rand(1, generator=generator).item()
+        shuffled = torch.randperm(len(members), generator=generator).tolist()
+        places += [((j + offset) / len(members), members[k]) for j, k in enumerate(shuffled)]
+    return [i for _, i in sorted(places)]
 
 
 def weighted_label_loss(logits, labels, weights):
@@ -53,7 +71,7 @@ def train_task(model, method, examples: list[dict], ctx, *, epochs: int, batch_s
     start = time.perf_counter()
     with tqdm(total=epochs * steps_per_epoch, desc=desc, unit="step", leave=False) as bar:
         for _ in range(epochs):
-            order = torch.randperm(len(examples), generator=generator).tolist()
+            order = epoch_order(examples, generator)
             for s in range(steps_per_epoch):
                 batch = collate([examples[i] for i in order[s * batch_size:(s + 1) * batch_size]], pad_id, device)
                 with autocast(device, precision):

@@ -10,6 +10,11 @@ Optionally a share `general_ratio` of every task's training examples (from the f
 comes from general-domain data, GSM8K train (worked maths solutions, read through the run's
 DataSource; no probe uses it), to hold on to general ability as well (Scialom et al. mix in
 general instruction data the same way). Off by default.
+
+Each stage draws its replayed examples without replacement (whole passes over the shuffled buffer when the
+stage needs more than it holds) and tags them `mix`, so that the training loop spreads them evenly over
+every epoch's batches: each step trains on about `ratio` of replayed examples, not only the stage as a
+whole. `method_stats` records the buffer's size, the examples replayed and their share of the stage.
 """
 from __future__ import annotations
 
@@ -48,6 +53,7 @@ class Replay(FullFineTune):
         self.buffer: list[dict] = []
         self.general: list[dict] = []
         self.seen = 0
+        self.mixed: dict = {}
 
     def prepare(self, model, ctx):
         self.rng = random.Random(ctx.seed)
@@ -63,15 +69,30 @@ class Replay(FullFineTune):
         can schedule it (examples/decaying_replay.py); stage 1 replays nothing whatever this says."""
         return self.config.ratio
 
+    def _draw(self, pool: list[dict], n: int, mix: str) -> list[dict]:
+        """n examples of `pool` without replacement, in whole shuffled passes when n exceeds it, tagged `mix`."""
+        out: list[dict] = []
+        while len(out) < n:
+            out += self.rng.sample(pool, min(len(pool), n - len(out)))
+        return [dict(p, mix=mix) for p in out]
+
     def train_examples(self, pairs, ctx):
         ratio = self.ratio_at(ctx.stage) if self.buffer else 0.0  # nothing to replay before the second task
+        self.mixed = {"buffer": len(self.buffer), "replayed": 0, "replayed_share": 0.0}
         if ratio == 0 and self.config.general_ratio == 0:
             return pairs
         # n_replay / n_all = ratio and n_general / n_all = general_ratio, n_all = n_new + n_replay + n_general
         total = len(pairs) / (1 - ratio - self.config.general_ratio)
-        replayed = [dict(self.rng.choice(self.buffer), replayed=True) for _ in range(round(total * ratio))]
-        general = [dict(p, general=True) for p in self.rng.sample(self.general, round(total * self.config.general_ratio))]
-        return pairs + replayed + general
+        replayed = self._draw(self.buffer, round(total * ratio), "replay")
+        general = self._draw(self.general, round(total * self.config.general_ratio), "general")
+        out = pairs + replayed + general
+        self.mixed.update(replayed=len(replayed), replayed_share=len(replayed) / len(out))
+        if general:
+            self.mixed["general"] = len(general)
+        return out
+
+    def stats(self, ctx):
+        return dict(self.mixed)
 
     def after_task(self, model, ctx):
         for pair in (item.training_pair() for item in ctx.task.learn):

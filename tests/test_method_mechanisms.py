@@ -39,10 +39,47 @@ def test_replay_mixes_earlier_items_at_the_configured_ratio(tiny):
         [i.training_pair() for i in first.learn]  # nothing to replay yet
     method.after_task(model, _ctx(tok, first, 1))
     mixed = method.train_examples([i.training_pair() for i in second.learn], _ctx(tok, second, 2, [first]))
-    replayed = [p for p in mixed if p.get("replayed")]
+    replayed = [p for p in mixed if p.get("mix") == "replay"]
     assert len(replayed) / len(mixed) == pytest.approx(0.25, abs=0.02)
     earlier = {(i.cloze_prompt(), i.target()) for i in first.learn}
     assert all((p["user"], p["reply"]) in earlier for p in replayed)
+
+
+def test_replay_draws_without_replacement_and_every_step_holds_its_share(tiny):
+    """Each stage replays distinct buffer examples (whole passes when it needs more than the buffer holds),
+    and the training loop spreads them so that every batch holds floor or ceil of ratio x batch size."""
+    from harness.training import epoch_order
+    from tasks.chat import encode_pairs
+
+    model, tok = copy.deepcopy(tiny[0]), tiny[1]
+    method = Replay(Replay.Config(ratio=0.2, buffer_size=100))
+    first, second = _task("first", 40), _task("second", 40)
+    method.prepare(model, _ctx(tok, first, 0))
+    method.after_task(model, _ctx(tok, first, 1))
+    mixed = method.train_examples([i.training_pair() for i in second.learn], _ctx(tok, second, 2, [first]))
+    replayed = [p["user"] for p in mixed if p.get("mix") == "replay"]
+    assert len(replayed) == 10 and len(set(replayed)) == 10
+    assert method.stats(None) == {"buffer": 40, "replayed": 10, "replayed_share": 0.2}
+    examples = encode_pairs(tok, mixed, 128)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(4):  # epochs
+        order = epoch_order(examples, generator)
+        assert sorted(order) == list(range(len(examples)))
+        per_batch = [sum(examples[i].get("mix") == "replay" for i in order[s:s + 4]) for s in range(0, 48, 4)]
+        assert set(per_batch) <= {0, 1}, per_batch  # 0.2 x 4 = 0.8 per step
+    small = Replay(Replay.Config(ratio=0.5, buffer_size=3))
+    small.prepare(model, _ctx(tok, first, 0))
+    small.after_task(model, _ctx(tok, first, 1))
+    drawn = [p["user"] for p in small.train_examples([i.training_pair() for i in second.learn][:9], _ctx(tok, second, 2))
+             if p.get("mix")]
+    assert len(drawn) == 9 and all(drawn.count(u) == 3 for u in set(drawn))  # three whole passes over 3
+
+
+def test_untagged_examples_keep_the_plain_permutation():
+    from harness.training import epoch_order
+    examples = [{"input_ids": [i]} for i in range(10)]
+    assert epoch_order(examples, torch.Generator().manual_seed(3)) == \
+        torch.randperm(10, generator=torch.Generator().manual_seed(3)).tolist()
 
 
 def test_replay_reservoir_keeps_a_uniform_sample_within_its_size(tiny):
@@ -136,14 +173,14 @@ def test_replay_mixes_general_domain_data_at_its_ratio(tiny, source):
     method.prepare(model, ctx0)
     gsm8k = {(i.prompt, i.reference) for i in source.gsm8k("train")}
     mixed = method.train_examples([i.training_pair() for i in first.learn], _ctx(tok, first, 1))
-    general = [p for p in mixed if p.get("general")]
+    general = [p for p in mixed if p.get("mix") == "general"]
     assert len(general) / len(mixed) == pytest.approx(0.25, abs=0.02)  # from the first task on
     assert all((p["user"], p["reply"]) in gsm8k for p in general)
     method.after_task(model, _ctx(tok, first, 1))
     mixed = method.train_examples([i.training_pair() for i in second.learn], _ctx(tok, second, 2, [first]))
-    assert sum(bool(p.get("general")) for p in mixed) / len(mixed) == pytest.approx(0.25, abs=0.02)
-    assert sum(bool(p.get("replayed")) for p in mixed) / len(mixed) == pytest.approx(0.25, abs=0.02)
-    assert sum(not p.get("general") and not p.get("replayed") for p in mixed) == 30
+    assert sum(p.get("mix") == "general" for p in mixed) / len(mixed) == pytest.approx(0.25, abs=0.02)
+    assert sum(p.get("mix") == "replay" for p in mixed) / len(mixed) == pytest.approx(0.25, abs=0.02)
+    assert sum("mix" not in p for p in mixed) == 30
 
 
 def test_replay_ratios_must_leave_room_for_the_task():
