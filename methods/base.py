@@ -2,10 +2,12 @@
 
 A method is a class with a `Config` dataclass (every field has a default and a help
 string) and a few optional hooks. Each hook returns a value; the harness owns the
-training loop, the optimiser and evaluation.
+training loop and evaluation.
 
     prepare(model, ctx) -> model          once, before the first task (wrap, freeze, expand)
-    train_examples(pairs, ctx) -> list     the {"user", "reply"} pairs to train on (replay mixes here)
+    train_examples(pairs, ctx) -> list     the {"user", "reply"} pairs to train on (replay mixes here; a pair
+                                           tagged "mix": name is spread evenly over each epoch's batches)
+    optimiser(params, device)              the stage's optimiser (default AdamW at config.lr)
     extra_loss(model, batch, outputs, ctx) -> tensor | None   added to the label loss
     token_weights(model, batch, outputs, ctx) -> tensor | None   per-token weights of the label loss
                                            (shape of batch['labels']; None: the plain mean loss)
@@ -19,6 +21,8 @@ from __future__ import annotations
 
 import dataclasses
 from typing import Any, Callable, ClassVar, Iterator
+
+import torch
 
 from harness.typed import field
 
@@ -75,6 +79,12 @@ class Method:
 
     def train_examples(self, examples: list, ctx: StageContext) -> list:
         return examples
+
+    def optimiser(self, params: list, device: str):
+        """The optimiser of a stage's trainable parameters: AdamW at config.lr without weight decay, fused
+        on CPU and CUDA (one kernel over all parameters: 0.86 s -> 0.13 s per step for SmolLM2 on CPU).
+        A method whose source trains with another optimiser returns that one."""
+        return torch.optim.AdamW(params, lr=self.config.lr, weight_decay=0.0, fused=device in ("cpu", "cuda"))
 
     def extra_loss(self, model, batch, outputs, ctx: StageContext):
         return None

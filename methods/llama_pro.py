@@ -3,6 +3,14 @@
 only the new blocks (Wu et al. 2024, arXiv:2401.02415: a copy after every 4th of LLaMA-2-7B's
 32 blocks, 8 new blocks, the original blocks frozen).
 
+Where the copies go: the reference (TencentARC/LLaMA-Pro scripts/block_expansion.py) copies every
+`split`-th block, split = layers / new blocks, which places the last copy on the top block only when split
+divides the layer count (LLaMA-Factory's port refuses other counts). Here `every` sets the share, about
+one new block per `every` original ones (round(layers / every) new blocks), and the copies close groups of
+the stack that are as even as whole blocks allow, the top block's included: the reference's placement
+when `every` divides the layer count, and on SmolLM2's 30 blocks with every 4, 8 copies (after blocks 4,
+8, 11, 15, 19, 23, 26, 30) where every 4th block would give 7 and leave the top two blocks without one.
+
 Two bookkeeping steps make the expanded model exact: every attention module's `layer_idx` is
 renumbered (the KV cache is indexed by it), and `config.num_hidden_layers` is updated
 (transformers runs only the first num_hidden_layers layers and sizes the cache from it).
@@ -22,16 +30,24 @@ from .base import Method
 @dataclasses.dataclass(frozen=True)
 class LlamaProConfig:
     lr: float = field(1e-4, "AdamW learning rate for the new blocks", min=0.0)
-    every: int = field(4, "insert a zero-output copy after every this many original blocks", min=1)
+    every: int = field(4, "about one zero-output copy per this many original blocks, the top block's included", min=1)
+
+
+def copied_blocks(layers: int, every: int) -> set[int]:
+    """The 0-based original blocks that get a copy after them: the last of each of round(layers / every)
+    groups of as even a size as whole blocks allow, so the top block always gets one."""
+    count = max(1, int(layers / every + 0.5))
+    return {int((k + 1) * layers / count + 0.5) - 1 for k in range(count)}
 
 
 def expand_blocks(model, every: int) -> list[int]:
     """Expand in place; return the indices of the new blocks in the expanded stack."""
     decoder = model.get_decoder() if hasattr(model, "get_decoder") else model.model
     layers, new_index = [], []
+    copied = copied_blocks(len(decoder.layers), every)
     for i, layer in enumerate(decoder.layers):
         layers.append(layer)
-        if (i + 1) % every == 0:
+        if i in copied:
             block = copy.deepcopy(layer)
             with torch.no_grad():
                 for linear in (block.self_attn.o_proj, block.mlp.down_proj):
@@ -58,10 +74,7 @@ class LlamaPro(Method):
     Config = LlamaProConfig
 
     def prepare(self, model, ctx):
-        new = set(expand_blocks(model, self.config.every))
-        if not new:
-            raise ValueError(f"llama_pro: every={self.config.every} adds no block to a "
-                             f"{model.config.num_hidden_layers}-layer model")
+        new = set(expand_blocks(model, self.config.every))  # at least one: the top block's copy
         for p in model.parameters():
             p.requires_grad_(False)
         decoder = model.get_decoder() if hasattr(model, "get_decoder") else model.model

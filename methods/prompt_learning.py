@@ -4,8 +4,10 @@
   embeddings prepended to the input (peft PromptTuningConfig). Defaults from the paper: 100
   tokens (its default length; shorter ones are an ablation), initialised from embeddings of
   sampled vocabulary tokens (the paper samples its 5,000 most common tokens, peft the whole
-  vocabulary; class-label init needs labels our generative tasks lack), lr 0.3 (the paper's,
-  with Adafactor; the harness's optimiser is AdamW).
+  vocabulary; class-label init needs labels our generative tasks lack), and the paper's optimiser:
+  Adafactor at lr 0.3, weight decay 1e-5, second-moment decay 0.8, no parameter scaling
+  (torch.optim.Adafactor, whose beta2_decay -0.8 is that decay and which does not scale by the
+  parameter's norm).
 - `prefix_tuning` (Li & Liang 2021, arXiv:2101.00190): a trained key/value prefix at every layer,
   produced by an MLP reparameterisation from a small embedding (Sec. 4.3), which the paper found
   more stable than training the prefix directly: peft PrefixTuningConfig with
@@ -49,7 +51,7 @@ class _PromptLearning(Method):
 
 @dataclasses.dataclass(frozen=True)
 class PromptTuningConfig:
-    lr: float = field(0.3, "AdamW learning rate for the prompt embeddings", min=0.0)
+    lr: float = field(0.3, "Adafactor learning rate for the prompt embeddings", min=0.0)
     num_virtual_tokens: int = field(100, "length of the trained prompt", min=1)
     init: Literal["sample_vocab", "random"] = field(
         "sample_vocab", "sample_vocab: embeddings of random vocabulary tokens; random: peft's random init")
@@ -67,6 +69,11 @@ class PromptTuning(_PromptLearning):
         init = PromptTuningInit.SAMPLE_VOCAB if self.config.init == "sample_vocab" else PromptTuningInit.RANDOM
         return PeftPromptTuning(task_type="CAUSAL_LM", num_virtual_tokens=self.config.num_virtual_tokens,
                                 prompt_tuning_init=init)
+
+    def optimiser(self, params, device):
+        import torch
+
+        return torch.optim.Adafactor(params, lr=self.config.lr, beta2_decay=-0.8, weight_decay=1e-5)
 
 
 @dataclasses.dataclass(frozen=True)

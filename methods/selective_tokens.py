@@ -1,15 +1,18 @@
-"""Selective token training: full fine-tuning whose label loss counts only the reply tokens that
-carry something new, judged by comparison with the frozen base model (a copy taken in prepare).
+"""Selective token training: full fine-tuning whose label loss counts only some of the reply tokens,
+chosen by comparison with the frozen base model (a copy taken in prepare).
 
-mode "confidence" (default): a reply token gets no loss when the base model already predicts it
-with probability >= `threshold` (0.9: our choice, a token the base model gets right with at least
-9:1 confidence); the label loss is the mean over the kept tokens.
-mode "excess": Rho-1's selective language modelling (Lin et al. 2024, arXiv:2404.07965): each
-reply token's excess loss, the current model's loss minus the reference (here: base) model's loss,
-ranks the tokens of the batch and the top `keep_ratio` of them are trained on (0.6: Rho-1's token
-selection ratio for its 1B math runs). With the base model as the reference, excess loss is high
-where the model has become worse than the base model at the new task's tokens; Rho-1's reference
-is instead trained on the target distribution.
+mode "excess" (default): Rho-1's selective language modelling (Lin et al. 2024, arXiv:2404.07965): each
+reply token's excess loss, the current model's loss minus the reference model's loss, ranks the tokens
+of the batch and the top `keep_ratio` of them are trained on (0.6: Rho-1's token selection ratio for its
+1B math runs). Deviation: Rho-1's reference model is trained on high-quality data of the target
+distribution; a task stream has no such model, so the reference here is the base model. Excess loss is
+then high where training has improved the model least over the base model (or made it worse), and the
+loss concentrates there. At the first step of the first task the model is the base model and every excess
+is 0, so that step keeps the first 60% of the batch's reply tokens (topk's order on ties).
+mode "confidence": a reply token gets no loss when the base model already predicts it with probability
+>= `threshold` (0.9, our choice: a token the base model gets right with at least 9:1 confidence); the
+label loss is the mean over the kept tokens. This is not Rho-1 and has no paper of its own: a
+heuristic kept as an option.
 
 Each stage's `method_stats` records how many reply tokens (summed over epochs) were seen and how
 many trained on.
@@ -37,8 +40,8 @@ from .full import FullFineTune
 class SelectiveTokensConfig:
     lr: float = field(5e-5, "AdamW learning rate for all weights", min=0.0)
     mode: Literal["confidence", "excess"] = field(
-        "confidence", "confidence: drop tokens the base model predicts with p >= threshold; "
-        "excess: keep the top keep_ratio tokens by current loss - base loss (Rho-1)")
+        "excess", "excess: keep the top keep_ratio tokens by current loss - base loss (Rho-1, the base model as "
+        "reference); confidence: drop tokens the base model predicts with p >= threshold")
     threshold: float = field(0.9, "confidence mode: drop a token when the base model's probability of it is >= this",
                              min=0.0, max=1.0)
     keep_ratio: float = field(0.6, "excess mode: share of each batch's reply tokens trained on", min=0.0, max=1.0)
@@ -71,7 +74,7 @@ def excess_mask(current_logprobs, base_logprobs, labels, keep_ratio: float):
 
 class SelectiveTokens(FullFineTune):
     name = "selective_tokens"
-    description = "Full fine-tuning with loss only on reply tokens the frozen base model does not already predict."
+    description = "Rho-1 selective language modelling: loss only on the reply tokens of highest excess loss over the base model."
     citation = "Lin et al. 2024, Rho-1: Not All Tokens Are What You Need, arXiv:2404.07965"
     Config = SelectiveTokensConfig
     needs = Needs(teacher=True)

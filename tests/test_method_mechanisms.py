@@ -164,6 +164,20 @@ def test_llama_pro_expanded_smollm2_keeps_logits_and_cached_generation(smollm2):
         [r["text"] for r in generate(base, tok, prompts, "cpu", "fp32", 24, batch_size=2)]
 
 
+def test_llama_pro_copies_reach_the_top_block_at_the_papers_share():
+    """LLaMA-Pro adds one block per 4 (8 to LLaMA-2's 32, after blocks 4, 8, ..., 32); on a 30-block model
+    every 4th block would give 7 copies and leave the top two blocks without one."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from methods.llama_pro import expand_blocks
+
+    for layers, after in ((32, [4, 8, 12, 16, 20, 24, 28, 32]), (30, [4, 8, 11, 15, 19, 23, 26, 30])):
+        model = LlamaForCausalLM(LlamaConfig(vocab_size=16, hidden_size=8, intermediate_size=16,
+                                             num_hidden_layers=layers, num_attention_heads=2, num_key_value_heads=2))
+        new = expand_blocks(model, 4)
+        assert [n - k for k, n in enumerate(new)] == after  # original blocks before each copy
+
+
 def test_replay_mixes_general_domain_data_at_its_ratio(tiny, source):
     model, tok = copy.deepcopy(tiny[0]), tiny[1]
     method = Replay(Replay.Config(ratio=0.25, general_ratio=0.25, buffer_size=50))

@@ -107,3 +107,25 @@ def test_checkpoint_restores_the_virtual_tokens(tiny, tmp_path, name):
     checkpoints.restore("run", 1, fresh)
     with torch.no_grad():
         assert torch.equal(fresh(input_ids=ids).logits, before)
+
+
+def test_prompt_tuning_trains_with_the_papers_adafactor(tiny):
+    """Lester et al. train the prompt with Adafactor (lr 0.3, second-moment decay 0.8, weight decay 1e-5);
+    the harness's training loop takes the method's optimiser, and one stage moves the prompt."""
+    from harness.training import train_task
+
+    method = PromptTuning(PromptTuning.Config(num_virtual_tokens=7))
+    model = _prepared(tiny, "prompt_tuning")
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimiser = method.optimiser(params, "cpu")
+    assert isinstance(optimiser, torch.optim.Adafactor)
+    group = optimiser.param_groups[0]
+    assert (group["lr"], group["beta2_decay"], group["weight_decay"]) == (0.3, -0.8, 1e-5)
+    assert isinstance(METHODS["prefix_tuning"].optimiser(params, "cpu"), torch.optim.AdamW)
+    tok = tiny[1]
+    before = [p.detach().clone() for p in params]
+    examples = [encode_example(tok, ITEM.cloze_prompt(), ITEM.target(), 64)] * 2
+    ctx = StageContext(stage=1, task=None, seen=[], device="cpu", seed=0)
+    train_task(model, method, examples, ctx, epochs=1, batch_size=2, pad_id=tok.pad_token_id, device="cpu",
+               precision="fp32", seed=0, desc="adafactor")
+    assert any(not torch.equal(b, p) for b, p in zip(before, params))

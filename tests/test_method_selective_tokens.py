@@ -66,9 +66,14 @@ class _FixedLogits(torch.nn.Module):
         return SimpleNamespace(logits=self.logits)
 
 
+def test_the_default_is_rho1_excess_selection_under_its_citation():
+    config = SelectiveTokens.Config()
+    assert (config.mode, config.keep_ratio) == ("excess", 0.6) and "Rho-1" in SelectiveTokens.citation
+
+
 def test_selective_loss_differs_from_the_plain_loss_by_the_dropped_tokens(tiny):
     base, tok = tiny
-    method = SelectiveTokens()
+    method = SelectiveTokens(SelectiveTokens.Config(mode="confidence"))
     model = method.prepare(copy.deepcopy(base), CTX)
     batch = collate(encode_pairs(tok, [{"user": "a?", "reply": "yes it is"}, {"user": "bb?", "reply": "no"}], 64),
                     tok.pad_token_id, "cpu")
