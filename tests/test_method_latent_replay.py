@@ -107,10 +107,32 @@ def test_buffer_holds_earlier_tasks_only_and_replay_trains_upper_blocks(model_to
     assert len(method.buffer) == 4  # bounded: reservoir over 9 stored sequences
     assert {e["task"] for e in method.buffer} <= {"a", "b", "c"}
     stats = method.stats(ctx_for(3, c, tok))
-    codebooks = method.quantizer.codebooks.numel() * 4 if quantizer == "pq" else 0
+    held = {e["task"] for e in method.buffer}
+    codebooks = sum(method.quantizers[t].codebooks.numel() * 4 for t in held) if quantizer == "pq" else 0
     measured = codebooks + sum(sum(t.numel() * t.element_size() for t in e["payload"]) + 4 * e["labels"].numel()
                                for e in method.buffer)
     assert stats["buffer_bytes"] == measured and stats["buffer_sequences"] == 4
+
+
+def test_each_domain_is_encoded_with_codebooks_fitted_on_it(model_tok):
+    """REMIND's one codebook fitted on the first task would encode every later domain with centroids of
+    another distribution; each task's stored states get their own, and their error is recorded per domain."""
+    model, tok = model_tok
+    method = LatentReplay(LatentReplay.Config(per_task=5, subvectors=4, codes=8, buffer_size=100))
+    method.prepare(model, StageContext(stage=0, task=None, seen=[], device="cpu", seed=0))
+    a, b = make_task("a"), make_task("b")
+    method.after_task(model, ctx_for(1, a, tok))
+    method.after_task(model, ctx_for(2, b, tok))
+    stats = method.stats(ctx_for(2, b, tok))
+    assert set(method.quantizers) == {"a", "b"} and stats["buffer_tasks"] == ["a", "b"]
+    states = [h for h, _ in method.latents(model, [i.training_pair() for i in b.learn], ctx_for(2, b, tok))]
+
+    def error(quantizer, x):
+        return ((x - quantizer.decode(quantizer.encode(x))).norm(dim=1) / x.norm(dim=1)).mean().item()
+
+    x = torch.cat(states)
+    assert stats["reconstruction_error_b"] == pytest.approx(error(method.quantizers["b"], x), rel=1e-4)
+    assert error(method.quantizers["b"], x) < error(method.quantizers["a"], x)
 
 
 def test_prepared_model_scores_like_the_base(model_tok):
