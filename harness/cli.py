@@ -30,6 +30,19 @@ def _run(args) -> int:
     return 1 if failed else 0
 
 
+def _tune(args) -> int:
+    from . import config
+    from .tune import tune
+
+    cfg = config.with_overrides(config.load(args.config or args.preset or "quick"), data_dir=args.data)
+    results = args.results or f"results/tune/{cfg.name}"
+    paths = tune(cfg, results, args.methods, address=args.address)
+    print(paths["grid"].read_text())
+    print(f"written: {paths['grid']} (and {paths['csv'].name}); the card with the chosen configs: {paths['tuned']}\n"
+          f"run it with: clbench run --config {paths['tuned']}")
+    return 0
+
+
 def _leaderboard(args) -> int:
     from . import leaderboard
 
@@ -145,6 +158,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--allow-unlisted-data", action="store_true", help="read data files that the data folder's "
                    "SHA256SUMS.json does not list (each is named in the runs' provenance)")
     r.set_defaults(func=_run)
+    t = sub.add_parser("tune", help="choose each method's learning rate and strength on a validation stream of "
+                                    "other items, and write the card with the chosen configs (harness/tune.py)")
+    t.add_argument("--preset", help="the protocol card to tune for: quick (default), standard, tiny")
+    t.add_argument("--config", help="a sweep YAML file (instead of --preset)")
+    t.add_argument("--methods", nargs="+", help="tune only these methods (default: the card's)")
+    t.add_argument("--results", help="folder of the grid's runs and outputs (default: results/tune/<card name>)")
+    t.add_argument("--data", help="dataset folder (default: $CLBENCH_DATA)")
+    t.add_argument("--address", help="join a running Ray cluster (HOST:PORT); default: start a local Ray instance")
+    t.set_defaults(func=_tune)
     lb = sub.add_parser("leaderboard", help="rebuild the leaderboard (Markdown, CSV, LaTeX, HTML) from stored results")
     lb.add_argument("--results", default="results")
     lb.add_argument("--out", help="output folder (default: the results folder)")

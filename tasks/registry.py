@@ -27,11 +27,12 @@ class Task:
     views: dict[str, list]
 
 
-def _mmlu_pool(src: DataSource, keep: Callable[[str, str], bool], max_chars: int) -> list:
+def mmlu_pool(src: DataSource, keep: Callable[[str, str], bool], max_chars: int, splits=("val", "test")) -> list:
     pool = []
     for subject, category in sorted(src.mmlu_subjects().items()):
         if keep(subject, category):
-            pool += src.mmlu(subject, "val") + src.mmlu(subject, "test")
+            for split in splits:
+                pool += src.mmlu(subject, split)
     if max_chars:
         pool = [it for it in pool if len(it.question) + sum(len(o) for o in it.options) <= max_chars]
     return pool
@@ -50,10 +51,10 @@ def _draw(pool: list, n: int, key: str, seed: int, field: str) -> list:
     return order[:n]
 
 
-def _mc_domain(name: str, keep) -> Callable:
+def _mc_domain(name: str, keep, splits=("val", "test")) -> Callable:
     def make(src: DataSource, budget, seed: int) -> Task:
-        drawn = _draw(_mmlu_pool(src, keep, budget.max_item_chars), budget.learn_items + budget.transfer_items, name, seed,
-                      "budget.learn_items + budget.transfer_items")
+        drawn = _draw(mmlu_pool(src, keep, budget.max_item_chars, splits), budget.learn_items + budget.transfer_items,
+                      name, seed, "budget.learn_items + budget.transfer_items")
         learn, transfer = drawn[: budget.learn_items], drawn[budget.learn_items:]
         return Task(name, "mc", learn, {"recall": learn, "transfer": transfer})
     return make
@@ -69,8 +70,15 @@ def _code_domain(src: DataSource, budget, seed: int) -> Task:
     return Task("code", "code", learn, views)
 
 
+def _code_validation(src: DataSource, budget, seed: int) -> Task:
+    mbpp = src.mbpp()
+    drawn = _draw([mbpp[i] for i in MBPP_VALIDATION], 2 * budget.code_items, "code_dev", seed, "budget.code_items")
+    learn = drawn[: budget.code_items]
+    return Task("code_dev", "code", learn, {"recall": learn, "transfer": drawn[budget.code_items:]})
+
+
 def _general_probe(src: DataSource, budget, seed: int) -> Task:
-    items = _draw(_mmlu_pool(src, lambda s, c: c in ("social sciences", "other"), budget.max_item_chars), budget.general_items, "general", seed,
+    items = _draw(mmlu_pool(src, lambda s, c: c in ("social sciences", "other"), budget.max_item_chars), budget.general_items, "general", seed,
                   "budget.general_items")
     return Task("general", "mc", [], {"heldout": items})
 
@@ -81,6 +89,14 @@ DOMAINS: dict[str, Callable] = {
     "law": _mc_domain("law", lambda s, c: s in LAW_SUBJECTS),
     "code": _code_domain,
 }
+# Validation domains (`clbench tune`): items no benchmark domain or probe draws from, MMLU's dev split (5
+# questions per subject) and MBPP's validation problems, so hyper-parameters never see the benchmark's items.
+MMLU_DEV: dict[str, Callable[[str, str], bool]] = {
+    "stem_dev": lambda s, c: c == "STEM", "social_dev": lambda s, c: c == "social sciences",
+    "other_dev": lambda s, c: c == "other", "humanities_dev": lambda s, c: c == "humanities"}
+VALIDATION: dict[str, Callable] = {**{name: _mc_domain(name, keep, ("dev",)) for name, keep in MMLU_DEV.items()},
+                                   "code_dev": _code_validation}
+DOMAINS.update(VALIDATION)
 
 def _stop_probe(src: DataSource, budget, seed: int) -> Task:
     return Task("stop", "stop", [], {"prompts": _draw(src.stop_prompts(), budget.stop_prompts, "stop", seed,

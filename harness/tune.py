@@ -1,0 +1,206 @@
+"""`clbench tune`: each method's hyper-parameters chosen on a validation stream, then frozen.
+
+Continual-learning benchmarks tune without looking at the stream they report (Chaudhry et al. 2019,
+A-GEM, arXiv:1812.00420, Sec. 5: cross-validate on a few held-out tasks, then freeze). Here:
+
+- The validation stream has the card's shape, with other tasks: each multiple-choice domain of the card
+  becomes the next of MMLU dev-split domains (stem_dev, social_dev, other_dev, humanities_dev) and the
+  code domain MBPP's validation problems (code_dev); no benchmark domain or probe draws from either. The
+  instruct probe, which the headline needs, is drawn with the first data seed after the card's whose
+  items are disjoint from the card's own draw. Learned items, epochs, batch size, lengths and the
+  card's first seed are kept, so a learning rate is tuned for the number of steps it will take; the
+  transfer views are cut to what the dev pools hold.
+- The grid: every method's learning rate at 0.3x, 1x and 3x its default, crossed with its strength knob
+  at the factors in STRENGTH (EWC's lambda, L2-SP's alpha, O-LoRA's lambda1, distillation's alpha,
+  replay's ratio); others only the learning rate.
+- The criterion: the highest headline score (harness.metrics.headline) on the validation stream, a
+  tie going to the point nearer the defaults.
+
+Written to the results folder: grid.md and grid.csv (every point's headline and its terms, forgetting
+and plasticity, the chosen one marked) and tuned.yaml, the card with each method's chosen config, for
+`clbench run --config`. The grid's runs are stored like any sweep's, so an interrupted tune resumes.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import itertools
+from pathlib import Path
+
+import yaml
+
+from tasks.data import DataSource
+from tasks.registry import MMLU_DEV, VALIDATION, _probe, mmlu_pool
+
+from .config import MethodEntry, SweepConfig, check
+from .errors import ConfigError
+
+LR_FACTORS = (0.3, 1.0, 3.0)
+STRENGTH = {"ewc": ("ewc_lambda", (0.1, 1.0, 10.0)), "l2sp": ("alpha", (0.1, 1.0, 10.0)),
+            "olora": ("lambda1", (0.1, 1.0, 10.0)), "distill": ("alpha", (0.3, 1.0, 3.0)),
+            "replay": ("ratio", (0.5, 1.0, 2.0))}
+MC_VALIDATION = tuple(MMLU_DEV)  # stem_dev, social_dev, other_dev, humanities_dev: the order they replace domains in
+COLUMNS = ("method", "label", "lr", "knob", "value", "headline", "lp_gain", "instruct_change", "lp_plasticity",
+           "lp_forgetting", "chosen")
+
+
+def validation_stream(card: SweepConfig) -> list[str]:
+    """The card's stream with each domain replaced by a validation domain of its kind."""
+    mc = iter(MC_VALIDATION)
+    out = []
+    for name in card.stream:
+        if name in VALIDATION:
+            raise ConfigError(f"stream: '{name}' is a validation domain; tune a card whose stream is benchmark domains")
+        if name == "code":
+            out.append("code_dev")
+        else:
+            out.append(next(mc, None) or _too_many(card))
+    return out
+
+
+def _too_many(card: SweepConfig):
+    raise ConfigError(f"stream: {len(card.stream)} multiple-choice domains, but the dev split makes only "
+                      f"{len(MC_VALIDATION)} validation domains; tune on a card with at most that many")
+
+
+def _smallest_pool(stream: list[str], budget, source: DataSource) -> int:
+    """Items the smallest multiple-choice validation pool of the stream holds (after max_item_chars); 0: none."""
+    sizes = [len(mmlu_pool(source, MMLU_DEV[n], budget.max_item_chars, ("dev",))) for n in stream if n in MMLU_DEV]
+    return min(sizes, default=0)
+
+
+def _disjoint_seed(card: SweepConfig, budget, source: DataSource) -> int:
+    """The first data seed after the card's whose instruct probe shares no item with the card's."""
+    if "instruct" not in card.probes:
+        return card.data_seed + 1
+    taken = {i.uid for i in _probe("instruct", source, card.budget, card.data_seed).views["reference"]}
+    for seed in range(card.data_seed + 1, card.data_seed + 1000):
+        if not taken & {i.uid for i in _probe("instruct", source, budget, seed).views["reference"]}:
+            return seed
+    raise ConfigError("no data seed gives an instruct probe disjoint from the card's; lower budget.instruct_items")
+
+
+def validation_config(card: SweepConfig, methods: list[MethodEntry]) -> SweepConfig:
+    """The sweep that runs every grid point of `methods` on the card's validation stream."""
+    source = DataSource(card.data_dir)
+    stream = validation_stream(card)
+    smallest = _smallest_pool(stream, card.budget, source)
+    budget = card.budget
+    if smallest:
+        if budget.learn_items >= smallest:
+            raise ConfigError(f"budget.learn_items: {budget.learn_items}, but the smallest validation pool holds "
+                              f"{smallest} items (after max_item_chars); tune with at most {smallest - 1}")
+        budget = dataclasses.replace(budget, transfer_items=min(budget.transfer_items, smallest - budget.learn_items))
+    entries = [point for entry in methods for point, _ in grid(entry, card)]
+    cfg = dataclasses.replace(card, name=f"{card.name}-validation", stream=stream, task_orders=[],
+                              probes=[p for p in card.probes if p == "instruct"], methods=entries,
+                              seeds=card.seeds[:1], budget=budget,
+                              data_seed=_disjoint_seed(card, budget, source))
+    check(cfg, f"validation stream of {card.name}")
+    return cfg
+
+
+def grid(entry: MethodEntry, card: SweepConfig) -> list[tuple[MethodEntry, dict]]:
+    """(sweep entry, {lr, knob, value}) of every grid point of one method of the card."""
+    from . import sandbox
+
+    defaults = sandbox.info(entry.method, entry.config, where=f"{card.name}: method {entry.method}")["config"]
+    if "lr" not in defaults:
+        raise ConfigError(f"method {entry.method} has no `lr` in its config; clbench tune varies the learning rate")
+    knob, factors = STRENGTH.get(entry.method, (None, (1.0,)))
+    label = entry.label or entry.method
+    out = []
+    for lr_f, k_f in itertools.product(LR_FACTORS, factors):
+        config = dict(entry.config, lr=defaults["lr"] * lr_f)
+        name = f"{label} lr={config['lr']:.3g}"
+        point = {"lr": config["lr"], "knob": knob, "value": None, "distance": abs(lr_f - 1) + abs(k_f - 1)}
+        if knob:
+            config[knob] = defaults[knob] * k_f
+            point["value"] = config[knob]
+            name += f" {knob}={config[knob]:.3g}"
+        out.append((MethodEntry(method=entry.method, label=name, config=config), point))
+    return out
+
+
+def choose(card: SweepConfig, methods: list[MethodEntry], runs_by_label: dict) -> list[dict]:
+    """Every grid point's row, the best of each method (highest validation headline; ties to the defaults) chosen."""
+    from .run_metrics import run_row
+
+    rows = []
+    for entry in methods:
+        points = []
+        for sweep_entry, point in grid(entry, card):
+            run = runs_by_label.get(sweep_entry.label)
+            metrics = run_row(run) if run and run.get("status") == "finished" else {}
+            points.append({"method": entry.method, "label": sweep_entry.label, "lr": point["lr"], "knob": point["knob"],
+                           "value": point["value"], "config": sweep_entry.config, "distance": point["distance"],
+                           "chosen": False, **{k: metrics.get(k) for k in COLUMNS[5:10]}})
+        scored = [p for p in points if p["headline"] is not None]
+        if scored:
+            max(scored, key=lambda p: (p["headline"], -p["distance"]))["chosen"] = True
+        rows += points
+    return rows
+
+
+def write(card: SweepConfig, methods: list[MethodEntry], rows: list[dict], out: Path) -> dict[str, Path]:
+    """grid.csv, grid.md and tuned.yaml in `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "grid.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(COLUMNS)
+        for r in rows:
+            w.writerow([r[c] if r[c] is not None else "" for c in COLUMNS])
+
+    def cell(v):
+        return "–" if v is None else (f"{v:+.3f}" if isinstance(v, float) else str(v))
+
+    lines = [f"# Tuning grid of `{card.name}` on its validation stream", "",
+             "Each method's learning rate (and strength knob) chosen by the highest headline on a stream of other "
+             "items (harness/tune.py says which); the chosen point is marked.", "",
+             "| " + " | ".join(COLUMNS[1:]) + " |", "|" + " --- |" * (len(COLUMNS) - 1)]
+    def shown(r, c):
+        if c == "chosen":
+            return "**yes**" if r[c] else ""
+        return f"{r[c]:.3g}" if c in ("lr", "value") and r[c] is not None else cell(r[c])
+
+    for r in rows:
+        lines.append("| " + " | ".join(shown(r, c) for c in COLUMNS[1:]) + " |")
+    (out / "grid.md").write_text("\n".join(lines) + "\n")
+    chosen = {r["method"]: r for r in rows if r["chosen"]}
+    listed = list(card.methods) + [e for e in methods if e.method not in {m.method for m in card.methods}]
+    tuned = [{"method": e.method, "label": e.label or e.method,
+              "config": chosen[e.method]["config"] if e.method in chosen else dict(e.config)} for e in listed]
+    doc = dataclasses.asdict(card)
+    doc["methods"] = tuned
+    doc = {k: v for k, v in doc.items() if k != "data_dir"}
+    untuned = sorted({e.method for e in listed} - set(chosen))
+    header = (f"# {card.name} with the configs `clbench tune` chose on its validation stream for "
+              f"{', '.join(sorted(chosen)) or 'no method'} (grid: grid.md beside this file).\n")
+    if untuned:
+        header += f"# Not tuned (no finished grid point, or not asked for): {', '.join(untuned)}; their configs are the card's.\n"
+    (out / "tuned.yaml").write_text(header + yaml.safe_dump(doc, sort_keys=False, width=120))
+    return {"grid": out / "grid.md", "csv": out / "grid.csv", "tuned": out / "tuned.yaml"}
+
+
+def entries_for(card: SweepConfig, names: list[str] | None) -> list[MethodEntry]:
+    """The card's method entries, or those named (a name not in the card runs at its defaults)."""
+    if not names:
+        return list(card.methods)
+    by_name = {e.method: e for e in card.methods}
+    return [by_name.get(n) or MethodEntry(method=n) for n in names]
+
+
+def tune(card: SweepConfig, results: str, names: list[str] | None = None, address: str | None = None,
+         log=print) -> dict[str, Path]:
+    from .spec import expand
+    from .store import Store
+    from .sweep import run_sweep
+
+    methods = entries_for(card, names)
+    cfg = validation_config(card, methods)
+    log(f"tuning {len(methods)} method(s) over {len(cfg.methods)} grid points on {', '.join(cfg.stream)}"
+        f" (data seed {cfg.data_seed}, seed {cfg.seeds[0]})")
+    run_sweep(cfg, results, address=address, log=log)
+    store = Store(results)
+    stored = {spec.label: store.load_run(spec.run_id) for spec in expand(cfg)}
+    return write(card, methods, choose(card, methods, stored), Path(results))

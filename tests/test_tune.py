@@ -1,0 +1,83 @@
+"""`clbench tune`: a validation stream that shares no item with the benchmark, the stated grid, the choice by
+the validation headline, and a tuned card that `clbench run --config` accepts."""
+import csv
+import subprocess
+import sys
+
+import pytest
+
+from harness import config, tune
+from harness.config import MethodEntry
+from harness.errors import ConfigError
+from tasks.data import DataSource
+from tasks.registry import load_stream
+
+
+def _uids(tasks, probes):
+    out = set()
+    for t in [*tasks, *probes]:
+        for view in t.views.values():
+            out |= {str(i.uid) for i in view}
+    return out
+
+
+@pytest.mark.parametrize("preset", ["tiny", "quick", "standard"])
+def test_validation_stream_shares_no_item_with_the_card(preset, data_dir):
+    card = config.with_overrides(config.load(preset), data_dir=str(data_dir))
+    val = tune.validation_config(card, [MethodEntry(method="full")])
+    assert len(val.stream) == len(card.stream) and all(n.endswith("_dev") for n in val.stream)
+    assert val.budget.learn_items == card.budget.learn_items and val.budget.epochs == card.budget.epochs
+    source = DataSource(str(data_dir))
+    bench = _uids(*load_stream(source, card.stream, card.probes, card.budget, card.data_seed))
+    checked = _uids(*load_stream(source, val.stream, val.probes, val.budget, val.data_seed))
+    assert checked and not bench & checked
+    assert val.probes == (["instruct"] if "instruct" in card.probes else [])
+
+
+def test_the_grid_crosses_the_learning_rate_with_the_strength_knob(data_dir):
+    card = config.load("tiny")
+    replay = tune.grid(MethodEntry(method="replay"), card)
+    assert len(replay) == 9
+    assert sorted({round(p["lr"], 12) for _, p in replay}) == [1.5e-5, 5e-5, 1.5e-4]
+    assert sorted({round(p["value"], 12) for _, p in replay}) == [0.1, 0.2, 0.4]
+    assert all(e.config["ratio"] == p["value"] and e.config["lr"] == p["lr"] for e, p in replay)
+    lora = tune.grid(MethodEntry(method="lora", config={"r": 4}), card)
+    assert [e.config for e, _ in lora] == [{"r": 4, "lr": 3e-4 * f} for f in tune.LR_FACTORS]
+    assert len({e.label for e, _ in replay + lora}) == 12
+
+
+def test_the_highest_validation_headline_is_chosen_ties_going_to_the_defaults(monkeypatch):
+    card = config.load("tiny")
+    entries = [MethodEntry(method="lora")]
+    labels = [e.label for e, _ in tune.grid(entries[0], card)]
+    headlines = dict(zip(labels, [0.5, 0.7, 0.7]))  # lr 0.3x, 1x, 3x: 1x and 3x tie
+    monkeypatch.setattr("harness.run_metrics.run_row", lambda run: {"headline": headlines[run["label"]]})
+    runs = {label: {"status": "finished", "label": label} for label in labels}
+    rows = tune.choose(card, entries, runs)
+    assert [r["chosen"] for r in rows] == [False, True, False]
+    runs[labels[1]]["status"] = "failed"
+    assert [r["chosen"] for r in tune.choose(card, entries, runs)] == [False, False, True]
+
+
+def test_a_card_whose_stream_is_already_validation_items_is_refused():
+    card = config.parse({"model": "tiny", "stream": ["stem_dev"], "methods": ["full"]}, "card.yaml")
+    with pytest.raises(ConfigError, match="validation domain"):
+        tune.validation_stream(card)
+
+
+def test_tune_end_to_end_writes_the_grid_and_a_card_run_accepts(tmp_path, data_dir):
+    results = tmp_path / "tune"
+    done = subprocess.run([sys.executable, "-m", "harness.cli", "tune", "--preset", "tiny", "--methods", "full",
+                           "--results", str(results), "--data", str(data_dir)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = list(csv.DictReader(open(results / "grid.csv")))
+    assert len(rows) == 3 and sum(r["chosen"] == "True" for r in rows) == 1
+    chosen = next(r for r in rows if r["chosen"] == "True")
+    assert float(chosen["headline"]) == max(float(r["headline"]) for r in rows)
+    tuned = config.load(str(results / "tuned.yaml"))
+    assert [(m.method, m.label) for m in tuned.methods] == [("full", "full"), ("lora", "lora")]
+    assert tuned.methods[0].config["lr"] == pytest.approx(float(chosen["lr"]))
+    assert tuned.methods[1].config == {}  # not tuned: the card's
+    assert (tuned.stream, tuned.budget) == (config.load("tiny").stream, config.load("tiny").budget)
+    assert "tuned.yaml" in done.stdout and "clbench run --config" in done.stdout
