@@ -17,9 +17,11 @@ def _run(args) -> int:
         from tasks.data import ALLOW_UNLISTED
 
         os.environ[ALLOW_UNLISTED] = "1"  # read by every DataSource, the workers' included
-    cfg = config.load(args.config or args.preset or "quick")
-    cfg = config.with_overrides(cfg, data_dir=args.data, model=args.model)
-    if args.model or args.data:
+    cfg = config.load(args.config or args.preset or "quick", args.set or ())
+    changes = dict(data_dir=args.data, model=args.model, device=args.device, seeds=args.seeds,
+                   methods=config.methods_named(cfg, args.methods) if args.methods else None)
+    if any(v is not None for v in changes.values()):
+        cfg = config.with_overrides(cfg, **changes)
         config.check(cfg, "command line")
     results = run_sweep(cfg, args.results, address=args.address)
     failed = [r for r in results if r["status"] != "finished"]
@@ -79,10 +81,11 @@ def _reproduce(args) -> int:
 def _validate(args) -> int:
     from .validate import validate_dir
 
-    bad = validate_dir(args.results)
+    results = args.folder or args.results
+    bad = validate_dir(results)
     for path, why in bad:
         print(f"{path}: {why}")
-    total = len(list((Path(args.results) / "runs").glob("*.json")))
+    total = len(list((Path(results) / "runs").glob("*.json")))
     print(f"{total - len(bad)} of {total} run files valid")
     return 1 if bad else 0
 
@@ -154,6 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--results", default="results", help="results folder (default: results)")
     r.add_argument("--data", help="dataset folder (default: $CLBENCH_DATA)")
     r.add_argument("--model", help="override the config's model")
+    r.add_argument("--methods", nargs="+", help="run only these methods (labels or names; one the card lacks runs "
+                   "at its defaults)")
+    r.add_argument("--seeds", nargs="+", type=int, help="override the config's seeds")
+    r.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override the config's device")
+    r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config field, e.g. "
+                   "--set budget.epochs=2 --set precision=fp32 (repeatable; the value is read as YAML)")
     r.add_argument("--address", help="join a running Ray cluster (HOST:PORT); default: start a local Ray instance")
     r.add_argument("--allow-unlisted-data", action="store_true", help="read data files that the data folder's "
                    "SHA256SUMS.json does not list (each is named in the runs' provenance)")
@@ -190,7 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--data", help="dataset folder (default: $CLBENCH_DATA)")
     rp.set_defaults(func=_reproduce)
     v = sub.add_parser("validate", help="check every stored run file and name the bad ones")
-    v.add_argument("results", nargs="?", default="results")
+    v.add_argument("--results", default="results", help="results folder (default: results)")
+    v.add_argument("folder", nargs="?", help=argparse.SUPPRESS)  # the positional form of earlier versions
     v.set_defaults(func=_validate)
     e = sub.add_parser("export-lm-eval", help="write the domain tasks' multiple-choice views as lm-eval task YAMLs")
     e.add_argument("--out", required=True, help="output folder (data paths in the YAMLs are absolute)")

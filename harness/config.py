@@ -100,13 +100,26 @@ def parse(data: dict, source: str) -> SweepConfig:
     return cfg
 
 
+def check_model(name: str, source: str) -> None:
+    """A model is a built-in name, a local folder or a hub id (owner/name): a bare name that is none of them is a
+    typo, caught here rather than after the hub has been retried from every Ray worker."""
+    from .models import SMOLLM2, TINY
+
+    if name in (SMOLLM2, TINY) or Path(name).is_dir() or "/" in name.strip("/"):
+        return
+    raise ConfigError(f"{source}: model '{name}' is not a built-in name, a local folder or a hub id (owner/name); "
+                      f"{did_you_mean(name, (SMOLLM2, TINY))}")
+
+
 def check(cfg: SweepConfig, source: str) -> None:
-    """Cross-field checks: known tasks and methods, method configs, non-empty lists."""
+    """Cross-field checks: known model, tasks and methods, method configs, non-empty lists."""
     from tasks.registry import DOMAINS, LM_EVAL_PREFIX, PROBES
 
     from methods.registry import available
 
     from . import sandbox  # late: methods import the harness
+
+    check_model(cfg.model, source)
 
     if not cfg.stream:
         raise ConfigError(f"{source}: stream is empty; list at least one of {', '.join(sorted(DOMAINS))}")
@@ -151,15 +164,44 @@ def check(cfg: SweepConfig, source: str) -> None:
         labels.add(label)
 
 
-def load(path_or_preset: str) -> SweepConfig:
-    """Load a YAML file, or a preset by name ('quick', 'tiny')."""
+def load(path_or_preset: str, sets: list[str] = ()) -> SweepConfig:
+    """Load a YAML file, or a preset by name ('quick', 'tiny'), with `key=value` overrides (`--set`) applied
+    to its mapping before it is validated."""
     path = Path(path_or_preset)
     if not path.suffix and not path.exists():
         path = PRESET_DIR / f"{path_or_preset}.yaml"
         if not path.exists():
             presets = [p.stem for p in PRESET_DIR.glob("*.yaml")]
             raise ConfigError(f"unknown preset '{path_or_preset}'; {did_you_mean(path_or_preset, presets)}")
-    return parse(read_yaml(path), str(path))
+    data = read_yaml(path)
+    if sets:
+        data = with_sets(data, sets, str(path))
+    return parse(data, f"{path} with --set {' '.join(sets)}" if sets else str(path))
+
+
+def with_sets(data, sets: list[str], source: str) -> dict:
+    """`data` with each `dotted.key=value` applied; the value is read as YAML (`3`, `1e-4`, `[stem, law]`, `true`).
+    The keys are checked when the result is parsed, like the file's own."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of config keys")
+    data = dict(data)
+    for item in sets:
+        key, eq, text = item.partition("=")
+        if not eq or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set budget.epochs=2")
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {item!r}: the value is not YAML: {' '.join(str(e).split())}") from None
+        *parents, leaf = key.strip().split(".")
+        node = data
+        for i, part in enumerate(parents):
+            child = node.get(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: '{'.'.join(parents[:i + 1])}' is not a mapping of fields")
+            node[part] = node = dict(child)
+        node[leaf] = value
+    return data
 
 
 MAX_YAML_BYTES = 1 << 20  # a sweep config is a few hundred bytes
@@ -208,6 +250,14 @@ def read_yaml(path: Path):
         raise ConfigError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
     finally:
         loader.dispose()
+
+
+def methods_named(cfg: SweepConfig, names: list[str]) -> list[MethodEntry]:
+    """The card's entries of the named methods (matched by label, then by method), in the order named; a name the
+    card does not list runs that method at its defaults."""
+    by_label = {e.label or e.method: e for e in cfg.methods}
+    by_method = {e.method: e for e in reversed(cfg.methods)}
+    return [by_label.get(n) or by_method.get(n) or MethodEntry(method=n) for n in names]
 
 
 def with_overrides(cfg: SweepConfig, **changes) -> SweepConfig:

@@ -32,7 +32,7 @@ import yaml
 from tasks.data import DataSource
 from tasks.registry import MMLU_DEV, VALIDATION, _probe, mmlu_pool
 
-from .config import MethodEntry, SweepConfig, check
+from .config import MethodEntry, SweepConfig, check, methods_named
 from .errors import ConfigError
 
 LR_FACTORS = (0.3, 1.0, 3.0)
@@ -182,21 +182,13 @@ def write(card: SweepConfig, methods: list[MethodEntry], rows: list[dict], out: 
     return {"grid": out / "grid.md", "csv": out / "grid.csv", "tuned": out / "tuned.yaml"}
 
 
-def entries_for(card: SweepConfig, names: list[str] | None) -> list[MethodEntry]:
-    """The card's method entries, or those named (a name not in the card runs at its defaults)."""
-    if not names:
-        return list(card.methods)
-    by_name = {e.method: e for e in card.methods}
-    return [by_name.get(n) or MethodEntry(method=n) for n in names]
-
-
 def tune(card: SweepConfig, results: str, names: list[str] | None = None, address: str | None = None,
          log=print) -> dict[str, Path]:
     from .spec import expand
     from .store import Store
     from .sweep import run_sweep
 
-    methods = entries_for(card, names)
+    methods = methods_named(card, names) if names else list(card.methods)
     cfg = validation_config(card, methods)
     log(f"tuning {len(methods)} method(s) over {len(cfg.methods)} grid points on {', '.join(cfg.stream)}"
         f" (data seed {cfg.data_seed}, seed {cfg.seeds[0]})")

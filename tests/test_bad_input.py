@@ -153,3 +153,43 @@ def test_config_and_preset_together_is_an_error_and_a_closed_pipe_is_not(tmp_pat
     piped = subprocess.run(f"{sys.executable} -m harness.cli methods | head -1", shell=True, capture_output=True,
                            text=True, timeout=120)
     assert "Traceback" not in piped.stderr and "BrokenPipeError" not in piped.stderr
+
+
+def test_a_mistyped_model_is_named_before_anything_runs(tmp_path, data_dir):
+    results = tmp_path / "results"
+    out = clbench("run", "--preset", "tiny", "--model", "smollm2-135m", "--data", str(data_dir), "--results", str(results))
+    assert out.returncode == 2
+    assert "model 'smollm2-135m' is not a built-in name" in out.stderr and "did you mean 'smollm2-135m-instruct'" in out.stderr
+    assert "Traceback" not in out.stderr and "Ray" not in out.stderr
+    _assert_nothing_written(results)
+    for name in ("HuggingFaceTB/SmolLM2-360M-Instruct", str(tmp_path), "tiny"):  # hub ids and folders pass the check
+        config.check_model(name, "x")
+
+
+def test_set_overrides_any_field_and_is_checked_like_the_file():
+    cfg = config.load("tiny", ["budget.epochs=1", "seeds=[3, 4]", "precision=bf16", "stream=[law, stem]"])
+    assert (cfg.budget.epochs, cfg.seeds, cfg.precision, cfg.stream) == (1, [3, 4], "bf16", ["law", "stem"])
+    assert cfg.budget.learn_items == config.load("tiny").budget.learn_items  # the rest of budget stays
+    for sets, message in ((["budget.epoch=1"], "unknown key 'epoch'; did you mean 'epochs'"),
+                          (["budget.epochs=two"], "budget.epochs: expected an integer"),
+                          (["epochs"], "expected KEY=VALUE"), (["model.name=x"], "'model' is not a mapping"),
+                          (["seeds=[0"], "the value is not YAML")):
+        with pytest.raises(ConfigError, match=message) as err:
+            config.load("tiny", sets)
+        assert "--set" in str(err.value)
+
+
+def test_methods_and_seeds_flags_pick_from_the_card(monkeypatch):
+    from harness import cli
+
+    seen = {}
+    monkeypatch.setattr("harness.sweep.run_sweep", lambda cfg, results, address=None: seen.setdefault("cfg", cfg) and [])
+    monkeypatch.setattr("harness.leaderboard.write", lambda results: type("P", (), {"read_text": lambda self: ""})())
+    cli.main(["run", "--preset", "tiny", "--methods", "lora", "replay", "--seeds", "5", "--device", "cpu",
+              "--set", "budget.epochs=1"])
+    cfg = seen["cfg"]
+    assert [(m.method, m.config) for m in cfg.methods] == [("lora", {}), ("replay", {})]
+    assert (cfg.seeds, cfg.device, cfg.budget.epochs) == ([5], "cpu", 1)
+    with pytest.raises(SystemExit):
+        cli.main(["run", "--preset", "tiny", "--seeds", "x"])
+    assert cli.main(["run", "--preset", "tiny", "--methods", "ful"]) == 2  # checked like a config's methods

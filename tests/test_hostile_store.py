@@ -24,7 +24,7 @@ def test_hostile_files_are_named_and_neither_validate_nor_leaderboard_crashes_or
     (runs / "nested.json").write_text("[" * 400_000)
     os.mkfifo(runs / "fifo.json")
     os.symlink("/dev/zero", runs / "zero.json")
-    out = _cli("validate", str(tmp_path))
+    out = _cli("validate", "--results", str(tmp_path))
     lines = out.stdout.splitlines()
     assert out.returncode == 1 and "1 of 4 run files valid" in out.stdout, out.stderr[-2000:]
     assert any("nested.json" in x and "nested too deeply" in x for x in lines)

@@ -41,7 +41,7 @@ def test_validate_names_each_bad_file(good_run, tmp_path):
     scored["stages"][1]["scores"]["stem"]["recall"]["score"] = 1.0  # a score edit: only the digest tells
     (runs / "cccccccccccccccc.json").write_text(json.dumps(scored))
 
-    out = subprocess.run([sys.executable, "-m", "harness.cli", "validate", str(tmp_path / "results")],
+    out = subprocess.run([sys.executable, "-m", "harness.cli", "validate", "--results", str(tmp_path / "results")],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 1
     lines = out.stdout.splitlines()
@@ -61,7 +61,7 @@ def test_validate_names_each_bad_file(good_run, tmp_path):
 
 def test_validate_accepts_a_good_store(good_run):
     root, _ = good_run
-    out = subprocess.run([sys.executable, "-m", "harness.cli", "validate", str(root)], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "harness.cli", "validate", "--results", str(root)], capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0 and "1 of 1 run files valid" in out.stdout
 
