@@ -97,8 +97,10 @@ def _export_lm_eval(args) -> int:
     cfg = config.with_overrides(config.load(args.config or args.preset or "quick"), data_dir=args.data)
     names = export(cfg, Path(args.out))
     print(f"wrote {len(names)} lm-eval tasks to {Path(args.out).resolve()}: {', '.join(names)}")
-    print(f"score a model: lm_eval --model hf --model_args pretrained=MODEL --include_path {Path(args.out).resolve()} "
-          f"--tasks {','.join(names)}")
+    print(f"score a stage's model (saved by `clbench run --set save_models=true` under "
+          f"<results>/models/<run_id>/stage<k>): lm_eval --model hf --model_args pretrained=<results>/models/<run_id>/"
+          f"stage<k> --include_path {Path(args.out).resolve()} --tasks {','.join(names)}\n"
+          f"the prompts carry {cfg.model}'s chat template already: do not add --apply_chat_template")
     metric = {"cloze_char": "acc_norm", "cloze_raw": "acc", "letter": "acc"}.get(cfg.scorer)
     print(f"the board's scorer is {cfg.scorer}: " + (f"compare lm-eval's {metric}" if metric else
                                                       "lm-eval computes no equivalent (use cloze_char or cloze_raw)"))

@@ -77,6 +77,8 @@ class SweepConfig:
     resources: Resources = field(Resources(), "Ray resource request of each run")
     data_dir: Optional[str] = field(None, "dataset folder; default: $CLBENCH_DATA")
     data_seed: int = field(1234, "picks which items form each split; fixed across methods and seeds")
+    save_models: bool = field(False, "write each trained stage's model as a Hugging Face folder under "
+                              "<results>/models/<run_id>/stage<k>/ (for lm-eval and other tools; 0.5 GB per stage for SmolLM2)")
 
 
 def _normalise_methods(raw, where):

@@ -1,7 +1,8 @@
 """Write clbench multiple-choice items as lm-eval tasks and score a model with lm-eval.
 
 The exported task gives lm-eval exactly the prompt clbench scores: the chat-formatted
-question as the context, and either the option texts (cloze) or the letters A-D (letter)
+question as the context (the model's chat template is already applied: run lm_eval without
+--apply_chat_template, which would apply it twice), and either the option texts (cloze) or the letters A-D (letter)
 as choices, with no delimiter between them. lm-eval's `acc` then equals clbench's cloze_raw
 scorer, `acc_norm` its default cloze_char, and letter accuracy equals letter's.
 Data paths are absolute: lm-eval resolves relative ones against the working directory.
@@ -37,7 +38,8 @@ def write_task(items: list[MCItem], tok, scorer: str, folder: Path, name: str) -
         "task": name, "dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(data)}},
         "test_split": "test", "output_type": "multiple_choice", "doc_to_text": "{{prefix}}",
         "doc_to_choice": "{{choices}}", "doc_to_target": "{{answer}}", "target_delimiter": "",
-        "metric_list": [{"metric": "acc"}, {"metric": "acc_norm"}], "metadata": {"version": 1},
+        "metric_list": [{"metric": m, "aggregation": "mean", "higher_is_better": True} for m in ("acc", "acc_norm")],
+        "metadata": {"version": 1},
     }
     (folder / f"{name}.yaml").write_text(yaml.safe_dump(task, sort_keys=False))
     return name

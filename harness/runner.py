@@ -1,6 +1,7 @@
 """One run, top to bottom: load data, load the model, score stage 0, then train and score each task."""
 from __future__ import annotations
 
+import copy
 import random
 import time
 import traceback
@@ -156,13 +157,14 @@ def _resume_point(spec: RunSpec, store: Store, checkpoints: Checkpoints) -> int:
 
 
 def execute(spec: RunSpec, store: Store, data_dir: str | None = None, sweep: str = "", node: str | None = None,
-            on_stage=None, protocol: dict | None = None) -> dict:
+            on_stage=None, protocol: dict | None = None, save_models: bool = False) -> dict:
     """Run one spec and store it; a failure is stored as a failed result, never raised.
-    on_stage(stage, model), if given, is called after `prepare` (stage 0) and after every stage."""
+    on_stage(stage, model), if given, is called after `prepare` (stage 0) and after every stage.
+    save_models: write each trained stage's model under <results>/models/<run_id>/ (harness.stage_models)."""
     result = new_result(spec, sweep, protocol)
     result["provenance"]["node"] = node  # the Ray node id, when scheduled by Ray
     try:
-        _execute(spec, store, data_dir, result, on_stage or (lambda stage, model: None))
+        _execute(spec, store, data_dir, result, on_stage or (lambda stage, model: None), save_models)
         result["status"] = "finished"
         Checkpoints(store.root).remove(spec.run_id)
     except Exception as e:  # stored with its traceback; the sweep goes on
@@ -209,7 +211,7 @@ def _trainer(spec: RunSpec, setup: _Setup, data_dir):
     return _InProcess(spec, setup) if sandbox.trusted(spec.method) else sandbox.SandboxedTrainer(spec, setup, data_dir)
 
 
-def _execute(spec: RunSpec, store: Store, data_dir, result: dict, on_stage) -> None:
+def _execute(spec: RunSpec, store: Store, data_dir, result: dict, on_stage, save_models: bool) -> None:
     setup = _Setup(spec, data_dir)
     result["provenance"].update(data_checksums=setup.checksums, machine=machine(setup.device),
                                 **({"unlisted_data": setup.source.unlisted} if setup.source.unlisted else {}))
@@ -218,11 +220,30 @@ def _execute(spec: RunSpec, store: Store, data_dir, result: dict, on_stage) -> N
     base = setup.stage0(spec, store)
     result["stages"].append({"stage": 0, "trained_on": None, **base})
     before = _function_outputs(setup.model, setup)
+    if save_models:  # the base architecture, before a method's prepare reshapes the model in place
+        from . import sandbox, stage_models
+
+        architecture = (copy.deepcopy(setup.model.config), sandbox.shapes_of(setup.model))
+        on_stage = _saving(on_stage, spec, store, setup, result, architecture, stage_models)
     trainer = _trainer(spec, setup, data_dir)
     try:
         _train_and_score(spec, store, setup, trainer, result, base, before, on_stage)
     finally:
         trainer.close()
+
+
+def _saving(on_stage, spec: RunSpec, store: Store, setup: _Setup, result: dict, architecture: tuple, stage_models):
+    """on_stage, then each trained stage's model written to its folder; the run's `saved_models[stage]` says
+    where (relative to the results folder) or why it was not kept."""
+    def call(stage, model):
+        on_stage(stage, model)
+        if stage == 0:
+            return
+        path = stage_models.folder(store.root, spec.run_id, stage)
+        why = stage_models.save(model, setup.tok, *architecture, path)
+        result.setdefault("saved_models", {})[str(stage)] = (
+            {"folder": str(path.relative_to(store.root))} if why is None else {"not_saved": why})
+    return call
 
 
 def _train_and_score(spec, store, setup, trainer, result, base, before, on_stage) -> None:
@@ -246,6 +267,8 @@ def _train_and_score(spec, store, setup, trainer, result, base, before, on_stage
         result["stages"] = previous["stages"][: done + 1]
         if "base_model" in previous:  # the attempt scored its prepared model as stage 0
             result["base_model"] = previous["base_model"]
+        if "saved_models" in previous:
+            result["saved_models"] = {k: v for k, v in previous["saved_models"].items() if int(k) <= done}
         result["resumed_from_stage"] = done
     store.save_run(result)
 
