@@ -1,15 +1,19 @@
 """Distillation from the pre-task model (Learning without Forgetting).
 
-Before each task the current model is copied and frozen as the teacher. Training loss =
-label loss + alpha * T^2 * KL(p_teacher^T || p_student^T) on the reply tokens of the new
-task's data, with both distributions softened by temperature T (Li & Hoiem 2017,
-arXiv:1606.09282: T = 2, weight 1; the T^2 factor keeps gradient scale as in Hinton et al.
-2015, arXiv:1503.02531).
+Before each task, the first included, the current model is copied and frozen as the teacher:
+at stage 1 that is the prepared base model, whose behaviour is exactly the general ability to
+keep; at stage k the model as stage k-1 left it. Training loss = label loss +
+alpha * T^2 * KL(p_teacher^T || p_student^T) on the reply tokens of the new task's data, with
+both distributions softened by temperature T (Li & Hoiem 2017, arXiv:1606.09282: T = 2,
+weight 1; the T^2 factor keeps gradient scale as in Hinton et al. 2015, arXiv:1503.02531).
+LwF's teacher is the model before the new task, at every task; the term is 0 at a stage's
+first step (student = teacher) and grows as the student moves.
 
 KL direction: forward, teacher || student. It is mass-covering: the student is pushed to keep
 probability wherever the pre-task model put it, which is what "do not forget" asks; the reverse
 KL would let the student drop modes of the old distribution. Teacher logits are computed per
-batch, on the fly: nothing is held for the whole dataset.
+batch, on the fly: nothing is held for the whole dataset. method_stats records the stage's
+mean and last distillation term (before alpha).
 """
 from __future__ import annotations
 
@@ -53,21 +57,32 @@ class Distill(FullFineTune):
         model = super().prepare(model, ctx)
         self.model = model
         self.teacher = None
+        self.kl = []
         return model
 
     def train_examples(self, pairs, ctx):
-        self.teacher = copy.deepcopy(self.model).eval()  # the pre-task model
+        # the pre-task model, at every stage: at stage 1 the prepared base model
+        self.teacher = copy.deepcopy(self.model).eval()
         for p in self.teacher.parameters():
             p.requires_grad_(False)
+        self.kl = []
         return pairs
 
     def extra_loss(self, model, batch, outputs, ctx):
-        if ctx.stage == 1:  # the pre-task model is the base model: LwF starts with the second task
-            return None
+        if self.teacher is None:
+            raise RuntimeError("distill: no teacher; train_examples copies the pre-task model before each stage")
         with torch.no_grad():
             teacher_logits = self.teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        return self.config.alpha * distill_kl(outputs.logits, teacher_logits, batch["labels"], self.config.temperature)
+        kl = distill_kl(outputs.logits, teacher_logits, batch["labels"], self.config.temperature)
+        self.kl.append(kl.detach())
+        return self.config.alpha * kl
 
     def after_task(self, model, ctx):
         self.teacher = None  # free the copy between tasks
         return model
+
+    def stats(self, ctx):
+        if not self.kl:
+            return {}
+        kl = torch.stack(self.kl).float().cpu()
+        return {"kl_mean": float(kl.mean()), "kl_last": float(kl[-1])}

@@ -1,6 +1,6 @@
 """One training step per method on SmolLM2, batch 4 x 128 tokens, on this machine: the timing
-row of the README's method table. Methods with a second-task term (ewc, distill) are timed at
-stage 2, where that term is active.
+row of the README's method table. ewc, whose penalty needs an earlier task, and distill are timed at
+stage 2 (distill's term acts from stage 1 on; its cost is the same at every stage).
 Run with: python -m tox -- tests/bench/test_bench_method_step.py --benchmark-only"""
 import copy
 
