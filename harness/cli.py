@@ -18,6 +18,8 @@ def _run(args) -> int:
 
         os.environ[ALLOW_UNLISTED] = "1"  # read by every DataSource, the workers' included
     cfg = config.load(args.config or args.preset or "quick", args.set or ())
+    if args.limit is not None:
+        cfg = config.limited(cfg, args.limit)
     changes = dict(data_dir=args.data, model=args.model, device=args.device, seeds=args.seeds,
                    methods=config.methods_named(cfg, args.methods) if args.methods else None)
     if any(v is not None for v in changes.values()):
@@ -152,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="clbench", description="Continual-learning benchmark for LLMs: fine-tune on one "
                                 "domain after another, measure what is kept and lost, rank the methods.")
+    from clbench import __version__
+
+    p.add_argument("--version", action="version", version=f"clbench {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run a sweep (default: the quick preset on SmolLM2)")
     r.add_argument("--preset", help="preset name: quick (default), standard, tiny")
@@ -163,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "at its defaults)")
     r.add_argument("--seeds", nargs="+", type=int, help="override the config's seeds")
     r.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override the config's device")
+    r.add_argument("--limit", type=int, metavar="N", help="a quick check: at most N items per view and probe; the "
+                   "sweep is named <card>-limitN and ranks in a section of its own")
     r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config field, e.g. "
                    "--set budget.epochs=2 --set precision=fp32 (repeatable; the value is read as YAML)")
     r.add_argument("--address", help="join a running Ray cluster (HOST:PORT); default: start a local Ray instance")

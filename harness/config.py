@@ -262,6 +262,21 @@ def methods_named(cfg: SweepConfig, names: list[str]) -> list[MethodEntry]:
     return [by_label.get(n) or by_method.get(n) or MethodEntry(method=n) for n in names]
 
 
+LIMITED = ("learn_items", "transfer_items", "code_items", "heldout_items", "general_items", "stop_prompts",
+           "instruct_items", "lm_eval_limit")
+
+
+def limited(cfg: SweepConfig, n: int) -> SweepConfig:
+    """cfg with at most n items per view and probe (`--limit`), renamed <name>-limit<n>: a quick check, whose
+    changed budget makes it a protocol of its own, never ranked with the card's runs."""
+    if n < 1:
+        raise ConfigError(f"--limit {n}: give at least 1 item per view")
+    budget = dataclasses.replace(cfg.budget, **{k: min(getattr(cfg.budget, k), n) if k != "lm_eval_limit" else
+                                                (min(cfg.budget.lm_eval_limit, n) if cfg.budget.lm_eval_limit else n)
+                                                for k in LIMITED})
+    return dataclasses.replace(cfg, name=f"{cfg.name}-limit{n}", budget=budget)
+
+
 def with_overrides(cfg: SweepConfig, **changes) -> SweepConfig:
     """A copy of cfg with some top-level fields replaced (CLI flags)."""
     return dataclasses.replace(cfg, **{k: v for k, v in changes.items() if v is not None})

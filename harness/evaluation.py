@@ -129,7 +129,8 @@ def evaluate(model, tok, tasks, probes, *, scorer: str, budget, device: str, pre
     start = time.perf_counter()
     total = sum(len(v) for t in [*tasks, *probes] for v in t.views.values())
     out = {"scores": {}, "probes": {}}
-    with tqdm(total=total, desc=desc, unit="item", leave=False) as bar:
+    # disable=None: no bar off a terminal (a log file, CI), where \r-redrawn bars are noise
+    with tqdm(total=total, desc=desc, unit="item", leave=False, disable=None) as bar:
         for group, key in ((tasks, "scores"), (probes, "probes")):
             for task in group:
                 views = _probe_views(model, tok, task, budget, device, precision, bar)

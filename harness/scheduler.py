@@ -128,7 +128,8 @@ def run_specs(specs: list[RunSpec], store: Store, *, data_dir=None, sweep: str =
 
 def _collect(pending: dict, store: Store, ray) -> list[dict]:
     results, failed, shown = [], 0, {}
-    with tqdm(total=len(pending), desc="runs", unit="run") as bar:
+    # off a terminal (a log file, CI) no bar: the line per stage and per run below is the log
+    with tqdm(total=len(pending), desc="runs", unit="run", disable=None) as bar:
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1, timeout=2.0)
             for ref in done:

@@ -69,7 +69,8 @@ def train_task(model, method, examples: list[dict], ctx, *, epochs: int, batch_s
     losses, tokens = [], 0
     model.train()
     start = time.perf_counter()
-    with tqdm(total=epochs * steps_per_epoch, desc=desc, unit="step", leave=False) as bar:
+    # disable=None: no bar off a terminal (a log file, CI), where \r-redrawn bars are noise
+    with tqdm(total=epochs * steps_per_epoch, desc=desc, unit="step", leave=False, disable=None) as bar:
         for _ in range(epochs):
             order = epoch_order(examples, generator)
             for s in range(steps_per_epoch):
