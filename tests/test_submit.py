@@ -173,7 +173,7 @@ def test_decaying_replay_ratio_decays():
     method = resolve_method(f"{EXAMPLE}:DecayingReplay")()
     method.rng, method.buffer = random.Random(0), [{"user": "old", "reply": "r"}] * 5
     pairs = [{"user": f"q{i}", "reply": "a"} for i in range(12)]
-    replayed = [sum(p.get("replayed", False) for p in method.train_examples(pairs, StageContext(s, None, [], "cpu", 0)))
+    replayed = [sum(p.get("mix") == "replay" for p in method.train_examples(pairs, StageContext(s, None, [], "cpu", 0)))
                 for s in (2, 3, 4)]
     assert replayed == [12, 4, 2]  # shares 0.5, 0.25, 0.125 of what is trained on
 
