@@ -53,8 +53,9 @@ def load_runs(results: str = "results") -> list[dict]:
 
 def leaderboard(results: str = "results") -> list[dict]:
     """The board's rows for the stored runs: label, method, the headline and every metric with its interval,
-    rank band and significance against full, section by section: `protocol` is the section's protocol
-    version, `ranked` False for the sections the board shows unranked (another protocol than the main one)."""
+    rank band and significance against full, section by section: `protocol` is the section's key (the
+    protocol card's version, the stage-0 key and the package stack's hash), `ranked` False for the sections
+    the board shows unranked (another protocol than the main one)."""
     from harness import leaderboard as board
 
     return [{**row, "protocol": section["key"], "ranked": section["reason"] is None}

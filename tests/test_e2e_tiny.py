@@ -13,7 +13,8 @@ def clbench(*args, cwd=None):
 
 def test_tiny_sweep_end_to_end(tmp_path, data_dir):
     results = tmp_path / "results"
-    done = clbench("run", "--preset", "tiny", "--results", str(results), "--data", str(data_dir))
+    done = clbench("run", "--preset", "tiny", "--results", str(results), "--data", str(data_dir),
+                   "--set", "save_models=true")  # not part of the protocol: the run below without it skips
     assert done.returncode == 0, done.stderr[-3000:]
     files = sorted((results / "runs").glob("*.json"))
     assert len(files) == 2
@@ -49,6 +50,8 @@ def test_tiny_sweep_end_to_end(tmp_path, data_dir):
         for stage in r["stages"][1:]:
             assert stage["train"]["steps"] > 0 and stage["train"]["tokens"] > 0 and stage["train"]["seconds"] > 0
         assert r["precision"] == "fp32" and r["device"] == "cpu"
+        assert [(k, (results / v["folder"] / "model.safetensors").is_file()) for k, v in r["saved_models"].items()] == \
+            [(str(k), True) for k in range(1, 5)]  # save_models went through the Ray workers
         assert 0 < r["trainable_params"] <= r["total_params"]
         prov = r["provenance"]
         assert prov["packages"]["torch"] and prov["git"]["commit"] is not None

@@ -14,16 +14,23 @@ def _cli(*args, timeout=600):
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory, data_dir):
+    """full, lora and llama_pro on two tiny stages with save_models, run in this process (the Ray path of
+    save_models is the same execute call: scheduler._run_task passes the flag through)."""
+    from harness import config
+    from harness.runner import execute
+    from harness.spec import expand
+    from harness.store import Store
+
     root = tmp_path_factory.mktemp("saved")
     results, exported = root / "results", root / "export"
-    done = _cli("harness.cli", "run", "--preset", "tiny", "--methods", "full", "lora", "llama_pro",
-                "--set", "save_models=true", "--set", "methods=[full, lora, {method: llama_pro, config: {every: 1}}]",
-                "--set", "stream=[stem, law]", "--set", "probes=[]",
-                "--results", str(results), "--data", str(data_dir))
-    assert done.returncode == 0, done.stderr[-3000:]
+    cfg = config.load("tiny", ["save_models=true", "methods=[full, lora, {method: llama_pro, config: {every: 1}}]",
+                               "stream=[stem, law]", "probes=[]", f"data_dir={data_dir}"])
+    assert cfg.save_models
+    store = Store(results)
+    runs = {spec.method: execute(spec, store, data_dir=str(data_dir), save_models=True) for spec in expand(cfg)}
+    assert all(r["status"] == "finished" for r in runs.values()), [r["error"] for r in runs.values()]
     assert _cli("harness.cli", "export-lm-eval", "--preset", "tiny", "--out", str(exported), "--data",
                 str(data_dir)).returncode == 0
-    runs = {r["spec"]["method"]: r for r in (json.loads(p.read_text()) for p in (results / "runs").glob("*.json"))}
     return results, exported, runs
 
 
