@@ -16,7 +16,7 @@ from tasks.chat import encode_pairs, prompt_ids, reply_ids
 from tasks.data import DataSource
 from tasks.registry import load_stream
 
-from . import compute, models
+from . import compute, models, stage_models
 from .checkpoints import Checkpoints
 from .evaluation import evaluate
 from .precision import pick_device, pick_precision
@@ -221,10 +221,10 @@ def _execute(spec: RunSpec, store: Store, data_dir, result: dict, on_stage, save
     result["stages"].append({"stage": 0, "trained_on": None, **base})
     before = _function_outputs(setup.model, setup)
     if save_models:  # the base architecture, before a method's prepare reshapes the model in place
-        from . import sandbox, stage_models
+        from . import sandbox
 
         architecture = (copy.deepcopy(setup.model.config), sandbox.shapes_of(setup.model))
-        on_stage = _saving(on_stage, spec, store, setup, result, architecture, stage_models)
+        on_stage = _saving(on_stage, spec, store, setup, result, architecture)
     trainer = _trainer(spec, setup, data_dir)
     try:
         _train_and_score(spec, store, setup, trainer, result, base, before, on_stage)
@@ -232,7 +232,7 @@ def _execute(spec: RunSpec, store: Store, data_dir, result: dict, on_stage, save
         trainer.close()
 
 
-def _saving(on_stage, spec: RunSpec, store: Store, setup: _Setup, result: dict, architecture: tuple, stage_models):
+def _saving(on_stage, spec: RunSpec, store: Store, setup: _Setup, result: dict, architecture: tuple):
     """on_stage, then each trained stage's model written to its folder; the run's `saved_models[stage]` says
     where (relative to the results folder) or why it was not kept."""
     def call(stage, model):

@@ -46,21 +46,14 @@ COLUMNS = ("method", "label", "lr", "knob", "value", "headline", "lp_gain", "ins
 
 def validation_stream(card: SweepConfig) -> list[str]:
     """The card's stream with each domain replaced by a validation domain of its kind."""
-    mc = iter(MC_VALIDATION)
-    out = []
-    for name in card.stream:
-        if name in VALIDATION:
-            raise ConfigError(f"stream: '{name}' is a validation domain; tune a card whose stream is benchmark domains")
-        if name == "code":
-            out.append("code_dev")
-        else:
-            out.append(next(mc, None) or _too_many(card))
-    return out
-
-
-def _too_many(card: SweepConfig):
-    raise ConfigError(f"stream: {len(card.stream)} multiple-choice domains, but the dev split makes only "
-                      f"{len(MC_VALIDATION)} validation domains; tune on a card with at most that many")
+    if used := [n for n in card.stream if n in VALIDATION]:
+        raise ConfigError(f"stream: {used} are validation domains; tune a card whose stream is benchmark domains")
+    mc = [n for n in card.stream if n != "code"]
+    if len(mc) > len(MC_VALIDATION):
+        raise ConfigError(f"stream: {len(mc)} multiple-choice domains, but the dev split makes only "
+                          f"{len(MC_VALIDATION)} validation domains; tune on a card with at most that many")
+    replaced = dict(zip(mc, MC_VALIDATION), code="code_dev")
+    return [replaced[n] for n in card.stream]
 
 
 def _smallest_pool(stream: list[str], budget, source: DataSource) -> int:

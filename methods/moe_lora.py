@@ -66,6 +66,7 @@ from harness.typed import field
 
 from .adapters import wrap_linears
 from .base import Method
+from .replay import draw, general_pairs
 
 EPS = 1e-10  # the reference's cv_squared epsilon
 
@@ -171,9 +172,7 @@ class MoELoRA(Method):
     def prepare(self, model, ctx):
         c = self.config
         if c.general_ratio > 0:
-            if ctx is None or ctx.data is None:
-                raise ConfigError("method_config.general_ratio > 0 needs the run's data folder (ctx.data)")
-            self.general = [{"user": i.prompt, "reply": i.reference} for i in ctx.data.gsm8k("train")]
+            self.general = general_pairs(ctx)
         for p in model.parameters():
             p.requires_grad_(False)
         self.layers = wrap_linears(model, list(c.target_modules),
@@ -195,10 +194,7 @@ class MoELoRA(Method):
             raise ConfigError("method_config.general_ratio > 0 needs ctx.batches to encode its general examples")
         n = round(len(pairs) * share / (1 - share))  # n / (len(pairs) + n) = share
         rng = random.Random(ctx.seed * 1000 + ctx.stage)  # each stage drawn alone: a resumed run draws the same
-        drawn: list[dict] = []
-        while len(drawn) < n:  # without replacement, whole passes when n exceeds the pool
-            drawn += rng.sample(self.general, min(len(self.general), n - len(drawn)))
-        general = [dict(p, mix="general") for p in drawn]
+        general = draw(rng, self.general, n, "general")
         for batch in ctx.batches(general):
             self.general_keys.update(_row_keys(batch))
         self.mixed = len(general)

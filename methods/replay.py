@@ -41,6 +41,22 @@ class ReplayConfig:
                               "below 1, so that part of each task's training is the task itself; lower one of them")
 
 
+def general_pairs(ctx) -> list[dict]:
+    """The general-domain pool a method mixes in (GSM8K train, through the run's DataSource)."""
+    if ctx is None or ctx.data is None:
+        raise ConfigError("method_config.general_ratio > 0 needs the run's data folder (ctx.data)")
+    return [{"user": i.prompt, "reply": i.reference} for i in ctx.data.gsm8k("train")]
+
+
+def draw(rng: random.Random, pool: list[dict], n: int, mix: str) -> list[dict]:
+    """n examples of `pool` without replacement, in whole shuffled passes when n exceeds it, tagged `mix` (the
+    training loop spreads each tagged share over every batch: harness.training.epoch_order)."""
+    out: list[dict] = []
+    while len(out) < n:
+        out += rng.sample(pool, min(len(pool), n - len(out)))
+    return [dict(p, mix=mix) for p in out]
+
+
 class Replay(FullFineTune):
     name = "replay"
     description = "Full fine-tuning with a reservoir buffer of earlier tasks' examples mixed in."
@@ -58,9 +74,7 @@ class Replay(FullFineTune):
     def prepare(self, model, ctx):
         self.rng = random.Random(ctx.seed)
         if self.config.general_ratio > 0:
-            if ctx.data is None:
-                raise ConfigError("method_config.general_ratio > 0 needs the run's data folder (ctx.data)")
-            self.general = [{"user": i.prompt, "reply": i.reference} for i in ctx.data.gsm8k("train")]
+            self.general = general_pairs(ctx)
         model = super().prepare(model, ctx)
         return model
 
@@ -69,13 +83,6 @@ class Replay(FullFineTune):
         can schedule it (examples/decaying_replay.py); stage 1 replays nothing whatever this says."""
         return self.config.ratio
 
-    def _draw(self, pool: list[dict], n: int, mix: str) -> list[dict]:
-        """n examples of `pool` without replacement, in whole shuffled passes when n exceeds it, tagged `mix`."""
-        out: list[dict] = []
-        while len(out) < n:
-            out += self.rng.sample(pool, min(len(pool), n - len(out)))
-        return [dict(p, mix=mix) for p in out]
-
     def train_examples(self, pairs, ctx):
         ratio = self.ratio_at(ctx.stage) if self.buffer else 0.0  # nothing to replay before the second task
         self.mixed = {"buffer": len(self.buffer), "replayed": 0, "replayed_share": 0.0}
@@ -83,8 +90,8 @@ class Replay(FullFineTune):
             return pairs
         # n_replay / n_all = ratio and n_general / n_all = general_ratio, n_all = n_new + n_replay + n_general
         total = len(pairs) / (1 - ratio - self.config.general_ratio)
-        replayed = self._draw(self.buffer, round(total * ratio), "replay")
-        general = self._draw(self.general, round(total * self.config.general_ratio), "general")
+        replayed = draw(self.rng, self.buffer, round(total * ratio), "replay")
+        general = draw(self.rng, self.general, round(total * self.config.general_ratio), "general")
         out = pairs + replayed + general
         self.mixed.update(replayed=len(replayed), replayed_share=len(replayed) / len(out))
         if general:
