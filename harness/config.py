@@ -7,9 +7,12 @@ from typing import Literal, Optional
 
 import yaml
 
+from tasks import domain_spec
+
 from .errors import ConfigError
 from .suggest import did_you_mean
 from .typed import build, field
+from .yaml_file import read_yaml
 
 PRESET_DIR = Path(__file__).parent / "presets"
 
@@ -20,15 +23,16 @@ class Budget:
 
     learn_items: int = field(16, "items trained on per multiple-choice domain (recall is asked on these)", min=1)
     transfer_items: int = field(16, "held-out items per domain, never trained on", min=1)
-    code_items: int = field(8, "MBPP items per code view (learn/recall and transfer)", min=1)
+    code_items: int = field(8, "items per view of a code or generation domain (learn/recall and transfer; MBPP, "
+                                 "GSM8K)", min=1)
     heldout_items: int = field(8, "HumanEval problems scored as the code domain's extra held-out view", min=0)
     general_items: int = field(32, "items of the general-ability probe (MMLU social sciences + other)", min=1)
     max_item_chars: int = field(0, "skip MMLU items whose question + options are longer than this (0: no cap)", min=0)
     epochs: int = field(3, "passes over each domain's learn split", min=1)
     batch_size: int = field(4, "training examples per optimisation step", min=1)
     max_length: int = field(384, "token cap of one training example (prompt is cut from the left, EOS kept)", min=16)
-    max_new_tokens: int = field(0, "generation cap for code answers; 0 = sized from the drawn items: 1.25 x the "
-                                   "longest reference solution (with its end of turn), so a correct answer fits", min=0)
+    max_new_tokens: int = field(0, "generation cap for code and generation answers; 0 = sized from the drawn "
+                                   "items: 1.25 x the longest reference solution (with its end of turn), so a correct answer fits", min=0)
     stop_prompts: int = field(16, "open-ended prompts of the `stop` probe (of 332)", min=1, max=332)
     stop_max_new_tokens: int = field(160, "token cap of a `stop` probe answer; an answer without EOS by then did not stop", min=1)
     repetition_n: int = field(4, "n of the n-grams in tail repetition and distinct-n", min=1)
@@ -64,7 +68,8 @@ class SweepConfig:
     model: str = field("smollm2-135m-instruct", "'smollm2-135m-instruct', 'tiny', a hub id or a local model dir")
     precision: Literal["auto", "bf16", "fp32"] = field("auto", "auto = bf16 on CUDA, and on CPU only where a measured bf16 matmul is faster")
     device: Literal["auto", "cpu", "cuda"] = field("auto", "auto = cuda when available")
-    stream: list[str] = field(["stem", "humanities", "code", "law"], "domain tasks in training order")
+    stream: list[str] = field(["stem", "humanities", "code", "law"], "domain tasks in training order: built-in names "
+                              "or paths of domain files (docs/adding-a-domain.md)")
     task_orders: list[list[str]] = field([], "more orders of the same tasks to run besides `stream` (each a permutation)")
     probes: list[str] = field(["general"], "probes scored after every stage, never trained on")
     methods: list[MethodEntry] = field([], "method variants to compare")
@@ -77,6 +82,8 @@ class SweepConfig:
     resources: Resources = field(Resources(), "Ray resource request of each run")
     data_dir: Optional[str] = field(None, "dataset folder; default: $CLBENCH_DATA")
     data_seed: int = field(1234, "picks which items form each split; fixed across methods and seeds")
+    domains: dict[str, str] = field({}, "the stream's user domains, name -> absolute path of the domain file; "
+                                    "filled in from the paths a stream lists")
     save_models: bool = field(False, "write each trained stage's model as a Hugging Face folder under "
                               "<results>/models/<run_id>/stage<k>/ (for lm-eval and other tools; 0.5 GB per stage for SmolLM2)")
 
@@ -90,11 +97,47 @@ def _normalise_methods(raw, where):
     return out
 
 
+def _domain_paths(data: dict, base: Path) -> dict:
+    """data with every domain-file path in its stream and task orders made absolute against `base` (the config
+    file's folder for its own lists; the working directory for --set)."""
+    def absolute(entry):
+        return str((base / entry).resolve()) if isinstance(entry, str) and domain_spec.is_path(entry) else entry
+
+    data = dict(data)
+    if isinstance(data.get("stream"), list):
+        data["stream"] = [absolute(e) for e in data["stream"]]
+    if isinstance(data.get("task_orders"), list):
+        data["task_orders"] = [[absolute(e) for e in o] if isinstance(o, list) else o for o in data["task_orders"]]
+    return data
+
+
+def _domain_names(data: dict, source: str) -> dict:
+    """data with each domain-file path of its stream read (and checked) and replaced by the domain's name, the
+    paths kept in `domains`: results, matrices and boards name a task, never a path."""
+    stream = data.get("stream")
+    if not isinstance(stream, list):
+        return data
+    domains = dict(data.get("domains") or {})
+    names = {}
+    for i, entry in enumerate(stream):
+        if isinstance(entry, str) and domain_spec.is_path(entry):
+            spec = domain_spec.read(Path(entry))
+            if spec.name in names.values() or spec.name in [e for e in stream if not domain_spec.is_path(str(e))]:
+                raise ConfigError(f"{source}: stream[{i}]: {entry} is named '{spec.name}', like another task of the "
+                                  "stream; give each domain its own name")
+            names[entry] = spec.name
+            domains[spec.name] = str(spec.path)
+    data = dict(data, stream=[names.get(e, e) for e in stream], domains=domains)
+    if isinstance(data.get("task_orders"), list):
+        data["task_orders"] = [[names.get(e, e) for e in o] if isinstance(o, list) else o for o in data["task_orders"]]
+    return data
+
+
 def parse(data: dict, source: str) -> SweepConfig:
     """Validate a config mapping; every error names `source` and the field."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of config keys")
-    data = dict(data)
+    data = _domain_names(_domain_paths(data, Path.cwd()), source)
     if "methods" in data:
         data["methods"] = _normalise_methods(data["methods"], source)
     cfg = build(SweepConfig, data, source)
@@ -125,9 +168,14 @@ def check(cfg: SweepConfig, source: str) -> None:
 
     if not cfg.stream:
         raise ConfigError(f"{source}: stream is empty; list at least one of {', '.join(sorted(DOMAINS))}")
+    for name, path in cfg.domains.items():
+        if name in DOMAINS:
+            raise ConfigError(f"{source}: {path} is named '{name}', like the built-in domain; give it a name of its "
+                              "own, so no board mistakes one for the other")
     for i, name in enumerate(cfg.stream):
-        if name not in DOMAINS:
-            raise ConfigError(f"{source}: stream[{i}]: unknown task '{name}'; {did_you_mean(name, DOMAINS)}")
+        if name not in DOMAINS and name not in cfg.domains:
+            raise ConfigError(f"{source}: stream[{i}]: unknown task '{name}'; {did_you_mean(name, DOMAINS)}, "
+                              "or the path of a domain file (docs/adding-a-domain.md)")
     if len(set(cfg.stream)) != len(cfg.stream):
         raise ConfigError(f"{source}: stream lists a task twice: {cfg.stream}")
     for i, order in enumerate(cfg.task_orders):
@@ -176,6 +224,8 @@ def load(path_or_preset: str, sets: list[str] = ()) -> SweepConfig:
             presets = [p.stem for p in PRESET_DIR.glob("*.yaml")]
             raise ConfigError(f"unknown preset '{path_or_preset}'; {did_you_mean(path_or_preset, presets)}")
     data = read_yaml(path)
+    if isinstance(data, dict):
+        data = _domain_paths(data, path.parent)
     if sets:
         data = with_sets(data, sets, str(path))
     return parse(data, f"{path} with --set {' '.join(sets)}" if sets else str(path))
@@ -204,54 +254,6 @@ def with_sets(data, sets: list[str], source: str) -> dict:
             node[part] = node = dict(child)
         node[leaf] = value
     return data
-
-
-MAX_YAML_BYTES = 1 << 20  # a sweep config is a few hundred bytes
-MAX_YAML_DEPTH = 32
-
-
-class _BoundedLoader(yaml.SafeLoader):
-    """PyYAML's safe loader without aliases (a 400-byte alias bomb expands to gigabytes) and with a
-    nesting bound (thousands of levels end in a RecursionError)."""
-
-    depth = 0
-
-    def compose_node(self, parent, index):
-        event = self.peek_event()
-        if isinstance(event, yaml.AliasEvent):
-            raise ConfigError(f"{self.name}: line {event.start_mark.line + 1}: YAML aliases (*{event.anchor}) are not "
-                              "allowed in a config; write the value out")
-        self.depth += 1
-        try:
-            if self.depth > MAX_YAML_DEPTH:
-                raise ConfigError(f"{self.name}: line {event.start_mark.line + 1}: nested deeper than "
-                                  f"{MAX_YAML_DEPTH} levels; a config is a few levels deep")
-            return super().compose_node(parent, index)
-        finally:
-            self.depth -= 1
-
-
-def read_yaml(path: Path):
-    """A config file's YAML, refused in one line naming the file when it is missing, not a regular file, too
-    large, not UTF-8, not YAML, aliased or nested too deep."""
-    if not path.exists():
-        raise ConfigError(f"{path}: config file not found")
-    if not path.is_file():
-        raise ConfigError(f"{path}: not a regular file; give the path of a YAML file")
-    if path.stat().st_size > MAX_YAML_BYTES:
-        raise ConfigError(f"{path}: {path.stat().st_size} bytes; a config is at most {MAX_YAML_BYTES} bytes")
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
-    loader = _BoundedLoader(text)
-    loader.name = str(path)
-    try:
-        return loader.get_single_data()
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
-    finally:
-        loader.dispose()
 
 
 def methods_named(cfg: SweepConfig, names: list[str]) -> list[MethodEntry]:

@@ -1,7 +1,7 @@
 """Score every task view and probe on the current model; one dict per stage.
 
-Each view gets a uniform `score` (accuracy for multiple choice, pass@1 for code) that the
-accuracy matrix reads, plus the details (code: reply log-likelihood of the reference). Probes:
+Each view gets a uniform `score` (accuracy for multiple choice and generation, pass@1 for code) that the
+accuracy matrix reads, plus the details (code, generation: reply log-likelihood of the reference). Probes:
 `instruct` scores exp(mean per-token log-probability of the references), `lm_eval:<task>` lm-eval's
 acc (or exact_match); the `stop` probe has no score, only its generation metrics.
 
@@ -13,6 +13,7 @@ and paired across methods on the same items (schema_version 2):
   margin (the gold option's value minus the best wrong option's, normalised as the scorer chooses:
   per character for cloze_char, summed for cloze_raw, per token for cloze; positive when correct);
 - code: passed, truncated (no end of turn within max_new_tokens), reference_logprob;
+- generation: correct (the domain's scorer found the answer in the greedy reply), truncated, reference_logprob;
 - stop: stopped, length (tokens), tail_repetition; instruct: logprob (mean per token of the reference).
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ import time
 
 from tqdm.auto import tqdm
 
+from tasks import answers
 from tasks.chat import reply_ids
 from tasks.code_exec import extract_code, passes
 from tasks.registry import LM_EVAL_PREFIX
@@ -67,13 +69,19 @@ def code_cap(tok, items) -> int:
     return math.ceil(1.25 * max(len(reply_ids(tok, i.target())) + 1 for i in items))
 
 
-def _code_views(model, tok, views: dict, budget, device, precision, bar) -> dict:
-    """All views of a code task in one generation batch: decoding on a CPU is latency-bound per
-    step, so one batch of 16 costs about as much as one of 4."""
+def _generated_views(model, tok, task, budget, device, precision, bar) -> dict:
+    """All views of a code or generation task in one generation batch: decoding on a CPU is latency-bound
+    per step, so one batch of 16 costs about as much as one of 4. Code: a reply is right when its code
+    passes the item's tests (`passed`); generation: when the domain's scorer finds the item's answer in it
+    (`correct`)."""
+    views = task.views
     items = [i for view in views.values() for i in view]
     cap = budget.max_new_tokens or code_cap(tok, items)
     replies = generate(model, tok, [i.prompt for i in items], device, precision, cap, batch_size=len(items))
-    passed = [passes(extract_code(r["text"]), i.tests) for r, i in zip(replies, items)]
+    if task.kind == "code":
+        column, right = "passed", [passes(extract_code(r["text"]), i.tests) for r, i in zip(replies, items)]
+    else:
+        column, right = "correct", [answers.matches(i.scorer, r["text"], i.answer) for r, i in zip(replies, items)]
     loglik = reply_logprob(model, tok, [(i.prompt, i.target()) for i in items], device, precision, budget.max_length * 2)
     bar.update(len(items))
     out, start = {}, 0
@@ -81,9 +89,9 @@ def _code_views(model, tok, views: dict, budget, device, precision, bar) -> dict
         sl = slice(start, start + len(view_items))
         n = len(view_items)
         truncated = [not r["stopped"] for r in replies[sl]]
-        out[view] = {"score": sum(passed[sl]) / n, "n": n, "reference_logprob": sum(loglik[sl]) / n,
+        out[view] = {"score": sum(right[sl]) / n, "n": n, "reference_logprob": sum(loglik[sl]) / n,
                      "stopped": 1 - sum(truncated) / n, "truncated": sum(truncated) / n, "max_new_tokens": cap,
-                     "items": _items(view_items, passed=passed[sl], truncated=truncated,
+                     "items": _items(view_items, **{column: right[sl]}, truncated=truncated,
                                      reference_logprob=loglik[sl])}
         start += n
     return out
@@ -136,8 +144,8 @@ def evaluate(model, tok, tasks, probes, *, scorer: str, budget, device: str, pre
                 views = _probe_views(model, tok, task, budget, device, precision, bar)
                 if views is not None:
                     out[key][task.name] = views
-                elif task.kind == "code":
-                    out[key][task.name] = _code_views(model, tok, task.views, budget, device, precision, bar)
+                elif task.kind in ("code", "gen"):
+                    out[key][task.name] = _generated_views(model, tok, task, budget, device, precision, bar)
                 else:
                     out[key][task.name] = {view: _mc_view(model, tok, items, scorer, device, precision, bar)
                                            for view, items in task.views.items()}

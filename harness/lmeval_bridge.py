@@ -32,7 +32,7 @@ def write_task(items: list[MCItem], tok, scorer: str, folder: Path, name: str) -
     with data.open("w") as f:
         for it in items:
             user = it.letter_prompt() if scorer == "letter" else it.cloze_prompt()
-            choices = list(LETTERS) if scorer == "letter" else [str(o).strip() for o in it.options]
+            choices = list(LETTERS[:len(it.options)]) if scorer == "letter" else [str(o).strip() for o in it.options]
             f.write(json.dumps({"prefix": chat_prefix(tok, user), "choices": choices, "answer": it.answer}) + "\n")
     task = {
         "task": name, "dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(data)}},
@@ -101,7 +101,7 @@ def export(cfg, out: Path) -> list[str]:
 
     from . import models
 
-    tasks, _ = load_stream(DataSource(cfg.data_dir), list(cfg.stream), [], cfg.budget, cfg.data_seed)
+    tasks, _ = load_stream(DataSource(cfg.data_dir), list(cfg.stream), [], cfg.budget, cfg.data_seed, cfg.domains)
     _, tok = models.load(cfg.model)
     return [write_task(items, tok, cfg.scorer, out, f"clbench_{task.name}_{view}")
             for task in tasks if task.kind == "mc" for view, items in task.views.items()]

@@ -4,7 +4,7 @@ A preset file (harness/presets/<name>.yaml) is the protocol card: model, precisi
 stream (the task order), extra task orders, probes, seeds, scorer, budgets and data seed. Its
 `methods` and `resources` are not part of it (they are what is compared, and how fast it
 runs). The version is a content hash over the card's parsed fields plus the SHA-256 of every
-data file the stream reads, so changing any budget, seed, task, the order, the model or a data
+data file the stream reads (and of every user domain file it names), so changing any budget, seed, task, the order, the model or a data
 file changes it; comments and the card's name do not. Every run stores
 `protocol: {name, version}`, and runs under different versions are never ranked together.
 """
@@ -20,7 +20,8 @@ from tasks.registry import load_stream
 from .config import SweepConfig
 from .spec import content_hash
 
-NOT_PROTOCOL = ("name", "methods", "resources", "data_dir", "save_models")
+NOT_PROTOCOL = ("name", "methods", "resources", "data_dir", "save_models", "domains")  # domains: paths (the
+# files' digests are in the data checksums)
 
 
 def card(cfg: SweepConfig) -> dict:
@@ -32,7 +33,7 @@ def card(cfg: SweepConfig) -> dict:
 def data_checksums(cfg: SweepConfig) -> dict[str, str]:
     """SHA-256 of every data file (or hub split) the stream and probes read, checked against the manifest."""
     source = DataSource(cfg.data_dir)
-    load_stream(source, list(cfg.stream), list(cfg.probes), cfg.budget, cfg.data_seed)
+    load_stream(source, list(cfg.stream), list(cfg.probes), cfg.budget, cfg.data_seed, cfg.domains)
     return dict(sorted(source.checksums.items()))
 
 

@@ -47,7 +47,8 @@ class _Setup:
     def __init__(self, spec: RunSpec, data_dir, precision: str | None = None):
         self.source = source = DataSource(data_dir)
         self.budget = spec.budget_config()
-        self.tasks, self.probes = load_stream(source, list(spec.stream), list(spec.probes), self.budget, spec.data_seed)
+        self.tasks, self.probes = load_stream(source, list(spec.stream), list(spec.probes), self.budget, spec.data_seed,
+                                              spec.domains)
         self.checksums = dict(sorted(source.checksums.items()))
         self.device = pick_device(spec.device)
         # precision: the parent's choice, given to a sandboxed method's process (harness.sandbox) so both agree

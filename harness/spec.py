@@ -24,6 +24,7 @@ class RunSpec:
     label: str
     method_config: dict
     seed: int
+    domains: dict = dataclasses.field(default_factory=dict)  # user domain name -> file path (SweepConfig.domains)
 
     @classmethod
     def from_dict(cls, data: dict) -> "RunSpec":
@@ -32,7 +33,12 @@ class RunSpec:
         return cls(**data)
 
     def as_dict(self) -> dict:
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+        """The spec as stored. `domains` only when the stream has user domains, so the ids of runs over
+        built-in domains stay what they were before domain files."""
+        d = json.loads(json.dumps(dataclasses.asdict(self)))
+        if not d["domains"]:
+            del d["domains"]
+        return d
 
     @property
     def run_id(self) -> str:
@@ -48,6 +54,7 @@ class RunSpec:
         d = self.as_dict()
         for k in ("method", "label", "method_config", "seed"):
             d.pop(k)
+        d.pop("domains", None)  # paths differ between machines; the files' digests are in the data checksums
         d["stream"] = sorted(d["stream"])
         return d
 
@@ -65,5 +72,5 @@ def expand(cfg: SweepConfig) -> list[RunSpec]:
             specs.append(RunSpec(model=cfg.model, precision=cfg.precision, device=cfg.device, stream=tuple(order),
                                  probes=tuple(cfg.probes), scorer=cfg.scorer, budget=dataclasses.asdict(cfg.budget),
                                  data_seed=cfg.data_seed, method=entry.method, label=entry.label or entry.method,
-                                 method_config=method_config, seed=seed))
+                                 method_config=method_config, seed=seed, domains=dict(cfg.domains)))
     return specs

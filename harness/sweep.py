@@ -17,7 +17,8 @@ from .store import Store
 def preflight(cfg: SweepConfig) -> list[RunSpec]:
     """Everything that can fail without a model: specs, methods, and every dataset row."""
     specs = expand(cfg)
-    load_stream(DataSource(cfg.data_dir), list(cfg.stream), list(cfg.probes), specs[0].budget_config(), cfg.data_seed)
+    load_stream(DataSource(cfg.data_dir), list(cfg.stream), list(cfg.probes), specs[0].budget_config(), cfg.data_seed,
+                cfg.domains)
     return specs
 
 

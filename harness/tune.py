@@ -30,7 +30,7 @@ from pathlib import Path
 import yaml
 
 from tasks.data import DataSource
-from tasks.registry import MMLU_DEV, VALIDATION, _probe, mmlu_pool
+from tasks.registry import VALIDATION, _probe, builtin, domain, mmlu_domain_pool
 
 from .config import MethodEntry, SweepConfig, check, methods_named
 from .errors import ConfigError
@@ -39,7 +39,7 @@ LR_FACTORS = (0.3, 1.0, 3.0)
 STRENGTH = {"ewc": ("ewc_lambda", (0.1, 1.0, 10.0)), "l2sp": ("alpha", (0.1, 1.0, 10.0)),
             "olora": ("lambda1", (0.1, 1.0, 10.0)), "distill": ("alpha", (0.3, 1.0, 3.0)),
             "replay": ("ratio", (0.5, 1.0, 2.0))}
-MC_VALIDATION = tuple(MMLU_DEV)  # stem_dev, social_dev, other_dev, humanities_dev: the order they replace domains in
+MC_VALIDATION = ("stem_dev", "social_dev", "other_dev", "humanities_dev")  # the order they replace domains in
 COLUMNS = ("method", "label", "lr", "knob", "value", "headline", "lp_gain", "instruct_change", "lp_plasticity",
            "lp_forgetting", "chosen")
 
@@ -48,6 +48,10 @@ def validation_stream(card: SweepConfig) -> list[str]:
     """The card's stream with each domain replaced by a validation domain of its kind."""
     if used := [n for n in card.stream if n in VALIDATION]:
         raise ConfigError(f"stream: {used} are validation domains; tune a card whose stream is benchmark domains")
+    kinds = {n: domain(n, card.domains).kind for n in card.stream}
+    if other := [n for n in card.stream if n != "code" and kinds[n] != "multiple_choice"]:
+        raise ConfigError(f"stream: {other} have no validation domain (there is one per multiple-choice domain, and "
+                          "code_dev for code); tune on a card without them")
     mc = [n for n in card.stream if n != "code"]
     if len(mc) > len(MC_VALIDATION):
         raise ConfigError(f"stream: {len(mc)} multiple-choice domains, but the dev split makes only "
@@ -58,7 +62,7 @@ def validation_stream(card: SweepConfig) -> list[str]:
 
 def _smallest_pool(stream: list[str], budget, source: DataSource) -> int:
     """Items the smallest multiple-choice validation pool of the stream holds (after max_item_chars); 0: none."""
-    sizes = [len(mmlu_pool(source, MMLU_DEV[n], budget.max_item_chars, ("dev",))) for n in stream if n in MMLU_DEV]
+    sizes = [len(mmlu_domain_pool(builtin(n), source, budget.max_item_chars)) for n in stream if n in MC_VALIDATION]
     return min(sizes, default=0)
 
 

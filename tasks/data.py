@@ -91,6 +91,16 @@ class DataSource:
         self.checksums[rel] = digest
         return raw
 
+    def read_file(self, path: Path, key: str) -> bytes:
+        """A user's data file (a domain file's source, outside the data folder): read whole when it is a regular
+        file of bounded size, its SHA-256 recorded under `key` (no manifest covers it)."""
+        if not path.is_file() or path.stat().st_size > MAX_FILE_BYTES:
+            raise DataError(f"{path}: not found, or not a regular file of at most {MAX_FILE_BYTES} bytes; "
+                            "fix the path in the domain file")
+        raw = path.read_bytes()
+        self.checksums[key] = hashlib.sha256(raw).hexdigest()
+        return raw
+
     def _need_local_or_hub(self, what: str):
         if self.root is None and _offline():
             raise DataError(f"no local copy of {what} and the hub is off (HF_*_OFFLINE set); looked at {self.looked}; "
@@ -126,7 +136,7 @@ class DataSource:
             if len(row) != 6:
                 raise DataError(f"{path}:{line}: expected 6 fields (question, A, B, C, D, answer), got {len(row)}; "
                                 f"fix or remove that row")
-            if row[5] not in LETTERS:
+            if row[5] not in tuple(LETTERS[:4]):
                 raise DataError(f"{path}:{line}: answer {row[5]!r} is not one of A, B, C, D")
             items.append(MCItem(uid=f"mmlu/{subject}/{split}/{len(items)}", question=row[0],
                                 options=tuple(row[1:5]), answer=LETTERS.index(row[5]), source=f"{path}:{line}"))

@@ -1,18 +1,18 @@
-"""The two kinds of evaluation item and how each becomes a chat prompt and a target reply."""
+"""The kinds of evaluation item and how each becomes a chat prompt and a target reply."""
 from __future__ import annotations
 
 import dataclasses
 
-LETTERS = "ABCD"
+LETTERS = "ABCDEFGHIJ"  # the letter scorer names up to ten options
 
 
 @dataclasses.dataclass(frozen=True)
 class MCItem:
-    """A four-option multiple-choice question."""
+    """A multiple-choice question with 2 to 10 options (MMLU's have four)."""
 
     uid: str
     question: str
-    options: tuple[str, str, str, str]
+    options: tuple[str, ...]
     answer: int  # index into options
     source: str  # file:line (or hub id) the row came from
 
@@ -45,6 +45,25 @@ class CodeItem:
 
     def target(self) -> str:
         return f"```python\n{self.reference.strip()}\n```"
+
+    def training_pair(self) -> dict:
+        return {"user": self.prompt, "reply": self.target()}
+
+
+@dataclasses.dataclass(frozen=True)
+class GenItem:
+    """A question answered in free text: trained on the reference reply, scored by comparing the generated
+    reply's answer with `answer` (what the domain's scorer takes from the reference, tasks.answers)."""
+
+    uid: str
+    prompt: str  # the user turn
+    reference: str  # the reference reply (a worked solution, a label)
+    answer: str  # the reference's answer as the scorer compares it
+    scorer: str  # a name in tasks.answers.SCORERS
+    source: str
+
+    def target(self) -> str:
+        return self.reference.strip()
 
     def training_pair(self) -> dict:
         return {"user": self.prompt, "reply": self.target()}

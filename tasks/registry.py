@@ -1,20 +1,25 @@
 """The domain tasks and probes a stream can name, and how each picks its items.
 
-Splits are drawn with `data_seed` only, so every method and seed of a sweep trains and
-is scored on the same items.
+A domain is a YAML file (tasks.domain_spec): the built-in ones are in tasks/domains/ (the validation
+domains of `clbench tune` in tasks/domains/validation/), and a stream may name a user's file by its path.
+Splits are drawn with `data_seed` only, so every method and seed of a sweep trains and is scored on the
+same items.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import random
+from pathlib import Path
 from typing import Callable, Literal
 
-from harness.errors import ConfigError
+from harness.errors import ConfigError, DataError
 
+from . import domain_items, domain_spec
 from .data import DataSource
+from .domain_spec import DomainSpec
 
-LAW_SUBJECTS = ("professional_law", "international_law", "jurisprudence")
-MBPP_TEST, MBPP_VALIDATION, MBPP_TRAIN = range(11, 511), range(511, 601), range(601, 975)
+BUILTIN_DIR = Path(__file__).parent / "domains"
 
 
 @dataclasses.dataclass
@@ -22,7 +27,7 @@ class Task:
     """A domain: the learn split (trained on) and evaluation views (recall = the learn items asked again)."""
 
     name: str
-    kind: Literal["mc", "code", "stop", "instruct", "lm_eval"]
+    kind: Literal["mc", "gen", "code", "stop", "instruct", "lm_eval"]
     learn: list
     views: dict[str, list]
 
@@ -38,65 +43,80 @@ def mmlu_pool(src: DataSource, keep: Callable[[str, str], bool], max_chars: int,
     return pool
 
 
-def _draw(pool: list, n: int, key: str, seed: int, field: str) -> list:
+def _draw(pool: list, n: int, key: str, seed: int, field: str, capped: bool = False) -> list:
     """n items of the pool in the order seed gives; a ConfigError naming the budget `field` when it asks for
-    more than the pool holds (before any model loads)."""
+    more than the pool holds (before any model loads). capped: the pool is what max_item_chars left."""
     if n > len(pool):
         raise ConfigError(f"{field} asks for {n} {key} items but the data holds {len(pool)}"
-                          f"{' (after max_item_chars)' if key in ('stem', 'humanities', 'law', 'general') else ''};"
-                          f" lower it to at most {len(pool)}")
+                          f"{' (after max_item_chars)' if capped else ''}; lower it to at most {len(pool)}")
     rng = random.Random(f"{key}:{seed}")
     order = list(pool)
     rng.shuffle(order)
     return order[:n]
 
 
-def _mc_domain(name: str, keep, splits=("val", "test")) -> Callable:
-    def make(src: DataSource, budget, seed: int) -> Task:
-        drawn = _draw(mmlu_pool(src, keep, budget.max_item_chars, splits), budget.learn_items + budget.transfer_items,
-                      name, seed, "budget.learn_items + budget.transfer_items")
-        learn, transfer = drawn[: budget.learn_items], drawn[budget.learn_items:]
-        return Task(name, "mc", learn, {"recall": learn, "transfer": transfer})
-    return make
+@functools.cache
+def _builtin_files() -> dict[str, Path]:
+    return {p.stem: p for p in sorted([*BUILTIN_DIR.glob("*.yaml"), *BUILTIN_DIR.glob("validation/*.yaml")])}
 
 
-def _code_domain(src: DataSource, budget, seed: int) -> Task:
-    mbpp = src.mbpp()
-    learn = _draw([mbpp[i] for i in MBPP_TRAIN], budget.code_items, "code-learn", seed, "budget.code_items")
-    views = {"recall": learn, "transfer": _draw([mbpp[i] for i in MBPP_TEST], budget.code_items, "code-test", seed,
-                                                "budget.code_items")}
-    if budget.heldout_items:
+DOMAINS: tuple[str, ...] = tuple(_builtin_files())  # built-in domain names a stream can list
+VALIDATION: tuple[str, ...] = tuple(p.stem for p in sorted(BUILTIN_DIR.glob("validation/*.yaml")))
+
+
+@functools.cache
+def builtin(name: str) -> DomainSpec:
+    return domain_spec.read(_builtin_files()[name])
+
+
+def _mmlu_keep(block: dict) -> Callable[[str, str], bool]:
+    categories, subjects = set(block.get("categories", ())), set(block.get("subjects", ()))
+    exclude = set(block.get("exclude_subjects", ()))
+    return lambda s, c: (c in categories or s in subjects) and s not in exclude
+
+
+def mmlu_domain_pool(spec: DomainSpec, src: DataSource, max_chars: int) -> list:
+    """The MMLU items an mmlu-sourced domain draws from."""
+    return mmlu_pool(src, _mmlu_keep(spec.reader), max_chars, tuple(spec.reader.get("splits", ("val", "test"))))
+
+
+def _pools(spec: DomainSpec, src: DataSource, budget) -> dict[str, list]:
+    """The domain's items by role: {pool} (split by the data seed) or {learn, transfer}."""
+    if spec.source == "mmlu":
+        return {"pool": mmlu_domain_pool(spec, src, budget.max_item_chars)}
+    if spec.source == "mbpp":
+        mbpp = src.mbpp()
+        return {role: [mbpp[i] for i in range(*ids) if i in mbpp] for role, ids in spec.reader.items()}
+    return {role: domain_items.items(spec, role, src) for role in spec.files}
+
+
+def load_domain(spec: DomainSpec, src: DataSource, budget, seed: int) -> Task:
+    """The domain's learn split and views (recall, transfer; code: humaneval when budget.heldout_items).
+    Multiple choice draws budget.learn_items + transfer_items; generation and code budget.code_items each."""
+    pools = _pools(spec, src, budget)
+    if spec.kind == "multiple_choice":
+        n_learn, n_transfer, field = budget.learn_items, budget.transfer_items, "budget.learn_items + budget.transfer_items"
+    else:
+        n_learn = n_transfer = budget.code_items
+        field = "budget.code_items"
+    capped = spec.source == "mmlu" and bool(budget.max_item_chars)
+    if "pool" in pools:
+        drawn = _draw(pools["pool"], n_learn + n_transfer, spec.name, seed, field, capped)
+        learn, transfer = drawn[:n_learn], drawn[n_learn:]
+    else:
+        learn = _draw(pools["learn"], n_learn, f"{spec.name}-learn", seed, field, capped)
+        transfer = _draw(pools["transfer"], n_transfer, f"{spec.name}-test", seed, field, capped)
+    views = {"recall": learn, "transfer": transfer}
+    if spec.heldout and budget.heldout_items:
         views["humaneval"] = _draw(src.humaneval(), budget.heldout_items, "humaneval", seed, "budget.heldout_items")
-    return Task("code", "code", learn, views)
-
-
-def _code_validation(src: DataSource, budget, seed: int) -> Task:
-    mbpp = src.mbpp()
-    drawn = _draw([mbpp[i] for i in MBPP_VALIDATION], 2 * budget.code_items, "code_dev", seed, "budget.code_items")
-    learn = drawn[: budget.code_items]
-    return Task("code_dev", "code", learn, {"recall": learn, "transfer": drawn[budget.code_items:]})
+    return Task(spec.name, spec.task_kind, learn, views)
 
 
 def _general_probe(src: DataSource, budget, seed: int) -> Task:
-    items = _draw(mmlu_pool(src, lambda s, c: c in ("social sciences", "other"), budget.max_item_chars), budget.general_items, "general", seed,
-                  "budget.general_items")
+    items = _draw(mmlu_pool(src, lambda s, c: c in ("social sciences", "other"), budget.max_item_chars),
+                  budget.general_items, "general", seed, "budget.general_items", bool(budget.max_item_chars))
     return Task("general", "mc", [], {"heldout": items})
 
-
-DOMAINS: dict[str, Callable] = {
-    "stem": _mc_domain("stem", lambda s, c: c == "STEM"),
-    "humanities": _mc_domain("humanities", lambda s, c: c == "humanities" and s not in LAW_SUBJECTS),
-    "law": _mc_domain("law", lambda s, c: s in LAW_SUBJECTS),
-    "code": _code_domain,
-}
-# Validation domains (`clbench tune`): items no benchmark domain or probe draws from, MMLU's dev split (5
-# questions per subject) and MBPP's validation problems, so hyper-parameters never see the benchmark's items.
-MMLU_DEV: dict[str, Callable[[str, str], bool]] = {
-    "stem_dev": lambda s, c: c == "STEM", "social_dev": lambda s, c: c == "social sciences",
-    "other_dev": lambda s, c: c == "other", "humanities_dev": lambda s, c: c == "humanities"}
-VALIDATION: dict[str, Callable] = {**{name: _mc_domain(name, keep, ("dev",)) for name, keep in MMLU_DEV.items()},
-                                   "code_dev": _code_validation}
-DOMAINS.update(VALIDATION)
 
 def _stop_probe(src: DataSource, budget, seed: int) -> Task:
     return Task("stop", "stop", [], {"prompts": _draw(src.stop_prompts(), budget.stop_prompts, "stop", seed,
@@ -118,6 +138,26 @@ def _probe(name: str, src: DataSource, budget, seed: int) -> Task:
     return PROBES[name](src, budget, seed)
 
 
-def load_stream(src: DataSource, stream: list[str], probes: list[str], budget, seed: int):
-    """All tasks and probes of a run, loaded (and checksummed) before any model is touched."""
-    return [DOMAINS[n](src, budget, seed) for n in stream], [_probe(n, src, budget, seed) for n in probes]
+def domain(name: str, domains: dict[str, str]) -> DomainSpec:
+    """A stream entry's domain: a user's file (`domains` maps its name to its path), else a built-in one."""
+    if name not in domains:
+        return builtin(name)
+    spec = domain_spec.read(Path(domains[name]))
+    if spec.name != name:
+        raise DataError(f"{spec.path}: its name is now '{spec.name}', but the sweep knows it as '{name}'; "
+                        "the file changed after the config was read: start the sweep again")
+    return spec
+
+
+def load_stream(src: DataSource, stream: list[str], probes: list[str], budget, seed: int,
+                domains: dict[str, str] | None = None):
+    """All tasks and probes of a run, loaded (and checksummed) before any model is touched. A user's domain
+    file is checksummed too (`domain:<name>`), so its content is part of the protocol version."""
+    domains = domains or {}
+    tasks = []
+    for name in stream:
+        spec = domain(name, domains)
+        if name in domains:
+            src.checksums[f"domain:{name}"] = spec.digest
+        tasks.append(load_domain(spec, src, budget, seed))
+    return tasks, [_probe(n, src, budget, seed) for n in probes]

@@ -207,7 +207,7 @@ def test_outcomes_give_the_gold_options_logprob_and_its_margin(tiny):
     from harness.scoring import letter_token_ids
     with torch.no_grad():
         last = model(input_ids=torch.tensor([prompt_ids(tok, ITEM.letter_prompt())])).logits[0, -1].log_softmax(-1)
-    letters = last[letter_token_ids(tok)].tolist()
+    letters = last[letter_token_ids(tok)[:len(ITEM.options)]].tolist()  # ids of A-J; the options use A-D
     got = letter_outcomes(model, tok, [ITEM], "cpu", "fp32")[0]
     assert got["gold"] == pytest.approx(letters[ITEM.answer], abs=1e-4)
     assert got["margin"] == pytest.approx(letters[ITEM.answer] - max(v for j, v in enumerate(letters)

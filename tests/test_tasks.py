@@ -4,7 +4,10 @@ import json
 
 from harness.config import Budget
 from tasks.mmlu_categories import SUBJECT_CATEGORY
-from tasks.registry import LAW_SUBJECTS, MBPP_TEST, MBPP_TRAIN, load_stream
+from tasks.registry import builtin, load_stream
+
+LAW_SUBJECTS = ("professional_law", "international_law", "jurisprudence")
+MBPP_TRAIN, MBPP_TEST = range(601, 975), range(11, 511)
 
 BUDGET = Budget(learn_items=8, transfer_items=8, code_items=4, heldout_items=3, general_items=8)
 
@@ -12,6 +15,13 @@ BUDGET = Budget(learn_items=8, transfer_items=8, code_items=4, heldout_items=3, 
 def test_builtin_category_map_matches_the_data_folder(data_dir):
     subjects = json.loads((data_dir / "mmlu" / "subjects.json").read_text())["subjects"]
     assert {s: v["category_short"] for s, v in subjects.items()} == SUBJECT_CATEGORY
+
+
+def test_builtin_domain_files_say_what_the_splits_are():
+    assert builtin("law").reader == {"subjects": list(LAW_SUBJECTS)}
+    assert builtin("humanities").reader["exclude_subjects"] == list(LAW_SUBJECTS)
+    assert builtin("code").reader == {"learn": [MBPP_TRAIN.start, MBPP_TRAIN.stop],
+                                       "transfer": [MBPP_TEST.start, MBPP_TEST.stop]}
 
 
 def test_splits(source):

@@ -1,0 +1,56 @@
+"""Reading a YAML file someone else wrote (a sweep config, a domain file): bounded in size and nesting, no
+aliases, refused in one line naming the file."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from .errors import ConfigError
+
+MAX_YAML_BYTES = 1 << 20  # a sweep config is a few hundred bytes
+MAX_YAML_DEPTH = 32
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without aliases (a 400-byte alias bomb expands to gigabytes) and with a
+    nesting bound (thousands of levels end in a RecursionError)."""
+
+    depth = 0
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            raise ConfigError(f"{self.name}: line {event.start_mark.line + 1}: YAML aliases (*{event.anchor}) are not "
+                              "allowed in a config; write the value out")
+        self.depth += 1
+        try:
+            if self.depth > MAX_YAML_DEPTH:
+                raise ConfigError(f"{self.name}: line {event.start_mark.line + 1}: nested deeper than "
+                                  f"{MAX_YAML_DEPTH} levels; a config is a few levels deep")
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def read_yaml(path: Path):
+    """A config file's YAML, refused in one line naming the file when it is missing, not a regular file, too
+    large, not UTF-8, not YAML, aliased or nested too deep."""
+    if not path.exists():
+        raise ConfigError(f"{path}: config file not found")
+    if not path.is_file():
+        raise ConfigError(f"{path}: not a regular file; give the path of a YAML file")
+    if path.stat().st_size > MAX_YAML_BYTES:
+        raise ConfigError(f"{path}: {path.stat().st_size} bytes; a config is at most {MAX_YAML_BYTES} bytes")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+    loader = _BoundedLoader(text)
+    loader.name = str(path)
+    try:
+        return loader.get_single_data()
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
+    finally:
+        loader.dispose()
