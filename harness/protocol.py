@@ -20,7 +20,7 @@ from tasks.registry import load_stream
 from .config import SweepConfig
 from .spec import content_hash
 
-NOT_PROTOCOL = ("name", "methods", "resources", "data_dir", "save_models")
+NOT_PROTOCOL = ("name", "methods", "resources", "data_dir", "save_models", "tracking")
 
 
 def card(cfg: SweepConfig) -> dict:
