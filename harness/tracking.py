@@ -2,7 +2,7 @@
 
 `tracking: tensorboard` in a sweep config (`clbench run --set tracking=tensorboard`) makes every run write
 `<results>/tracking/<label>-seed<seed>-<run_id>/` from the process that runs it (a Ray worker), all offline; view
-them with `tensorboard --logdir <results>/tracking`. Why TensorBoard and not W&B or MLflow: docs/protocol.md.
+them with `tensorboard --logdir <results>/tracking`. Why TensorBoard and not W&B or MLflow: docs/stack.md.
 It needs the `tracking` extra (requirements/tracking.txt, pyproject's `clbench[tracking]`).
 
 What a run logs (the x axis is the stage, 0 = the model before training, except under `curve/`):
