@@ -72,23 +72,36 @@ def test_a_sweep_logs_every_stage_and_the_training_curve_from_its_ray_worker(tmp
         assert row in text
 
 
-def test_off_by_default_and_a_failing_tracker_changes_nothing_stored(tmp_path, data_dir, monkeypatch):
-    from harness.protocol import stamp
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory, data_dir):
+    """One stage of full fine-tuning with the default config, run in this process: (config, spec, results, run)."""
     from harness.runner import execute
     from harness.spec import expand
     from harness.store import Store
-    from harness.validate import validate_dir
 
-    cfg = _cfg(data_dir, "stream=[stem]", "probes=[]")
-    assert cfg.tracking == "none"
-    assert stamp(cfg) == stamp(dataclasses.replace(cfg, tracking="tensorboard"))  # not part of the protocol
+    cfg, root = _cfg(data_dir, "stream=[stem]", "probes=[]"), tmp_path_factory.mktemp("plain")
     [spec] = expand(cfg)
-    plain = execute(spec, Store(tmp_path / "plain"), data_dir=str(data_dir))
-    assert plain["status"] == "finished" and not (tmp_path / "plain" / tracking.FOLDER).exists()
+    return cfg, spec, root, execute(spec, Store(root), data_dir=str(data_dir))
 
+
+def test_tracking_is_off_by_default_and_not_part_of_the_protocol(plain):
+    from harness.protocol import stamp
+
+    cfg, _, root, run = plain
+    assert cfg.tracking == "none" and run["status"] == "finished"
+    assert sorted(p.name for p in root.iterdir() if p.is_dir()) == ["runs", "stage0"]  # no tracking folder
+    assert stamp(cfg) == stamp(dataclasses.replace(cfg, tracking="tensorboard"))  # the same run when tracked
+
+
+def test_a_failing_tracker_warns_and_changes_nothing_stored(plain, tmp_path, data_dir, monkeypatch):
     pytest.importorskip("tensorboard", reason=NEEDS_TB)
     from torch.utils.tensorboard import SummaryWriter
 
+    from harness.runner import execute
+    from harness.store import Store
+    from harness.validate import validate_dir
+
+    _, spec, _, plain = plain
     add_scalar = SummaryWriter.add_scalar
 
     def full_disk(self, tag, *args, **kwargs):  # stage 0 is logged; the first training curve meets a full disk
