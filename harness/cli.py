@@ -10,7 +10,7 @@ from .errors import ClbenchError
 
 
 def _run(args) -> int:
-    from . import config, leaderboard
+    from . import config, leaderboard, tracking
     from .sweep import run_sweep
 
     if args.allow_unlisted_data:
@@ -31,6 +31,8 @@ def _run(args) -> int:
     print(f"\n{len(results) - len(failed)} run(s) finished, {len(failed)} failed; results in {args.results}/runs")
     print(path.read_text())
     print(f"leaderboard: {path}")
+    if cfg.tracking == "tensorboard":
+        print(f"tracking: tensorboard --logdir {Path(args.results) / tracking.FOLDER}")
     return 1 if failed else 0
 
 

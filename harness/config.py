@@ -86,6 +86,9 @@ class SweepConfig:
                                     "filled in from the paths a stream lists")
     save_models: bool = field(False, "write each trained stage's model as a Hugging Face folder under "
                               "<results>/models/<run_id>/stage<k>/ (for lm-eval and other tools; 0.5 GB per stage for SmolLM2)")
+    tracking: Literal["none", "tensorboard"] = field(
+        "none", "experiment tracking: 'tensorboard' logs each run's per-stage metrics and training curve offline "
+        "under <results>/tracking/<label>-seed<seed>-<run_id>/ (needs requirements/tracking.txt); 'none' logs nothing")
 
 
 def _normalise_methods(raw, where):
@@ -165,6 +168,12 @@ def check(cfg: SweepConfig, source: str) -> None:
     from . import sandbox  # late: methods import the harness
 
     check_model(cfg.model, source)
+    if cfg.tracking == "tensorboard":
+        from . import tracking
+
+        if not tracking.available():
+            raise ConfigError(f"{source}: tracking: tensorboard needs the tensorboard package, which is not installed: "
+                              "pip install -r requirements/tracking.txt (or clbench[tracking]), or set tracking: none")
 
     if not cfg.stream:
         raise ConfigError(f"{source}: stream is empty; list at least one of {', '.join(sorted(DOMAINS))}")

@@ -20,8 +20,8 @@ from tasks.registry import load_stream
 from .config import SweepConfig
 from .spec import content_hash
 
-NOT_PROTOCOL = ("name", "methods", "resources", "data_dir", "save_models", "domains")  # domains: paths (the
-# files' digests are in the data checksums)
+NOT_PROTOCOL = ("name", "methods", "resources", "data_dir", "save_models", "tracking", "domains")  # domains: paths
+# (the files' digests are in the data checksums)
 
 
 def card(cfg: SweepConfig) -> dict:

@@ -16,7 +16,7 @@ from tasks.chat import encode_pairs, prompt_ids, reply_ids
 from tasks.data import DataSource
 from tasks.registry import load_stream
 
-from . import compute, models, stage_models
+from . import compute, models, stage_models, tracking as trackers
 from .checkpoints import Checkpoints
 from .evaluation import evaluate
 from .precision import pick_device, pick_precision
@@ -158,14 +158,17 @@ def _resume_point(spec: RunSpec, store: Store, checkpoints: Checkpoints) -> int:
 
 
 def execute(spec: RunSpec, store: Store, data_dir: str | None = None, sweep: str = "", node: str | None = None,
-            on_stage=None, protocol: dict | None = None, save_models: bool = False) -> dict:
+            on_stage=None, protocol: dict | None = None, save_models: bool = False, tracking: str = "none") -> dict:
     """Run one spec and store it; a failure is stored as a failed result, never raised.
     on_stage(stage, model), if given, is called after `prepare` (stage 0) and after every stage.
-    save_models: write each trained stage's model under <results>/models/<run_id>/ (harness.stage_models)."""
+    save_models: write each trained stage's model under <results>/models/<run_id>/ (harness.stage_models).
+    tracking: 'tensorboard' logs each stored stage and the training curve under <results>/tracking/ (harness.tracking);
+    its failures are warnings, never the run's."""
     result = new_result(spec, sweep, protocol)
     result["provenance"]["node"] = node  # the Ray node id, when scheduled by Ray
+    tracker = trackers.tracker(tracking, store.root, spec, sweep, protocol)
     try:
-        _execute(spec, store, data_dir, result, on_stage or (lambda stage, model: None), save_models)
+        _execute(spec, store, data_dir, result, on_stage or (lambda stage, model: None), save_models, tracker)
         result["status"] = "finished"
         Checkpoints(store.root).remove(spec.run_id)
     except Exception as e:  # stored with its traceback; the sweep goes on
@@ -174,6 +177,8 @@ def execute(spec: RunSpec, store: Store, data_dir: str | None = None, sweep: str
         result["error"] = getattr(e, "error", None) or f"{type(e).__name__}: {e}"
         result["traceback"] = getattr(e, "child_traceback", None) or traceback.format_exc()
         tqdm.write(f"run {spec.label} seed {spec.seed} failed: {result['error']}")
+    finally:
+        tracker.close()
     result["finished_at"] = _now()
     store.save_run(result)
     return result
@@ -212,7 +217,7 @@ def _trainer(spec: RunSpec, setup: _Setup, data_dir):
     return _InProcess(spec, setup) if sandbox.trusted(spec.method) else sandbox.SandboxedTrainer(spec, setup, data_dir)
 
 
-def _execute(spec: RunSpec, store: Store, data_dir, result: dict, on_stage, save_models: bool) -> None:
+def _execute(spec: RunSpec, store: Store, data_dir, result: dict, on_stage, save_models: bool, tracker) -> None:
     setup = _Setup(spec, data_dir)
     result["provenance"].update(data_checksums=setup.checksums, machine=machine(setup.device),
                                 **({"unlisted_data": setup.source.unlisted} if setup.source.unlisted else {}))
@@ -228,7 +233,7 @@ def _execute(spec: RunSpec, store: Store, data_dir, result: dict, on_stage, save
         on_stage = _saving(on_stage, spec, store, setup, result, architecture)
     trainer = _trainer(spec, setup, data_dir)
     try:
-        _train_and_score(spec, store, setup, trainer, result, base, before, on_stage)
+        _train_and_score(spec, store, setup, trainer, result, base, before, on_stage, tracker)
     finally:
         trainer.close()
 
@@ -247,7 +252,7 @@ def _saving(on_stage, spec: RunSpec, store: Store, setup: _Setup, result: dict, 
     return call
 
 
-def _train_and_score(spec, store, setup, trainer, result, base, before, on_stage) -> None:
+def _train_and_score(spec, store, setup, trainer, result, base, before, on_stage, tracker) -> None:
     result["method_info"] = trainer.info
     model, own = trainer.prepare()
     trainable, total = trainer.counts
@@ -272,6 +277,7 @@ def _train_and_score(spec, store, setup, trainer, result, base, before, on_stage
             result["saved_models"] = {k: v for k, v in previous["saved_models"].items() if int(k) <= done}
         result["resumed_from_stage"] = done
     store.save_run(result)
+    tracker.begin(result["stages"])  # stage 0 on a fresh start; a resumed run's earlier attempt logged its stages
 
     for stage, task in enumerate(setup.tasks, start=1):
         if stage <= done:
@@ -280,6 +286,7 @@ def _train_and_score(spec, store, setup, trainer, result, base, before, on_stage
         train_start = time.perf_counter()  # the method's whole training cost: its hooks included
         model, train, method_stats, own = trainer.stage(stage)
         train_seconds = time.perf_counter() - train_start
+        curve = train.pop("losses", None)  # the training curve: to the tracker, not into the run file
         on_stage(stage, model)
         scores = own or evaluate(model, setup.tok, setup.tasks, setup.probes,
                                  desc=f"{spec.label} s{spec.seed} eval after {task.name}", **setup.eval_kw)
@@ -297,3 +304,4 @@ def _train_and_score(spec, store, setup, trainer, result, base, before, on_stage
         store.save_run(result)
         if saved:  # only now may the previous stage's checkpoint go
             checkpoints.prune(spec.run_id, keep=stage)
+        tracker.stage(result["stages"][-1], curve)  # what was stored, after it was stored

@@ -17,6 +17,8 @@ import sys
 import traceback
 from pathlib import Path
 
+MAX_CURVE = 20_000  # per-step losses a stage's record carries to the parent (about 0.4 MB of its 1 MB message)
+
 
 def _describe(request: dict, send) -> None:
     from harness import method_check
@@ -90,6 +92,8 @@ def _train(request: dict, send, receive) -> None:
         if receive() != {"go": stage}:
             raise RuntimeError(f"expected the parent's go for stage {stage}")
         model, train, ctx = runner.train_stage(spec, setup, method, model, stage)
+        if len(train.get("losses", ())) > MAX_CURVE:  # the curve is for the tracker: it must not overflow a message
+            train.pop("losses")
         hand_over(stage, model, train=train, stats=method.stats(ctx) or {})
 
 

@@ -86,4 +86,5 @@ def run_sweep(cfg: SweepConfig, results_dir, address: str | None = None, log=pri
             return []
         return run_specs(todo, store, data_dir=cfg.data_dir, sweep=cfg.name, address=address,
                          num_cpus=cfg.resources.num_cpus, num_gpus=cfg.resources.num_gpus,
-                         memory_gb=cfg.resources.memory_gb, protocol=card, save_models=cfg.save_models)
+                         memory_gb=cfg.resources.memory_gb, protocol=card, save_models=cfg.save_models,
+                         tracking=cfg.tracking)

