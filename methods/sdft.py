@@ -8,7 +8,9 @@ only where it agrees with it, checked per item kind from the item's own data (th
 does the same for GSM8K, keeping the original when the final number differs):
   multiple choice: the rewrite names the correct option's text and no other option's (an option
     contained in the correct one is not counted against it);
-  code: the rewrite's code (first fenced block, or all of it) passes the item's tests.
+  code: the rewrite's code (first fenced block, or all of it) passes the item's tests;
+  generation: the domain's scorer finds the item's answer in the rewrite (for GSM8K's last_number, the
+    reference code's own check).
 A rewrite that hit the token cap before its end-of-turn is rejected as cut off. How many rewrites
 were kept is stored per stage (`method_stats`).
 
@@ -26,7 +28,8 @@ import re
 from harness.scoring import generate
 from harness.typed import field
 from tasks.code_exec import extract_code, passes
-from tasks.items import CodeItem, MCItem
+from tasks import answers
+from tasks.items import CodeItem, GenItem, MCItem
 
 from .full import FullFineTune
 
@@ -60,6 +63,8 @@ def agrees(item, rewrite: str) -> bool:
         return mentions(rewrite, right) and not any(mentions(rewrite, o) for o in others)
     if isinstance(item, CodeItem):
         return passes(extract_code(rewrite), item.tests)
+    if isinstance(item, GenItem):
+        return answers.matches(item.scorer, rewrite, item.answer)
     raise TypeError(f"sdft: no agreement check for {type(item).__name__} items")
 
 

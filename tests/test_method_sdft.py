@@ -83,3 +83,13 @@ def test_real_generation_on_tiny(tiny):
     assert method.stats(ctx) == {"rewrites": 1, "rewrites_kept": int(kept)}
     with pytest.raises(RuntimeError, match="tokenizer"):
         method.train_examples([MC.training_pair()], ctx_for(Task("t", "mc", [MC], {})))
+
+
+def test_generation_rewrite_kept_only_when_it_gives_the_final_answer():
+    """The reference code keeps a GSM8K rewrite only when its final number is the original's."""
+    from tasks.items import GenItem
+
+    item = GenItem(uid="math/learn/0", prompt="2 + 2 * 3?", reference="2 * 3 = 6, 2 + 6 = 8\n#### 8", answer="8",
+                   scorer="last_number", source="t")
+    assert agrees(item, "First 2 * 3 = 6; then 2 + 6 = 8.")
+    assert not agrees(item, "2 + 2 = 4 and 4 * 3 = 12.")
