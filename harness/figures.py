@@ -20,8 +20,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from . import metrics  # noqa: E402
-from .leaderboard import COSTS, cost_key, mean_ci, sections  # noqa: E402
+from .leaderboard import mean_ci, sections  # noqa: E402
 from .store import Store, write_text_atomic  # noqa: E402
+from .tables import COSTS, cost_key  # noqa: E402
 
 COLUMN, FULL, DPI = 3.3, 7.0, 200
 # Okabe-Ito, with its yellow (#F0E442, hard to see as a thin line on white) replaced by a mid grey

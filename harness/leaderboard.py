@@ -5,7 +5,7 @@ Runs are grouped by benchmark protocol (`protocol_key`); within a protocol there
 tasks) with a 95% interval (the bootstrap over items and runs of harness.stats where the runs have
 per-item records, else Student-t over runs), ranked in bands by the headline score (OP for runs
 without per-item log-probabilities), with the Pareto front of that score (higher is better) against
-the estimated training FLOPs (lower is better). The output formats are in `tables.py`.
+the estimated training FLOPs (lower is better). The columns and the output formats are in `tables.py`.
 """
 from __future__ import annotations
 
@@ -15,26 +15,14 @@ from pathlib import Path
 
 from scipy.stats import t as student_t
 
-from . import stats
+from . import stats, tables
 from .protocol import version_of
 from .provenance import score_packages_of
 from .run_metrics import run_row
 from .spec import RunSpec, content_hash
 from .store import Store
+from .tables import COLUMNS, cost_key
 
-# (key of run_metrics.run_row, column header, shown with a sign)
-COLUMNS = [("headline", "Headline", True), ("lp_gain", "Domain gain (log-prob)", True),
-           ("instruct_change", "Instruct change (log-prob)", True),
-           ("overall", "OP", False), ("bwt", "BWT", True), ("fwt", "FWT", True), ("plasticity", "Plasticity", True),
-           ("lp_forgetting", "Forgetting (log-prob)", True), ("lp_bwt", "BWT (log-prob)", True),
-           ("lp_plasticity", "Plasticity (log-prob)", True),
-           ("transfer", "Transfer OP", False), ("general", "General probe", False),
-           ("general_retention", "General retention", False),
-           ("general_retention_base", "General retention vs base model", False),
-           ("stop_rate_change", "Stop-rate change", True),
-           ("tail_repetition", "Tail repetition", False), ("gpu_hours", "GPU-hours", False),
-           ("cpu_hours", "CPU-hours", False), ("train_tflops", "Train TFLOPs (est.)", False),
-           ("trainable_share", "Trainable share", False)]
 CI_LEVEL = 0.95
 
 
@@ -195,18 +183,6 @@ def _rank(table: list[dict], reps: dict | None, key: str) -> None:
                                           and {"reference": reference, **forgetting[row["label"]]})
 
 
-COSTS = {"train_tflops": "training TFLOPs (est.)", "gpu_hours": "GPU-hours", "cpu_hours": "CPU-hours"}
-
-
-def cost_key(table: list[dict]) -> str:
-    """The cost of the Pareto front: the estimated training TFLOPs where any row has them (a count, not wall
-    time, which varies more between days on a shared machine than between methods); else GPU-hours where
-    any row has them, else CPU-hours."""
-    if any(r.get("train_tflops") is not None for r in table):
-        return "train_tflops"
-    return "gpu_hours" if any(r["gpu_hours"] is not None for r in table) else "cpu_hours"
-
-
 def _mark_pareto(table: list[dict], key: str) -> None:
     """row['pareto']: True when no other row has the ranked score `key` >= and cost <= with one strictly
     better; None when the row lacks the score or the cost."""
@@ -277,7 +253,5 @@ def header(runs: list[dict]) -> dict:
 
 def write(results_dir, out_dir=None) -> Path:
     """Write leaderboard.md, .csv, .tex and .html; returns the Markdown path."""
-    from . import tables
-
     runs = Store(results_dir).runs()
     return tables.write_all(sections(runs), header(runs), Path(out_dir or results_dir))

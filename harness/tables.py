@@ -11,9 +11,34 @@ import html
 import io
 from pathlib import Path
 
-from .leaderboard import COLUMNS, COSTS, cost_key
 from .provenance import SCORE_PACKAGES
 from .store import write_text_atomic
+
+# (key of run_metrics.run_row, column header, shown with a sign)
+COLUMNS = [("headline", "Headline", True), ("lp_gain", "Domain gain (log-prob)", True),
+           ("instruct_change", "Instruct change (log-prob)", True),
+           ("overall", "OP", False), ("bwt", "BWT", True), ("fwt", "FWT", True), ("plasticity", "Plasticity", True),
+           ("lp_forgetting", "Forgetting (log-prob)", True), ("lp_bwt", "BWT (log-prob)", True),
+           ("lp_plasticity", "Plasticity (log-prob)", True),
+           ("transfer", "Transfer OP", False), ("general", "General probe", False),
+           ("general_retention", "General retention", False),
+           ("general_retention_base", "General retention vs base model", False),
+           ("stop_rate_change", "Stop-rate change", True),
+           ("tail_repetition", "Tail repetition", False), ("gpu_hours", "GPU-hours", False),
+           ("cpu_hours", "CPU-hours", False), ("train_tflops", "Train TFLOPs (est.)", False),
+           ("trainable_share", "Trainable share", False)]
+
+COSTS = {"train_tflops": "training TFLOPs (est.)", "gpu_hours": "GPU-hours", "cpu_hours": "CPU-hours"}
+
+
+def cost_key(table: list[dict]) -> str:
+    """The cost of the Pareto front: the estimated training TFLOPs where any row has them (a count, not wall
+    time, which varies more between days on a shared machine than between methods); else GPU-hours where
+    any row has them, else CPU-hours."""
+    if any(r.get("train_tflops") is not None for r in table):
+        return "train_tflops"
+    return "gpu_hours" if any(r["gpu_hours"] is not None for r in table) else "cpu_hours"
+
 
 NOTE = ("Rows are ranked by Headline = Domain gain + Instruct change, in nats per token (higher is better): "
         "Domain gain is the mean over the stream's domains of the gold answers' log-probability per token after "
