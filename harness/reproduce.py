@@ -16,7 +16,8 @@ import tempfile
 
 from .errors import ConfigError
 from .spec import RunSpec
-from .store import Store, read_json
+from .json_file import read_json
+from .store import Store
 
 SAME = "same machine and thread count: every cell should agree"
 ROUNDING = 1e-5  # relative: float32 sums in another order

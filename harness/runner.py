@@ -22,7 +22,8 @@ from .evaluation import evaluate
 from .precision import pick_device, pick_precision
 from .provenance import git_commit, machine, package_versions, score_package_versions
 from .spec import RunSpec, content_hash
-from .store import SCHEMA_VERSION, Store
+from .files import SCHEMA_VERSION
+from .store import Store
 from .training import collate, train_task
 from .typed import build
 

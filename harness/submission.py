@@ -29,7 +29,9 @@ from .errors import ConfigError
 from .protocol import stamp
 from .provenance import git_commit, machine, package_versions
 from .spec import expand
-from .store import Store, read_json, write_json_atomic
+from .files import write_json_atomic
+from .json_file import read_json
+from .store import Store
 
 MAX_NAME = 64
 NAME_CHARS = re.compile(r"[A-Za-z0-9._+-]+")

@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from .spec import RunSpec
-from .store import READABLE_SCHEMAS, digest_problem, read_json
+from .files import READABLE_SCHEMAS, digest_problem
+from .json_file import read_json
 
 STATUSES = {"running", "finished", "failed"}
 

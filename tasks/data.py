@@ -52,7 +52,7 @@ class DataSource:
     def _read_manifest(self) -> dict[str, str]:
         if self.root is None or not (self.root / MANIFEST).exists():
             return {}
-        from harness.store import read_json
+        from harness.json_file import read_json
 
         path = self.root / MANIFEST
         data, why = read_json(path)  # a regular file of bounded size and nesting
