@@ -12,6 +12,7 @@ from .protocol import stamp, version_of
 from .provenance import score_package_versions, score_packages_of
 from .spec import RunSpec, expand
 from .store import Store
+from .submissions import read_record, stored_names
 
 
 def preflight(cfg: SweepConfig) -> list[RunSpec]:
@@ -55,8 +56,6 @@ def pending(specs: list[RunSpec], store: Store, log=print, protocol: dict | None
 def label_problems(specs: list[RunSpec], results_dir) -> list[str]:
     """Labels that a stored submission owns (its name, compared case-insensitively) but that these runs would
     fill with another method: a config cannot merge its runs into a submission's row."""
-    from .submission import read_record, stored_names
-
     owners = stored_names(results_dir)
     out = []
     for label, method in sorted({(s.label, s.method) for s in specs}):

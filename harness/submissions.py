@@ -1,0 +1,37 @@
+"""The submissions of a results folder, as the store holds them: `<results>/submissions/<name>/record.json`
+(written by harness.submission) read back untrusted, and the names taken. `clbench run` reads them too, so that
+no config can put its runs under a submission's name."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from .json_file import read_json
+
+RECORD_FIELDS = {"name": str, "author": str, "method": str, "file": dict, "run_ids": list}
+RUN_ID = re.compile(r"[0-9a-f]{16}")
+SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def read_record(path: Path) -> tuple[dict | None, str | None]:
+    """(record, None) or (None, why): a stored record.json is untrusted (bounded read, types, the SHA and run ids
+    that --replace turns into paths checked)."""
+    data, why = read_json(path)
+    if why:
+        return None, why
+    if not isinstance(data, dict):
+        return None, "not a JSON object"
+    for key, kind in RECORD_FIELDS.items():
+        if not isinstance(data.get(key), kind):
+            return None, f"field '{key}' is missing or not a {kind.__name__}"
+    if not (isinstance(data["file"].get("sha256"), str) and SHA256.fullmatch(data["file"]["sha256"])):
+        return None, "file.sha256 is not 64 hex digits"
+    if not all(isinstance(i, str) and RUN_ID.fullmatch(i) for i in data["run_ids"]):
+        return None, "run_ids holds something other than 16-hex-digit run ids"
+    return data, None
+
+
+def stored_names(results) -> dict[str, str]:
+    """{casefolded name: name} of the submissions stored in a results folder."""
+    folder = Path(results) / "submissions"
+    return {p.name.casefold(): p.name for p in folder.iterdir() if p.is_dir()} if folder.is_dir() else {}
