@@ -186,7 +186,7 @@ def execute(spec: RunSpec, store: Store, data_dir: str | None = None, sweep: str
 
 
 class _InProcess:
-    """A built-in method, run in this process: the same interface as sandbox.SandboxedTrainer, whose model is
+    """A built-in method, run in this process: the same interface as sandboxed.SandboxedTrainer, whose model is
     always this process's own and whose scores are always computed here."""
 
     verified, unverified_reason, peak_memory_mb = True, None, None
@@ -213,9 +213,9 @@ class _InProcess:
 
 def _trainer(spec: RunSpec, setup: _Setup, data_dir):
     """In this process for a built-in method; in a confined child for any other (harness.sandbox)."""
-    from . import sandbox
+    from . import sandbox, sandboxed
 
-    return _InProcess(spec, setup) if sandbox.trusted(spec.method) else sandbox.SandboxedTrainer(spec, setup, data_dir)
+    return _InProcess(spec, setup) if sandbox.trusted(spec.method) else sandboxed.SandboxedTrainer(spec, setup, data_dir)
 
 
 def _execute(spec: RunSpec, store: Store, data_dir, result: dict, on_stage, save_models: bool, tracker) -> None:
@@ -228,9 +228,9 @@ def _execute(spec: RunSpec, store: Store, data_dir, result: dict, on_stage, save
     result["stages"].append({"stage": 0, "trained_on": None, **base})
     before = _function_outputs(setup.model, setup)
     if save_models:  # the base architecture, before a method's prepare reshapes the model in place
-        from . import sandbox
+        from . import sandboxed
 
-        architecture = (copy.deepcopy(setup.model.config), sandbox.shapes_of(setup.model))
+        architecture = (copy.deepcopy(setup.model.config), sandboxed.shapes_of(setup.model))
         on_stage = _saving(on_stage, spec, store, setup, result, architecture)
     trainer = _trainer(spec, setup, data_dir)
     try:

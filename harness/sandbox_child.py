@@ -51,7 +51,7 @@ def _peak_mb() -> float:
 def _train(request: dict, send, receive) -> None:
     from safetensors.torch import save_file
 
-    from harness import runner, sandbox
+    from harness import runner, sandboxed
     from harness.evaluation import evaluate
     from harness.spec import RunSpec
     from harness.typed import build
@@ -63,12 +63,12 @@ def _train(request: dict, send, receive) -> None:
     method_cls = resolve_method(spec.method)
     method = method_cls(build(method_cls.Config, spec.method_config, "method_config"))
     send({"kind": "info", "description": str(method_cls.description), "citation": str(method_cls.citation)})
-    shapes = sandbox.shapes_of(setup.model)
+    shapes = sandboxed.shapes_of(setup.model)
     before = runner._function_outputs(setup.model, setup)
     scratch = Path.cwd()
 
     def hand_over(stage: int, model, **extra) -> None:
-        state = sandbox.standard_state(model, shapes)
+        state = sandboxed.standard_state(model, shapes)
         message = {"kind": "stage", "stage": stage, "peak_memory_mb": _peak_mb(), **extra}
         if state is not None:
             save_file({k: v.detach().float().cpu().contiguous().clone() for k, v in state.items()},

@@ -26,7 +26,7 @@ def save(model, tok, base_config, base_shapes: dict, path: Path) -> str | None:
     """Write `model` to `path`; None, or why it was not kept (the folder is then removed)."""
     from transformers import AutoModelForCausalLM, PreTrainedModel
 
-    from .sandbox import standard_state
+    from .sandboxed import standard_state
 
     path.mkdir(parents=True, exist_ok=True)
     state = standard_state(model, base_shapes)

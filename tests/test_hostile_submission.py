@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from harness import config, leaderboard, sandbox
+from harness import config, leaderboard, sandbox, sandboxed
 from harness.errors import ConfigError
 from harness.store import Store
 from harness.sweep import run_sweep
@@ -128,11 +128,11 @@ def test_a_handed_over_file_must_be_the_base_architecture(tmp_path, tiny):
                      ({**state, first: state[first].to(torch.int32)}, "floating")]:
         save_file(bad, str(path))
         with pytest.raises(sandbox.SandboxError, match=why):
-            sandbox.load_handover(path, model)
+            sandboxed.load_handover(path, model)
     path.unlink()
     path.symlink_to("/dev/zero")
     with pytest.raises(sandbox.SandboxError, match="regular file"):
-        sandbox.load_handover(path, model)
+        sandboxed.load_handover(path, model)
 
 
 def test_a_config_label_cannot_take_a_method_or_a_submission_name(tmp_path, data_dir):

@@ -71,10 +71,10 @@ def test_lm_eval_cli_on_a_saved_stage_reproduces_the_boards_accuracy(saved):
 def test_a_model_that_is_more_than_its_weights_is_not_kept(tmp_path, tiny):
     import copy
 
-    from harness import sandbox, stage_models
+    from harness import sandboxed, stage_models
 
     model, tok = copy.deepcopy(tiny[0]), tiny[1]
-    config, shapes = copy.deepcopy(model.config), sandbox.shapes_of(model)
+    config, shapes = copy.deepcopy(model.config), sandboxed.shapes_of(model)
     assert stage_models.save(model, tok, config, shapes, tmp_path / "plain") is None
 
     class Shifted(torch.nn.Module):  # a forward that is not a function of the saved weights alone
