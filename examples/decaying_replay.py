@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from harness.typed import field
+from harness.core.typed import field
 from methods.replay import Replay, ReplayConfig
 
 

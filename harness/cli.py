@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import ClbenchError
+from .core.errors import ClbenchError
 
 
 def _run(args) -> int:
@@ -115,7 +115,7 @@ def _methods(args) -> int:
     from methods.registry import available, resolve_method
 
     from . import sandbox
-    from .typed import describe
+    from .core.typed import describe
 
     for name in sorted(available()):
         if sandbox.trusted(name):

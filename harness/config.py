@@ -9,10 +9,10 @@ import yaml
 
 from tasks import domain_spec
 
-from .errors import ConfigError
-from .suggest import did_you_mean
-from .typed import build, field
-from .yaml_file import read_yaml
+from .core.errors import ConfigError
+from .core.suggest import did_you_mean
+from .core.typed import build, field
+from .core.yaml_file import read_yaml
 
 PRESET_DIR = Path(__file__).parent / "presets"
 

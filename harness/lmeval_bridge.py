@@ -17,7 +17,7 @@ import yaml
 
 from tasks.items import LETTERS, MCItem
 
-from .errors import ConfigError
+from .core.errors import ConfigError
 
 
 def chat_prefix(tok, user: str) -> str:

@@ -23,8 +23,8 @@ from tasks.data import DataSource
 from tasks.registry import load_stream
 
 from .config import Budget
-from .errors import ConfigError
-from .typed import build
+from .core.errors import ConfigError
+from .core.typed import build
 
 HOOKS = [n for n, v in vars(Method).items() if inspect.isfunction(v) and not n.startswith("_")]
 TRIAL_STREAM = ["stem", "humanities"]  # multiple choice only: no generated code is executed
@@ -87,7 +87,7 @@ def _config_problems(cls, overrides: dict, source: str) -> list[str]:
     for f in fields.values():
         if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             out.append(_at(where, f"{config_cls.__name__}.{f.name} has no default; give every field one "
-                                  f"(harness.typed.field(default, help))"))
+                                  f"(harness.core.typed.field(default, help))"))
     if "lr" not in fields:
         out.append(_at(where, f"{config_cls.__name__} has no 'lr' field: the harness's optimiser reads config.lr"))
     if not isinstance(overrides, dict):

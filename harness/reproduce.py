@@ -14,9 +14,9 @@ from __future__ import annotations
 import math
 import tempfile
 
-from .errors import ConfigError
+from .core.errors import ConfigError
 from .spec import RunSpec
-from .json_file import read_json
+from .core.json_file import read_json
 from .store import Store
 
 SAME = "same machine and thread count: every cell should agree"

@@ -25,7 +25,7 @@ from .spec import RunSpec, content_hash
 from .files import SCHEMA_VERSION
 from .store import Store
 from .training import collate, train_task
-from .typed import build
+from .core.typed import build
 
 
 def _now() -> str:

@@ -22,7 +22,7 @@ MAX_CURVE = 20_000  # per-step losses a stage's record carries to the parent (ab
 
 def _describe(request: dict, send) -> None:
     from harness import method_check
-    from harness.typed import build
+    from harness.core.typed import build
 
     target, overrides, source = request["target"], request["overrides"], request["source"]
     cls, problems = method_check.static(target, overrides, source)
@@ -54,7 +54,7 @@ def _train(request: dict, send, receive) -> None:
     from harness import runner, sandboxed
     from harness.evaluation import evaluate
     from harness.spec import RunSpec
-    from harness.typed import build
+    from harness.core.typed import build
     from methods.base import count_parameters
     from methods.registry import resolve_method
 

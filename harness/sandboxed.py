@@ -109,7 +109,7 @@ class SandboxedTrainer:
             self.unverified_reason = _text(m.get("why", "its model has modules the base architecture lacks"))
         scores = None
         if m.get("scores"):
-            from .json_file import read_json
+            from .core.json_file import read_json
             from .validate import items_problem
 
             scores, why = read_json(self.scratch / "scores.json")

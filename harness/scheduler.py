@@ -16,7 +16,7 @@ import os
 
 from tqdm.auto import tqdm
 
-from .errors import ConfigError
+from .core.errors import ConfigError
 from .runner import failed_result
 from .spec import RunSpec
 from .store import Store

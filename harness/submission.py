@@ -25,7 +25,7 @@ from pathlib import Path
 from methods.registry import available
 
 from . import config, leaderboard, sandbox
-from .errors import ConfigError
+from .core.errors import ConfigError
 from .protocol import stamp
 from .provenance import git_commit, machine, package_versions
 from .spec import expand

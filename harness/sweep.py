@@ -7,7 +7,7 @@ from tasks.data import DataSource
 from tasks.registry import load_stream
 
 from .config import SweepConfig
-from .errors import ConfigError
+from .core.errors import ConfigError
 from .protocol import stamp, version_of
 from .provenance import score_package_versions, score_packages_of
 from .spec import RunSpec, expand

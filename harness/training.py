@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 
 from tasks.chat import IGNORE
 
-from .errors import TrainingDiverged
+from .core.errors import TrainingDiverged
 from .padding import padded
 from .precision import autocast
 

@@ -33,7 +33,7 @@ from tasks.data import DataSource
 from tasks.registry import VALIDATION, _probe, builtin, domain, mmlu_domain_pool
 
 from .config import MethodEntry, SweepConfig, check, methods_named
-from .errors import ConfigError
+from .core.errors import ConfigError
 
 LR_FACTORS = (0.3, 1.0, 3.0)
 STRENGTH = {"ewc": ("ewc_lambda", (0.1, 1.0, 10.0)), "l2sp": ("alpha", (0.1, 1.0, 10.0)),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .spec import RunSpec
 from .files import READABLE_SCHEMAS, digest_problem
-from .json_file import read_json
+from .core.json_file import read_json
 
 STATUSES = {"running", "finished", "failed"}
 

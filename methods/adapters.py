@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from harness.errors import ConfigError
+from harness.core.errors import ConfigError
 
 
 def wrap_linears(model, names: list[str], make) -> list[nn.Module]:

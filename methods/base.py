@@ -24,7 +24,7 @@ from typing import Any, Callable, ClassVar, Iterator
 
 import torch
 
-from harness.typed import field
+from harness.core.typed import field
 
 
 @dataclasses.dataclass(frozen=True)

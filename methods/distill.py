@@ -23,7 +23,7 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
-from harness.typed import field
+from harness.core.typed import field
 from tasks.chat import IGNORE
 
 from .base import Needs

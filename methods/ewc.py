@@ -82,7 +82,7 @@ import dataclasses
 import torch
 
 from harness.precision import autocast
-from harness.typed import field
+from harness.core.typed import field
 from tasks.chat import IGNORE
 
 from .full import FullFineTune

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from harness.typed import field
+from harness.core.typed import field
 
 from .base import Method
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 
-from harness.typed import field
+from harness.core.typed import field
 
 from .full import FullFineTune
 

@@ -36,9 +36,9 @@ from typing import Literal
 import torch
 from transformers.masking_utils import create_causal_mask
 
-from harness.errors import ConfigError
+from harness.core.errors import ConfigError
 from harness.precision import autocast
-from harness.typed import field
+from harness.core.typed import field
 from tasks.chat import IGNORE
 
 from .base import Method

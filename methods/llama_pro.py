@@ -22,7 +22,7 @@ import dataclasses
 
 import torch
 
-from harness.typed import field
+from harness.core.typed import field
 
 from .base import Method
 

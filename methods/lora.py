@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from harness.typed import field
+from harness.core.typed import field
 
 from .base import Method
 

@@ -61,8 +61,8 @@ import random
 import torch
 from torch import nn
 
-from harness.errors import ConfigError
-from harness.typed import field
+from harness.core.errors import ConfigError
+from harness.core.typed import field
 
 from .adapters import wrap_linears
 from .base import Method

@@ -62,7 +62,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from harness.typed import field
+from harness.core.typed import field
 
 from .adapters import wrap_linears
 from .base import Method

@@ -35,7 +35,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from harness.typed import field
+from harness.core.typed import field
 
 from .base import Method
 

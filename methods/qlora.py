@@ -29,7 +29,7 @@ from typing import Literal
 
 import torch
 
-from harness.typed import field
+from harness.core.typed import field
 
 from .base import Method, Needs
 

@@ -9,8 +9,8 @@ import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from harness.errors import ConfigError
-from harness.suggest import did_you_mean
+from harness.core.errors import ConfigError
+from harness.core.suggest import did_you_mean
 
 from .base import Method
 

@@ -21,8 +21,8 @@ from __future__ import annotations
 import dataclasses
 import random
 
-from harness.errors import ConfigError
-from harness.typed import field
+from harness.core.errors import ConfigError
+from harness.core.typed import field
 
 from .full import FullFineTune
 

@@ -26,7 +26,7 @@ import dataclasses
 import re
 
 from harness.scoring import generate
-from harness.typed import field
+from harness.core.typed import field
 from tasks.code_exec import extract_code, passes
 from tasks import answers
 from tasks.items import CodeItem, GenItem, MCItem

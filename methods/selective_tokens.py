@@ -29,7 +29,7 @@ from typing import Literal
 
 import torch
 
-from harness.typed import field
+from harness.core.typed import field
 from tasks.chat import IGNORE
 
 from .base import Needs

@@ -14,7 +14,7 @@ import json
 import os
 from pathlib import Path
 
-from harness.errors import DataError
+from harness.core.errors import DataError
 
 from .items import LETTERS, ChatItem, CodeItem, MCItem
 from .mmlu_categories import SUBJECT_CATEGORY
@@ -52,7 +52,7 @@ class DataSource:
     def _read_manifest(self) -> dict[str, str]:
         if self.root is None or not (self.root / MANIFEST).exists():
             return {}
-        from harness.json_file import read_json
+        from harness.core.json_file import read_json
 
         path = self.root / MANIFEST
         data, why = read_json(path)  # a regular file of bounded size and nesting

@@ -8,7 +8,7 @@ import io
 import json
 from pathlib import Path
 
-from harness.errors import DataError
+from harness.core.errors import DataError
 
 from . import answers
 from .data import DataSource, _digest_rows, _hub_rows, _jsonl, _offline, _text

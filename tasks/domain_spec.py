@@ -12,9 +12,9 @@ import hashlib
 import re
 from pathlib import Path
 
-from harness.errors import ConfigError, DataError
-from harness.suggest import did_you_mean
-from harness.yaml_file import read_yaml
+from harness.core.errors import ConfigError, DataError
+from harness.core.suggest import did_you_mean
+from harness.core.yaml_file import read_yaml
 
 from .answers import SCORERS
 

@@ -13,7 +13,7 @@ import random
 from pathlib import Path
 from typing import Callable, Literal
 
-from harness.errors import ConfigError, DataError
+from harness.core.errors import ConfigError, DataError
 
 from . import domain_items, domain_spec
 from .data import DataSource

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from harness import config
-from harness.errors import ConfigError, DataError
+from harness.core.errors import ConfigError, DataError
 from tasks.data import ALLOW_UNLISTED, DataSource
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from harness import config, protocol
 from harness.config import Budget
-from harness.errors import ConfigError, DataError
+from harness.core.errors import ConfigError, DataError
 from tasks import answers
 from tasks.data import DataSource
 from tasks.items import GenItem, MCItem

@@ -4,7 +4,7 @@ import time
 import pytest
 
 from harness import config
-from harness.errors import ConfigError
+from harness.core.errors import ConfigError
 
 BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
     f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, "

@@ -8,7 +8,7 @@ import pytest
 from test_bad_input import _data_copy
 
 from harness import config
-from harness.errors import ConfigError, DataError
+from harness.core.errors import ConfigError, DataError
 from tasks.data import ALLOW_UNLISTED, DataSource
 from tasks.registry import load_stream
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from harness import config, leaderboard, sandbox, sandboxed
-from harness.errors import ConfigError
+from harness.core.errors import ConfigError
 from harness.store import Store
 from harness.sweep import run_sweep
 

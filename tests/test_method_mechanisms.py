@@ -198,8 +198,8 @@ def test_replay_mixes_general_domain_data_at_its_ratio(tiny, source):
 
 
 def test_replay_ratios_must_leave_room_for_the_task():
-    from harness.errors import ConfigError
-    from harness.typed import build
+    from harness.core.errors import ConfigError
+    from harness.core.typed import build
 
     with pytest.raises(ConfigError, match="ratio .* general_ratio"):
         build(Replay.Config, {"ratio": 0.6, "general_ratio": 0.5}, "methods[0].config")

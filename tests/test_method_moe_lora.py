@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from harness.checkpoints import Checkpoints
-from harness.errors import ConfigError
+from harness.core.errors import ConfigError
 from harness.scoring import cloze_scores, generate
 from harness.training import collate, epoch_order, train_task
 from methods.base import StageContext

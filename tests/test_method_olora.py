@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from harness.errors import ConfigError
+from harness.core.errors import ConfigError
 from harness.scoring import cloze_scores, generate
 from harness.training import train_task
 from methods.base import StageContext

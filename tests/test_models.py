@@ -28,7 +28,7 @@ def test_tiny_model_is_small_and_deterministic():
 
 
 def test_unknown_model_is_a_clear_error(tmp_path):
-    from harness.errors import ConfigError
+    from harness.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="cannot load it"):
         models.load(str(tmp_path / "no-such-model"))

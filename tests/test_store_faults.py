@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from harness.errors import StoreError
+from harness.core.errors import StoreError
 from harness.store import Store
 
 

@@ -12,7 +12,7 @@ import yaml
 
 from harness import config, leaderboard, protocol
 from harness.cli import main
-from harness.errors import ConfigError
+from harness.core.errors import ConfigError
 from harness.spec import expand
 from harness.store import Store
 from harness.submission import submit
@@ -93,7 +93,7 @@ def test_replace_takes_back_only_your_own_name_and_drops_the_earlier_runs(submit
 
 BROKEN = '''
 import dataclasses
-from harness.typed import field
+from harness.core.typed import field
 from methods.base import Method
 
 

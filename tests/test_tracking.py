@@ -7,7 +7,7 @@ import types
 import pytest
 
 from harness import config, tracking
-from harness.errors import ConfigError
+from harness.core.errors import ConfigError
 
 NEEDS_TB = "the tracking extra is not installed: pip install -r requirements/tracking.txt"
 

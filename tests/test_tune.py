@@ -8,7 +8,7 @@ import pytest
 
 from harness import config, tune
 from harness.config import MethodEntry
-from harness.errors import ConfigError
+from harness.core.errors import ConfigError
 from tasks.data import DataSource
 from tasks.registry import load_stream
 
