@@ -151,7 +151,7 @@ def parse(data: dict, source: str) -> SweepConfig:
 def check_model(name: str, source: str) -> None:
     """A model is a built-in name, a local folder or a hub id (owner/name): a bare name that is none of them is a
     typo, caught here rather than after the hub has been retried from every Ray worker."""
-    from .models import SMOLLM2, TINY
+    from .model.models import SMOLLM2, TINY
 
     if name in (SMOLLM2, TINY) or Path(name).is_dir() or "/" in name.strip("/"):
         return

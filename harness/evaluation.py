@@ -29,10 +29,10 @@ from tasks.code_exec import extract_code, passes
 from tasks.registry import LM_EVAL_PREFIX
 
 from . import lmeval_bridge
-from .generation_metrics import stop_summary, tail_repetition
-from .scoring import cloze_outcomes, generate, letter_outcomes, reply_logprob
+from .model.generation_metrics import stop_summary, tail_repetition
+from .model.scoring import cloze_outcomes, generate, letter_outcomes, reply_logprob
 
-CLOZE_NORM = {"cloze_char": "char", "cloze_raw": "none", "cloze": "token"}  # scorer -> harness.scoring's norm
+CLOZE_NORM = {"cloze_char": "char", "cloze_raw": "none", "cloze": "token"}  # scorer -> harness.model.scoring's norm
 EXAMPLES = 3  # stop-probe answers stored per stage, for people to read
 PROGRESS_CHUNK = 256  # multiple-choice items scored between progress-bar updates
 
@@ -47,7 +47,7 @@ def _items(items, **columns) -> dict:
 
 
 def _mc_view(model, tok, items, scorer, device, precision, bar) -> dict:
-    """Accuracy over the items, scored in batches of questions (harness.scoring), with the per-item outcomes
+    """Accuracy over the items, scored in batches of questions (harness.model.scoring), with the per-item outcomes
     and the mean gold log-probability beside it."""
     outcomes = []
     for s in range(0, len(items), PROGRESS_CHUNK):

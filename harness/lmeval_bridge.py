@@ -99,7 +99,7 @@ def export(cfg, out: Path) -> list[str]:
     from tasks.data import DataSource
     from tasks.registry import load_stream
 
-    from . import models
+    from .model import models
 
     tasks, _ = load_stream(DataSource(cfg.data_dir), list(cfg.stream), [], cfg.budget, cfg.data_seed, cfg.domains)
     _, tok = models.load(cfg.model)

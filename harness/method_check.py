@@ -104,7 +104,7 @@ def _config_problems(cls, overrides: dict, source: str) -> list[str]:
 
 def _trial(cls, config, data_dir, files: set[str]) -> list[str]:
     """Two stages of one optimisation step each, then one evaluation, on the tiny model."""
-    from . import models
+    from .model import models
     from .evaluation import evaluate
     from .runner import _batcher
     from .training import train_task

@@ -16,10 +16,11 @@ from tasks.chat import encode_pairs, prompt_ids, reply_ids
 from tasks.data import DataSource
 from tasks.registry import load_stream
 
-from . import compute, models, stage_models, tracking as trackers
+from . import compute, stage_models, tracking as trackers
+from .model import models
 from .checkpoints import Checkpoints
 from .evaluation import evaluate
-from .precision import pick_device, pick_precision
+from .model.precision import pick_device, pick_precision
 from .provenance import git_commit, machine, package_versions, score_package_versions
 from .spec import RunSpec, content_hash
 from .files import SCHEMA_VERSION

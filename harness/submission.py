@@ -163,7 +163,7 @@ def _drop_earlier(results, old: dict, sha: str) -> None:
 
 def _store_submission(pre: dict, target: str, author: str, description: str | None, results, started: str):
     """Copy the file into the submission's folder and write its record: (record, the sweep to run)."""
-    from .precision import pick_device
+    from .model.precision import pick_device
 
     name, described, cfg, src, sha = pre["name"], pre["described"], pre["cfg"], pre["src"], pre["sha"]
     folder = _record_path(results, name).parent

@@ -11,8 +11,8 @@ from tqdm.auto import tqdm
 from tasks.chat import IGNORE
 
 from .core.errors import TrainingDiverged
-from .padding import padded
-from .precision import autocast
+from .model.padding import padded
+from .model.precision import autocast
 
 
 def collate(examples: list[dict], pad_id: int, device: str) -> dict:

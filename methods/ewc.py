@@ -81,7 +81,7 @@ import dataclasses
 
 import torch
 
-from harness.precision import autocast
+from harness.model.precision import autocast
 from harness.core.typed import field
 from tasks.chat import IGNORE
 

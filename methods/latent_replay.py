@@ -37,7 +37,7 @@ import torch
 from transformers.masking_utils import create_causal_mask
 
 from harness.core.errors import ConfigError
-from harness.precision import autocast
+from harness.model.precision import autocast
 from harness.core.typed import field
 from tasks.chat import IGNORE
 

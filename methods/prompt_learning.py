@@ -26,7 +26,7 @@
   task's training starts by undoing it.
 
 peft puts the virtual tokens in front of every call's input, also one that continues from a
-cache; harness.scoring therefore continues the cloze scorer's cached question on the model
+cache; harness.model.scoring therefore continues the cloze scorer's cached question on the model
 underneath. The trained parameters are all in peft's prompt encoder, which is what the
 checkpoints save and restore.
 """

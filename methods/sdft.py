@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from harness.scoring import generate
+from harness.model.scoring import generate
 from harness.core.typed import field
 from tasks.code_exec import extract_code, passes
 from tasks import answers

@@ -14,7 +14,7 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny():
-    from harness import models
+    from harness.model import models
 
     return models.load("tiny")
 
@@ -22,7 +22,7 @@ def tiny():
 @pytest.fixture(scope="session")
 def smollm2():
     """The real default model (converted from the GGUF once, then cached)."""
-    from harness import models
+    from harness.model import models
 
     return models.load(models.SMOLLM2)
 

@@ -1,7 +1,7 @@
 """Stop and repetition metrics on hand-built token sequences."""
 import pytest
 
-from harness.generation_metrics import distinct_n, split_answer, stop_summary, tail_repetition
+from harness.model.generation_metrics import distinct_n, split_answer, stop_summary, tail_repetition
 
 EOS = 2
 

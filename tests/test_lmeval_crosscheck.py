@@ -2,7 +2,7 @@
 import pytest
 
 from harness import lmeval_bridge
-from harness.scoring import cloze_choices, letter_choices
+from harness.model.scoring import cloze_choices, letter_choices
 
 N = 50
 

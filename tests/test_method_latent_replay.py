@@ -7,7 +7,7 @@ import torch
 
 from harness.config import Budget
 from harness.runner import _batcher
-from harness.scoring import cloze_scores
+from harness.model.scoring import cloze_scores
 from methods.base import StageContext
 from methods.latent_quant import ProductQuantizer, ScalarQuantizer
 from methods.latent_replay import LatentReplay, upper_loss

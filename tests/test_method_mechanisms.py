@@ -147,7 +147,7 @@ def test_non_resumable_methods_are_marked():
 
 
 def test_llama_pro_expanded_smollm2_keeps_logits_and_cached_generation(smollm2):
-    from harness.scoring import generate
+    from harness.model.scoring import generate
     from methods.llama_pro import LlamaPro
 
     base, tok = smollm2

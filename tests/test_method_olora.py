@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from harness.core.errors import ConfigError
-from harness.scoring import cloze_scores, generate
+from harness.model.scoring import cloze_scores, generate
 from harness.training import train_task
 from methods.base import StageContext
 from methods.olora import OLoRA, TaskLoRALinear

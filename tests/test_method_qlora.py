@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from harness.scoring import cloze_scores
+from harness.model.scoring import cloze_scores
 from methods.base import StageContext, count_parameters
 from methods.qlora import QLoRA
 from tasks.chat import prompt_ids

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from harness import models
+from harness.model import models
 
 
 @pytest.mark.slow
@@ -35,7 +35,7 @@ def test_unknown_model_is_a_clear_error(tmp_path):
 
 
 def test_precision_auto_is_measured_on_cpu():
-    from harness.precision import pick_precision
+    from harness.model.precision import pick_precision
 
     choice, evidence = pick_precision("auto", "cpu")
     assert choice in ("bf16", "fp32")

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from harness.scoring import _prompt_batches, _shared_length, cloze_choices, cloze_scores, generate, letter_choices, \
+from harness.model.scoring import _prompt_batches, _shared_length, cloze_choices, cloze_scores, generate, letter_choices, \
     reply_logprob
 from tasks.chat import prompt_ids, reply_ids
 from tasks.items import MCItem
@@ -46,7 +46,7 @@ def test_a_batch_of_questions_scores_as_full_forwards(tiny):
 
 
 def test_options_scored_in_chunks_equal_one_call(tiny, monkeypatch):
-    from harness import scoring
+    from harness.model import scoring
 
     model, tok = tiny
     whole = cloze_scores(model, tok, ITEMS, "cpu", "fp32", batch_size=3)
@@ -144,7 +144,7 @@ def test_reply_logprob_equals_masked_mean_over_full_logits(tiny):
 
 
 def test_padding_puts_rows_at_the_left_edge_with_their_mask():
-    from harness.padding import padded
+    from harness.model.padding import padded
 
     ids, mask = padded([[1, 2, 3], [4]], 0, "cpu")
     assert ids.tolist() == [[1, 2, 3], [4, 0, 0]] and mask.tolist() == [[1, 1, 1], [1, 0, 0]]
@@ -154,8 +154,8 @@ def test_padding_puts_rows_at_the_left_edge_with_their_mask():
 
 def _hf_generate(model, tok, prompts: list[str], max_new_tokens: int) -> list[list[int]]:
     """transformers' own greedy `generate` on the left-padded batch: what the harness decoded with before #21."""
-    from harness.generation_metrics import split_answer
-    from harness.padding import padded
+    from harness.model.generation_metrics import split_answer
+    from harness.model.padding import padded
 
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     ids, mask = padded([prompt_ids(tok, p)[::-1] for p in prompts], pad, "cpu")
@@ -192,7 +192,7 @@ def test_harness_decoding_equals_transformers_generate_on_the_quick_cards_prompt
 
 
 def test_outcomes_give_the_gold_options_logprob_and_its_margin(tiny):
-    from harness.scoring import cloze_outcomes, letter_outcomes
+    from harness.model.scoring import cloze_outcomes, letter_outcomes
 
     model, tok = tiny
     naive = _naive(model, tok, ITEM)
@@ -204,7 +204,7 @@ def test_outcomes_give_the_gold_options_logprob_and_its_margin(tiny):
     assert got["margin"] == pytest.approx(per_token[ITEM.answer] - wrong, abs=1e-4)
     assert (got["margin"] > 0) == (got["choice"] == ITEM.answer)
 
-    from harness.scoring import letter_token_ids
+    from harness.model.scoring import letter_token_ids
     with torch.no_grad():
         last = model(input_ids=torch.tensor([prompt_ids(tok, ITEM.letter_prompt())])).logits[0, -1].log_softmax(-1)
     letters = last[letter_token_ids(tok)[:len(ITEM.options)]].tolist()  # ids of A-J; the options use A-D

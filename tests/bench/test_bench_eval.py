@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from harness import lmeval_bridge
-from harness.precision import matmul_gflops
-from harness.scoring import MC_BATCH, _length_batches, _shared_length, cloze_choices, generate, letter_choices
+from harness.model.precision import matmul_gflops
+from harness.model.scoring import MC_BATCH, _length_batches, _shared_length, cloze_choices, generate, letter_choices
 from tasks.chat import prompt_ids
 
 N = 50

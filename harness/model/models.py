@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from .core.errors import ConfigError
+from ..core.errors import ConfigError
 
 SMOLLM2 = "smollm2-135m-instruct"
 TINY = "tiny"

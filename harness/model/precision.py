@@ -16,7 +16,7 @@ def pick_device(requested: str) -> str:
     if requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if requested == "cuda" and not torch.cuda.is_available():
-        from .core.errors import ConfigError
+        from ..core.errors import ConfigError
 
         raise ConfigError("device: 'cuda' was asked for but torch sees no CUDA device; use device: auto or cpu")
     return requested
