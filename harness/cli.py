@@ -10,7 +10,8 @@ from .core.errors import ClbenchError
 
 
 def _run(args) -> int:
-    from . import config, leaderboard, tracking
+    from . import config, leaderboard
+    from .integrations import tracking
     from .sweep import run_sweep
 
     if args.allow_unlisted_data:
@@ -96,7 +97,7 @@ def _validate(args) -> int:
 
 def _export_lm_eval(args) -> int:
     from . import config
-    from .lmeval_bridge import export
+    from .integrations.lmeval_bridge import export
 
     cfg = config.with_overrides(config.load(args.config or args.preset or "quick"), data_dir=args.data)
     names = export(cfg, Path(args.out))

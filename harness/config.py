@@ -169,7 +169,7 @@ def check(cfg: SweepConfig, source: str) -> None:
 
     check_model(cfg.model, source)
     if cfg.tracking == "tensorboard":
-        from . import tracking
+        from .integrations import tracking
 
         if not tracking.available():
             raise ConfigError(f"{source}: tracking: tensorboard needs the tensorboard package, which is not installed: "
@@ -192,7 +192,7 @@ def check(cfg: SweepConfig, source: str) -> None:
             raise ConfigError(f"{source}: task_orders[{i}]: {order} is not a permutation of stream {cfg.stream}")
     for i, name in enumerate(cfg.probes):
         if name.startswith(LM_EVAL_PREFIX):
-            from .lmeval_bridge import task_manager
+            from .integrations.lmeval_bridge import task_manager
 
             task_manager(name[len(LM_EVAL_PREFIX):], cfg.budget.lm_eval_include, where=f"{source}: probes[{i}]")
         elif name not in PROBES:

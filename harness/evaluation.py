@@ -28,7 +28,7 @@ from tasks.chat import reply_ids
 from tasks.code_exec import extract_code, passes
 from tasks.registry import LM_EVAL_PREFIX
 
-from . import lmeval_bridge
+from .integrations import lmeval_bridge
 from .model.generation_metrics import stop_summary, tail_repetition
 from .model.scoring import cloze_outcomes, generate, letter_outcomes, reply_logprob
 

@@ -16,7 +16,8 @@ from tasks.chat import encode_pairs, prompt_ids, reply_ids
 from tasks.data import DataSource
 from tasks.registry import load_stream
 
-from . import compute, stage_models, tracking as trackers
+from . import compute, stage_models
+from .integrations import tracking as trackers
 from .model import models
 from .checkpoints import Checkpoints
 from .evaluation import evaluate
@@ -164,7 +165,7 @@ def execute(spec: RunSpec, store: Store, data_dir: str | None = None, sweep: str
     """Run one spec and store it; a failure is stored as a failed result, never raised.
     on_stage(stage, model), if given, is called after `prepare` (stage 0) and after every stage.
     save_models: write each trained stage's model under <results>/models/<run_id>/ (harness.stage_models).
-    tracking: 'tensorboard' logs each stored stage and the training curve under <results>/tracking/ (harness.tracking);
+    tracking: 'tensorboard' logs each stored stage and the training curve under <results>/tracking/ (harness.integrations.tracking);
     its failures are warnings, never the run's."""
     result = new_result(spec, sweep, protocol)
     result["provenance"]["node"] = node  # the Ray node id, when scheduled by Ray

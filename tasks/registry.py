@@ -134,7 +134,7 @@ LM_EVAL_PREFIX = "lm_eval:"  # `lm_eval:<task>`: any lm-evaluation-harness task,
 
 def _probe(name: str, src: DataSource, budget, seed: int) -> Task:
     if name.startswith(LM_EVAL_PREFIX):
-        return Task(name, "lm_eval", [], {})  # lm-eval reads its own data (harness.lmeval_bridge)
+        return Task(name, "lm_eval", [], {})  # lm-eval reads its own data (harness.integrations.lmeval_bridge)
     return PROBES[name](src, budget, seed)
 
 

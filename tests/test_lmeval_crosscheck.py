@@ -1,7 +1,7 @@
 """Our multiple-choice scorers give lm-eval's accuracy on the same 50 MMLU questions, on SmolLM2."""
 import pytest
 
-from harness import lmeval_bridge
+from harness.integrations import lmeval_bridge
 from harness.model.scoring import cloze_choices, letter_choices
 
 N = 50

@@ -6,7 +6,8 @@ import types
 
 import pytest
 
-from harness import config, tracking
+from harness import config
+from harness.integrations import tracking
 from harness.core.errors import ConfigError
 
 NEEDS_TB = "the tracking extra is not installed: pip install -r requirements/tracking.txt"

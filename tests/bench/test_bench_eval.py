@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from harness import lmeval_bridge
+from harness.integrations import lmeval_bridge
 from harness.model.precision import matmul_gflops
 from harness.model.scoring import MC_BATCH, _length_batches, _shared_length, cloze_choices, generate, letter_choices
 from tasks.chat import prompt_ids

@@ -17,7 +17,7 @@ import yaml
 
 from tasks.items import LETTERS, MCItem
 
-from .core.errors import ConfigError
+from ..core.errors import ConfigError
 
 
 def chat_prefix(tok, user: str) -> str:
@@ -99,7 +99,7 @@ def export(cfg, out: Path) -> list[str]:
     from tasks.data import DataSource
     from tasks.registry import load_stream
 
-    from .model import models
+    from ..model import models
 
     tasks, _ = load_stream(DataSource(cfg.data_dir), list(cfg.stream), [], cfg.budget, cfg.data_seed, cfg.domains)
     _, tok = models.load(cfg.model)
