@@ -16,7 +16,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version as _version
 
 from harness import metrics
-from harness.config import SweepConfig
+from harness.spec.config import SweepConfig
 
 try:
     __version__ = _version("clbench")
@@ -28,7 +28,7 @@ __all__ = ["SweepConfig", "leaderboard", "load_config", "load_runs", "metrics", 
 
 def load_config(preset_or_path: str = "quick", sets: list[str] = ()) -> SweepConfig:
     """A preset by name or a sweep YAML file, with `key=value` overrides, validated (ConfigError naming the field)."""
-    from harness import config
+    from harness.spec import config
 
     return config.load(preset_or_path, list(sets))
 

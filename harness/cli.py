@@ -10,7 +10,8 @@ from .core.errors import ClbenchError
 
 
 def _run(args) -> int:
-    from . import config, leaderboard
+    from .spec import config
+    from . import leaderboard
     from .integrations import tracking
     from .sweep import run_sweep
 
@@ -38,7 +39,7 @@ def _run(args) -> int:
 
 
 def _tune(args) -> int:
-    from . import config
+    from .spec import config
     from .tune import tune
 
     cfg = config.with_overrides(config.load(args.config or args.preset or "quick"), data_dir=args.data)
@@ -96,7 +97,7 @@ def _validate(args) -> int:
 
 
 def _export_lm_eval(args) -> int:
-    from . import config
+    from .spec import config
     from .integrations.lmeval_bridge import export
 
     cfg = config.with_overrides(config.load(args.config or args.preset or "quick"), data_dir=args.data)
@@ -115,7 +116,7 @@ def _export_lm_eval(args) -> int:
 def _methods(args) -> int:
     from methods.registry import available, resolve_method
 
-    from . import sandbox
+    from .spec import sandbox
     from .core.typed import describe
 
     for name in sorted(available()):
@@ -146,7 +147,7 @@ def _submit(args) -> int:
 
 
 def _protocol_show(args) -> int:
-    from . import config, protocol
+    from .spec import config, protocol
 
     print(protocol.show(config.load(args.config or args.preset or "quick")), end="")
     return 0

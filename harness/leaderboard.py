@@ -16,10 +16,10 @@ from pathlib import Path
 from scipy.stats import t as student_t
 
 from . import stats, tables
-from .protocol import version_of
+from .spec.protocol import version_of
 from .provenance import score_packages_of
 from .run_metrics import run_row
-from .spec import RunSpec, content_hash
+from .spec.spec import RunSpec, content_hash
 from .store import Store
 from .tables import COLUMNS, cost_key
 
@@ -28,7 +28,7 @@ CI_LEVEL = 0.95
 
 def protocol_key(run: dict) -> str | None:
     """The benchmark protocol a run was produced under: only runs with equal keys are ranked
-    together. The protocol card's version (harness.protocol: card + data checksums) joined with the
+    together. The protocol card's version (harness.spec.protocol: card + data checksums) joined with the
     stage-0 key, a hash of spec.protocol() (model, stream as a set, probes, scorer, budgets, data
     seed, device), the resolved precision and the data checksums, and with a hash of the run's
     package stack (provenance.score_packages_of): a new transformers can change the numbers, so

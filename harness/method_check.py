@@ -22,7 +22,7 @@ from tasks.chat import encode_pairs
 from tasks.data import DataSource
 from tasks.registry import load_stream
 
-from .config import Budget
+from .spec.config import Budget
 from .core.errors import ConfigError
 from .core.typed import build
 

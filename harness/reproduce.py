@@ -15,7 +15,7 @@ import math
 import tempfile
 
 from .core.errors import ConfigError
-from .spec import RunSpec
+from .spec.spec import RunSpec
 from .core.json_file import read_json
 from .store import Store
 

@@ -23,7 +23,7 @@ from .checkpoints import Checkpoints
 from .evaluation import evaluate
 from .model.precision import pick_device, pick_precision
 from .provenance import git_commit, machine, package_versions, score_package_versions
-from .spec import RunSpec, content_hash
+from .spec.spec import RunSpec, content_hash
 from .files import SCHEMA_VERSION
 from .store import Store
 from .training import collate, train_task
@@ -54,7 +54,7 @@ class _Setup:
                                               spec.domains)
         self.checksums = dict(sorted(source.checksums.items()))
         self.device = pick_device(spec.device)
-        # precision: the parent's choice, given to a sandboxed method's process (harness.sandbox) so both agree
+        # precision: the parent's choice, given to a sandboxed method's process (harness.spec.sandbox) so both agree
         self.precision, self.evidence = ((precision, {"reason": "the parent process's choice"}) if precision
                                          else pick_precision(spec.precision, self.device))
         t0 = time.perf_counter()
@@ -102,7 +102,7 @@ def ensure_stage0(spec: RunSpec, store: Store, data_dir=None) -> str:
 
 
 def new_result(spec: RunSpec, sweep: str, protocol: dict | None = None) -> dict:
-    """protocol: {name, version} of the sweep's protocol card (harness.protocol.stamp)."""
+    """protocol: {name, version} of the sweep's protocol card (harness.spec.protocol.stamp)."""
     return {"schema_version": SCHEMA_VERSION, "run_id": spec.run_id, "sweep": sweep, "spec": spec.as_dict(),
             "status": "running", "error": None, "traceback": None, "stages": [], "started_at": _now(),
             "provenance": {"packages": package_versions(), "git": git_commit()},
@@ -214,8 +214,9 @@ class _InProcess:
 
 
 def _trainer(spec: RunSpec, setup: _Setup, data_dir):
-    """In this process for a built-in method; in a confined child for any other (harness.sandbox)."""
-    from . import sandbox, sandboxed
+    """In this process for a built-in method; in a confined child for any other (harness.spec.sandbox)."""
+    from .spec import sandbox
+    from . import sandboxed
 
     return _InProcess(spec, setup) if sandbox.trusted(spec.method) else sandboxed.SandboxedTrainer(spec, setup, data_dir)
 

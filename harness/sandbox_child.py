@@ -1,4 +1,4 @@
-"""The child side of harness.sandbox: `python -m harness.sandbox_child describe|train FD`, started confined by
+"""The child side of harness.spec.sandbox: `python -m harness.sandbox_child describe|train FD`, started confined by
 the parent with one JSON request on stdin; it reports on file descriptor FD, one JSON object per line.
 
 describe: import the method, run the interface and config checks (and the tiny-model trial when asked),
@@ -53,7 +53,7 @@ def _train(request: dict, send, receive) -> None:
 
     from harness import runner, sandboxed
     from harness.evaluation import evaluate
-    from harness.spec import RunSpec
+    from harness.spec.spec import RunSpec
     from harness.core.typed import build
     from methods.base import count_parameters
     from methods.registry import resolve_method

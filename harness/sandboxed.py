@@ -1,4 +1,4 @@
-"""A run of a method clbench did not write (harness.sandbox): its child trains, the model comes back as weights.
+"""A run of a method clbench did not write (harness.spec.sandbox): its child trains, the model comes back as weights.
 
 `SandboxedTrainer`: a child loads the data and the model and runs the method's hooks and training stage by stage
 (harness.runner.prepare / train_stage, as for a built-in). After `prepare` and after each stage it hands the model
@@ -14,7 +14,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from .sandbox import STAGE_TIMEOUT, Child, SandboxError, _json_value, _text, absolute
+from .spec.sandbox import STAGE_TIMEOUT, Child, SandboxError, _json_value, _text, absolute
 
 
 def standard_state(model, shapes: dict) -> dict | None:

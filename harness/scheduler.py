@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from .core.errors import ConfigError
 from .runner import failed_result
-from .spec import RunSpec
+from .spec.spec import RunSpec
 from .store import Store
 
 MAX_RETRIES = 2  # Ray re-runs a task whose worker process or node died this many times
@@ -43,7 +43,7 @@ def _run_task(spec_dict: dict, store_root: str, data_dir, sweep: str, protocol: 
 
 def _resources(spec: RunSpec, num_cpus: int, num_gpus: float, memory_gb: float) -> dict:
     """What a run asks Ray for."""
-    from . import sandbox
+    from .spec import sandbox
 
     needs_gpu = sandbox.info(spec.method, spec.method_config)["needs"]["gpu"]
     gpus = num_gpus or (1 if spec.device == "cuda" or needs_gpu else 0)
@@ -89,7 +89,7 @@ def run_specs(specs: list[RunSpec], store: Store, *, data_dir=None, sweep: str =
               save_models: bool = False, tracking: str = "none") -> list[dict]:
     import ray
 
-    from . import sandbox
+    from .spec import sandbox
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local use: no token auth between driver and workers
     started_here = not ray.is_initialized()
@@ -109,7 +109,7 @@ def run_specs(specs: list[RunSpec], store: Store, *, data_dir=None, sweep: str =
         check_resources([_resources(s, num_cpus, num_gpus, memory_gb) for s in specs], ray.cluster_resources())
         stage0 = ray.remote(_stage0_task)
         # a method clbench did not write gets a worker process of its own (max_calls=1), in which it still runs
-        # only in a confined child (harness.sandbox)
+        # only in a confined child (harness.spec.sandbox)
         run, own_worker = ray.remote(_run_task), ray.remote(max_calls=1)(_run_task)
         root = str(store.root.resolve())
         # stage 0 once per protocol, before the runs that share it

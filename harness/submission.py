@@ -24,11 +24,12 @@ from pathlib import Path
 
 from methods.registry import available
 
-from . import config, leaderboard, sandbox
+from .spec import config, sandbox
+from . import leaderboard
 from .core.errors import ConfigError
-from .protocol import stamp
+from .spec.protocol import stamp
 from .provenance import git_commit, machine, package_versions
-from .spec import expand
+from .spec.spec import expand
 from .files import write_json_atomic
 from .store import Store
 from .submissions import read_record, stored_names
@@ -118,7 +119,7 @@ def _owner_problems(results, name: str, sha: str, author: str, replace: bool,
 def preflight(target: str, *, name: str | None, author: str, config_path, preset: str, results,
               replace: bool) -> dict:
     """Every check before compute; raises one ConfigError listing every problem. Writes nothing. The method is
-    imported and tried only in a confined child process (harness.sandbox), never here."""
+    imported and tried only in a confined child process (harness.spec.sandbox), never here."""
     cfg = config.load(preset)
     source = str(config_path or "method config")
     overrides, problems = _load_overrides(config_path)

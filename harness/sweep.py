@@ -6,11 +6,11 @@ from pathlib import Path
 from tasks.data import DataSource
 from tasks.registry import load_stream
 
-from .config import SweepConfig
+from .spec.config import SweepConfig
 from .core.errors import ConfigError
-from .protocol import stamp, version_of
+from .spec.protocol import stamp, version_of
 from .provenance import score_package_versions, score_packages_of
-from .spec import RunSpec, expand
+from .spec.spec import RunSpec, expand
 from .store import Store
 from .submissions import read_record, stored_names
 

@@ -32,7 +32,7 @@ import yaml
 from tasks.data import DataSource
 from tasks.registry import VALIDATION, _probe, builtin, domain, mmlu_domain_pool
 
-from .config import MethodEntry, SweepConfig, check, methods_named
+from .spec.config import MethodEntry, SweepConfig, check, methods_named
 from .core.errors import ConfigError
 
 LR_FACTORS = (0.3, 1.0, 3.0)
@@ -99,7 +99,7 @@ def validation_config(card: SweepConfig, methods: list[MethodEntry]) -> SweepCon
 
 def grid(entry: MethodEntry, card: SweepConfig) -> list[tuple[MethodEntry, dict]]:
     """(sweep entry, {lr, knob, value}) of every grid point of one method of the card."""
-    from . import sandbox
+    from .spec import sandbox
 
     defaults = sandbox.info(entry.method, entry.config, where=f"{card.name}: method {entry.method}")["config"]
     if "lr" not in defaults:
@@ -181,7 +181,7 @@ def write(card: SweepConfig, methods: list[MethodEntry], rows: list[dict], out: 
 
 def tune(card: SweepConfig, results: str, names: list[str] | None = None, address: str | None = None,
          log=print) -> dict[str, Path]:
-    from .spec import expand
+    from .spec.spec import expand
     from .store import Store
     from .sweep import run_sweep
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .spec import RunSpec
+from .spec.spec import RunSpec
 from .files import READABLE_SCHEMAS, digest_problem
 from .core.json_file import read_json
 

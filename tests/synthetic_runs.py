@@ -7,7 +7,7 @@ each view of schema 2 holds `items` correct answers of which the first round(sco
 (the same items at every stage), and its score is their mean; a right answer's gold log-probability is
 -0.5, a wrong one's -2.0.
 synthetic_metrics: what the run claims to have measured beyond accuracy (see use_stored_metrics)."""
-from harness.spec import RunSpec, content_hash
+from harness.spec.spec import RunSpec, content_hash
 
 TASKS = ("stem", "humanities")
 BUDGET = {"learn_items": 4, "transfer_items": 2, "general_items": 2, "epochs": 1}

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from harness import config
+from harness.spec import config
 from harness.core.errors import ConfigError, DataError
 from tasks.data import ALLOW_UNLISTED, DataSource
 

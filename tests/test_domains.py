@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import config, protocol
-from harness.config import Budget
+from harness.spec import config, protocol
+from harness.spec.config import Budget
 from harness.core.errors import ConfigError, DataError
 from tasks import answers
 from tasks.data import DataSource

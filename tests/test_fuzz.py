@@ -5,7 +5,7 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness import config
+from harness.spec import config
 from harness.core.errors import ConfigError
 from harness.validate import problem
 
@@ -71,7 +71,7 @@ _VALID = {}
 def _valid_result(tmp_path_factory_dir, data_dir):
     if "r" not in _VALID:
         from harness.runner import execute
-        from harness.spec import expand
+        from harness.spec.spec import expand
         from harness.store import Store
 
         f = tmp_path_factory_dir / "c.yaml"

@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from harness import config
+from harness.spec import config
 from harness.core.errors import ConfigError
 
 BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(

@@ -7,7 +7,7 @@ import sys
 import pytest
 from test_bad_input import _data_copy
 
-from harness import config
+from harness.spec import config
 from harness.core.errors import ConfigError, DataError
 from tasks.data import ALLOW_UNLISTED, DataSource
 from tasks.registry import load_stream

@@ -7,7 +7,7 @@ import sys
 import pytest
 from synthetic_runs import synthetic_run
 
-from harness.spec import RunSpec
+from harness.spec.spec import RunSpec
 from harness.store import Store
 from harness.sweep import pending
 

@@ -7,7 +7,8 @@ import sys
 import pytest
 import torch
 
-from harness import config, leaderboard, sandbox, sandboxed
+from harness.spec import config, sandbox
+from harness import leaderboard, sandboxed
 from harness.core.errors import ConfigError
 from harness.store import Store
 from harness.sweep import run_sweep

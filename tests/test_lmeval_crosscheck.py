@@ -49,7 +49,7 @@ def exported(tmp_path_factory, data_dir):
 
 
 def test_exported_domain_tasks_score_the_same_in_lm_eval_and_the_harness(tiny, exported, data_dir):
-    from harness import config
+    from harness.spec import config
     from tasks.data import DataSource
     from tasks.registry import load_stream
 
@@ -72,7 +72,7 @@ def test_exported_domain_tasks_score_the_same_in_lm_eval_and_the_harness(tiny, e
 
 
 def test_lm_eval_task_as_a_probe(tiny, exported, tmp_path):
-    from harness import config
+    from harness.spec import config
     from harness.core.errors import ConfigError
     from harness.evaluation import evaluate
     from tasks.registry import load_stream

@@ -6,9 +6,9 @@ import textwrap
 import pytest
 import torch
 
-from harness import config
+from harness.spec import config
 from harness.runner import execute
-from harness.spec import expand
+from harness.spec.spec import expand
 from harness.store import Store
 from harness.validate import problem
 from methods.registry import available

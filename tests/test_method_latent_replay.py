@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from harness.config import Budget
+from harness.spec.config import Budget
 from harness.runner import _batcher
 from harness.model.scoring import cloze_scores
 from methods.base import StageContext

@@ -3,10 +3,10 @@ model computes (P-tuning v2's random prefix) gets its own stage 0; one whose ada
 (LoRA, B = 0) shares the base model's."""
 import pytest
 
-from harness import config
+from harness.spec import config
 from harness.run_metrics import run_row
 from harness.runner import execute
-from harness.spec import expand
+from harness.spec.spec import expand
 from harness.store import Store
 
 

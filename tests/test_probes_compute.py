@@ -4,9 +4,10 @@ import math
 
 import pytest
 
-from harness import config, run_metrics
+from harness.spec import config
+from harness import run_metrics
 from harness.runner import execute
-from harness.spec import expand
+from harness.spec.spec import expand
 from harness.store import Store, digest
 from harness.validate import problem
 

@@ -8,7 +8,7 @@ import pytest
 import ray
 from ray.cluster_utils import Cluster
 
-from harness import config
+from harness.spec import config
 from harness.sweep import run_sweep
 
 SWEEP = """

@@ -5,9 +5,9 @@ import textwrap
 import pytest
 import torch
 
-from harness import config
+from harness.spec import config
 from harness.runner import execute
-from harness.spec import expand
+from harness.spec.spec import expand
 from harness.store import Store
 from harness.sweep import run_sweep
 

@@ -3,10 +3,10 @@ import json
 
 import pytest
 
-from harness import config
+from harness.spec import config
 from harness.cli import main
 from harness.runner import execute
-from harness.spec import expand
+from harness.spec.spec import expand
 from harness.store import Store, digest
 
 

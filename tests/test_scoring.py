@@ -175,8 +175,8 @@ def test_harness_decoding_equals_transformers_generate(tiny):
 
 def test_harness_decoding_equals_transformers_generate_on_the_quick_cards_prompts(smollm2, data_dir):
     """SmolLM2 in fp32 on the quick card's code and stop-probe prompts, as one batch each: token for token."""
-    from harness.config import load, with_overrides
-    from harness.spec import expand
+    from harness.spec.config import load, with_overrides
+    from harness.spec.spec import expand
     from tasks.data import DataSource
     from tasks.registry import load_stream
 

@@ -72,8 +72,8 @@ def test_the_environment_is_the_lock():
 
 
 def _tiny_spec(data_dir):
-    from harness.config import load, with_overrides
-    from harness.spec import expand
+    from harness.spec.config import load, with_overrides
+    from harness.spec.spec import expand
 
     return expand(with_overrides(load("tiny"), data_dir=str(data_dir)))[0]
 
@@ -99,7 +99,7 @@ def test_skipping_a_run_of_another_stack_says_which_package_differs(tmp_path):
     from synthetic_runs import synthetic_run
 
     from harness.provenance import score_package_versions
-    from harness.spec import RunSpec
+    from harness.spec.spec import RunSpec
     from harness.store import Store
     from harness.sweep import pending
 

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import config, leaderboard, protocol
+from harness.spec import config, protocol
+from harness import leaderboard
 from harness.cli import main
 from harness.core.errors import ConfigError
-from harness.spec import expand
+from harness.spec.spec import expand
 from harness.store import Store
 from harness.submission import submit
 from harness.sweep import pending
@@ -199,7 +200,7 @@ def test_protocol_version_follows_card_and_data(data_dir, capsys):
 def test_runs_under_another_protocol_version_are_rerun(tmp_path):
     from synthetic_runs import synthetic_run
 
-    from harness.spec import RunSpec
+    from harness.spec.spec import RunSpec
 
     run = synthetic_run("full", 0, [[0.25, 0.25], [0.75, 0.25], [0.5, 0.75]])
     spec = RunSpec.from_dict(run["spec"])

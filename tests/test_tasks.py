@@ -2,7 +2,7 @@
 import dataclasses
 import json
 
-from harness.config import Budget
+from harness.spec.config import Budget
 from tasks.mmlu_categories import SUBJECT_CATEGORY
 from tasks.registry import builtin, load_stream
 

@@ -6,7 +6,7 @@ import types
 
 import pytest
 
-from harness import config
+from harness.spec import config
 from harness.integrations import tracking
 from harness.core.errors import ConfigError
 
@@ -77,7 +77,7 @@ def test_a_sweep_logs_every_stage_and_the_training_curve_from_its_ray_worker(tmp
 def plain(tmp_path_factory, data_dir):
     """One stage of full fine-tuning with the default config, run in this process: (config, spec, results, run)."""
     from harness.runner import execute
-    from harness.spec import expand
+    from harness.spec.spec import expand
     from harness.store import Store
 
     cfg, root = _cfg(data_dir, "stream=[stem]", "probes=[]"), tmp_path_factory.mktemp("plain")
@@ -86,7 +86,7 @@ def plain(tmp_path_factory, data_dir):
 
 
 def test_tracking_is_off_by_default_and_not_part_of_the_protocol(plain):
-    from harness.protocol import stamp
+    from harness.spec.protocol import stamp
 
     cfg, _, root, run = plain
     assert cfg.tracking == "none" and run["status"] == "finished"

@@ -6,8 +6,9 @@ import sys
 
 import pytest
 
-from harness import config, tune
-from harness.config import MethodEntry
+from harness.spec import config
+from harness import tune
+from harness.spec.config import MethodEntry
 from harness.core.errors import ConfigError
 from tasks.data import DataSource
 from tasks.registry import load_stream

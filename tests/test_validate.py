@@ -5,9 +5,10 @@ import sys
 
 import pytest
 
-from harness import config, leaderboard
+from harness.spec import config
+from harness import leaderboard
 from harness.runner import execute
-from harness.spec import expand
+from harness.spec.spec import expand
 from harness.store import Store, digest
 
 

@@ -6,9 +6,9 @@ import time
 
 import torch
 
-from harness import config
+from harness.spec import config
 from harness.runner import ensure_stage0, execute
-from harness.spec import expand
+from harness.spec.spec import expand
 from harness.store import Store
 from harness.sweep import run_sweep
 

@@ -7,7 +7,7 @@ import json
 
 from . import sandbox
 from .config import Budget, SweepConfig
-from .core.typed import build
+from ..core.typed import build
 
 
 @dataclasses.dataclass(frozen=True)

@@ -34,7 +34,7 @@ from pathlib import Path
 from methods.registry import BUILTIN
 from tasks.confine import confine
 
-from .core.errors import ConfigError
+from ..core.errors import ConfigError
 
 DESCRIBE_TIMEOUT = 300.0  # seconds for a child to import a method and check it (with the tiny-model trial)
 STAGE_TIMEOUT = 6 * 3600.0  # seconds for a child's prepare or one stage of training
@@ -229,7 +229,7 @@ def info(target: str, overrides=None, where: str = "method") -> dict:
 
         from methods.registry import resolve_method
 
-        from .core.typed import build
+        from ..core.typed import build
 
         cls = resolve_method(target, where=where)
         config = dataclasses.asdict(build(cls.Config, overrides or {}, where.replace(".method", ".config")))

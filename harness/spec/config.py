@@ -9,10 +9,10 @@ import yaml
 
 from tasks import domain_spec
 
-from .core.errors import ConfigError
-from .core.suggest import did_you_mean
-from .core.typed import build, field
-from .core.yaml_file import read_yaml
+from ..core.errors import ConfigError
+from ..core.suggest import did_you_mean
+from ..core.typed import build, field
+from ..core.yaml_file import read_yaml
 
 PRESET_DIR = Path(__file__).parent / "presets"
 
@@ -151,7 +151,7 @@ def parse(data: dict, source: str) -> SweepConfig:
 def check_model(name: str, source: str) -> None:
     """A model is a built-in name, a local folder or a hub id (owner/name): a bare name that is none of them is a
     typo, caught here rather than after the hub has been retried from every Ray worker."""
-    from .model.models import SMOLLM2, TINY
+    from ..model.models import SMOLLM2, TINY
 
     if name in (SMOLLM2, TINY) or Path(name).is_dir() or "/" in name.strip("/"):
         return
@@ -165,11 +165,11 @@ def check(cfg: SweepConfig, source: str) -> None:
 
     from methods.registry import available
 
-    from . import sandbox  # late: methods import the harness
+    from . import sandbox
 
     check_model(cfg.model, source)
     if cfg.tracking == "tensorboard":
-        from .integrations import tracking
+        from ..integrations import tracking
 
         if not tracking.available():
             raise ConfigError(f"{source}: tracking: tensorboard needs the tensorboard package, which is not installed: "
@@ -192,7 +192,7 @@ def check(cfg: SweepConfig, source: str) -> None:
             raise ConfigError(f"{source}: task_orders[{i}]: {order} is not a permutation of stream {cfg.stream}")
     for i, name in enumerate(cfg.probes):
         if name.startswith(LM_EVAL_PREFIX):
-            from .integrations.lmeval_bridge import task_manager
+            from ..integrations.lmeval_bridge import task_manager
 
             task_manager(name[len(LM_EVAL_PREFIX):], cfg.budget.lm_eval_include, where=f"{source}: probes[{i}]")
         elif name not in PROBES:
