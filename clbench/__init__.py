@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version as _version
 
-from harness import metrics
+from harness.metrics import metrics
 from harness.spec.config import SweepConfig
 
 try:
@@ -64,6 +64,6 @@ def leaderboard(results: str = "results") -> list[dict]:
 
 def run_metrics(run: dict) -> dict:
     """One run's metrics (headline, accuracy and log-probability matrices' summaries, probes, costs)."""
-    from harness.run_metrics import run_row
+    from harness.metrics.run_metrics import run_row
 
     return run_row(run)

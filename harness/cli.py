@@ -154,7 +154,7 @@ def _protocol_show(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .stats import BOOTSTRAPPED
+    from .metrics.stats import BOOTSTRAPPED
 
     p = argparse.ArgumentParser(prog="clbench", description="Continual-learning benchmark for LLMs: fine-tune on one "
                                 "domain after another, measure what is kept and lost, rank the methods.")

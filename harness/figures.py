@@ -19,7 +19,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from . import metrics  # noqa: E402
+from .metrics import metrics  # noqa: E402
 from .leaderboard import mean_ci, sections  # noqa: E402
 from .files import write_text_atomic  # noqa: E402
 from .store import Store  # noqa: E402

@@ -2,7 +2,7 @@
 
 Runs are grouped by benchmark protocol (`protocol_key`); within a protocol there is one row per
 (label, method, method config): the mean over its finished runs (seeds, and task orders of the same
-tasks) with a 95% interval (the bootstrap over items and runs of harness.stats where the runs have
+tasks) with a 95% interval (the bootstrap over items and runs of harness.metrics.stats where the runs have
 per-item records, else Student-t over runs), ranked in bands by the headline score (OP for runs
 without per-item log-probabilities), with the Pareto front of that score (higher is better) against
 the estimated training FLOPs (lower is better). The columns and the output formats are in `tables.py`.
@@ -15,10 +15,11 @@ from pathlib import Path
 
 from scipy.stats import t as student_t
 
-from . import stats, tables
+from .metrics import stats
+from . import tables
 from .spec.protocol import version_of
 from .provenance import score_packages_of
-from .run_metrics import run_row
+from .metrics.run_metrics import run_row
 from .spec.spec import RunSpec, content_hash
 from .store import Store
 from .tables import COLUMNS, cost_key
@@ -68,7 +69,7 @@ def _info(group: list[dict]) -> dict:
     return {"description": info.get("description", ""), "citation": info.get("citation", "")}
 
 
-HEADLINE = "headline"  # the metric rows are ranked by (harness.metrics.headline) ...
+HEADLINE = "headline"  # the metric rows are ranked by (harness.metrics.metrics.headline) ...
 FALLBACK = "overall"  # ... or, in a section whose runs lack per-item log-probabilities (schema 1), OP
 REFERENCE = "full"  # the method every other is compared with (sequential full fine-tuning, the forgetting baseline)
 FORGETTING = "lp_forgetting"  # the forgetting measure each method is also compared with full on (lower: less)
@@ -93,7 +94,7 @@ def rows(runs: list[dict]) -> list[dict]:
     """One row per method label over `runs` (one protocol), in order of the headline metric, Pareto front marked.
     Each row: label, method, description, citation, seeds, failed, running, rank, pareto, and per column key
     the mean, with `ci[key]` its 95% Student-t half-width over runs (None below two runs) and, where every run
-    has per-item records, `interval[key]` the 95% bootstrap interval over items and runs (harness.stats).
+    has per-item records, `interval[key]` the 95% bootstrap interval over items and runs (harness.metrics.stats).
     rank: with per-item records, the rank band (1 + the methods significantly better on the headline metric);
     without, 1 + the rows with a strictly higher mean (ties share a rank). `vs_reference`: the paired difference
     from the `full` row on the headline metric, when there is one and per-item records; `forgetting_vs_reference`

@@ -6,7 +6,7 @@ fixes them), so its variance has two parts:
     Var(n, k) = V_item * n0 / n  +  V_seed / k
 
 - V_item: the variance of the mean over the method's runs when only the items are redrawn (the
-  bootstrap of harness.stats with the runs fixed), measured at the stored n0 items per view; it shrinks
+  bootstrap of harness.metrics.stats with the runs fixed), measured at the stored n0 items per view; it shrinks
   as 1/n when every view grows by the same factor.
 - V_seed: the sample variance of the metric across the method's runs (seeds, task orders); it needs two
   runs. Where a method has one, the pooled V_seed of the methods that have several stands in for it;
@@ -23,9 +23,9 @@ import math
 
 import numpy as np
 
-from . import stats
+from .metrics import stats
 from .leaderboard import REFERENCE, method_groups, ranking_key, sections
-from .run_metrics import run_row
+from .metrics.run_metrics import run_row
 from .store import Store
 
 Z_HALF, Z_POWER = 1.959964, 0.841621  # normal quantiles 0.975 and 0.8

@@ -13,7 +13,7 @@ A-GEM, arXiv:1812.00420, Sec. 5: cross-validate on a few held-out tasks, then fr
 - The grid: every method's learning rate at 0.3x, 1x and 3x its default, crossed with its strength knob
   at the factors in STRENGTH (EWC's lambda, L2-SP's alpha, O-LoRA's lambda1, distillation's alpha,
   replay's ratio); others only the learning rate.
-- The criterion: the highest headline score (harness.metrics.headline) on the validation stream, a
+- The criterion: the highest headline score (harness.metrics.metrics.headline) on the validation stream, a
   tie going to the point nearer the defaults.
 
 Written to the results folder: grid.md and grid.csv (every point's headline and its terms, forgetting
@@ -121,7 +121,7 @@ def grid(entry: MethodEntry, card: SweepConfig) -> list[tuple[MethodEntry, dict]
 
 def choose(card: SweepConfig, methods: list[MethodEntry], runs_by_label: dict) -> list[dict]:
     """Every grid point's row, the best of each method (highest validation headline; ties to the defaults) chosen."""
-    from .run_metrics import run_row
+    from .metrics.run_metrics import run_row
 
     rows = []
     for entry in methods:

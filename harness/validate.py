@@ -82,7 +82,7 @@ def report_problem(data: dict) -> str | None:
         return "provenance.packages must map package names to version strings"
     if data["status"] != "finished":
         return None
-    from .run_metrics import run_row
+    from .metrics.run_metrics import run_row
 
     try:
         run_row(data)

@@ -1,7 +1,7 @@
 """Every metric against matrices worked out by hand."""
 import pytest
 
-from harness import metrics
+from harness.metrics import metrics
 
 # rows: base, after task 1, after task 2, after task 3
 R = [
@@ -57,7 +57,7 @@ def test_matrix_reads_stored_stage_records():
 def test_mean_forgetting_and_the_logprob_summary_by_hand():
     import numpy as np
 
-    from harness import metrics
+    from harness.metrics import metrics
 
     L = [[-3.0, -3.0, -3.0], [-1.0, -3.0, -3.0], [-1.5, -0.5, -3.0], [-2.5, -1.0, -0.4]]
     # task 0: best after learning it -1.0, final -2.5 -> 1.5; task 1: best -0.5, final -1.0 -> 0.5
@@ -72,7 +72,7 @@ def test_mean_forgetting_and_the_logprob_summary_by_hand():
 
 
 def test_headline_is_the_domain_gain_kept_plus_the_instruct_change():
-    from harness import metrics
+    from harness.metrics import metrics
 
     L = [[-3.0, -3.0], [-1.0, -3.0], [-2.0, -1.0]]  # task 0: learned to -1, fell back to -2; task 1: learned
     assert metrics.headline(L, [-1.2, -1.3, -1.5]) == pytest.approx(

@@ -4,7 +4,8 @@ import math
 import pytest
 from synthetic_runs import synthetic_run
 
-from harness import power, stats
+from harness import power
+from harness.metrics import stats
 from harness.store import Store
 
 N = 40

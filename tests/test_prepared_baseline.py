@@ -4,7 +4,7 @@ model computes (P-tuning v2's random prefix) gets its own stage 0; one whose ada
 import pytest
 
 from harness.spec import config
-from harness.run_metrics import run_row
+from harness.metrics.run_metrics import run_row
 from harness.runner import execute
 from harness.spec.spec import expand
 from harness.store import Store
@@ -62,7 +62,7 @@ def test_a_resumed_run_keeps_its_prepared_stage0_and_the_base_model_scores(tmp_p
 
 def test_the_headline_starts_from_the_unprepared_base_model(runs):
     """A method must not score by repairing what its own initialisation did (P-tuning v2's random prefix)."""
-    from harness import metrics, stats
+    from harness.metrics import metrics, stats
 
     run = runs["p_tuning_v2"]
     tasks = list(run["spec"]["stream"])

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from harness.spec import config
-from harness import run_metrics
+from harness.metrics import run_metrics
 from harness.runner import execute
 from harness.spec.spec import expand
 from harness.store import Store, digest

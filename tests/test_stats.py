@@ -1,11 +1,12 @@
-"""harness.stats: bootstrap intervals over items and runs, paired comparisons, Holm, rank bands (#14)."""
+"""harness.metrics.stats: bootstrap intervals over items and runs, paired comparisons, Holm, rank bands (#14)."""
 import math
 
 import numpy as np
 import pytest
 from synthetic_runs import synthetic_run
 
-from harness import leaderboard, stats, tables
+from harness import leaderboard, tables
+from harness.metrics import stats
 from harness.store import Store
 from harness.validate import problem
 

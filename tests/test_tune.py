@@ -52,7 +52,7 @@ def test_the_highest_validation_headline_is_chosen_ties_going_to_the_defaults(mo
     entries = [MethodEntry(method="lora")]
     labels = [e.label for e, _ in tune.grid(entries[0], card)]
     headlines = dict(zip(labels, [0.5, 0.7, 0.7]))  # lr 0.3x, 1x, 3x: 1x and 3x tie
-    monkeypatch.setattr("harness.run_metrics.run_row", lambda run: {"headline": headlines[run["label"]]})
+    monkeypatch.setattr("harness.metrics.run_metrics.run_row", lambda run: {"headline": headlines[run["label"]]})
     runs = {label: {"status": "finished", "label": label} for label in labels}
     rows = tune.choose(card, entries, runs)
     assert [r["chosen"] for r in rows] == [False, True, False]

@@ -2,10 +2,10 @@
 
 `run_row(run)` is the single place where a run file's stages become headline metrics; the
 leaderboard aggregates these over seeds. Keys (None where the run did not measure it):
-    headline, lp_gain, instruct_change          the ranking score and its two terms (harness.metrics.headline)
-    overall, bwt, fwt, plasticity, forgetting   accuracy matrix on recall views (harness.metrics)
+    headline, lp_gain, instruct_change          the ranking score and its two terms (harness.metrics.metrics.headline)
+    overall, bwt, fwt, plasticity, forgetting   accuracy matrix on recall views (harness.metrics.metrics)
     lp_bwt, lp_plasticity, lp_forgetting         the same on the log-probability matrix L (recall views' gold
-                                                 answers, nats per token; harness.metrics.logprob_matrix)
+                                                 answers, nats per token; harness.metrics.metrics.logprob_matrix)
     transfer                                     overall performance on held-out transfer items
     general                                      final score of the `general` MC probe
     general_retention                            mean over the accuracy probes (`general`, `lm_eval:<task>`) of

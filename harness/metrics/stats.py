@@ -5,7 +5,7 @@ replicate draws, for every task view and the general probe, its items with repla
 for every method of a leaderboard section (the methods answered the same items, so they are compared
 on the same resampled items: a paired bootstrap), and, for each method, its runs with replacement
 (seeds and task orders). Each metric is recomputed from the resampled outcomes by the same functions
-as the point estimate (harness.metrics). A single-seed row therefore still has an interval: the one
+as the point estimate (harness.metrics.metrics). A single-seed row therefore still has an interval: the one
 its items give.
 
 - interval: the 2.5th and 97.5th percentiles of the replicates (percentile bootstrap).
