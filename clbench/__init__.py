@@ -46,7 +46,7 @@ def run(cfg: SweepConfig | str, results: str = "results", address: str | None = 
 
 def load_runs(results: str = "results") -> list[dict]:
     """Every valid stored run file of a results folder (a bad one is skipped with a warning naming it)."""
-    from harness.store import Store
+    from harness.store.store import Store
 
     return Store(results).runs()
 

@@ -85,7 +85,7 @@ def _reproduce(args) -> int:
 
 
 def _validate(args) -> int:
-    from .validate import validate_dir
+    from .store.validate import validate_dir
 
     results = args.folder or args.results
     bad = validate_dir(results)

@@ -18,10 +18,10 @@ from scipy.stats import t as student_t
 from .metrics import stats
 from . import tables
 from .spec.protocol import version_of
-from .provenance import score_packages_of
+from .store.provenance import score_packages_of
 from .metrics.run_metrics import run_row
 from .spec.spec import RunSpec, content_hash
-from .store import Store
+from .store.store import Store
 from .tables import COLUMNS, cost_key
 
 CI_LEVEL = 0.95

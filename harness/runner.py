@@ -22,10 +22,10 @@ from .model import models
 from .checkpoints import Checkpoints
 from .evaluation import evaluate
 from .model.precision import pick_device, pick_precision
-from .provenance import git_commit, machine, package_versions, score_package_versions
+from .store.provenance import git_commit, machine, package_versions, score_package_versions
 from .spec.spec import RunSpec, content_hash
-from .files import SCHEMA_VERSION
-from .store import Store
+from .store.files import SCHEMA_VERSION
+from .store.store import Store
 from .training import collate, train_task
 from .core.typed import build
 

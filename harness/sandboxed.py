@@ -110,7 +110,7 @@ class SandboxedTrainer:
         scores = None
         if m.get("scores"):
             from .core.json_file import read_json
-            from .validate import items_problem
+            from .store.validate import items_problem
 
             scores, why = read_json(self.scratch / "scores.json")
             if why or not isinstance(scores, dict) or not isinstance(scores.get("seconds"), (int, float)):

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from .core.errors import ConfigError
 from .runner import failed_result
 from .spec.spec import RunSpec
-from .store import Store
+from .store.store import Store
 
 MAX_RETRIES = 2  # Ray re-runs a task whose worker process or node died this many times
 

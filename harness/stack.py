@@ -13,7 +13,7 @@ import re
 from importlib.metadata import PackageNotFoundError, requires, version
 from pathlib import Path
 
-from .provenance import SCORE_PACKAGES
+from .store.provenance import SCORE_PACKAGES
 
 LOCK = Path(__file__).resolve().parent.parent / "requirements" / "lock.txt"
 TORCH = "torch.txt"  # beside the lock: torch's release, pinned apart because its build is the machine's

@@ -28,11 +28,11 @@ from .spec import config, sandbox
 from . import leaderboard
 from .core.errors import ConfigError
 from .spec.protocol import stamp
-from .provenance import git_commit, machine, package_versions
+from .store.provenance import git_commit, machine, package_versions
 from .spec.spec import expand
-from .files import write_json_atomic
-from .store import Store
-from .submissions import read_record, stored_names
+from .store.files import write_json_atomic
+from .store.store import Store
+from .store.submissions import read_record, stored_names
 
 MAX_NAME = 64
 NAME_CHARS = re.compile(r"[A-Za-z0-9._+-]+")

@@ -9,10 +9,10 @@ from tasks.registry import load_stream
 from .spec.config import SweepConfig
 from .core.errors import ConfigError
 from .spec.protocol import stamp, version_of
-from .provenance import score_package_versions, score_packages_of
+from .store.provenance import score_package_versions, score_packages_of
 from .spec.spec import RunSpec, expand
-from .store import Store
-from .submissions import read_record, stored_names
+from .store.store import Store
+from .store.submissions import read_record, stored_names
 
 
 def preflight(cfg: SweepConfig) -> list[RunSpec]:

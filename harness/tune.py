@@ -182,7 +182,7 @@ def write(card: SweepConfig, methods: list[MethodEntry], rows: list[dict], out: 
 def tune(card: SweepConfig, results: str, names: list[str] | None = None, address: str | None = None,
          log=print) -> dict[str, Path]:
     from .spec.spec import expand
-    from .store import Store
+    from .store.store import Store
     from .sweep import run_sweep
 
     methods = methods_named(card, names) if names else list(card.methods)

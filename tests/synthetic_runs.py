@@ -1,7 +1,7 @@
 """Valid stored run files built by hand (no training): the leaderboard and figure tests' input.
 
 `synthetic_run(label, seed, R, ...)` returns a result dict whose recall accuracy matrix is R
-(row 0 the base model), which `harness.validate` accepts and `Store.save_run` stores. They are
+(row 0 the base model), which `harness.store.validate` accepts and `Store.save_run` stores. They are
 schema_version 1 files (no per-item records), which clbench still reads, unless `items` is given: then
 each view of schema 2 holds `items` correct answers of which the first round(score * items) are right
 (the same items at every stage), and its score is their mean; a right answer's gold log-probability is

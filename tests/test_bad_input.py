@@ -133,7 +133,7 @@ def test_presets_are_valid():
 
 
 def test_result_files_are_whole_json(tmp_path):
-    from harness.store import write_json_atomic
+    from harness.store.files import write_json_atomic
 
     target = tmp_path / "x.json"
     write_json_atomic(target, {"a": 1})

@@ -5,7 +5,7 @@ from PIL import Image
 from synthetic_runs import synthetic_run, use_stored_metrics
 
 from harness import cli, figures
-from harness.store import Store
+from harness.store.store import Store
 
 HOSTILE = r"<b>$\frac{1}{0$ & %s"  # mathtext would fail on it: labels are plain text
 

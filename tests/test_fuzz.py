@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from harness.spec import config
 from harness.core.errors import ConfigError
-from harness.validate import problem
+from harness.store.validate import problem
 
 scalars = st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=True) | st.text(max_size=12)
 values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
@@ -72,7 +72,7 @@ def _valid_result(tmp_path_factory_dir, data_dir):
     if "r" not in _VALID:
         from harness.runner import execute
         from harness.spec.spec import expand
-        from harness.store import Store
+        from harness.store.store import Store
 
         f = tmp_path_factory_dir / "c.yaml"
         f.write_text("model: tiny\nprecision: fp32\nstream: [stem]\nprobes: [general]\nmethods: [full]\n"

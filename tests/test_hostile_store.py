@@ -8,7 +8,7 @@ import pytest
 from synthetic_runs import synthetic_run
 
 from harness.spec.spec import RunSpec
-from harness.store import Store
+from harness.store.store import Store
 from harness.sweep import pending
 
 
@@ -70,7 +70,7 @@ def test_a_damaged_stage0_file_is_computed_again(tmp_path):
 ], ids=["protocol", "total_params", "trainable_params", "probes", "transfer", "packages", "probe-view"])
 def test_a_type_mutated_file_fails_validate_instead_of_crashing_the_leaderboard(tmp_path, mutate):
     from harness import leaderboard
-    from harness.validate import problem
+    from harness.store.validate import problem
 
     run = synthetic_run("full", 0, [[0.25, 0.25], [0.75, 0.25], [0.5, 0.75]])
     mutate(run)

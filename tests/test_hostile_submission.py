@@ -10,7 +10,7 @@ import torch
 from harness.spec import config, sandbox
 from harness import leaderboard, sandboxed
 from harness.core.errors import ConfigError
-from harness.store import Store
+from harness.store.store import Store
 from harness.sweep import run_sweep
 
 PATCHER = '''

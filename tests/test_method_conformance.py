@@ -9,8 +9,8 @@ import torch
 from harness.spec import config
 from harness.runner import execute
 from harness.spec.spec import expand
-from harness.store import Store
-from harness.validate import problem
+from harness.store.store import Store
+from harness.store.validate import problem
 from methods.registry import available
 
 THIRD_PARTY = '''

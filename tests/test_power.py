@@ -6,7 +6,7 @@ from synthetic_runs import synthetic_run
 
 from harness import power
 from harness.metrics import stats
-from harness.store import Store
+from harness.store.store import Store
 
 N = 40
 

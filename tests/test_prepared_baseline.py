@@ -7,7 +7,7 @@ from harness.spec import config
 from harness.metrics.run_metrics import run_row
 from harness.runner import execute
 from harness.spec.spec import expand
-from harness.store import Store
+from harness.store.store import Store
 
 
 @pytest.fixture(scope="module")

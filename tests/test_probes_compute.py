@@ -8,8 +8,9 @@ from harness.spec import config
 from harness.metrics import run_metrics
 from harness.runner import execute
 from harness.spec.spec import expand
-from harness.store import Store, digest
-from harness.validate import problem
+from harness.store.files import digest
+from harness.store.store import Store
+from harness.store.validate import problem
 
 
 @pytest.fixture(scope="module")

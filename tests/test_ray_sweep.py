@@ -8,7 +8,7 @@ import torch
 from harness.spec import config
 from harness.runner import execute
 from harness.spec.spec import expand
-from harness.store import Store
+from harness.store.store import Store
 from harness.sweep import run_sweep
 
 SWEEP = """

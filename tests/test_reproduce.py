@@ -7,7 +7,8 @@ from harness.spec import config
 from harness.cli import main
 from harness.runner import execute
 from harness.spec.spec import expand
-from harness.store import Store, digest
+from harness.store.files import digest
+from harness.store.store import Store
 
 
 @pytest.fixture(scope="module")

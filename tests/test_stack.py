@@ -79,9 +79,9 @@ def _tiny_spec(data_dir):
 
 
 def test_a_stage0_stored_under_another_stack_is_recomputed(tmp_path, data_dir):
-    from harness.provenance import score_package_versions
+    from harness.store.provenance import score_package_versions
     from harness.runner import ensure_stage0
-    from harness.store import Store
+    from harness.store.store import Store
 
     spec, store = _tiny_spec(data_dir), Store(tmp_path)
     key = ensure_stage0(spec, store, str(data_dir))
@@ -98,9 +98,9 @@ def test_a_stage0_stored_under_another_stack_is_recomputed(tmp_path, data_dir):
 def test_skipping_a_run_of_another_stack_says_which_package_differs(tmp_path):
     from synthetic_runs import synthetic_run
 
-    from harness.provenance import score_package_versions
+    from harness.store.provenance import score_package_versions
     from harness.spec.spec import RunSpec
-    from harness.store import Store
+    from harness.store.store import Store
     from harness.sweep import pending
 
     store, packages = Store(tmp_path), score_package_versions()

@@ -19,7 +19,7 @@ def saved(tmp_path_factory, data_dir):
     from harness.spec import config
     from harness.runner import execute
     from harness.spec.spec import expand
-    from harness.store import Store
+    from harness.store.store import Store
 
     root = tmp_path_factory.mktemp("saved")
     results, exported = root / "results", root / "export"

@@ -7,8 +7,8 @@ from synthetic_runs import synthetic_run
 
 from harness import leaderboard, tables
 from harness.metrics import stats
-from harness.store import Store
-from harness.validate import problem
+from harness.store.store import Store
+from harness.store.validate import problem
 
 N = 40  # items per view
 

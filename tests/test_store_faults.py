@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from harness.core.errors import StoreError
-from harness.store import Store
+from harness.store.store import Store
 
 
 @pytest.fixture

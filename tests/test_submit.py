@@ -15,7 +15,7 @@ from harness import leaderboard
 from harness.cli import main
 from harness.core.errors import ConfigError
 from harness.spec.spec import expand
-from harness.store import Store
+from harness.store.store import Store
 from harness.submission import submit
 from harness.sweep import pending
 

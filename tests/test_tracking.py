@@ -78,7 +78,7 @@ def plain(tmp_path_factory, data_dir):
     """One stage of full fine-tuning with the default config, run in this process: (config, spec, results, run)."""
     from harness.runner import execute
     from harness.spec.spec import expand
-    from harness.store import Store
+    from harness.store.store import Store
 
     cfg, root = _cfg(data_dir, "stream=[stem]", "probes=[]"), tmp_path_factory.mktemp("plain")
     [spec] = expand(cfg)
@@ -99,8 +99,8 @@ def test_a_failing_tracker_warns_and_changes_nothing_stored(plain, tmp_path, dat
     from torch.utils.tensorboard import SummaryWriter
 
     from harness.runner import execute
-    from harness.store import Store
-    from harness.validate import validate_dir
+    from harness.store.store import Store
+    from harness.store.validate import validate_dir
 
     _, spec, _, plain = plain
     add_scalar = SummaryWriter.add_scalar

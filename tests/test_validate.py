@@ -9,7 +9,8 @@ from harness.spec import config
 from harness import leaderboard
 from harness.runner import execute
 from harness.spec.spec import expand
-from harness.store import Store, digest
+from harness.store.files import digest
+from harness.store.store import Store
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +83,7 @@ def test_nothing_is_ever_unpickled():
 def test_per_item_records_are_checked_and_schema_1_files_are_still_read(good_run, tmp_path):
     """schema_version 2: a score that is not the mean of its per-item outcomes, a missing or ragged column
     is named; a file of schema 1 (no per-item records, e.g. the committed quick-cpu board) is read."""
-    from harness.validate import problem
+    from harness.store.validate import problem
 
     _, result = good_run
     path = tmp_path / f"{result['run_id']}.json"

@@ -9,7 +9,7 @@ import torch
 from harness.spec import config
 from harness.runner import ensure_stage0, execute
 from harness.spec.spec import expand
-from harness.store import Store
+from harness.store.store import Store
 from harness.sweep import run_sweep
 
 SIZES = (4, 12)

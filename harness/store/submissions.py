@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .core.json_file import read_json
+from ..core.json_file import read_json
 
 RECORD_FIELDS = {"name": str, "author": str, "method": str, "file": dict, "run_ids": list}
 RUN_ID = re.compile(r"[0-9a-f]{16}")

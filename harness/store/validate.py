@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .spec.spec import RunSpec
+from ..spec.spec import RunSpec
 from .files import READABLE_SCHEMAS, digest_problem
-from .core.json_file import read_json
+from ..core.json_file import read_json
 
 STATUSES = {"running", "finished", "failed"}
 
@@ -82,7 +82,7 @@ def report_problem(data: dict) -> str | None:
         return "provenance.packages must map package names to version strings"
     if data["status"] != "finished":
         return None
-    from .metrics.run_metrics import run_row
+    from ..metrics.run_metrics import run_row
 
     try:
         run_row(data)
