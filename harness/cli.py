@@ -79,7 +79,7 @@ def _power(args) -> int:
 
 
 def _reproduce(args) -> int:
-    from .reproduce import reproduce
+    from .run.reproduce import reproduce
 
     return reproduce(args.run_id, args.results, args.data)
 

@@ -105,9 +105,9 @@ def _config_problems(cls, overrides: dict, source: str) -> list[str]:
 def _trial(cls, config, data_dir, files: set[str]) -> list[str]:
     """Two stages of one optimisation step each, then one evaluation, on the tiny model."""
     from .model import models
-    from .evaluation import evaluate
-    from .runner import _batcher
-    from .training import train_task
+    from .run.evaluation import evaluate
+    from .run.runner import _batcher
+    from .run.training import train_task
 
     source = DataSource(data_dir)
     tasks, _ = load_stream(source, TRIAL_STREAM, [], TRIAL_BUDGET, seed=0)

@@ -3,7 +3,7 @@ the parent with one JSON request on stdin; it reports on file descriptor FD, one
 
 describe: import the method, run the interface and config checks (and the tiny-model trial when asked),
 report what the method declares. train: load the run's data and model, then prepare and every stage as
-a built-in runs them (harness.runner.prepare / train_stage), handing the model over after each and
+a built-in runs them (harness.run.runner.prepare / train_stage), handing the model over after each and
 waiting for the parent's {"go": stage} before the next.
 """
 from __future__ import annotations
@@ -51,8 +51,8 @@ def _peak_mb() -> float:
 def _train(request: dict, send, receive) -> None:
     from safetensors.torch import save_file
 
-    from harness import runner, sandboxed
-    from harness.evaluation import evaluate
+    from harness.run import runner, sandboxed
+    from harness.run.evaluation import evaluate
     from harness.spec.spec import RunSpec
     from harness.core.typed import build
     from methods.base import count_parameters

@@ -17,7 +17,7 @@ import os
 from tqdm.auto import tqdm
 
 from .core.errors import ConfigError
-from .runner import failed_result
+from .run.runner import failed_result
 from .spec.spec import RunSpec
 from .store.store import Store
 
@@ -25,7 +25,7 @@ MAX_RETRIES = 2  # Ray re-runs a task whose worker process or node died this man
 
 
 def _stage0_task(spec_dict: dict, store_root: str, data_dir):
-    from .runner import ensure_stage0  # imported on the worker
+    from .run.runner import ensure_stage0  # imported on the worker
 
     return ensure_stage0(RunSpec.from_dict(spec_dict), Store(store_root), data_dir)
 
@@ -34,7 +34,7 @@ def _run_task(spec_dict: dict, store_root: str, data_dir, sweep: str, protocol: 
               tracking: str = "none"):
     import ray
 
-    from .runner import execute  # imported on the worker
+    from .run.runner import execute  # imported on the worker
 
     node = ray.get_runtime_context().get_node_id()
     return execute(RunSpec.from_dict(spec_dict), Store(store_root), data_dir=data_dir, sweep=sweep, node=node,

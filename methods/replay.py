@@ -50,7 +50,7 @@ def general_pairs(ctx) -> list[dict]:
 
 def draw(rng: random.Random, pool: list[dict], n: int, mix: str) -> list[dict]:
     """n examples of `pool` without replacement, in whole shuffled passes when n exceeds it, tagged `mix` (the
-    training loop spreads each tagged share over every batch: harness.training.epoch_order)."""
+    training loop spreads each tagged share over every batch: harness.run.training.epoch_order)."""
     out: list[dict] = []
     while len(out) < n:
         out += rng.sample(pool, min(len(pool), n - len(out)))

@@ -42,6 +42,6 @@ def encode_example(tok, user: str, reply: str, max_length: int) -> dict:
 
 def encode_pairs(tok, pairs: list[dict], max_length: int) -> list[dict]:
     """encode_example for each {'user', 'reply'} pair; a pair's `mix` name (the share it was mixed in
-    from, see harness.training.epoch_order) goes with its encoding."""
+    from, see harness.run.training.epoch_order) goes with its encoding."""
     return [dict(encode_example(tok, p["user"], p["reply"], max_length), **({"mix": p["mix"]} if p.get("mix") else {}))
             for p in pairs]

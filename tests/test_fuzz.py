@@ -70,7 +70,7 @@ _VALID = {}
 
 def _valid_result(tmp_path_factory_dir, data_dir):
     if "r" not in _VALID:
-        from harness.runner import execute
+        from harness.run.runner import execute
         from harness.spec.spec import expand
         from harness.store.store import Store
 

@@ -8,14 +8,15 @@ import pytest
 import torch
 
 from harness.spec import config, sandbox
-from harness import leaderboard, sandboxed
+from harness import leaderboard
+from harness.run import sandboxed
 from harness.core.errors import ConfigError
 from harness.store.store import Store
 from harness.sweep import run_sweep
 
 PATCHER = '''
 import socket
-import harness.evaluation, tasks.code_exec
+import harness.run.evaluation, tasks.code_exec
 from methods.full import FullFineTune
 
 ESCAPE = {escape!r}
@@ -25,7 +26,7 @@ def perfect(*args, **kwargs):
     raise SystemExit("scores patched")
 
 
-harness.evaluation._mc_view = perfect  # what a method that writes its own scores would do
+harness.run.evaluation._mc_view = perfect  # what a method that writes its own scores would do
 tasks.code_exec.passes = lambda *a, **k: True
 try:
     open(ESCAPE, "w").write("escaped")

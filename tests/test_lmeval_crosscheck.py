@@ -64,7 +64,7 @@ def test_exported_domain_tasks_score_the_same_in_lm_eval_and_the_harness(tiny, e
         assert _acc(*tiny, items, cloze_choices, norm="none") == pytest.approx(scores[name]["acc"]), name
     # the board's default scorer (cloze_char), as the runner scores a stage, is lm-eval's acc_norm
     assert cfg.scorer == "cloze_char"
-    from harness.evaluation import evaluate
+    from harness.run.evaluation import evaluate
     board = evaluate(*tiny, tasks, [], scorer=cfg.scorer, budget=cfg.budget, device="cpu", precision="fp32", desc="x")
     for name in names:
         task, view = name[len("clbench_"):].rsplit("_", 1)
@@ -74,7 +74,7 @@ def test_exported_domain_tasks_score_the_same_in_lm_eval_and_the_harness(tiny, e
 def test_lm_eval_task_as_a_probe(tiny, exported, tmp_path):
     from harness.spec import config
     from harness.core.errors import ConfigError
-    from harness.evaluation import evaluate
+    from harness.run.evaluation import evaluate
     from tasks.registry import load_stream
 
     f = tmp_path / "c.yaml"

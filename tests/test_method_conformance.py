@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from harness.spec import config
-from harness.runner import execute
+from harness.run.runner import execute
 from harness.spec.spec import expand
 from harness.store.store import Store
 from harness.store.validate import problem

@@ -6,7 +6,7 @@ import copy
 import pytest
 import torch
 
-from harness.training import collate, train_task
+from harness.run.training import collate, train_task
 from methods.base import StageContext
 from methods.distill import Distill
 from tasks.chat import encode_pairs

@@ -6,7 +6,7 @@ import copy
 import pytest
 import torch
 
-from harness.training import batch_loss, collate
+from harness.run.training import batch_loss, collate
 from methods.base import StageContext
 from methods.ewc import EWC
 from tasks.chat import IGNORE, encode_example

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from harness.spec.config import Budget
-from harness.runner import _batcher
+from harness.run.runner import _batcher
 from harness.model.scoring import cloze_scores
 from methods.base import StageContext
 from methods.latent_quant import ProductQuantizer, ScalarQuantizer

@@ -4,7 +4,7 @@ import copy
 import pytest
 import torch
 
-from harness.training import collate
+from harness.run.training import collate
 from methods.base import StageContext
 from methods.distill import distill_kl
 from methods.ewc import EWC
@@ -48,7 +48,7 @@ def test_replay_mixes_earlier_items_at_the_configured_ratio(tiny):
 def test_replay_draws_without_replacement_and_every_step_holds_its_share(tiny):
     """Each stage replays distinct buffer examples (whole passes when it needs more than the buffer holds),
     and the training loop spreads them so that every batch holds floor or ceil of ratio x batch size."""
-    from harness.training import epoch_order
+    from harness.run.training import epoch_order
     from tasks.chat import encode_pairs
 
     model, tok = copy.deepcopy(tiny[0]), tiny[1]
@@ -76,7 +76,7 @@ def test_replay_draws_without_replacement_and_every_step_holds_its_share(tiny):
 
 
 def test_untagged_examples_keep_the_plain_permutation():
-    from harness.training import epoch_order
+    from harness.run.training import epoch_order
     examples = [{"input_ids": [i]} for i in range(10)]
     assert epoch_order(examples, torch.Generator().manual_seed(3)) == \
         torch.randperm(10, generator=torch.Generator().manual_seed(3)).tolist()

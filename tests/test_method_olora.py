@@ -9,7 +9,7 @@ from torch import nn
 
 from harness.core.errors import ConfigError
 from harness.model.scoring import cloze_scores, generate
-from harness.training import train_task
+from harness.run.training import train_task
 from methods.base import StageContext
 from methods.olora import OLoRA, TaskLoRALinear
 from tasks.chat import encode_pairs

@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from harness.checkpoints import Checkpoints
+from harness.run.checkpoints import Checkpoints
 from harness.model.scoring import cloze_scores, generate, letter_choices, letter_token_ids, reply_logprob
 from methods.base import StageContext
 from methods.prompt_learning import PrefixTuning, PromptTuning, PTuningV2
@@ -112,7 +112,7 @@ def test_checkpoint_restores_the_virtual_tokens(tiny, tmp_path, name):
 def test_prompt_tuning_trains_with_the_papers_adafactor(tiny):
     """Lester et al. train the prompt with Adafactor (lr 0.3, second-moment decay 0.8, weight decay 1e-5);
     the harness's training loop takes the method's optimiser, and one stage moves the prompt."""
-    from harness.training import train_task
+    from harness.run.training import train_task
 
     method = PromptTuning(PromptTuning.Config(num_virtual_tokens=7))
     model = _prepared(tiny, "prompt_tuning")

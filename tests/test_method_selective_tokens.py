@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from harness.training import batch_loss, collate, weighted_label_loss
+from harness.run.training import batch_loss, collate, weighted_label_loss
 from methods.base import StageContext
 from methods.full import FullFineTune
 from methods.selective_tokens import SelectiveTokens, confident_mask, excess_mask, token_logprobs

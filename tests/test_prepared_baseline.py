@@ -5,7 +5,7 @@ import pytest
 
 from harness.spec import config
 from harness.metrics.run_metrics import run_row
-from harness.runner import execute
+from harness.run.runner import execute
 from harness.spec.spec import expand
 from harness.store.store import Store
 

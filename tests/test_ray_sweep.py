@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from harness.spec import config
-from harness.runner import execute
+from harness.run.runner import execute
 from harness.spec.spec import expand
 from harness.store.store import Store
 from harness.sweep import run_sweep
@@ -43,7 +43,7 @@ def test_ray_sweep_equals_in_process(tmp_path, data_dir, monkeypatch):
               for p in (tmp_path / "ray" / "runs").glob("*.json")}
     assert len(stored) == 4
 
-    from harness import runner
+    from harness.run import runner
 
     evaluations, evaluate = [], runner.evaluate
     monkeypatch.setattr(runner, "evaluate", lambda *a, **kw: evaluations.append(kw["desc"]) or evaluate(*a, **kw))

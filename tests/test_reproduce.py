@@ -5,7 +5,7 @@ import pytest
 
 from harness.spec import config
 from harness.cli import main
-from harness.runner import execute
+from harness.run.runner import execute
 from harness.spec.spec import expand
 from harness.store.files import digest
 from harness.store.store import Store

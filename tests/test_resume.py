@@ -85,7 +85,7 @@ def test_checkpoint_round_trip_and_cap(tmp_path, tiny):
 
     import torch
 
-    from harness.checkpoints import Checkpoints
+    from harness.run.checkpoints import Checkpoints
 
     model = copy.deepcopy(tiny[0])
     for name, p in model.named_parameters():

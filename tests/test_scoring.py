@@ -93,7 +93,7 @@ def test_letter_scorer_returns_an_option_index(tiny):
 def test_reply_logprob_is_higher_for_a_trained_reply(tiny):
     import copy
 
-    from harness.training import train_task
+    from harness.run.training import train_task
     from methods.full import FullFineTune
     from tasks.chat import encode_example
 
@@ -128,7 +128,7 @@ def test_batched_generation_equals_one_by_one(tiny):
 
 
 def test_reply_logprob_equals_masked_mean_over_full_logits(tiny):
-    from harness.training import collate
+    from harness.run.training import collate
     from tasks.chat import IGNORE, encode_example
 
     model, tok = tiny
@@ -216,7 +216,7 @@ def test_outcomes_give_the_gold_options_logprob_and_its_margin(tiny):
 
 def test_the_code_cap_fits_the_longest_reference_solution(tiny):
     """#14: a correct answer as long as the longest reference is never cut at max_new_tokens 0 ('auto')."""
-    from harness.evaluation import code_cap
+    from harness.run.evaluation import code_cap
     from tasks.chat import reply_ids
     from tasks.items import CodeItem
 

@@ -80,7 +80,7 @@ def _tiny_spec(data_dir):
 
 def test_a_stage0_stored_under_another_stack_is_recomputed(tmp_path, data_dir):
     from harness.store.provenance import score_package_versions
-    from harness.runner import ensure_stage0
+    from harness.run.runner import ensure_stage0
     from harness.store.store import Store
 
     spec, store = _tiny_spec(data_dir), Store(tmp_path)

@@ -17,7 +17,7 @@ def saved(tmp_path_factory, data_dir):
     """full, lora and llama_pro on two tiny stages with save_models, run in this process (the Ray path of
     save_models is the same execute call: scheduler._run_task passes the flag through)."""
     from harness.spec import config
-    from harness.runner import execute
+    from harness.run.runner import execute
     from harness.spec.spec import expand
     from harness.store.store import Store
 
@@ -71,7 +71,7 @@ def test_lm_eval_cli_on_a_saved_stage_reproduces_the_boards_accuracy(saved):
 def test_a_model_that_is_more_than_its_weights_is_not_kept(tmp_path, tiny):
     import copy
 
-    from harness import sandboxed, stage_models
+    from harness.run import sandboxed, stage_models
 
     model, tok = copy.deepcopy(tiny[0]), tiny[1]
     config, shapes = copy.deepcopy(model.config), sandboxed.shapes_of(model)

@@ -76,7 +76,7 @@ def test_a_sweep_logs_every_stage_and_the_training_curve_from_its_ray_worker(tmp
 @pytest.fixture(scope="module")
 def plain(tmp_path_factory, data_dir):
     """One stage of full fine-tuning with the default config, run in this process: (config, spec, results, run)."""
-    from harness.runner import execute
+    from harness.run.runner import execute
     from harness.spec.spec import expand
     from harness.store.store import Store
 
@@ -98,7 +98,7 @@ def test_a_failing_tracker_warns_and_changes_nothing_stored(plain, tmp_path, dat
     pytest.importorskip("tensorboard", reason=NEEDS_TB)
     from torch.utils.tensorboard import SummaryWriter
 
-    from harness.runner import execute
+    from harness.run.runner import execute
     from harness.store.store import Store
     from harness.store.validate import validate_dir
 

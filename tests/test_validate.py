@@ -7,7 +7,7 @@ import pytest
 
 from harness.spec import config
 from harness import leaderboard
-from harness.runner import execute
+from harness.run.runner import execute
 from harness.spec.spec import expand
 from harness.store.files import digest
 from harness.store.store import Store

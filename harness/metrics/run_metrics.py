@@ -16,7 +16,7 @@ leaderboard aggregates these over seeds. Keys (None where the run did not measur
                                                  where `prepare` changed the model's function)
     stop_rate_change                             final stop rate minus the base model's (`stop` probe)
     tail_repetition                              final tail-repetition share (`stop` probe)
-    gpu_hours, cpu_hours                         device time of the trained stages (harness.compute)
+    gpu_hours, cpu_hours                         device time of the trained stages (harness.run.compute)
     train_tflops                                 estimated training FLOPs / 1e12: trained tokens x (4 N + 2 N_t),
                                                  N all parameters, N_t trainable ones (forward 2N, backward
                                                  through the activations 2N, weight gradients 2 N_t); a method's

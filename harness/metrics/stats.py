@@ -1,6 +1,6 @@
 """Uncertainty that includes the items: bootstrap intervals, paired comparisons and rank bands.
 
-A run of result schema 2 stores every view's per-item outcomes (harness.evaluation). One bootstrap
+A run of result schema 2 stores every view's per-item outcomes (harness.run.evaluation). One bootstrap
 replicate draws, for every task view and the general probe, its items with replacement, the same draw
 for every method of a leaderboard section (the methods answered the same items, so they are compared
 on the same resampled items: a paired bootstrap), and, for each method, its runs with replacement

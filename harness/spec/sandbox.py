@@ -7,7 +7,7 @@ plugin) is never imported by the driver, a Ray worker or anything that scores:
   config resolved with defaults), the config checks' problems included. A built-in is imported here;
   any other target is imported by a child (`describe`) that reports as JSON, with a timeout, so an
   import that hangs, exits or crashes is named in one line before any compute.
-- training: `SandboxedTrainer` (harness.sandboxed) has a child run the method's hooks and training stage
+- training: `SandboxedTrainer` (harness.run.sandboxed) has a child run the method's hooks and training stage
   by stage and hand the model over as plain weights of the base architecture, scored by the parent.
 
 Every child starts in a new session, its process group killed when it is done; Landlock confines it to

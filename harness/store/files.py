@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..core.errors import StoreError
 
-SCHEMA_VERSION = 2  # 2: per-item records under each view's `items` (harness.evaluation)
+SCHEMA_VERSION = 2  # 2: per-item records under each view's `items` (harness.run.evaluation)
 READABLE_SCHEMAS = {1, 2}  # 1: before per-item records; read, with no item-level statistics
 
 

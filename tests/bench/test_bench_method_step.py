@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from harness.training import batch_loss
+from harness.run.training import batch_loss
 from methods.base import StageContext
 from methods.registry import available, resolve_method
 from tasks.chat import IGNORE

@@ -7,7 +7,7 @@ import time
 import torch
 
 from harness.spec import config
-from harness.runner import ensure_stage0, execute
+from harness.run.runner import ensure_stage0, execute
 from harness.spec.spec import expand
 from harness.store.store import Store
 from harness.sweep import run_sweep

@@ -17,7 +17,7 @@ import time
 import torch
 
 from harness.model.precision import autocast, matmul_gflops, pick_precision
-from harness.training import collate, train_task
+from harness.run.training import collate, train_task
 from methods.base import StageContext
 from methods.full import FullFineTune
 from tasks.chat import IGNORE

@@ -1,7 +1,7 @@
 """A run of a method clbench did not write (harness.spec.sandbox): its child trains, the model comes back as weights.
 
 `SandboxedTrainer`: a child loads the data and the model and runs the method's hooks and training stage by stage
-(harness.runner.prepare / train_stage, as for a built-in). After `prepare` and after each stage it hands the model
+(harness.run.runner.prepare / train_stage, as for a built-in). After `prepare` and after each stage it hands the model
 over as a safetensors file of the base architecture's state dict (a peft model's adapters merged first: plain
 tensors, no code; `standard_state`). The parent, which never imported the method, checks the file
 (`load_handover`: a regular file of bounded size; the base model's keys, shapes, floating dtypes), loads it into
@@ -14,7 +14,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from .spec.sandbox import STAGE_TIMEOUT, Child, SandboxError, _json_value, _text, absolute
+from ..spec.sandbox import STAGE_TIMEOUT, Child, SandboxError, _json_value, _text, absolute
 
 
 def standard_state(model, shapes: dict) -> dict | None:
@@ -109,8 +109,8 @@ class SandboxedTrainer:
             self.unverified_reason = _text(m.get("why", "its model has modules the base architecture lacks"))
         scores = None
         if m.get("scores"):
-            from .core.json_file import read_json
-            from .store.validate import items_problem
+            from ..core.json_file import read_json
+            from ..store.validate import items_problem
 
             scores, why = read_json(self.scratch / "scores.json")
             if why or not isinstance(scores, dict) or not isinstance(scores.get("seconds"), (int, float)):

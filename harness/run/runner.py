@@ -17,17 +17,17 @@ from tasks.data import DataSource
 from tasks.registry import load_stream
 
 from . import compute, stage_models
-from .integrations import tracking as trackers
-from .model import models
+from ..integrations import tracking as trackers
+from ..model import models
 from .checkpoints import Checkpoints
 from .evaluation import evaluate
-from .model.precision import pick_device, pick_precision
-from .store.provenance import git_commit, machine, package_versions, score_package_versions
-from .spec.spec import RunSpec, content_hash
-from .store.files import SCHEMA_VERSION
-from .store.store import Store
+from ..model.precision import pick_device, pick_precision
+from ..store.provenance import git_commit, machine, package_versions, score_package_versions
+from ..spec.spec import RunSpec, content_hash
+from ..store.files import SCHEMA_VERSION
+from ..store.store import Store
 from .training import collate, train_task
-from .core.typed import build
+from ..core.typed import build
 
 
 def _now() -> str:
@@ -164,7 +164,7 @@ def execute(spec: RunSpec, store: Store, data_dir: str | None = None, sweep: str
             on_stage=None, protocol: dict | None = None, save_models: bool = False, tracking: str = "none") -> dict:
     """Run one spec and store it; a failure is stored as a failed result, never raised.
     on_stage(stage, model), if given, is called after `prepare` (stage 0) and after every stage.
-    save_models: write each trained stage's model under <results>/models/<run_id>/ (harness.stage_models).
+    save_models: write each trained stage's model under <results>/models/<run_id>/ (harness.run.stage_models).
     tracking: 'tensorboard' logs each stored stage and the training curve under <results>/tracking/ (harness.integrations.tracking);
     its failures are warnings, never the run's."""
     result = new_result(spec, sweep, protocol)
@@ -215,7 +215,7 @@ class _InProcess:
 
 def _trainer(spec: RunSpec, setup: _Setup, data_dir):
     """In this process for a built-in method; in a confined child for any other (harness.spec.sandbox)."""
-    from .spec import sandbox
+    from ..spec import sandbox
     from . import sandboxed
 
     return _InProcess(spec, setup) if sandbox.trusted(spec.method) else sandboxed.SandboxedTrainer(spec, setup, data_dir)

@@ -14,10 +14,10 @@ from __future__ import annotations
 import math
 import tempfile
 
-from .core.errors import ConfigError
-from .spec.spec import RunSpec
-from .core.json_file import read_json
-from .store.store import Store
+from ..core.errors import ConfigError
+from ..spec.spec import RunSpec
+from ..core.json_file import read_json
+from ..store.store import Store
 
 SAME = "same machine and thread count: every cell should agree"
 ROUNDING = 1e-5  # relative: float32 sums in another order
@@ -82,7 +82,7 @@ def reproduce(run_id: str, results="results", data_dir=None, log=print) -> int:
     cell equal, or, on another machine, within NOISE_SE item standard errors), 1 otherwise."""
     import torch
 
-    from .store.provenance import machine
+    from ..store.provenance import machine
     from .runner import execute
 
     store = Store(results)

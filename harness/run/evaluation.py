@@ -28,9 +28,9 @@ from tasks.chat import reply_ids
 from tasks.code_exec import extract_code, passes
 from tasks.registry import LM_EVAL_PREFIX
 
-from .integrations import lmeval_bridge
-from .model.generation_metrics import stop_summary, tail_repetition
-from .model.scoring import cloze_outcomes, generate, letter_outcomes, reply_logprob
+from ..integrations import lmeval_bridge
+from ..model.generation_metrics import stop_summary, tail_repetition
+from ..model.scoring import cloze_outcomes, generate, letter_outcomes, reply_logprob
 
 CLOZE_NORM = {"cloze_char": "char", "cloze_raw": "none", "cloze": "token"}  # scorer -> harness.model.scoring's norm
 EXAMPLES = 3  # stop-probe answers stored per stage, for people to read

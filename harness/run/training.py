@@ -10,9 +10,9 @@ from tqdm.auto import tqdm
 
 from tasks.chat import IGNORE
 
-from .core.errors import TrainingDiverged
-from .model.padding import padded
-from .model.precision import autocast
+from ..core.errors import TrainingDiverged
+from ..model.padding import padded
+from ..model.precision import autocast
 
 
 def collate(examples: list[dict], pad_id: int, device: str) -> dict:
