@@ -36,7 +36,7 @@ def load_config(preset_or_path: str = "quick", sets: list[str] = ()) -> SweepCon
 def run(cfg: SweepConfig | str, results: str = "results", address: str | None = None) -> list[dict]:
     """Run (or resume) a sweep; returns the run results it produced now (finished and failed) and writes the
     leaderboard beside them, as `clbench run` does."""
-    from harness import leaderboard as board
+    from harness.report import leaderboard as board
     from harness.sweep import run_sweep
 
     out = run_sweep(load_config(cfg) if isinstance(cfg, str) else cfg, results, address=address)
@@ -56,7 +56,7 @@ def leaderboard(results: str = "results") -> list[dict]:
     rank band and significance against full, section by section: `protocol` is the section's key (the
     protocol card's version, the stage-0 key and the package stack's hash), `ranked` False for the sections
     the board shows unranked (another protocol than the main one)."""
-    from harness import leaderboard as board
+    from harness.report import leaderboard as board
 
     return [{**row, "protocol": section["key"], "ranked": section["reason"] is None}
             for section in board.sections(load_runs(results)) for row in section["rows"]]

@@ -11,7 +11,7 @@ from .core.errors import ClbenchError
 
 def _run(args) -> int:
     from .spec import config
-    from . import leaderboard
+    from .report import leaderboard
     from .integrations import tracking
     from .sweep import run_sweep
 
@@ -52,7 +52,7 @@ def _tune(args) -> int:
 
 
 def _leaderboard(args) -> int:
-    from . import leaderboard
+    from .report import leaderboard
 
     path = leaderboard.write(args.results, args.out)
     print(path.read_text())
@@ -61,7 +61,7 @@ def _leaderboard(args) -> int:
 
 
 def _figures(args) -> int:
-    from . import figures
+    from .report import figures
 
     paths, notes = figures.write(args.results, args.out)
     for note in notes:
@@ -72,7 +72,7 @@ def _figures(args) -> int:
 
 
 def _power(args) -> int:
-    from .power import report
+    from .report.power import report
 
     print(report(args.results, args.items, args.seeds, args.measure))
     return 0

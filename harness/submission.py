@@ -25,7 +25,7 @@ from pathlib import Path
 from methods.registry import available
 
 from .spec import config, sandbox
-from . import leaderboard
+from .report import leaderboard
 from .core.errors import ConfigError
 from .spec.protocol import stamp
 from .store.provenance import git_commit, machine, package_versions

@@ -52,7 +52,7 @@ def synthetic_run(label, seed, R, *, method="full", model="tiny", status="finish
 def use_stored_metrics(monkeypatch):
     """Make the leaderboard take a run's `synthetic_metrics` (GPU-hours, retention, ...) on top of
     run_metrics.run_row: what a synthetic run claims to have measured, whatever run_row computes."""
-    from harness import leaderboard
+    from harness.report import leaderboard
 
     real = leaderboard.run_row
 

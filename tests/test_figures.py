@@ -4,7 +4,8 @@ import pytest
 from PIL import Image
 from synthetic_runs import synthetic_run, use_stored_metrics
 
-from harness import cli, figures
+from harness import cli
+from harness.report import figures
 from harness.store.store import Store
 
 HOSTILE = r"<b>$\frac{1}{0$ & %s"  # mathtext would fail on it: labels are plain text

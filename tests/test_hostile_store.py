@@ -69,7 +69,7 @@ def test_a_damaged_stage0_file_is_computed_again(tmp_path):
     lambda r: r["stages"][-1]["probes"]["general"].update(heldout="0.5"),
 ], ids=["protocol", "total_params", "trainable_params", "probes", "transfer", "packages", "probe-view"])
 def test_a_type_mutated_file_fails_validate_instead_of_crashing_the_leaderboard(tmp_path, mutate):
-    from harness import leaderboard
+    from harness.report import leaderboard
     from harness.store.validate import problem
 
     run = synthetic_run("full", 0, [[0.25, 0.25], [0.75, 0.25], [0.5, 0.75]])

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from harness.spec import config, sandbox
-from harness import leaderboard
+from harness.report import leaderboard
 from harness.run import sandboxed
 from harness.core.errors import ConfigError
 from harness.store.store import Store
@@ -99,7 +99,7 @@ def test_a_model_the_base_architecture_cannot_hold_is_scored_by_its_child_and_ma
     assert run["verified"] is False and "extra_scale" in run["unverified"]
     row = leaderboard.sections(list(runs.values()))[0]["rows"][0]
     assert row["unverified"] == 1
-    from harness import tables
+    from harness.report import tables
 
     assert "1 unverified" in tables.markdown(leaderboard.sections(list(runs.values())), leaderboard.header([run]))
 

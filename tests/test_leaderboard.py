@@ -14,7 +14,7 @@ from html.parser import HTMLParser
 import pytest
 from synthetic_runs import CHECKSUMS, PACKAGES, synthetic_run, use_stored_metrics
 
-from harness import leaderboard, tables
+from harness.report import leaderboard, tables
 from harness.store.store import Store
 
 T_975_2 = 4.302652729749464  # Student t, 97.5% quantile, 2 degrees of freedom (printed tables: 4.303)

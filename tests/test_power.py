@@ -4,7 +4,7 @@ import math
 import pytest
 from synthetic_runs import synthetic_run
 
-from harness import power
+from harness.report import power
 from harness.metrics import stats
 from harness.store.store import Store
 

@@ -92,7 +92,7 @@ def test_failing_run_is_stored_as_failed_and_the_sweep_goes_on(tmp_path, data_di
     assert "deliberate failure at stage 2" in failed["error"] and "Traceback" in failed["traceback"]
     assert [s["stage"] for s in failed["stages"]] == [0, 1]  # stage 1 finished and is kept
 
-    from harness import leaderboard
+    from harness.report import leaderboard
 
     board = leaderboard.write(tmp_path / "res").read_text()
     row = next(line for line in board.splitlines() if "FailsAtStage2" in line)

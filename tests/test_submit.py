@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from harness.spec import config, protocol
-from harness import leaderboard
+from harness.report import leaderboard
 from harness.cli import main
 from harness.core.errors import ConfigError
 from harness.spec.spec import expand

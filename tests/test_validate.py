@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from harness.spec import config
-from harness import leaderboard
+from harness.report import leaderboard
 from harness.run.runner import execute
 from harness.spec.spec import expand
 from harness.store.files import digest

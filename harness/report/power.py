@@ -23,10 +23,10 @@ import math
 
 import numpy as np
 
-from .metrics import stats
+from ..metrics import stats
 from .leaderboard import REFERENCE, method_groups, ranking_key, sections
-from .metrics.run_metrics import run_row
-from .store.store import Store
+from ..metrics.run_metrics import run_row
+from ..store.store import Store
 
 Z_HALF, Z_POWER = 1.959964, 0.841621  # normal quantiles 0.975 and 0.8
 
