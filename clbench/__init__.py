@@ -37,7 +37,7 @@ def run(cfg: SweepConfig | str, results: str = "results", address: str | None = 
     """Run (or resume) a sweep; returns the run results it produced now (finished and failed) and writes the
     leaderboard beside them, as `clbench run` does."""
     from harness.report import leaderboard as board
-    from harness.sweep import run_sweep
+    from harness.sweep.sweep import run_sweep
 
     out = run_sweep(load_config(cfg) if isinstance(cfg, str) else cfg, results, address=address)
     board.write(results)

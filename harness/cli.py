@@ -13,7 +13,7 @@ def _run(args) -> int:
     from .spec import config
     from .report import leaderboard
     from .integrations import tracking
-    from .sweep import run_sweep
+    from .sweep.sweep import run_sweep
 
     if args.allow_unlisted_data:
         from tasks.data import ALLOW_UNLISTED
@@ -40,7 +40,7 @@ def _run(args) -> int:
 
 def _tune(args) -> int:
     from .spec import config
-    from .tune import tune
+    from .sweep.tune import tune
 
     cfg = config.with_overrides(config.load(args.config or args.preset or "quick"), data_dir=args.data)
     results = args.results or f"results/tune/{cfg.name}"

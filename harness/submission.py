@@ -190,7 +190,7 @@ def submit(target: str, *, name: str | None = None, author: str | None = None, d
            config_path=None, preset: str = "quick", results="results", replace: bool = False,
            address: str | None = None, log=print) -> dict:
     """Preflight, run the protocol, store the record, regenerate the leaderboard; the record."""
-    from .sweep import run_sweep
+    from .sweep.sweep import run_sweep
 
     started = _now()
     author = author or getpass.getuser()

@@ -40,7 +40,7 @@ def test_api_reads_runs_board_and_metrics(limited):
 
 def test_api_run_is_the_sweep_and_writes_the_board(monkeypatch, tmp_path):
     seen = {}
-    monkeypatch.setattr("harness.sweep.run_sweep", lambda cfg, results, address=None: seen.update(cfg=cfg) or [])
+    monkeypatch.setattr("harness.sweep.sweep.run_sweep", lambda cfg, results, address=None: seen.update(cfg=cfg) or [])
     monkeypatch.setattr("harness.report.leaderboard.write", lambda results: seen.update(board=results))
     cfg = clbench.load_config("tiny", sets=["budget.epochs=1"])
     assert clbench.run(cfg, str(tmp_path)) == [] and seen == {"cfg": cfg, "board": str(tmp_path)}

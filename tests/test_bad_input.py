@@ -183,7 +183,7 @@ def test_methods_and_seeds_flags_pick_from_the_card(monkeypatch):
     from harness import cli
 
     seen = {}
-    monkeypatch.setattr("harness.sweep.run_sweep", lambda cfg, results, address=None: seen.setdefault("cfg", cfg) and [])
+    monkeypatch.setattr("harness.sweep.sweep.run_sweep", lambda cfg, results, address=None: seen.setdefault("cfg", cfg) and [])
     monkeypatch.setattr("harness.report.leaderboard.write", lambda results: type("P", (), {"read_text": lambda self: ""})())
     cli.main(["run", "--preset", "tiny", "--methods", "lora", "replay", "--seeds", "5", "--device", "cpu",
               "--set", "budget.epochs=1"])

@@ -51,8 +51,8 @@ def test_a_normal_config_still_loads(tmp_path):
 def test_resources_no_node_has_are_refused_instead_of_queued_forever(tmp_path, data_dir):
     import dataclasses
 
-    from harness.scheduler import check_resources
-    from harness.sweep import run_sweep
+    from harness.sweep.scheduler import check_resources
+    from harness.sweep.sweep import run_sweep
 
     with pytest.raises(ConfigError, match=r"resources.num_gpus .* asks for 1 but the Ray cluster has 0"):
         check_resources([{"num_cpus": 1, "num_gpus": 1}], {"CPU": 2.0, "memory": 2**34})

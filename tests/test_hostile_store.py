@@ -9,7 +9,7 @@ from synthetic_runs import synthetic_run
 
 from harness.spec.spec import RunSpec
 from harness.store.store import Store
-from harness.sweep import pending
+from harness.sweep.sweep import pending
 
 
 def _cli(*args):

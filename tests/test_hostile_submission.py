@@ -12,7 +12,7 @@ from harness.report import leaderboard
 from harness.run import sandboxed
 from harness.core.errors import ConfigError
 from harness.store.store import Store
-from harness.sweep import run_sweep
+from harness.sweep.sweep import run_sweep
 
 PATCHER = '''
 import socket

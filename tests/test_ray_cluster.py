@@ -9,7 +9,7 @@ import ray
 from ray.cluster_utils import Cluster
 
 from harness.spec import config
-from harness.sweep import run_sweep
+from harness.sweep.sweep import run_sweep
 
 SWEEP = """
 name: cluster-test

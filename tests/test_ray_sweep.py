@@ -9,7 +9,7 @@ from harness.spec import config
 from harness.run.runner import execute
 from harness.spec.spec import expand
 from harness.store.store import Store
-from harness.sweep import run_sweep
+from harness.sweep.sweep import run_sweep
 
 SWEEP = """
 name: ray-test
@@ -216,7 +216,7 @@ def test_worker_killed_mid_stage_is_retried_and_completes(tmp_path, data_dir):
 
 
 def test_a_worker_that_keeps_dying_is_stored_as_failed_with_its_finished_stages(tmp_path, data_dir):
-    from harness.scheduler import MAX_RETRIES
+    from harness.sweep.scheduler import MAX_RETRIES
 
     by_label, killed = _sweep_with_kills(tmp_path, data_dir, "[{method: full, label: always_dies}]",
                                          {"always_dies": MAX_RETRIES + 1})

@@ -101,7 +101,7 @@ def test_skipping_a_run_of_another_stack_says_which_package_differs(tmp_path):
     from harness.store.provenance import score_package_versions
     from harness.spec.spec import RunSpec
     from harness.store.store import Store
-    from harness.sweep import pending
+    from harness.sweep.sweep import pending
 
     store, packages = Store(tmp_path), score_package_versions()
     run = synthetic_run("full", 0, [[0.25, 0.25], [0.75, 0.25], [0.5, 0.75]], packages=packages)

@@ -17,7 +17,7 @@ from harness.core.errors import ConfigError
 from harness.spec.spec import expand
 from harness.store.store import Store
 from harness.submission import submit
-from harness.sweep import pending
+from harness.sweep.sweep import pending
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "decaying_replay.py"

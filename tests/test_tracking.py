@@ -36,7 +36,7 @@ def _text(acc):
 
 def test_a_sweep_logs_every_stage_and_the_training_curve_from_its_ray_worker(tmp_path, data_dir):
     pytest.importorskip("tensorboard", reason=NEEDS_TB)
-    from harness.sweep import run_sweep
+    from harness.sweep.sweep import run_sweep
 
     results = tmp_path / "res"
     [run] = run_sweep(_cfg(data_dir, "tracking=tensorboard"), results, log=lambda line: None)

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from harness.spec import config
-from harness import tune
+from harness.sweep import tune
 from harness.spec.config import MethodEntry
 from harness.core.errors import ConfigError
 from tasks.data import DataSource

@@ -10,7 +10,7 @@ from harness.spec import config
 from harness.run.runner import ensure_stage0, execute
 from harness.spec.spec import expand
 from harness.store.store import Store
-from harness.sweep import run_sweep
+from harness.sweep.sweep import run_sweep
 
 SIZES = (4, 12)
 

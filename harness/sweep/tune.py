@@ -32,8 +32,8 @@ import yaml
 from tasks.data import DataSource
 from tasks.registry import VALIDATION, _probe, builtin, domain, mmlu_domain_pool
 
-from .spec.config import MethodEntry, SweepConfig, check, methods_named
-from .core.errors import ConfigError
+from ..spec.config import MethodEntry, SweepConfig, check, methods_named
+from ..core.errors import ConfigError
 
 LR_FACTORS = (0.3, 1.0, 3.0)
 STRENGTH = {"ewc": ("ewc_lambda", (0.1, 1.0, 10.0)), "l2sp": ("alpha", (0.1, 1.0, 10.0)),
@@ -99,7 +99,7 @@ def validation_config(card: SweepConfig, methods: list[MethodEntry]) -> SweepCon
 
 def grid(entry: MethodEntry, card: SweepConfig) -> list[tuple[MethodEntry, dict]]:
     """(sweep entry, {lr, knob, value}) of every grid point of one method of the card."""
-    from .spec import sandbox
+    from ..spec import sandbox
 
     defaults = sandbox.info(entry.method, entry.config, where=f"{card.name}: method {entry.method}")["config"]
     if "lr" not in defaults:
@@ -121,7 +121,7 @@ def grid(entry: MethodEntry, card: SweepConfig) -> list[tuple[MethodEntry, dict]
 
 def choose(card: SweepConfig, methods: list[MethodEntry], runs_by_label: dict) -> list[dict]:
     """Every grid point's row, the best of each method (highest validation headline; ties to the defaults) chosen."""
-    from .metrics.run_metrics import run_row
+    from ..metrics.run_metrics import run_row
 
     rows = []
     for entry in methods:
@@ -181,8 +181,8 @@ def write(card: SweepConfig, methods: list[MethodEntry], rows: list[dict], out: 
 
 def tune(card: SweepConfig, results: str, names: list[str] | None = None, address: str | None = None,
          log=print) -> dict[str, Path]:
-    from .spec.spec import expand
-    from .store.store import Store
+    from ..spec.spec import expand
+    from ..store.store import Store
     from .sweep import run_sweep
 
     methods = methods_named(card, names) if names else list(card.methods)

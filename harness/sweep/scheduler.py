@@ -16,16 +16,16 @@ import os
 
 from tqdm.auto import tqdm
 
-from .core.errors import ConfigError
-from .run.runner import failed_result
-from .spec.spec import RunSpec
-from .store.store import Store
+from ..core.errors import ConfigError
+from ..run.runner import failed_result
+from ..spec.spec import RunSpec
+from ..store.store import Store
 
 MAX_RETRIES = 2  # Ray re-runs a task whose worker process or node died this many times
 
 
 def _stage0_task(spec_dict: dict, store_root: str, data_dir):
-    from .run.runner import ensure_stage0  # imported on the worker
+    from ..run.runner import ensure_stage0  # imported on the worker
 
     return ensure_stage0(RunSpec.from_dict(spec_dict), Store(store_root), data_dir)
 
@@ -34,7 +34,7 @@ def _run_task(spec_dict: dict, store_root: str, data_dir, sweep: str, protocol: 
               tracking: str = "none"):
     import ray
 
-    from .run.runner import execute  # imported on the worker
+    from ..run.runner import execute  # imported on the worker
 
     node = ray.get_runtime_context().get_node_id()
     return execute(RunSpec.from_dict(spec_dict), Store(store_root), data_dir=data_dir, sweep=sweep, node=node,
@@ -43,7 +43,7 @@ def _run_task(spec_dict: dict, store_root: str, data_dir, sweep: str, protocol: 
 
 def _resources(spec: RunSpec, num_cpus: int, num_gpus: float, memory_gb: float) -> dict:
     """What a run asks Ray for."""
-    from .spec import sandbox
+    from ..spec import sandbox
 
     needs_gpu = sandbox.info(spec.method, spec.method_config)["needs"]["gpu"]
     gpus = num_gpus or (1 if spec.device == "cuda" or needs_gpu else 0)
@@ -89,7 +89,7 @@ def run_specs(specs: list[RunSpec], store: Store, *, data_dir=None, sweep: str =
               save_models: bool = False, tracking: str = "none") -> list[dict]:
     import ray
 
-    from .spec import sandbox
+    from ..spec import sandbox
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local use: no token auth between driver and workers
     started_here = not ray.is_initialized()

@@ -6,13 +6,13 @@ from pathlib import Path
 from tasks.data import DataSource
 from tasks.registry import load_stream
 
-from .spec.config import SweepConfig
-from .core.errors import ConfigError
-from .spec.protocol import stamp, version_of
-from .store.provenance import score_package_versions, score_packages_of
-from .spec.spec import RunSpec, expand
-from .store.store import Store
-from .store.submissions import read_record, stored_names
+from ..spec.config import SweepConfig
+from ..core.errors import ConfigError
+from ..spec.protocol import stamp, version_of
+from ..store.provenance import score_package_versions, score_packages_of
+from ..spec.spec import RunSpec, expand
+from ..store.store import Store
+from ..store.submissions import read_record, stored_names
 
 
 def preflight(cfg: SweepConfig) -> list[RunSpec]:
