@@ -134,7 +134,7 @@ def _methods(args) -> int:
 
 
 def _submit(args) -> int:
-    from .submission import submit
+    from .submit.submission import submit
 
     record = submit(args.method, name=args.name, author=args.author, description=args.description,
                     config_path=args.config, preset=args.preset or "quick", results=args.results, replace=args.replace,

@@ -21,7 +21,7 @@ MAX_CURVE = 20_000  # per-step losses a stage's record carries to the parent (ab
 
 
 def _describe(request: dict, send) -> None:
-    from harness import method_check
+    from harness.submit import method_check
     from harness.core.typed import build
 
     target, overrides, source = request["target"], request["overrides"], request["source"]

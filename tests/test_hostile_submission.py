@@ -153,7 +153,7 @@ def test_a_config_label_cannot_take_a_method_or_a_submission_name(tmp_path, data
 
 
 def test_replace_touches_only_the_submissions_own_folder(tmp_path):
-    from harness.submission import _drop_earlier, read_record
+    from harness.submit.submission import _drop_earlier, read_record
 
     results = tmp_path / "results"
     outside = tmp_path / "X"
@@ -172,7 +172,7 @@ def test_a_name_taken_while_a_submission_was_in_preflight_is_refused(tmp_path, d
     import json
     from pathlib import Path
 
-    from harness import submission
+    from harness.submit import submission
 
     example = Path(__file__).resolve().parent.parent / "examples" / "decaying_replay.py"
     results = tmp_path / "results"

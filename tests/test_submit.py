@@ -16,7 +16,7 @@ from harness.cli import main
 from harness.core.errors import ConfigError
 from harness.spec.spec import expand
 from harness.store.store import Store
-from harness.submission import submit
+from harness.submit.submission import submit
 from harness.sweep.sweep import pending
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,7 +79,7 @@ def test_same_name_from_another_file_is_refused(submitted, tmp_path):
 
 
 def test_replace_takes_back_only_your_own_name_and_drops_the_earlier_runs(submitted, tmp_path):
-    from harness.submission import _drop_earlier, _owner_problems
+    from harness.submit.submission import _drop_earlier, _owner_problems
 
     results = tmp_path / "copy"
     shutil.copytree(submitted[0], results)

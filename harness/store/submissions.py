@@ -1,5 +1,5 @@
 """The submissions of a results folder, as the store holds them: `<results>/submissions/<name>/record.json`
-(written by harness.submission) read back untrusted, and the names taken. `clbench run` reads them too, so that
+(written by harness.submit.submission) read back untrusted, and the names taken. `clbench run` reads them too, so that
 no config can put its runs under a submission's name."""
 from __future__ import annotations
 

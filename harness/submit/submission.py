@@ -24,15 +24,15 @@ from pathlib import Path
 
 from methods.registry import available
 
-from .spec import config, sandbox
-from .report import leaderboard
-from .core.errors import ConfigError
-from .spec.protocol import stamp
-from .store.provenance import git_commit, machine, package_versions
-from .spec.spec import expand
-from .store.files import write_json_atomic
-from .store.store import Store
-from .store.submissions import read_record, stored_names
+from ..spec import config, sandbox
+from ..report import leaderboard
+from ..core.errors import ConfigError
+from ..spec.protocol import stamp
+from ..store.provenance import git_commit, machine, package_versions
+from ..spec.spec import expand
+from ..store.files import write_json_atomic
+from ..store.store import Store
+from ..store.submissions import read_record, stored_names
 
 MAX_NAME = 64
 NAME_CHARS = re.compile(r"[A-Za-z0-9._+-]+")
@@ -164,7 +164,7 @@ def _drop_earlier(results, old: dict, sha: str) -> None:
 
 def _store_submission(pre: dict, target: str, author: str, description: str | None, results, started: str):
     """Copy the file into the submission's folder and write its record: (record, the sweep to run)."""
-    from .model.precision import pick_device
+    from ..model.precision import pick_device
 
     name, described, cfg, src, sha = pre["name"], pre["described"], pre["cfg"], pre["src"], pre["sha"]
     folder = _record_path(results, name).parent
@@ -190,7 +190,7 @@ def submit(target: str, *, name: str | None = None, author: str | None = None, d
            config_path=None, preset: str = "quick", results="results", replace: bool = False,
            address: str | None = None, log=print) -> dict:
     """Preflight, run the protocol, store the record, regenerate the leaderboard; the record."""
-    from .sweep.sweep import run_sweep
+    from ..sweep.sweep import run_sweep
 
     started = _now()
     author = author or getpass.getuser()

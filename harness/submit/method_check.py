@@ -22,9 +22,9 @@ from tasks.chat import encode_pairs
 from tasks.data import DataSource
 from tasks.registry import load_stream
 
-from .spec.config import Budget
-from .core.errors import ConfigError
-from .core.typed import build
+from ..spec.config import Budget
+from ..core.errors import ConfigError
+from ..core.typed import build
 
 HOOKS = [n for n, v in vars(Method).items() if inspect.isfunction(v) and not n.startswith("_")]
 TRIAL_STREAM = ["stem", "humanities"]  # multiple choice only: no generated code is executed
@@ -104,10 +104,10 @@ def _config_problems(cls, overrides: dict, source: str) -> list[str]:
 
 def _trial(cls, config, data_dir, files: set[str]) -> list[str]:
     """Two stages of one optimisation step each, then one evaluation, on the tiny model."""
-    from .model import models
-    from .run.evaluation import evaluate
-    from .run.runner import _batcher
-    from .run.training import train_task
+    from ..model import models
+    from ..run.evaluation import evaluate
+    from ..run.runner import _batcher
+    from ..run.training import train_task
 
     source = DataSource(data_dir)
     tasks, _ = load_stream(source, TRIAL_STREAM, [], TRIAL_BUDGET, seed=0)
