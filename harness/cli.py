@@ -10,9 +10,9 @@ from .core.errors import ClbenchError
 
 
 def _run(args) -> int:
-    from .spec import config
-    from .report import leaderboard
     from .integrations import tracking
+    from .report import leaderboard
+    from .spec import config
     from .sweep.sweep import run_sweep
 
     if args.allow_unlisted_data:
@@ -97,8 +97,8 @@ def _validate(args) -> int:
 
 
 def _export_lm_eval(args) -> int:
-    from .spec import config
     from .integrations.lmeval_bridge import export
+    from .spec import config
 
     cfg = config.with_overrides(config.load(args.config or args.preset or "quick"), data_dir=args.data)
     names = export(cfg, Path(args.out))
@@ -116,8 +116,8 @@ def _export_lm_eval(args) -> int:
 def _methods(args) -> int:
     from methods.registry import available, resolve_method
 
-    from .spec import sandbox
     from .core.typed import describe
+    from .spec import sandbox
 
     for name in sorted(available()):
         if sandbox.trusted(name):
@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "SHA256SUMS.json does not list (each is named in the runs' provenance)")
     r.set_defaults(func=_run)
     t = sub.add_parser("tune", help="choose each method's learning rate and strength on a validation stream of "
-                                    "other items, and write the card with the chosen configs (harness/tune.py)")
+                                    "other items, and write the card with the chosen configs (harness/sweep/tune.py)")
     t.add_argument("--preset", help="the protocol card to tune for: quick (default), standard, tiny")
     t.add_argument("--config", help="a sweep YAML file (instead of --preset)")
     t.add_argument("--methods", nargs="+", help="tune only these methods (default: the card's)")

@@ -21,8 +21,8 @@ MAX_CURVE = 20_000  # per-step losses a stage's record carries to the parent (ab
 
 
 def _describe(request: dict, send) -> None:
-    from harness.submit import method_check
     from harness.core.typed import build
+    from harness.submit import method_check
 
     target, overrides, source = request["target"], request["overrides"], request["source"]
     cls, problems = method_check.static(target, overrides, source)
@@ -51,10 +51,10 @@ def _peak_mb() -> float:
 def _train(request: dict, send, receive) -> None:
     from safetensors.torch import save_file
 
+    from harness.core.typed import build
     from harness.run import runner, sandboxed
     from harness.run.evaluation import evaluate
     from harness.spec.spec import RunSpec
-    from harness.core.typed import build
     from methods.base import count_parameters
     from methods.registry import resolve_method
 

@@ -81,8 +81,8 @@ import dataclasses
 
 import torch
 
-from harness.model.precision import autocast
 from harness.core.typed import field
+from harness.model.precision import autocast
 from tasks.chat import IGNORE
 
 from .full import FullFineTune

@@ -37,8 +37,8 @@ import torch
 from transformers.masking_utils import create_causal_mask
 
 from harness.core.errors import ConfigError
-from harness.model.precision import autocast
 from harness.core.typed import field
+from harness.model.precision import autocast
 from tasks.chat import IGNORE
 
 from .base import Method

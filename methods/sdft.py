@@ -25,8 +25,8 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from harness.model.scoring import generate
 from harness.core.typed import field
+from harness.model.scoring import generate
 from tasks.code_exec import extract_code, passes
 from tasks import answers
 from tasks.items import CodeItem, GenItem, MCItem

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from harness.spec import config
 from harness.core.errors import ConfigError, DataError
+from harness.spec import config
 from tasks.data import ALLOW_UNLISTED, DataSource
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.core.errors import ConfigError, DataError
 from harness.spec import config, protocol
 from harness.spec.config import Budget
-from harness.core.errors import ConfigError, DataError
 from tasks import answers
 from tasks.data import DataSource
 from tasks.items import GenItem, MCItem

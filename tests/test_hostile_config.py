@@ -3,8 +3,8 @@ import time
 
 import pytest
 
-from harness.spec import config
 from harness.core.errors import ConfigError
+from harness.spec import config
 
 BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
     f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, "

@@ -7,8 +7,8 @@ import sys
 import pytest
 from test_bad_input import _data_copy
 
-from harness.spec import config
 from harness.core.errors import ConfigError, DataError
+from harness.spec import config
 from tasks.data import ALLOW_UNLISTED, DataSource
 from tasks.registry import load_stream
 

@@ -7,10 +7,10 @@ import sys
 import pytest
 import torch
 
-from harness.spec import config, sandbox
+from harness.core.errors import ConfigError
 from harness.report import leaderboard
 from harness.run import sandboxed
-from harness.core.errors import ConfigError
+from harness.spec import config, sandbox
 from harness.store.store import Store
 from harness.sweep.sweep import run_sweep
 

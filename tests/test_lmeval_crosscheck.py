@@ -72,9 +72,9 @@ def test_exported_domain_tasks_score_the_same_in_lm_eval_and_the_harness(tiny, e
 
 
 def test_lm_eval_task_as_a_probe(tiny, exported, tmp_path):
-    from harness.spec import config
     from harness.core.errors import ConfigError
     from harness.run.evaluation import evaluate
+    from harness.spec import config
     from tasks.registry import load_stream
 
     f = tmp_path / "c.yaml"

@@ -6,8 +6,8 @@ import textwrap
 import pytest
 import torch
 
-from harness.spec import config
 from harness.run.runner import execute
+from harness.spec import config
 from harness.spec.spec import expand
 from harness.store.store import Store
 from harness.store.validate import problem

@@ -5,9 +5,9 @@ import copy
 import pytest
 import torch
 
-from harness.spec.config import Budget
-from harness.run.runner import _batcher
 from harness.model.scoring import cloze_scores
+from harness.run.runner import _batcher
+from harness.spec.config import Budget
 from methods.base import StageContext
 from methods.latent_quant import ProductQuantizer, ScalarQuantizer
 from methods.latent_replay import LatentReplay, upper_loss

@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from harness.run.checkpoints import Checkpoints
 from harness.core.errors import ConfigError
 from harness.model.scoring import cloze_scores, generate
+from harness.run.checkpoints import Checkpoints
 from harness.run.training import collate, epoch_order, train_task
 from methods.base import StageContext
 from methods.moe_lora import MoELoRA, MoELoRALinear, balance_term, expert_importance

@@ -5,8 +5,8 @@ import copy
 import pytest
 import torch
 
-from harness.run.checkpoints import Checkpoints
 from harness.model.scoring import cloze_scores, generate, letter_choices, letter_token_ids, reply_logprob
+from harness.run.checkpoints import Checkpoints
 from methods.base import StageContext
 from methods.prompt_learning import PrefixTuning, PromptTuning, PTuningV2
 from tasks.chat import encode_example, prompt_ids, reply_ids

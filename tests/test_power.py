@@ -4,8 +4,8 @@ import math
 import pytest
 from synthetic_runs import synthetic_run
 
-from harness.report import power
 from harness.metrics import stats
+from harness.report import power
 from harness.store.store import Store
 
 N = 40

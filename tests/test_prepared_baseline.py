@@ -3,9 +3,9 @@ model computes (P-tuning v2's random prefix) gets its own stage 0; one whose ada
 (LoRA, B = 0) shares the base model's."""
 import pytest
 
-from harness.spec import config
 from harness.metrics.run_metrics import run_row
 from harness.run.runner import execute
+from harness.spec import config
 from harness.spec.spec import expand
 from harness.store.store import Store
 

@@ -4,9 +4,9 @@ import math
 
 import pytest
 
-from harness.spec import config
 from harness.metrics import run_metrics
 from harness.run.runner import execute
+from harness.spec import config
 from harness.spec.spec import expand
 from harness.store.files import digest
 from harness.store.store import Store

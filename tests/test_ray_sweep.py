@@ -5,8 +5,8 @@ import textwrap
 import pytest
 import torch
 
-from harness.spec import config
 from harness.run.runner import execute
+from harness.spec import config
 from harness.spec.spec import expand
 from harness.store.store import Store
 from harness.sweep.sweep import run_sweep

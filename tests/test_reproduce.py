@@ -3,9 +3,9 @@ import json
 
 import pytest
 
-from harness.spec import config
 from harness.cli import main
 from harness.run.runner import execute
+from harness.spec import config
 from harness.spec.spec import expand
 from harness.store.files import digest
 from harness.store.store import Store

@@ -79,8 +79,8 @@ def _tiny_spec(data_dir):
 
 
 def test_a_stage0_stored_under_another_stack_is_recomputed(tmp_path, data_dir):
-    from harness.store.provenance import score_package_versions
     from harness.run.runner import ensure_stage0
+    from harness.store.provenance import score_package_versions
     from harness.store.store import Store
 
     spec, store = _tiny_spec(data_dir), Store(tmp_path)
@@ -98,8 +98,8 @@ def test_a_stage0_stored_under_another_stack_is_recomputed(tmp_path, data_dir):
 def test_skipping_a_run_of_another_stack_says_which_package_differs(tmp_path):
     from synthetic_runs import synthetic_run
 
-    from harness.store.provenance import score_package_versions
     from harness.spec.spec import RunSpec
+    from harness.store.provenance import score_package_versions
     from harness.store.store import Store
     from harness.sweep.sweep import pending
 

@@ -16,8 +16,8 @@ def _cli(*args, timeout=600):
 def saved(tmp_path_factory, data_dir):
     """full, lora and llama_pro on two tiny stages with save_models, run in this process (the Ray path of
     save_models is the same execute call: scheduler._run_task passes the flag through)."""
-    from harness.spec import config
     from harness.run.runner import execute
+    from harness.spec import config
     from harness.spec.spec import expand
     from harness.store.store import Store
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from synthetic_runs import synthetic_run
 
-from harness.report import leaderboard, tables
 from harness.metrics import stats
+from harness.report import leaderboard, tables
 from harness.store.store import Store
 from harness.store.validate import problem
 

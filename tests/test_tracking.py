@@ -6,9 +6,9 @@ import types
 
 import pytest
 
-from harness.spec import config
-from harness.integrations import tracking
 from harness.core.errors import ConfigError
+from harness.integrations import tracking
+from harness.spec import config
 
 NEEDS_TB = "the tracking extra is not installed: pip install -r requirements/tracking.txt"
 

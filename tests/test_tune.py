@@ -6,10 +6,10 @@ import sys
 
 import pytest
 
-from harness.spec import config
-from harness.sweep import tune
-from harness.spec.config import MethodEntry
 from harness.core.errors import ConfigError
+from harness.spec import config
+from harness.spec.config import MethodEntry
+from harness.sweep import tune
 from tasks.data import DataSource
 from tasks.registry import load_stream
 

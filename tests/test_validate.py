@@ -5,9 +5,9 @@ import sys
 
 import pytest
 
-from harness.spec import config
 from harness.report import leaderboard
 from harness.run.runner import execute
+from harness.spec import config
 from harness.spec.spec import expand
 from harness.store.files import digest
 from harness.store.store import Store

@@ -20,9 +20,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from ..metrics import metrics  # noqa: E402
-from .leaderboard import mean_ci, sections  # noqa: E402
 from ..store.files import write_text_atomic  # noqa: E402
 from ..store.store import Store  # noqa: E402
+from .leaderboard import mean_ci, sections  # noqa: E402
 from .tables import COSTS, cost_key  # noqa: E402
 
 COLUMN, FULL, DPI = 3.3, 7.0, 200

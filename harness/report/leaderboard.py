@@ -16,12 +16,12 @@ from pathlib import Path
 from scipy.stats import t as student_t
 
 from ..metrics import stats
-from . import tables
-from ..spec.protocol import version_of
-from ..store.provenance import score_packages_of
 from ..metrics.run_metrics import run_row
+from ..spec.protocol import version_of
 from ..spec.spec import RunSpec, content_hash
+from ..store.provenance import score_packages_of
 from ..store.store import Store
+from . import tables
 from .tables import COLUMNS, cost_key
 
 CI_LEVEL = 0.95

@@ -24,9 +24,9 @@ import math
 import numpy as np
 
 from ..metrics import stats
-from .leaderboard import REFERENCE, method_groups, ranking_key, sections
 from ..metrics.run_metrics import run_row
 from ..store.store import Store
+from .leaderboard import REFERENCE, method_groups, ranking_key, sections
 
 Z_HALF, Z_POWER = 1.959964, 0.841621  # normal quantiles 0.975 and 0.8
 

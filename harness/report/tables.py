@@ -11,8 +11,8 @@ import html
 import io
 from pathlib import Path
 
-from ..store.provenance import SCORE_PACKAGES
 from ..store.files import write_text_atomic
+from ..store.provenance import SCORE_PACKAGES
 
 # (key of run_metrics.run_row, column header, shown with a sign)
 COLUMNS = [("headline", "Headline", True), ("lp_gain", "Domain gain (log-prob)", True),

@@ -15,8 +15,8 @@ import math
 import tempfile
 
 from ..core.errors import ConfigError
-from ..spec.spec import RunSpec
 from ..core.json_file import read_json
+from ..spec.spec import RunSpec
 from ..store.store import Store
 
 SAME = "same machine and thread count: every cell should agree"

@@ -16,18 +16,18 @@ from tasks.chat import encode_pairs, prompt_ids, reply_ids
 from tasks.data import DataSource
 from tasks.registry import load_stream
 
-from . import compute, stage_models
+from ..core.typed import build
 from ..integrations import tracking as trackers
 from ..model import models
-from .checkpoints import Checkpoints
-from .evaluation import evaluate
 from ..model.precision import pick_device, pick_precision
-from ..store.provenance import git_commit, machine, package_versions, score_package_versions
 from ..spec.spec import RunSpec, content_hash
 from ..store.files import SCHEMA_VERSION
+from ..store.provenance import git_commit, machine, package_versions, score_package_versions
 from ..store.store import Store
+from . import compute, stage_models
+from .checkpoints import Checkpoints
+from .evaluation import evaluate
 from .training import collate, train_task
-from ..core.typed import build
 
 
 def _now() -> str:
@@ -165,8 +165,8 @@ def execute(spec: RunSpec, store: Store, data_dir: str | None = None, sweep: str
     """Run one spec and store it; a failure is stored as a failed result, never raised.
     on_stage(stage, model), if given, is called after `prepare` (stage 0) and after every stage.
     save_models: write each trained stage's model under <results>/models/<run_id>/ (harness.run.stage_models).
-    tracking: 'tensorboard' logs each stored stage and the training curve under <results>/tracking/ (harness.integrations.tracking);
-    its failures are warnings, never the run's."""
+    tracking: 'tensorboard' logs each stored stage and the training curve under <results>/tracking/
+    (harness.integrations.tracking); its failures are warnings, never the run's."""
     result = new_result(spec, sweep, protocol)
     result["provenance"]["node"] = node  # the Ray node id, when scheduled by Ray
     tracker = trackers.tracker(tracking, store.root, spec, sweep, protocol)
@@ -218,7 +218,9 @@ def _trainer(spec: RunSpec, setup: _Setup, data_dir):
     from ..spec import sandbox
     from . import sandboxed
 
-    return _InProcess(spec, setup) if sandbox.trusted(spec.method) else sandboxed.SandboxedTrainer(spec, setup, data_dir)
+    if sandbox.trusted(spec.method):
+        return _InProcess(spec, setup)
+    return sandboxed.SandboxedTrainer(spec, setup, data_dir)
 
 
 def _execute(spec: RunSpec, store: Store, data_dir, result: dict, on_stage, save_models: bool, tracker) -> None:

@@ -1,6 +1,6 @@
 """The protocol card: what every row of a leaderboard shares, named and versioned.
 
-A preset file (harness/presets/<name>.yaml) is the protocol card: model, precision, device,
+A preset file (harness/spec/presets/<name>.yaml) is the protocol card: model, precision, device,
 stream (the task order), extra task orders, probes, seeds, scorer, budgets and data seed. Its
 `methods` and `resources` are not part of it (they are what is compared, and how fast it
 runs). The version is a content hash over the card's parsed fields plus the SHA-256 of every

@@ -5,9 +5,9 @@ import dataclasses
 import hashlib
 import json
 
+from ..core.typed import build
 from . import sandbox
 from .config import Budget, SweepConfig
-from ..core.typed import build
 
 
 @dataclasses.dataclass(frozen=True)

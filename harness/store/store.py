@@ -17,8 +17,8 @@ import warnings
 from pathlib import Path
 
 from ..core.errors import StoreError
-from .files import _FIX, digest, digest_problem, write_json_atomic, write_text_atomic
 from ..core.json_file import read_json
+from .files import _FIX, digest, digest_problem, write_json_atomic, write_text_atomic
 
 
 class Store:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..core.json_file import read_json
 from ..spec.spec import RunSpec
 from .files import READABLE_SCHEMAS, digest_problem
-from ..core.json_file import read_json
 
 STATUSES = {"running", "finished", "failed"}
 

@@ -22,9 +22,9 @@ from tasks.chat import encode_pairs
 from tasks.data import DataSource
 from tasks.registry import load_stream
 
-from ..spec.config import Budget
 from ..core.errors import ConfigError
 from ..core.typed import build
+from ..spec.config import Budget
 
 HOOKS = [n for n, v in vars(Method).items() if inspect.isfunction(v) and not n.startswith("_")]
 TRIAL_STREAM = ["stem", "humanities"]  # multiple choice only: no generated code is executed

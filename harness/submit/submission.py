@@ -24,13 +24,13 @@ from pathlib import Path
 
 from methods.registry import available
 
-from ..spec import config, sandbox
-from ..report import leaderboard
 from ..core.errors import ConfigError
+from ..report import leaderboard
+from ..spec import config, sandbox
 from ..spec.protocol import stamp
-from ..store.provenance import git_commit, machine, package_versions
 from ..spec.spec import expand
 from ..store.files import write_json_atomic
+from ..store.provenance import git_commit, machine, package_versions
 from ..store.store import Store
 from ..store.submissions import read_record, stored_names
 

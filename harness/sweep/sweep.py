@@ -6,11 +6,11 @@ from pathlib import Path
 from tasks.data import DataSource
 from tasks.registry import load_stream
 
-from ..spec.config import SweepConfig
 from ..core.errors import ConfigError
+from ..spec.config import SweepConfig
 from ..spec.protocol import stamp, version_of
-from ..store.provenance import score_package_versions, score_packages_of
 from ..spec.spec import RunSpec, expand
+from ..store.provenance import score_package_versions, score_packages_of
 from ..store.store import Store
 from ..store.submissions import read_record, stored_names
 

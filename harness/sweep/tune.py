@@ -32,8 +32,8 @@ import yaml
 from tasks.data import DataSource
 from tasks.registry import VALIDATION, _probe, builtin, domain, mmlu_domain_pool
 
-from ..spec.config import MethodEntry, SweepConfig, check, methods_named
 from ..core.errors import ConfigError
+from ..spec.config import MethodEntry, SweepConfig, check, methods_named
 
 LR_FACTORS = (0.3, 1.0, 3.0)
 STRENGTH = {"ewc": ("ewc_lambda", (0.1, 1.0, 10.0)), "l2sp": ("alpha", (0.1, 1.0, 10.0)),

@@ -6,8 +6,8 @@ import time
 
 import torch
 
-from harness.spec import config
 from harness.run.runner import ensure_stage0, execute
+from harness.spec import config
 from harness.spec.spec import expand
 from harness.store.store import Store
 from harness.sweep.sweep import run_sweep
