@@ -89,13 +89,15 @@ def needed(requirements: list[str]) -> set[str]:
 
 def split(freeze: list[str], project: str = "clbench") -> dict[str, list[str]]:
     """The `name==version` lines of a freeze by file: each extra's (EXTRAS) the packages that only it needs (beyond
-    the project with its test extra), lock.txt the rest."""
+    the project with its test extra), lock.txt the rest. The project itself is left out, however it was installed
+    (tox's editable install freezes as `clbench @ file:///...editable...whl`, which --exclude-editable keeps)."""
     base = needed([f"{project}[test]"])
     only = {extra: needed([f"{project}[{extra}]"]) - base for extra in EXTRAS}
     out = {"lock.txt": [], **{file: [] for file in EXTRAS.values()}}
     for line in freeze:
-        name = canonical(line.partition("==")[0].strip())
-        out[next((EXTRAS[e] for e, names in only.items() if name in names), "lock.txt")].append(line)
+        name = canonical(re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", line).group(1))
+        if name != canonical(project):
+            out[next((EXTRAS[e] for e, names in only.items() if name in names), "lock.txt")].append(line)
     return out
 
 

@@ -192,8 +192,12 @@ def parse(data, path: Path, digest: str) -> DomainSpec:
 
 def read(path: Path) -> DomainSpec:
     """The domain file at `path`, checked; a ConfigError naming the file and field otherwise."""
-    data = read_yaml(path)
-    return parse(data, path, hashlib.sha256(path.read_bytes()).hexdigest())
+    try:
+        data = read_yaml(path)
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    except (OSError, ValueError) as e:  # a NUL byte in the name, a directory, no permission
+        raise ConfigError(f"{str(path)!r}: cannot read it as a domain file ({type(e).__name__}: {e})") from None
+    return parse(data, path, digest)
 
 
 def fill(template: str, row: dict, where: str) -> str:

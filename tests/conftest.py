@@ -9,7 +9,7 @@ def data_dir() -> Path:
     path = os.environ.get("CLBENCH_DATA")
     if not path or not Path(path).is_dir():
         pytest.fail("set CLBENCH_DATA to the dataset folder (the one holding mmlu/, mbpp/); tox sets it for you")
-    return Path(path)
+    return Path(path).resolve()  # absolute: tests run the CLI from other folders
 
 
 @pytest.fixture(scope="session")

@@ -212,3 +212,26 @@ def test_a_users_domains_run_end_to_end(tmp_path, data_dir):
     board = subprocess.run([sys.executable, "-m", "harness.cli", "leaderboard", "--results", str(results)],
                            capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert board.returncode == 0, board.stderr[-3000:]
+
+
+def test_parquet_rows(tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow as pa
+
+    rows = [{"question": f"{i} + {i}?", "solution": f"{i} + {i} = {2 * i}\n#### {2 * i}"} for i in range(6)]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "sums.parquet")
+    write(tmp_path / "sums.yaml", "name: sums\nkind: generation\nsource: {pool: sums.parquet}\n"
+                                  "fields: {prompt: question, reference: solution}\nscorer: last_number\n")
+    tasks, _ = load_stream(DataSource(None), ["sums"], [], BUDGET, 0, {"sums": str(tmp_path / "sums.yaml")})
+    for item in tasks[0].learn + tasks[0].views["transfer"]:
+        i = int(item.prompt.split(" ")[0])
+        assert item.answer == str(2 * i) and item.reference == rows[i]["solution"]
+
+
+def test_a_hub_source_with_the_hub_off_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    write(tmp_path / "hub.yaml", "name: gsm\nkind: generation\nsource:\n  learn: {hub: openai/gsm8k, name: main, split: train}"
+                                 "\n  transfer: {hub: openai/gsm8k, name: main, split: test}\n"
+                                 "fields: {prompt: question, reference: answer}\nscorer: last_number\n")
+    with pytest.raises(DataError, match="reads openai/gsm8k from the hub, which is off .* name that file instead"):
+        load_stream(DataSource(None), ["gsm"], [], BUDGET, 0, {"gsm": str(tmp_path / "hub.yaml")})

@@ -55,6 +55,14 @@ def test_the_freeze_of_the_locked_environment_splits_into_the_lock_files():
         assert sorted(pins, key=str.lower) == sorted(committed, key=str.lower), file
 
 
+def test_the_project_itself_is_never_locked_however_it_was_installed():
+    """tox's editable install freezes as a direct reference, which `pip freeze --exclude-editable` keeps."""
+    files = split(["clbench @ file:///tmp/x/.tox/.tmp/package/1/clbench-0.1.0-0.editable-py3-none-any.whl#sha256=ab",
+                   "ray==2.60.0"])
+    assert not any(line.startswith("clbench") for pins in files.values() for line in pins)
+    assert "ray==2.60.0" in files["lock.txt"]
+
+
 def test_a_malformed_lock_line_is_named(tmp_path):
     (tmp_path / "lock.txt").write_text("# header\nfoo==1.0\nbar>=2\n")
     with pytest.raises(ValueError, match=r"lock.txt:3: expected name==version"):

@@ -104,7 +104,12 @@ def _domain_paths(data: dict, base: Path) -> dict:
     """data with every domain-file path in its stream and task orders made absolute against `base` (the config
     file's folder for its own lists; the working directory for --set)."""
     def absolute(entry):
-        return str((base / entry).resolve()) if isinstance(entry, str) and domain_spec.is_path(entry) else entry
+        if not (isinstance(entry, str) and domain_spec.is_path(entry)):
+            return entry
+        try:
+            return str((base / entry).resolve())
+        except (OSError, ValueError):  # a NUL byte, a loop of links: domain_spec.read names it
+            return entry
 
     data = dict(data)
     if isinstance(data.get("stream"), list):
@@ -118,9 +123,12 @@ def _domain_names(data: dict, source: str) -> dict:
     """data with each domain-file path of its stream read (and checked) and replaced by the domain's name, the
     paths kept in `domains`: results, matrices and boards name a task, never a path."""
     stream = data.get("stream")
-    if not isinstance(stream, list):
+    if not isinstance(stream, list) or not any(isinstance(e, str) and domain_spec.is_path(e) for e in stream):
         return data
-    domains = dict(data.get("domains") or {})
+    if not isinstance(data.get("domains", {}), dict):
+        raise ConfigError(f"{source}: domains: expected a mapping of domain name to domain file; it is filled in from "
+                          "the stream's paths, so it can be left out")
+    domains = dict(data.get("domains", {}))
     names = {}
     for i, entry in enumerate(stream):
         if isinstance(entry, str) and domain_spec.is_path(entry):
@@ -130,9 +138,12 @@ def _domain_names(data: dict, source: str) -> dict:
                                   "stream; give each domain its own name")
             names[entry] = spec.name
             domains[spec.name] = str(spec.path)
-    data = dict(data, stream=[names.get(e, e) for e in stream], domains=domains)
+    def name(entry):
+        return names.get(entry, entry) if isinstance(entry, str) else entry
+
+    data = dict(data, stream=[name(e) for e in stream], domains=domains)
     if isinstance(data.get("task_orders"), list):
-        data["task_orders"] = [[names.get(e, e) for e in o] if isinstance(o, list) else o for o in data["task_orders"]]
+        data["task_orders"] = [[name(e) for e in o] if isinstance(o, list) else o for o in data["task_orders"]]
     return data
 
 
