@@ -153,7 +153,7 @@ def write(card: SweepConfig, methods: list[MethodEntry], rows: list[dict], out: 
 
     lines = [f"# Tuning grid of `{card.name}` on its validation stream", "",
              "Each method's learning rate (and strength knob) chosen by the highest headline on a stream of other "
-             "items (harness/tune.py says which); the chosen point is marked.", "",
+             "items (harness/sweep/tune.py says which); the chosen point is marked.", "",
              "| " + " | ".join(COLUMNS[1:]) + " |", "|" + " --- |" * (len(COLUMNS) - 1)]
     def shown(r, c):
         if c == "chosen":
