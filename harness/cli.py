@@ -237,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_submit)
     pr = sub.add_parser("protocol", help="the benchmark protocol cards")
     show = pr.add_subparsers(dest="action", required=True).add_parser(
-        "show", help="print a protocol card with its version and data checksums")
+        "show", help="print a protocol card with its version, items digest and data checksums")
     show.add_argument("--preset", help="preset (protocol card) name: quick (default), standard, tiny")
     show.add_argument("--config", help="a sweep YAML file (instead of --preset)")
     show.set_defaults(func=_protocol_show)

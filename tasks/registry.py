@@ -152,7 +152,7 @@ def domain(name: str, domains: dict[str, str]) -> DomainSpec:
 def load_stream(src: DataSource, stream: list[str], probes: list[str], budget, seed: int,
                 domains: dict[str, str] | None = None):
     """All tasks and probes of a run, loaded (and checksummed) before any model is touched. A user's domain
-    file is checksummed too (`domain:<name>`), so its content is part of the protocol version."""
+    file is checksummed too (`domain:<name>`), so a run's provenance names the file it read."""
     domains = domains or {}
     tasks = []
     for name in stream:

@@ -3,12 +3,15 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from harness.core.errors import ConfigError, DataError
 from harness.spec import config
 from tasks.data import ALLOW_UNLISTED, DataSource
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def clbench(*args):
@@ -127,9 +130,13 @@ def test_unknown_preset():
         config.load("quik")
 
 
-def test_presets_are_valid():
-    for name in ("quick", "tiny"):
-        assert config.load(name).methods
+def test_presets_are_valid_and_pin_their_precision():
+    """A preset is a reference card: `auto` would make a bf16 machine's runs another protocol than an fp32 one's."""
+    presets = sorted(p.stem for p in (ROOT / "harness" / "spec" / "presets").glob("*.yaml"))
+    assert {"quick", "standard", "tiny"} <= set(presets)
+    for name in presets:
+        cfg = config.load(name)
+        assert cfg.methods and cfg.precision in ("fp32", "bf16"), name
 
 
 def test_result_files_are_whole_json(tmp_path):

@@ -114,6 +114,21 @@ def test_a_domain_files_content_is_part_of_the_protocol_version_and_its_path_is_
     assert protocol.version(config.load(str(card(tmp_path / "b", "[stem, ./trivia.yaml]", extra)))) != va
 
 
+def test_the_same_questions_read_from_other_bytes_make_one_protocol(tmp_path, data_dir):
+    """The version is on what the items say, not on the file's bytes (as the hub's and a local copy differ)."""
+    rows = [json.loads(line) for line in mc_rows().splitlines()]
+    respaced = "".join(json.dumps(dict(reversed(r.items())), indent=1).replace("\n", "") + "\n" for r in rows)
+    for folder, text in (("a", mc_rows()), ("b", respaced)):
+        write(tmp_path / folder / "cards" / "trivia.yaml", MC_DOMAIN)
+        write(tmp_path / folder / "cards" / "rows.jsonl", text)
+    cards = [config.load(str(card(tmp_path / f, "[stem, ./trivia.yaml]", f"data_dir: {data_dir}"))) for f in "ab"]
+    assert protocol.data_checksums(cards[0]) != protocol.data_checksums(cards[1])
+    assert protocol.version(cards[0]) == protocol.version(cards[1])
+    rows[0]["gold"] = "B"  # one answer changed: another protocol
+    write(tmp_path / "b" / "cards" / "rows.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    assert protocol.version(cards[1]) != protocol.version(cards[0])
+
+
 def test_csv_options_in_columns_and_separate_learn_and_transfer_files(tmp_path):
     rows = "question,A,B,C,D,answer\n" + "".join(f"q{i},w,x,y,z{i},{'ABCD'[i % 4]}\n" for i in range(5))
     write(tmp_path / "learn.csv", rows)

@@ -18,6 +18,8 @@ from harness.spec.spec import expand
 from harness.store.store import Store
 from harness.submit.submission import submit
 from harness.sweep.sweep import pending
+from tasks.data import DataSource
+from tasks.registry import load_stream
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "decaying_replay.py"
@@ -179,22 +181,31 @@ def test_decaying_replay_ratio_decays():
     assert replayed == [12, 4, 2]  # shares 0.5, 0.25, 0.125 of what is trained on
 
 
-def test_protocol_version_follows_card_and_data(data_dir, capsys):
+def test_protocol_version_follows_card_and_items(data_dir, capsys):
     cfg = config.load("tiny")
     checksums = protocol.data_checksums(cfg)
     assert checksums and all(len(v) == 64 for v in checksums.values())
-    v = protocol.version(cfg, checksums)
-    assert protocol.version(dataclasses.replace(cfg, seeds=[0, 1]), checksums) != v
-    assert protocol.version(dataclasses.replace(cfg, stream=list(reversed(cfg.stream))), checksums) != v
-    assert protocol.version(dataclasses.replace(cfg, budget=dataclasses.replace(cfg.budget, epochs=3)), checksums) != v
-    first = next(iter(checksums))
-    assert protocol.version(cfg, {**checksums, first: "0" * 64}) != v
-    assert protocol.version(dataclasses.replace(cfg, methods=cfg.methods[:1]), checksums) == v  # methods are compared
+    tasks, probes = load_stream(DataSource(cfg.data_dir), list(cfg.stream), list(cfg.probes), cfg.budget,
+                                cfg.data_seed)
+    digest = protocol.items_digest(tasks, probes)
+    v = protocol.version(cfg, digest)
+    assert protocol.version(cfg) == v
+    assert protocol.version(dataclasses.replace(cfg, seeds=[0, 1]), digest) != v
+    assert protocol.version(dataclasses.replace(cfg, stream=list(reversed(cfg.stream))), digest) != v
+    assert protocol.version(dataclasses.replace(cfg, budget=dataclasses.replace(cfg.budget, epochs=3)), digest) != v
+    assert protocol.version(dataclasses.replace(cfg, methods=cfg.methods[:1]), digest) == v  # methods are compared
+    first = tasks[0].views["recall"][0]
+    moved = dataclasses.replace(first, source="elsewhere.csv:1")  # the same item read from another file
+    reanswered = dataclasses.replace(first, answer=(first.answer + 1) % len(first.options))
+    for item, same in ((moved, True), (reanswered, False)):
+        tasks[0].views["recall"][0] = item
+        assert (protocol.items_digest(tasks, probes) == digest) is same
     assert main(["protocol", "show", "--preset", "tiny"]) == 0
     run = {"protocol": {"name": "tiny", "version": v}, "stage0_key": "s0"}
     assert leaderboard.protocol_key(run) != leaderboard.protocol_key({**run, "protocol": {"version": "other"}})
     shown = yaml.safe_load(capsys.readouterr().out)
-    assert shown["version"] == v and shown["data_checksums"] == checksums and shown["card"] == protocol.card(cfg)
+    assert shown["version"] == v and shown["items_digest"] == digest and shown["data_checksums"] == checksums
+    assert shown["card"] == protocol.card(cfg)
 
 
 def test_runs_under_another_protocol_version_are_rerun(tmp_path):

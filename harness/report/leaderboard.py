@@ -29,9 +29,9 @@ CI_LEVEL = 0.95
 
 def protocol_key(run: dict) -> str | None:
     """The benchmark protocol a run was produced under: only runs with equal keys are ranked
-    together. The protocol card's version (harness.spec.protocol: card + data checksums) joined with the
+    together. The protocol card's version (harness.spec.protocol: card + items digest) joined with the
     stage-0 key, a hash of spec.protocol() (model, stream as a set, probes, scorer, budgets, data
-    seed, device), the resolved precision and the data checksums, and with a hash of the run's
+    seed, device), the resolved precision and the items digest, and with a hash of the run's
     package stack (provenance.score_packages_of): a new transformers can change the numbers, so
     its runs rank apart.
     Without the card's version for runs from before protocol cards. None for a run that failed

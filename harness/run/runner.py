@@ -20,6 +20,7 @@ from ..core.typed import build
 from ..integrations import tracking as trackers
 from ..model import models
 from ..model.precision import pick_device, pick_precision
+from ..spec.protocol import items_digest
 from ..spec.spec import RunSpec, content_hash
 from ..store.files import SCHEMA_VERSION
 from ..store.provenance import git_commit, machine, package_versions, score_package_versions
@@ -39,9 +40,10 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def stage0_key(spec: RunSpec, precision: str, checksums: dict) -> str:
-    """Identity of the base-model evaluation: model, tasks, items, scorer, budget, precision."""
-    return content_hash({"protocol": spec.protocol(), "precision": precision, "data": checksums})
+def stage0_key(spec: RunSpec, precision: str, items: str) -> str:
+    """Identity of the base-model evaluation: model, tasks, what the items say (harness.spec.protocol.items_digest,
+    not which files they came from), scorer, budget, precision."""
+    return content_hash({"protocol": spec.protocol(), "precision": precision, "items": items})
 
 
 class _Setup:
@@ -53,6 +55,7 @@ class _Setup:
         self.tasks, self.probes = load_stream(source, list(spec.stream), list(spec.probes), self.budget, spec.data_seed,
                                               spec.domains)
         self.checksums = dict(sorted(source.checksums.items()))
+        self.items = items_digest(self.tasks, self.probes)
         self.device = pick_device(spec.device)
         # precision: the parent's choice, given to a sandboxed method's process (harness.spec.sandbox) so both agree
         self.precision, self.evidence = ((precision, {"reason": "the parent process's choice"}) if precision
@@ -61,7 +64,7 @@ class _Setup:
         self.model, self.tok = models.load(spec.model)
         self.model.to(self.device)
         self.load_seconds = time.perf_counter() - t0
-        self.key = stage0_key(spec, self.precision, self.checksums)
+        self.key = stage0_key(spec, self.precision, self.items)
         self.eval_kw = dict(scorer=spec.scorer, budget=self.budget, device=self.device, precision=self.precision)
 
     def stage0(self, spec: RunSpec, store: Store) -> dict:
@@ -225,8 +228,8 @@ def _trainer(spec: RunSpec, setup: _Setup, data_dir):
 
 def _execute(spec: RunSpec, store: Store, data_dir, result: dict, on_stage, save_models: bool, tracker) -> None:
     setup = _Setup(spec, data_dir)
-    result["provenance"].update(data_checksums=setup.checksums, machine=machine(setup.device),
-                                **({"unlisted_data": setup.source.unlisted} if setup.source.unlisted else {}))
+    result["provenance"].update(data_checksums=setup.checksums, items_digest=setup.items,
+                                machine=machine(setup.device), **({"unlisted_data": setup.source.unlisted} if setup.source.unlisted else {}))
     result.update(device=setup.device, precision=setup.precision, precision_evidence=setup.evidence,
                   model_load_seconds=setup.load_seconds, stage0_key=setup.key)
     base = setup.stage0(spec, store)

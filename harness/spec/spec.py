@@ -54,7 +54,7 @@ class RunSpec:
         d = self.as_dict()
         for k in ("method", "label", "method_config", "seed"):
             d.pop(k)
-        d.pop("domains", None)  # paths differ between machines; the files' digests are in the data checksums
+        d.pop("domains", None)  # paths differ between machines; what their items say is in the items digest
         d["stream"] = sorted(d["stream"])
         return d
 
