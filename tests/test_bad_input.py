@@ -173,6 +173,20 @@ def test_a_mistyped_model_is_named_before_anything_runs(tmp_path, data_dir):
         config.check_model(name, "x")
 
 
+def test_a_hub_model_pins_its_revision_in_its_name(tmp_path, monkeypatch):
+    from harness.model.models import hub_revision, load
+
+    assert hub_revision("HuggingFaceTB/SmolLM2-360M-Instruct@v1.0") == ("HuggingFaceTB/SmolLM2-360M-Instruct", "v1.0")
+    folder = tmp_path / "my@model"
+    folder.mkdir()
+    for name in ("HuggingFaceTB/SmolLM2-360M-Instruct", "tiny", "user@host", str(folder), "a/b@", "a/b@c/d"):
+        assert hub_revision(name) == (name, None)
+    config.check_model("HuggingFaceTB/SmolLM2-360M-Instruct@0123abc", "x")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the hub is out of reach: the error names the pinned revision
+    with pytest.raises(ConfigError, match=r"model 'nobody/nothing@0123abc': cannot load it"):
+        load("nobody/nothing@0123abc")
+
+
 def test_set_overrides_any_field_and_is_checked_like_the_file():
     cfg = config.load("tiny", ["budget.epochs=1", "seeds=[3, 4]", "precision=bf16", "stream=[law, stem]"])
     assert (cfg.budget.epochs, cfg.seeds, cfg.precision, cfg.stream) == (1, [3, 4], "bf16", ["law", "stem"])

@@ -27,6 +27,15 @@ def cache_dir() -> Path:
     return Path(os.environ.get("CLBENCH_CACHE", Path.home() / ".cache" / "clbench"))
 
 
+def hub_revision(name: str) -> tuple[str, str | None]:
+    """(model, revision) of a model name: a hub id may pin a commit, tag or branch as `owner/name@revision`
+    (the revision is then part of the name, so of the run's spec and protocol); anything else has none."""
+    repo, at, revision = name.rpartition("@")
+    if not at or Path(name).exists() or "/" not in repo or not revision or "/" in revision:
+        return name, None
+    return repo, revision
+
+
 def load(name: str):
     """(model, tokenizer) in fp32 on the CPU, in eval mode."""
     if name == TINY:
@@ -34,21 +43,22 @@ def load(name: str):
     elif name == SMOLLM2:
         model, tok = _from_pretrained(str(smollm2_dir()))
     else:
-        model, tok = _from_pretrained(name)
+        model, tok = _from_pretrained(*hub_revision(name))
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     model.eval()
     return model, tok
 
 
-def _from_pretrained(name_or_path: str):
+def _from_pretrained(name_or_path: str, revision: str | None = None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
-        tok = AutoTokenizer.from_pretrained(name_or_path)
-        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch.float32)
-    except (OSError, ValueError) as e:  # missing dir, unreachable hub, malformed id
-        raise ConfigError(f"model '{name_or_path}': cannot load it as a local model dir or hub id ({e}); "
+        tok = AutoTokenizer.from_pretrained(name_or_path, revision=revision)
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, revision=revision, dtype=torch.float32)
+    except (OSError, ValueError) as e:  # missing dir, unreachable hub, malformed id, unknown revision
+        shown = f"{name_or_path}@{revision}" if revision else name_or_path
+        raise ConfigError(f"model '{shown}': cannot load it as a local model dir or hub id ({e}); "
                           f"use '{SMOLLM2}', '{TINY}', a local path or a reachable hub id") from None
     if not tok.chat_template:
         tok.chat_template = CHATML

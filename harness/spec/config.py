@@ -65,7 +65,8 @@ class SweepConfig:
     """A benchmark sweep: one model, one stream, methods x seeds."""
 
     name: str = field("custom", "sweep name, recorded in every result")
-    model: str = field("smollm2-135m-instruct", "'smollm2-135m-instruct', 'tiny', a hub id or a local model dir")
+    model: str = field("smollm2-135m-instruct", "'smollm2-135m-instruct', 'tiny', a hub id (owner/name, or "
+                       "owner/name@revision to pin a commit or tag) or a local model dir")
     precision: Literal["auto", "bf16", "fp32"] = field("auto", "auto = bf16 on CUDA, and on CPU only where a measured bf16 matmul is faster")
     device: Literal["auto", "cpu", "cuda"] = field("auto", "auto = cuda when available")
     stream: list[str] = field(["stem", "humanities", "code", "law"], "domain tasks in training order: built-in names "
