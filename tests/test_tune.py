@@ -28,6 +28,7 @@ def test_validation_stream_shares_no_item_with_the_card(preset, data_dir):
     val = tune.validation_config(card, [MethodEntry(method="full")])
     assert len(val.stream) == len(card.stream) and all(n.endswith("_dev") for n in val.stream)
     assert val.budget.learn_items == card.budget.learn_items and val.budget.epochs == card.budget.epochs
+    assert val.budget.max_new_tokens == tune.DECODED == 1  # the criterion reads no generated answer
     source = DataSource(str(data_dir))
     bench = _uids(*load_stream(source, card.stream, card.probes, card.budget, card.data_seed))
     checked = _uids(*load_stream(source, val.stream, val.probes, val.budget, val.data_seed))
