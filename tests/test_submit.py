@@ -14,7 +14,6 @@ from harness.cli import main
 from harness.core.errors import ConfigError
 from harness.report import leaderboard
 from harness.spec import config, protocol
-from harness.spec.spec import expand
 from harness.store.store import Store
 from harness.submit.submission import submit
 from harness.sweep.sweep import pending

@@ -228,8 +228,9 @@ def _trainer(spec: RunSpec, setup: _Setup, data_dir):
 
 def _execute(spec: RunSpec, store: Store, data_dir, result: dict, on_stage, save_models: bool, tracker) -> None:
     setup = _Setup(spec, data_dir)
+    unlisted = {"unlisted_data": setup.source.unlisted} if setup.source.unlisted else {}
     result["provenance"].update(data_checksums=setup.checksums, items_digest=setup.items,
-                                machine=machine(setup.device), **({"unlisted_data": setup.source.unlisted} if setup.source.unlisted else {}))
+                                machine=machine(setup.device), **unlisted)
     result.update(device=setup.device, precision=setup.precision, precision_evidence=setup.evidence,
                   model_load_seconds=setup.load_seconds, stage0_key=setup.key)
     base = setup.stage0(spec, store)
