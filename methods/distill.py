@@ -51,6 +51,7 @@ class Distill(FullFineTune):
     description = "LwF: label loss + KL to the frozen pre-task model on the new task's replies."
     citation = "Li & Hoiem 2017, Learning without Forgetting, arXiv:1606.09282"
     Config = DistillConfig
+    shardable = False  # an extra loss or token weights: harness.run.sharded
     needs = Needs(teacher=True)
 
     def prepare(self, model, ctx):

@@ -148,6 +148,7 @@ class EWC(FullFineTune):
                    "model's own distribution).")
     citation = "Kirkpatrick et al. 2017, arXiv:1612.00796; Schwarz et al. 2018, arXiv:1805.06370"
     Config = EWCConfig
+    shardable = False  # an extra loss or token weights: harness.run.sharded
     resumable = False  # its state lives outside the model
 
     def prepare(self, model, ctx):

@@ -28,6 +28,7 @@ class Freeze(Method):
     description = "Train only the last k decoder blocks (or parameters matching patterns); freeze the rest."
     citation = "Yosinski et al. 2014, arXiv:1411.1792; Luo et al. 2023, arXiv:2308.08747"
     Config = FreezeConfig
+    shardable = True
 
     def prepare(self, model, ctx):
         names = [n for n, _ in model.named_parameters()]

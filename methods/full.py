@@ -18,6 +18,7 @@ class FullFineTune(Method):
     description = "Sequential full fine-tuning of every weight (baseline)."
     citation = "McCloskey & Cohen 1989; Luo et al. 2023, arXiv:2308.08747 (forgetting in LLM fine-tuning)"
     Config = FullConfig
+    shardable = True
 
     def prepare(self, model, ctx):
         for p in model.parameters():

@@ -21,6 +21,7 @@ class L2SP(FullFineTune):
     description = "Full fine-tuning with an L2 pull towards the pre-trained weights."
     citation = "Li, Grandvalet & Davoine 2018, Explicit Inductive Bias for Transfer Learning, arXiv:1802.01483"
     Config = L2SPConfig
+    shardable = False  # an extra loss or token weights: harness.run.sharded
 
     def prepare(self, model, ctx):
         model = super().prepare(model, ctx)

@@ -72,6 +72,7 @@ class LlamaPro(Method):
     description = "LLaMA-Pro: insert identity-initialised copies of decoder blocks, train only those."
     citation = "Wu et al. 2024, LLaMA Pro: Progressive LLaMA with Block Expansion, arXiv:2401.02415"
     Config = LlamaProConfig
+    shardable = True
 
     def prepare(self, model, ctx):
         new = set(expand_blocks(model, self.config.every))  # at least one: the top block's copy

@@ -27,6 +27,7 @@ class LoRA(Method):
     description = "peft LoRA adapters (q,v rank 8 by default) on a frozen base."
     citation = "Hu et al. 2021, LoRA: Low-Rank Adaptation of Large Language Models, arXiv:2106.09685"
     Config = LoRAConfig
+    shardable = True
 
     def prepare(self, model, ctx):
         from peft import LoraConfig, get_peft_model

@@ -77,6 +77,7 @@ class SelectiveTokens(FullFineTune):
     description = "Rho-1 selective language modelling: loss only on the reply tokens of highest excess loss over the base model."
     citation = "Lin et al. 2024, Rho-1: Not All Tokens Are What You Need, arXiv:2404.07965"
     Config = SelectiveTokensConfig
+    shardable = False  # an extra loss or token weights: harness.run.sharded
     needs = Needs(teacher=True)
 
     def prepare(self, model, ctx):

@@ -2,7 +2,9 @@
 
 Device-hours = (training + evaluation wall seconds) x devices / 3600. On CUDA they are GPU-hours
 with devices = 1 (a run holds one GPU); on a CPU they are CPU-hours with devices = the torch
-threads the run used (torch.get_num_threads()), never reported as GPU-hours. Peak memory is the
+threads the run used (torch.get_num_threads()), never reported as GPU-hours. A run whose training
+is sharded over W workers (harness.run.sharded) holds 1 + W times that for its whole duration:
+its own process's (which evaluates) and each worker's. Peak memory is the
 CUDA allocator's peak of the stage on a GPU, the process's peak resident set so far on a CPU.
 Run totals cover the trained stages; stage 0 (the base-model evaluation) is shared by every method
 of a protocol and keeps its own `seconds`.
@@ -37,9 +39,11 @@ def _hours(device: str, seconds: float, count: int) -> dict:
     return {"gpu_hours": hours if device == "cuda" else None, "cpu_hours": None if device == "cuda" else hours}
 
 
-def stage(device: str, train_seconds: float, eval_seconds: float, train_tokens: int) -> dict:
-    """Compute record of one trained stage; call right after its evaluation."""
+def stage(device: str, train_seconds: float, eval_seconds: float, train_tokens: int, workers: int = 0) -> dict:
+    """Compute record of one trained stage; call right after its evaluation. workers: the processes its
+    training was sharded over (0: trained in this process)."""
     name, count = devices(device)
+    count *= 1 + workers
     return {"device": device, "device_name": name, "device_count": count, "train_seconds": train_seconds,
             "eval_seconds": eval_seconds, **_hours(device, train_seconds + eval_seconds, count),
             "peak_memory_mb": peak_memory_mb(device), "train_tokens": train_tokens,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import random
 import time
 import traceback
@@ -135,10 +136,10 @@ def prepare(spec: RunSpec, setup: _Setup, method):
     return method.prepare(setup.model, ctx)
 
 
-def train_stage(spec: RunSpec, setup: _Setup, method, model, stage: int):
+def train_stage(spec: RunSpec, setup: _Setup, method, model, stage: int, train_loop=train_task):
     """(model, training record, context) after the method's hooks and training on task `stage` (1-based):
-    train_examples, the training loop, after_task. Each stage is seeded alone, so a resumed run equals an
-    uninterrupted one."""
+    train_examples, the training loop (train_loop: this process's, or harness.run.sharded's across workers),
+    after_task. Each stage is seeded alone, so a resumed run equals an uninterrupted one."""
     task, budget, tok, device = setup.tasks[stage - 1], setup.budget, setup.tok, setup.device
     seed_everything(spec.seed * 1000 + stage)
     ctx = StageContext(stage=stage, task=task, seen=setup.tasks[: stage - 1], device=device, seed=spec.seed,
@@ -146,7 +147,7 @@ def train_stage(spec: RunSpec, setup: _Setup, method, model, stage: int):
                        data=setup.source)
     pairs = method.train_examples([i.training_pair() for i in task.learn], ctx)
     encoded = encode_pairs(tok, pairs, budget.max_length)
-    train = train_task(model, method, encoded, ctx, epochs=budget.epochs, batch_size=budget.batch_size,
+    train = train_loop(model, method, encoded, ctx, epochs=budget.epochs, batch_size=budget.batch_size,
                        pad_id=tok.pad_token_id, device=device, precision=setup.precision,
                        seed=spec.seed * 1000 + stage, desc=f"{spec.label} s{spec.seed} train {task.name}")
     return method.after_task(model, ctx), train, ctx
@@ -164,17 +165,21 @@ def _resume_point(spec: RunSpec, store: Store, checkpoints: Checkpoints) -> int:
 
 
 def execute(spec: RunSpec, store: Store, data_dir: str | None = None, sweep: str = "", node: str | None = None,
-            on_stage=None, protocol: dict | None = None, save_models: bool = False, tracking: str = "none") -> dict:
+            on_stage=None, protocol: dict | None = None, save_models: bool = False, tracking: str = "none",
+            sharding: dict | None = None) -> dict:
     """Run one spec and store it; a failure is stored as a failed result, never raised.
     on_stage(stage, model), if given, is called after `prepare` (stage 0) and after every stage.
     save_models: write each trained stage's model under <results>/models/<run_id>/ (harness.run.stage_models).
     tracking: 'tensorboard' logs each stored stage and the training curve under <results>/tracking/
-    (harness.integrations.tracking); its failures are warnings, never the run's."""
+    (harness.integrations.tracking); its failures are warnings, never the run's.
+    sharding: {workers, threads, activation_checkpointing}: train each stage across that many Ray Train workers
+    (harness.run.sharded) instead of in this process; None or workers 1: in this process."""
     result = new_result(spec, sweep, protocol)
     result["provenance"]["node"] = node  # the Ray node id, when scheduled by Ray
     tracker = trackers.tracker(tracking, store.root, spec, sweep, protocol)
     try:
-        _execute(spec, store, data_dir, result, on_stage or (lambda stage, model: None), save_models, tracker)
+        _execute(spec, store, data_dir, result, on_stage or (lambda stage, model: None), save_models, tracker,
+                 sharding if sharding and sharding["workers"] > 1 else None)
         result["status"] = "finished"
         Checkpoints(store.root).remove(spec.run_id)
     except Exception as e:  # stored with its traceback; the sweep goes on
@@ -196,8 +201,8 @@ class _InProcess:
 
     verified, unverified_reason, peak_memory_mb = True, None, None
 
-    def __init__(self, spec: RunSpec, setup: _Setup):
-        self.spec, self.setup = spec, setup
+    def __init__(self, spec: RunSpec, setup: _Setup, train_loop=train_task):
+        self.spec, self.setup, self.train_loop = spec, setup, train_loop
         cls = resolve_method(spec.method)
         self.method = cls(build(cls.Config, spec.method_config, "method_config"))
         self.resumable = self.method.resumable
@@ -209,24 +214,30 @@ class _InProcess:
         return self.model, None
 
     def stage(self, stage: int):
-        self.model, train, ctx = train_stage(self.spec, self.setup, self.method, self.model, stage)
+        self.model, train, ctx = train_stage(self.spec, self.setup, self.method, self.model, stage, self.train_loop)
         return self.model, train, self.method.stats(ctx), None
 
     def close(self) -> None:
         pass
 
 
-def _trainer(spec: RunSpec, setup: _Setup, data_dir):
-    """In this process for a built-in method; in a confined child for any other (harness.spec.sandbox)."""
+def _trainer(spec: RunSpec, setup: _Setup, data_dir, store: Store, sharding: dict | None):
+    """In this process for a built-in method, its training across workers when sharded; in a confined child for
+    any other (harness.spec.sandbox; never sharded: harness.sweep.sweep.preflight refuses it)."""
     from ..spec import sandbox
     from . import sandboxed
 
-    if sandbox.trusted(spec.method):
+    if not sandbox.trusted(spec.method):
+        return sandboxed.SandboxedTrainer(spec, setup, data_dir)
+    if sharding is None:
         return _InProcess(spec, setup)
-    return sandboxed.SandboxedTrainer(spec, setup, data_dir)
+    from . import sharded
+
+    return _InProcess(spec, setup, functools.partial(sharded.train_task, store_root=store.root, **sharding))
 
 
-def _execute(spec: RunSpec, store: Store, data_dir, result: dict, on_stage, save_models: bool, tracker) -> None:
+def _execute(spec: RunSpec, store: Store, data_dir, result: dict, on_stage, save_models: bool, tracker,
+             sharding: dict | None) -> None:
     setup = _Setup(spec, data_dir)
     unlisted = {"unlisted_data": setup.source.unlisted} if setup.source.unlisted else {}
     result["provenance"].update(data_checksums=setup.checksums, items_digest=setup.items,
@@ -241,7 +252,9 @@ def _execute(spec: RunSpec, store: Store, data_dir, result: dict, on_stage, save
 
         architecture = (copy.deepcopy(setup.model.config), sandboxed.shapes_of(setup.model))
         on_stage = _saving(on_stage, spec, store, setup, result, architecture)
-    trainer = _trainer(spec, setup, data_dir)
+    if sharding:
+        result["sharding"] = sharding
+    trainer = _trainer(spec, setup, data_dir, store, sharding)
     try:
         _train_and_score(spec, store, setup, trainer, result, base, before, on_stage, tracker)
     finally:
@@ -300,7 +313,7 @@ def _train_and_score(spec, store, setup, trainer, result, base, before, on_stage
         on_stage(stage, model)
         scores = own or evaluate(model, setup.tok, setup.tasks, setup.probes,
                                  desc=f"{spec.label} s{spec.seed} eval after {task.name}", **setup.eval_kw)
-        cost = compute.stage(setup.device, train_seconds, scores["seconds"], train["tokens"])
+        cost = compute.stage(setup.device, train_seconds, scores["seconds"], train["tokens"], train.get("workers", 0))
         if trainer.peak_memory_mb:  # a sandboxed method trained in a process of its own
             cost["peak_memory_mb"] = max(cost["peak_memory_mb"], trainer.peak_memory_mb)
         result["stages"].append({"stage": stage, "trained_on": task.name, "train": train, **scores, "compute": cost})

@@ -49,6 +49,11 @@ class Resources:
     num_cpus: int = field(1, "CPU cores per run (torch uses this many threads)", min=1)
     num_gpus: float = field(0.0, "GPUs per run; 0 = one when device is cuda or the method needs a GPU", min=0.0)
     memory_gb: float = field(0.0, "memory Ray reserves per run (0: no reservation)", min=0.0)
+    workers_per_run: int = field(1, "processes each run's training is sharded over (FSDP under Ray Train, "
+                                 "harness.run.sharded); each asks for num_cpus (and a GPU on cuda) besides the run's "
+                                 "own process, which evaluates; >1 needs a method that declares `shardable`", min=1)
+    activation_checkpointing: bool = field(False, "sharded training recomputes each block's "
+                                           "activations in the backward pass: less memory, another forward pass")
 
 
 @dataclasses.dataclass(frozen=True)

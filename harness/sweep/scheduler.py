@@ -1,4 +1,5 @@
-"""Ray scheduling: every RunSpec is one Ray task. This is the only module that imports Ray.
+"""Ray scheduling: every RunSpec is one Ray task. This module and harness.run.sharded (a run's training over
+several Ray Train workers) are the only ones that import Ray.
 
 Without an address a local Ray instance is started for the sweep and shut down after it;
 with one (`clbench run --address HOST:PORT`) the sweep joins that cluster. Each run asks for
@@ -31,14 +32,14 @@ def _stage0_task(spec_dict: dict, store_root: str, data_dir):
 
 
 def _run_task(spec_dict: dict, store_root: str, data_dir, sweep: str, protocol: dict | None, save_models: bool,
-              tracking: str = "none"):
+              tracking: str = "none", sharding: dict | None = None):
     import ray
 
     from ..run.runner import execute  # imported on the worker
 
     node = ray.get_runtime_context().get_node_id()
     return execute(RunSpec.from_dict(spec_dict), Store(store_root), data_dir=data_dir, sweep=sweep, node=node,
-                   protocol=protocol, save_models=save_models, tracking=tracking)
+                   protocol=protocol, save_models=save_models, tracking=tracking, sharding=sharding)
 
 
 def _resources(spec: RunSpec, num_cpus: int, num_gpus: float, memory_gb: float) -> dict:
@@ -51,6 +52,15 @@ def _resources(spec: RunSpec, num_cpus: int, num_gpus: float, memory_gb: float) 
     if memory_gb:
         request["memory"] = int(memory_gb * 2**30)
     return request
+
+
+def _with_workers(request: dict, workers: int) -> dict:
+    """All that a run holds at once when its training is sharded over `workers` Ray Train workers, each asking
+    for the run's num_cpus and, on a GPU run, one GPU (harness.run.sharded)."""
+    if workers == 1:
+        return request
+    return {**request, "num_cpus": request["num_cpus"] * (1 + workers),
+            "num_gpus": request["num_gpus"] + (workers if request["num_gpus"] else 0)}
 
 
 def check_resources(requests: list[dict], cluster: dict) -> None:
@@ -86,7 +96,8 @@ def stage_line(spec: RunSpec, stage: dict) -> str:
 
 def run_specs(specs: list[RunSpec], store: Store, *, data_dir=None, sweep: str = "", address: str | None = None,
               num_cpus: int = 1, num_gpus: float = 0, memory_gb: float = 0, protocol: dict | None = None,
-              save_models: bool = False, tracking: str = "none") -> list[dict]:
+              save_models: bool = False, tracking: str = "none", workers: int = 1,
+              activation_checkpointing: bool = False) -> list[dict]:
     import ray
 
     from ..spec import sandbox
@@ -103,10 +114,14 @@ def run_specs(specs: list[RunSpec], store: Store, *, data_dir=None, sweep: str =
             ray.init(address=address, runtime_env=runtime_env)
         else:
             # "local": a new instance of our own, never one that another sweep or `ray start` left running
-            ray.init(address="local", num_cpus=max(num_cpus, os.cpu_count() or 1), include_dashboard=False,
+            ray.init(address="local", num_cpus=max(num_cpus * workers + num_cpus, os.cpu_count() or 1),
+                     include_dashboard=False,
                      runtime_env=runtime_env)
     try:
-        check_resources([_resources(s, num_cpus, num_gpus, memory_gb) for s in specs], ray.cluster_resources())
+        check_resources([_with_workers(_resources(s, num_cpus, num_gpus, memory_gb), workers) for s in specs],
+                        ray.cluster_resources())
+        sharding = ({"workers": workers, "threads": num_cpus, "activation_checkpointing": activation_checkpointing}
+                    if workers > 1 else None)
         stage0 = ray.remote(_stage0_task)
         # a method clbench did not write gets a worker process of its own (max_calls=1), in which it still runs
         # only in a confined child (harness.spec.sandbox)
@@ -120,7 +135,8 @@ def run_specs(specs: list[RunSpec], store: Store, *, data_dir=None, sweep: str =
                  .remote(s.as_dict(), root, data_dir) for s in by_protocol.values()])
         pending = {(run if sandbox.trusted(s.method) else own_worker)
                    .options(**_resources(s, num_cpus, num_gpus, memory_gb), max_retries=MAX_RETRIES)
-                   .remote(s.as_dict(), root, data_dir, sweep, protocol, save_models, tracking): s for s in specs}
+                   .remote(s.as_dict(), root, data_dir, sweep, protocol, save_models, tracking, sharding): s
+                   for s in specs}
         return _collect(pending, store, ray)
     finally:
         if started_here:

@@ -1,0 +1,126 @@
+"""A run whose training is sharded over two Ray Train workers (FSDP, gloo on this CPU) trains and scores as one
+process does, a killed worker is retried, and a method that cannot be sharded is refused before any compute."""
+import inspect
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness.core.errors import ConfigError
+from harness.run import sharded
+from harness.run.runner import execute
+from harness.spec import config
+from harness.spec.spec import expand
+from harness.store.store import Store
+from harness.sweep.sweep import preflight
+from methods.base import Method
+from methods.registry import available, resolve_method
+
+SWEEP = ("model: tiny\nprecision: fp32\nstream: [stem, humanities]\nprobes: [general]\nmethods: [{method}]\n"
+         "budget: {{learn_items: 5, transfer_items: 2, general_items: 2, epochs: 2, batch_size: 4, max_length: 192}}\n")
+# activation checkpointing recomputes the same fp32 numbers: the comparison holds with it on
+TWO = {"workers": 2, "threads": 1, "activation_checkpointing": True}
+# one process and two workers add the same numbers in another order (a batch's loss is one sum in one
+# process, two partial sums reduced across workers; padding is to each worker's longest example)
+LOSS_RTOL, SCORE_ATOL = 1e-4, 1e-4
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"RAY_AUTH_MODE": "disabled", "TQDM_DISABLE": "1"}})
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this test file
+    yield
+    ray.shutdown()
+
+
+def _spec(tmp_path, method, **fields):
+    f = tmp_path / "sweep.yaml"
+    f.write_text(SWEEP.format(method=method) + "".join(f"{k}: {v}\n" for k, v in fields.items()))
+    return config.load(str(f))
+
+
+def _numbers(tree, path=()):
+    """Every number of a stage's scores and probes, by its path."""
+    if isinstance(tree, dict):
+        return {k: v for key, sub in sorted(tree.items()) for k, v in _numbers(sub, (*path, key)).items()}
+    return {path: tree} if isinstance(tree, (int, float)) and not isinstance(tree, bool) else {}
+
+
+def _scores(run):
+    return _numbers({str(s["stage"]): {"scores": s["scores"], "probes": s["probes"]} for s in run["stages"]})
+
+
+def test_two_workers_train_and_score_as_one_process(tmp_path, data_dir, ray_local):
+    """LoRA: frozen and trained parameters in one sharded block, only the adapter handed back. Without its
+    dropout: masks are drawn per worker, so only a dropout-free run can equal one process. (Full fine-tuning
+    trains sharded in the test below.)"""
+    spec = expand(_spec(tmp_path, "{method: lora, config: {dropout: 0.0}}"))[0]
+    one = execute(spec, Store(tmp_path / "one"), data_dir=str(data_dir))
+    two = execute(spec, Store(tmp_path / "two"), data_dir=str(data_dir), sharding=TWO)
+    assert two["status"] == "finished", two["traceback"]
+    assert two["sharding"] == TWO and all(s["train"]["workers"] == 2 for s in two["stages"][1:])
+    for a, b in zip(one["stages"][1:], two["stages"][1:]):
+        assert b["train"]["steps"] == a["train"]["steps"] == 4  # 5 items at batch 4: a short last batch
+        assert b["train"]["tokens"] == a["train"]["tokens"]
+        assert b["train"]["loss_last"] == pytest.approx(a["train"]["loss_last"], rel=LOSS_RTOL)
+        assert b["train"]["loss_first"] == pytest.approx(a["train"]["loss_first"], rel=LOSS_RTOL)
+        assert b["compute"]["device_count"] == 3 * a["compute"]["device_count"]
+    a, b = _scores(one), _scores(two)
+    assert a.keys() == b.keys() and len(a) > 20
+    assert {k: v for k, v in b.items() if "seconds" not in k} == pytest.approx(
+        {k: v for k, v in a.items() if "seconds" not in k}, abs=SCORE_ATOL)
+    assert not any(Path(tmp_path / "two" / "checkpoints" / "sharded").iterdir())  # the hand-back is removed
+
+
+def _kill_once(marker: str):
+    def on_step(step, rank):
+        import os
+
+        if step == 2 and rank == 1 and not os.path.exists(marker):
+            Path(marker).touch()
+            os._exit(1)  # the worker process dies mid-stage, as on a lost node
+    return on_step
+
+
+def test_a_killed_worker_is_retried_and_the_stage_equals_an_uninterrupted_one(tmp_path, tiny, ray_local):
+    import copy
+
+    from harness.run.runner import seed_everything
+    from methods.base import StageContext
+    from tasks.chat import encode_pairs
+
+    model, tok = tiny
+    pairs = [{"user": f"What is {i} plus {i}?", "reply": f"It is {2 * i}."} for i in range(8)]
+    examples = encode_pairs(tok, pairs, 64)
+    method = resolve_method("full")()
+    ctx = StageContext(stage=1, task=None, seen=[], device="cpu", seed=0)
+    kw = dict(epochs=1, batch_size=4, pad_id=tok.pad_token_id, device="cpu", precision="fp32", seed=7, desc="t",
+              workers=2, threads=1, store_root=tmp_path)
+    seed_everything(0)
+    runs = {}
+    for name, on_step in (("clean", None), ("killed", _kill_once(str(tmp_path / "killed")))):
+        trained = method.prepare(copy.deepcopy(model), ctx)
+        runs[name] = (sharded.train_task(trained, method, examples, ctx, on_step=on_step, **kw), trained)
+    assert (tmp_path / "killed").exists()  # the worker did die
+    assert runs["killed"][0]["losses"] == runs["clean"][0]["losses"]
+    for a, b in zip(runs["clean"][1].parameters(), runs["killed"][1].parameters()):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("name", sorted(available()))
+def test_a_shardable_method_has_no_loss_a_worker_could_not_compute(name):
+    cls = resolve_method(name)
+    if cls.shardable:
+        assert cls.extra_loss is Method.extra_loss and cls.token_weights is Method.token_weights, \
+            inspect.getsourcefile(cls)
+
+
+def test_a_method_that_cannot_be_sharded_is_refused_before_compute(tmp_path, data_dir):
+    with pytest.raises(ConfigError, match=r"resources.workers_per_run: method 'ewc' .*workers_per_run: 1"):
+        preflight(_spec(tmp_path, "ewc", resources="{workers_per_run: 2}", data_dir=data_dir))
+    with pytest.raises(ConfigError, match=r"resources.workers_per_run: 8 workers .*batch_size 4"):
+        preflight(_spec(tmp_path, "full", resources="{workers_per_run: 8}", data_dir=data_dir))
