@@ -13,14 +13,12 @@ from harness.run.runner import execute
 from harness.spec import config
 from harness.spec.spec import expand
 from harness.store.store import Store
-from harness.sweep.sweep import preflight
+from harness.sweep.sweep import preflight, run_sweep
 from methods.base import Method
 from methods.registry import available, resolve_method
 
 SWEEP = ("model: tiny\nprecision: fp32\nstream: [stem, humanities]\nprobes: [general]\nmethods: [{method}]\n"
          "budget: {{learn_items: 5, transfer_items: 2, general_items: 2, epochs: 2, batch_size: 4, max_length: 192}}\n")
-# activation checkpointing recomputes the same fp32 numbers: the comparison holds with it on
-TWO = {"workers": 2, "threads": 1, "activation_checkpointing": True}
 # one process and two workers add the same numbers in another order (a batch's loss is one sum in one
 # process, two partial sums reduced across workers; padding is to each worker's longest example)
 LOSS_RTOL, SCORE_ATOL = 1e-4, 1e-4
@@ -54,21 +52,25 @@ def _scores(run):
     return _numbers({str(s["stage"]): {"scores": s["scores"], "probes": s["probes"]} for s in run["stages"]})
 
 
-def test_two_workers_train_and_score_as_one_process(tmp_path, data_dir, ray_local):
-    """LoRA: frozen and trained parameters in one sharded block, only the adapter handed back. Without its
-    dropout: masks are drawn per worker, so only a dropout-free run can equal one process. (Full fine-tuning
-    trains sharded in the test below.)"""
-    spec = expand(_spec(tmp_path, "{method: lora, config: {dropout: 0.0}}"))[0]
+def test_two_workers_train_and_score_as_one_process(tmp_path, data_dir):
+    """A sweep on local Ray whose run trains over two workers, against the same spec in one process. LoRA:
+    frozen and trained parameters in one sharded block, only the adapter handed back; without its dropout:
+    masks are drawn per worker, so only a dropout-free run can equal one process. Activation checkpointing
+    on: it recomputes the same fp32 numbers. (Full fine-tuning trains sharded in the test below.)"""
+    cfg = _spec(tmp_path, "{method: lora, config: {dropout: 0.0}}", data_dir=data_dir,
+                resources="{num_cpus: 1, workers_per_run: 2, activation_checkpointing: true}")
+    spec = expand(cfg)[0]
     one = execute(spec, Store(tmp_path / "one"), data_dir=str(data_dir))
-    two = execute(spec, Store(tmp_path / "two"), data_dir=str(data_dir), sharding=TWO)
+    [two] = run_sweep(cfg, tmp_path / "two")
     assert two["status"] == "finished", two["traceback"]
-    assert two["sharding"] == TWO and all(s["train"]["workers"] == 2 for s in two["stages"][1:])
+    assert two["sharding"] == {"workers": 2, "threads": 1, "activation_checkpointing": True}
+    assert all(s["train"]["workers"] == 2 for s in two["stages"][1:])
     for a, b in zip(one["stages"][1:], two["stages"][1:]):
         assert b["train"]["steps"] == a["train"]["steps"] == 4  # 5 items at batch 4: a short last batch
         assert b["train"]["tokens"] == a["train"]["tokens"]
         assert b["train"]["loss_last"] == pytest.approx(a["train"]["loss_last"], rel=LOSS_RTOL)
         assert b["train"]["loss_first"] == pytest.approx(a["train"]["loss_first"], rel=LOSS_RTOL)
-        assert b["compute"]["device_count"] == 3 * a["compute"]["device_count"]
+        assert b["compute"]["device_count"] == 3  # the run's thread and each worker's (num_cpus 1)
     a, b = _scores(one), _scores(two)
     assert a.keys() == b.keys() and len(a) > 20
     assert {k: v for k, v in b.items() if "seconds" not in k} == pytest.approx(

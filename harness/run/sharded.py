@@ -115,7 +115,10 @@ def _worker(config: dict) -> None:
     model, method, ctx, examples = ray.get(config["payload"])
     model.to(device)
     if config["activation_checkpointing"]:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers 5's name; 4.x calls it gradient_
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     policy = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
               if config["precision"] == "bf16" else MixedPrecisionPolicy())
     for unit in _units(model):
