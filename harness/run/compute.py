@@ -66,3 +66,14 @@ def run(stages: list[dict], trainable_params: int, total_params: int) -> dict:
             "peak_memory_mb": max(r["peak_memory_mb"] for r in records), "train_tokens": tokens,
             "tokens_per_second": tokens / train if train else None,
             "trainable_params": trainable_params, "trainable_share": trainable_params / total_params}
+
+
+def training_flops_per_token(model, seq: int) -> float:
+    """Training FLOPs per token, 6N + 12·L·d·seq (Chowdhery et al. 2022, PaLM, appendix B), with N the
+    weights of every matmul (the tied LM head once; the embedding lookup is not a matmul): the numerator
+    of model FLOPs utilisation."""
+    cfg = model.config
+    n = sum(p.numel() for name, p in model.named_parameters() if p.dim() == 2 and "embed_tokens" not in name)
+    if cfg.tie_word_embeddings:
+        n += model.get_input_embeddings().weight.numel()
+    return 6 * n + 12 * cfg.num_hidden_layers * cfg.hidden_size * seq

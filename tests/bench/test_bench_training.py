@@ -17,6 +17,7 @@ import time
 import torch
 
 from harness.model.precision import autocast, matmul_gflops, pick_precision
+from harness.run.compute import training_flops_per_token
 from harness.run.training import collate, train_task
 from methods.base import StageContext
 from methods.full import FullFineTune
@@ -32,16 +33,6 @@ def _examples():
         ids = torch.randint(100, 40000, (SEQ,), generator=g).tolist()
         out.append({"input_ids": ids, "labels": [IGNORE] * (SEQ - REPLY) + ids[SEQ - REPLY:]})
     return out
-
-
-def model_flops_per_token(model, seq: int) -> float:
-    """Training FLOPs per token, 6N + 12·L·d·seq (Chowdhery et al. 2022, PaLM, appendix B), with N the
-    weights of every matmul (the tied LM head once; the embedding lookup is not a matmul)."""
-    cfg = model.config
-    n = sum(p.numel() for name, p in model.named_parameters() if p.dim() == 2 and "embed_tokens" not in name)
-    if cfg.tie_word_embeddings:
-        n += model.get_input_embeddings().weight.numel()
-    return 6 * n + 12 * cfg.num_hidden_layers * cfg.hidden_size * seq
 
 
 def test_training_loop_against_bare_loop(benchmark, smollm2):
@@ -78,7 +69,7 @@ def test_training_loop_against_bare_loop(benchmark, smollm2):
     benchmark.pedantic(harness, setup=bare, rounds=ROUNDS, iterations=1)
     harness_tps = tokens / benchmark.stats.stats.median
     bare_tps = tokens / statistics.median(bare_seconds[1:])
-    flops = model_flops_per_token(base, SEQ)
+    flops = training_flops_per_token(base, SEQ)
     peak = matmul_gflops([{"fp32": torch.float32, "bf16": torch.bfloat16}[precision]], n=2048, reps=5)[0]
     benchmark.extra_info.update({
         "precision": precision, "precision_evidence": evidence, "tokens_per_step": BATCH * SEQ,

@@ -1,0 +1,212 @@
+"""The GPU check: what clbench does on a GPU, measured in one short call (within 8 minutes on one GPU).
+
+    bash scripts/gpu-check.sh                     # a GPU machine with clbench installed (scripts/setup.sh)
+    python scripts/gpu_check.py --device cpu --model tiny --preset tiny --methods full   # the same path on a CPU
+
+1. The device: its name, torch and CUDA versions, and its measured peaks: a large bf16 matmul (fp32 where
+   the run's precision is fp32) and a large tensor copy (memory bandwidth, bytes read and written).
+2. Training throughput: full fine-tuning steps of 4 x 512 tokens in the run's precision (bf16 on CUDA):
+   tokens/s, and model FLOPs utilisation (harness.run.compute.training_flops_per_token) against the
+   measured matmul peak.
+3. Generation: the harness's greedy decoding (harness.model.scoring.generate), tokens/s at batch 1, 8, 32.
+4. The preset card in bf16 on the device, one run per method in this process (full, lora, and qlora: its
+   base quantized by bitsandbytes on CUDA): status, the precision recorded, and the device-hours each run
+   reports against the wall time measured here (stage 0 and model loading are outside a run's total).
+
+Writes <out>/gpu-check-<device>.json. --random-init FOLDER takes the model's architecture (config.json and
+tokenizer files, a few MB) with random weights, for a machine that can neither fetch nor carry the weights:
+throughput and the code paths are checked, the card's scores then mean nothing, and the file says so.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from harness.model import models  # noqa: E402
+from harness.model.precision import pick_precision  # noqa: E402
+from harness.model.scoring import generate  # noqa: E402
+from harness.run.compute import training_flops_per_token  # noqa: E402
+from harness.run.runner import execute  # noqa: E402
+from harness.spec import config  # noqa: E402
+from harness.spec.spec import expand  # noqa: E402
+from harness.store.store import Store  # noqa: E402
+from tasks.chat import IGNORE  # noqa: E402
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _best_seconds(fn, device: str, warm: int, reps: int) -> float:
+    for _ in range(warm):
+        fn()
+    _sync(device)
+    best = float("inf")
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def peaks(device: str, dtype, small: bool) -> dict:
+    """Measured matmul TFLOP/s in `dtype` and copy bandwidth in GB/s (best of several)."""
+    n = 1024 if small else 8192
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    matmul = _best_seconds(lambda: a @ b, device, 3, 10)
+    size = (64 if small else 2048) * 2**20
+    src, dst = torch.empty(size, dtype=torch.uint8, device=device), torch.empty(size, dtype=torch.uint8, device=device)
+    copy = _best_seconds(lambda: dst.copy_(src), device, 2, 10)
+    return {"matmul_n": n, "matmul_dtype": str(dtype).removeprefix("torch."), "matmul_tflops": 2 * n**3 / matmul / 1e12,
+            "copy_bytes": size, "copy_gb_per_s": 2 * size / copy / 1e9}
+
+
+def training(model, device: str, precision: str, seq: int, steps: int, peak_tflops: float) -> dict:
+    """Full fine-tuning steps on random tokens (loss on the last quarter of each row)."""
+    model.train()
+    for p in model.parameters():
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.0, fused=True)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(100, model.config.vocab_size - 1, (4, seq), generator=g).to(device)
+    labels = ids.clone()
+    labels[:, : seq * 3 // 4] = IGNORE
+    amp = torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+    def step():
+        with amp:
+            loss = model(input_ids=ids, labels=labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    step()  # the optimiser's state is allocated on the first step
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    seconds = time.perf_counter() - start
+    tps = 4 * seq * steps / seconds
+    flops = training_flops_per_token(model, seq)
+    model.eval()
+    return {"batch": 4, "seq": seq, "steps": steps, "tokens_per_s": tps, "model_tflops": tps * flops / 1e12,
+            "mfu_vs_measured_matmul": tps * flops / 1e12 / peak_tflops}
+
+
+def generation(model, tok, device: str, precision: str, new_tokens: int) -> dict:
+    prompts = [f"Write a short note about the number {i}." for i in range(32)]
+    out = {}
+    for batch in (1, 8, 32):
+        chosen = prompts[: max(batch, 2)]
+        generate(model, tok, chosen[:batch], device, precision, 4, batch_size=batch)  # warm-up
+        _sync(device)
+        start = time.perf_counter()
+        replies = generate(model, tok, chosen, device, precision, new_tokens, batch_size=batch)
+        _sync(device)
+        seconds = time.perf_counter() - start
+        out[str(batch)] = {"prompts": len(chosen), "tokens": sum(r["tokens"] for r in replies),
+                           "tokens_per_s": sum(r["tokens"] for r in replies) / seconds}
+    return out
+
+
+def card_runs(preset: str, model: str, device: str, precision: str, methods: list[str], results: Path) -> list[dict]:
+    cfg = config.load(preset, [f"model={model}", f"device={device}", f"precision={precision}",
+                               f"methods=[{', '.join(methods)}]"])
+    out = []
+    for spec in expand(cfg):
+        start = time.perf_counter()
+        run = execute(spec, Store(results), data_dir=cfg.data_dir)
+        wall = time.perf_counter() - start
+        cost = run.get("compute", {})
+        hours = cost.get("gpu_hours") if device == "cuda" else cost.get("cpu_hours")
+        # stage 0 is computed by the card's first run and read from the store by the others, unless a run
+        # scored its own prepared model (qlora's quantized base)
+        first = run["stages"][0] if run["stages"] else {}
+        stage0 = first.get("seconds", 0.0) if not out or first.get("prepared") else 0.0
+        out.append({"method": spec.method, "status": run["status"], "error": run["error"],
+                    "precision": run.get("precision"), "device_name": cost.get("device_name"),
+                    "device_count": cost.get("device_count"), "device_hours_reported": hours,
+                    "train_seconds": cost.get("train_seconds"), "eval_seconds": cost.get("eval_seconds"),
+                    "stage0_seconds": stage0, "model_load_seconds": run.get("model_load_seconds"),
+                    "wall_seconds": wall, "peak_memory_mb": cost.get("peak_memory_mb"),
+                    # what no record counts: data loading, prepare, storing, the compute records themselves
+                    "unaccounted_seconds": wall - sum(cost.get(k) or 0.0 for k in ("train_seconds", "eval_seconds"))
+                    - stage0 - (run.get("model_load_seconds") or 0.0),
+                    # device-hours over wall hours x devices: below 1 by stage 0 and loading, which no run counts
+                    "reported_over_wall": (hours * 3600 / (wall * cost["device_count"]) if hours else None)})
+        print(f"  {spec.method}: {run['status']} in {wall:.0f} s" + (f" ({run['error']})" if run["error"] else ""),
+              flush=True)
+    return out
+
+
+def random_init(folder: str, into: Path) -> str:
+    """A model folder with `folder`'s config and tokenizer and random weights (seed 0)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder)).save_pretrained(into)
+    AutoTokenizer.from_pretrained(folder).save_pretrained(into)
+    return str(into)
+
+
+def main(argv=None) -> Path:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    ap.add_argument("--model", default=models.SMOLLM2)
+    ap.add_argument("--random-init", metavar="FOLDER", help="config.json + tokenizer of the model, weights random")
+    ap.add_argument("--preset", default="quick")
+    ap.add_argument("--methods", nargs="+", default=["full", "lora", "qlora"])
+    ap.add_argument("--seq", type=int, default=512)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--new-tokens", type=int, default=64)
+    ap.add_argument("--out", default=str(ROOT / "results" / "bench"))
+    args = ap.parse_args(argv)
+    start = time.perf_counter()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("gpu_check: --device cuda but torch sees no CUDA device (torch " + torch.__version__ + ")")
+    precision = "bf16" if args.device == "cuda" else pick_precision("auto", "cpu")[0]
+    name = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu"
+    report = {"device": args.device, "device_name": name, "torch": torch.__version__,
+              "cuda": torch.version.cuda if args.device == "cuda" else None, "precision": precision,
+              "model": args.model, "random_weights": bool(args.random_init), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    with tempfile.TemporaryDirectory() as tmp:
+        model_name = random_init(args.random_init, Path(tmp) / "model") if args.random_init else args.model
+        print(f"gpu_check on {name}: peaks", flush=True)
+        small = args.device == "cpu"
+        report["peaks"] = peaks(args.device, torch.bfloat16 if precision == "bf16" else torch.float32, small)
+        model, tok = models.load(model_name)
+        model.to(args.device)
+        print("gpu_check: generation", flush=True)
+        report["generation"] = generation(model, tok, args.device, precision, args.new_tokens)
+        print("gpu_check: training", flush=True)
+        report["training"] = training(model, args.device, precision, args.seq, args.steps,
+                                      report["peaks"]["matmul_tflops"])
+        del model
+        print(f"gpu_check: the {args.preset} card, {' '.join(args.methods)}", flush=True)
+        report["runs"] = card_runs(args.preset, model_name, args.device, precision, args.methods, Path(tmp) / "results")
+    report["seconds"] = time.perf_counter() - start
+    out = Path(args.out) / f"gpu-check-{re.sub(r'[^A-Za-z0-9]+', '-', name).strip('-').lower()}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"gpu_check: wrote {out} ({report['seconds']:.0f} s)")
+    return out
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    main()

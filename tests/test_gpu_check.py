@@ -1,0 +1,36 @@
+"""scripts/gpu_check.py, the GPU check, on this CPU with the tiny model: every section is measured and
+written, and the device-hours a run reports, with stage 0 and loading beside them, account for most of its
+wall time and never more (so the same check on a GPU compares GPU-hours with wall time)."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "gpu_check.py"
+CARD = ("name: gpu-check-test\nmodel: tiny\nprecision: fp32\nstream: [stem, humanities]\nprobes: [general]\n"
+        "methods: [full]\nbudget: {learn_items: 2, transfer_items: 2, general_items: 2, epochs: 1, batch_size: 2, "
+        "max_length: 128}\n")
+
+
+def test_gpu_check_on_cpu(tmp_path, data_dir, monkeypatch):
+    monkeypatch.setenv("CLBENCH_DATA", str(data_dir))
+    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    card = tmp_path / "card.yaml"
+    card.write_text(CARD)
+    out = gpu_check.main(["--device", "cpu", "--model", "tiny", "--preset", str(card), "--methods", "full", "lora",
+                          "--seq", "64", "--steps", "2", "--new-tokens", "8", "--out", str(tmp_path / "bench")])
+    report = json.loads(out.read_text())
+    assert out.name == f"gpu-check-{report['device_name'].lower()}.json"
+    assert report["peaks"]["matmul_tflops"] > 0 and report["peaks"]["copy_gb_per_s"] > 0
+    assert 0 < report["training"]["mfu_vs_measured_matmul"] < 1
+    assert set(report["generation"]) == {"1", "8", "32"} and all(g["tokens"] > 0 for g in report["generation"].values())
+    runs = {r["method"]: r for r in report["runs"]}
+    assert set(runs) == {"full", "lora"} and all(r["status"] == "finished" for r in runs.values())
+    for r in runs.values():
+        assert 0 <= r["unaccounted_seconds"] < r["wall_seconds"] / 2  # nothing counted twice, little missed
+        assert 0 < r["reported_over_wall"] <= 1
+        assert r["device_hours_reported"] * 3600 == pytest.approx(
+            (r["train_seconds"] + r["eval_seconds"]) * r["device_count"], rel=1e-6)
