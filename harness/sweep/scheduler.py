@@ -114,8 +114,9 @@ def run_specs(specs: list[RunSpec], store: Store, *, data_dir=None, sweep: str =
             ray.init(address=address, runtime_env=runtime_env)
         else:
             # "local": a new instance of our own, never one that another sweep or `ray start` left running
-            ray.init(address="local", num_cpus=max(num_cpus * workers + num_cpus, os.cpu_count() or 1),
-                     include_dashboard=False,
+            # room for one run and, when it is sharded, its workers (harness.run.sharded)
+            held = num_cpus * (1 + workers) if workers > 1 else num_cpus
+            ray.init(address="local", num_cpus=max(held, os.cpu_count() or 1), include_dashboard=False,
                      runtime_env=runtime_env)
     try:
         check_resources([_with_workers(_resources(s, num_cpus, num_gpus, memory_gb), workers) for s in specs],
