@@ -126,3 +126,11 @@ def test_a_method_that_cannot_be_sharded_is_refused_before_compute(tmp_path, dat
         preflight(_spec(tmp_path, "ewc", resources="{workers_per_run: 2}", data_dir=data_dir))
     with pytest.raises(ConfigError, match=r"resources.workers_per_run: 8 workers .*batch_size 4"):
         preflight(_spec(tmp_path, "full", resources="{workers_per_run: 8}", data_dir=data_dir))
+
+
+def test_a_local_ray_instance_makes_room_for_workers_only_when_a_run_is_sharded():
+    from harness.sweep.scheduler import local_cpus
+
+    assert local_cpus(2, 1, 2) == 2  # the README's quick card: one 2-core run at a time on 2 cores
+    assert local_cpus(1, 2, 2) == 3  # a run and its two workers
+    assert local_cpus(1, 1, 8) == 8

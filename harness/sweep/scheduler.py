@@ -63,6 +63,12 @@ def _with_workers(request: dict, workers: int) -> dict:
             "num_gpus": request["num_gpus"] + (workers if request["num_gpus"] else 0)}
 
 
+def local_cpus(num_cpus: int, workers: int, cores: int) -> int:
+    """The CPUs a local Ray instance is started with: the machine's cores, or more where one run (and, when it is
+    sharded, its workers: harness.run.sharded) asks for more, so that it can start at all."""
+    return max(num_cpus * (1 + workers) if workers > 1 else num_cpus, cores)
+
+
 def check_resources(requests: list[dict], cluster: dict) -> None:
     """A ConfigError naming the `resources` field when a run asks for more than the whole Ray cluster has: Ray
     would queue such a task forever (`device: cuda` on a machine without a GPU, `memory_gb: 100000`)."""
@@ -114,10 +120,8 @@ def run_specs(specs: list[RunSpec], store: Store, *, data_dir=None, sweep: str =
             ray.init(address=address, runtime_env=runtime_env)
         else:
             # "local": a new instance of our own, never one that another sweep or `ray start` left running
-            # room for one run and, when it is sharded, its workers (harness.run.sharded)
-            held = num_cpus * (1 + workers) if workers > 1 else num_cpus
-            ray.init(address="local", num_cpus=max(held, os.cpu_count() or 1), include_dashboard=False,
-                     runtime_env=runtime_env)
+            ray.init(address="local", num_cpus=local_cpus(num_cpus, workers, os.cpu_count() or 1),
+                     include_dashboard=False, runtime_env=runtime_env)
     try:
         check_resources([_with_workers(_resources(s, num_cpus, num_gpus, memory_gb), workers) for s in specs],
                         ray.cluster_resources())
