@@ -173,13 +173,13 @@ def execute(spec: RunSpec, store: Store, data_dir: str | None = None, sweep: str
     tracking: 'tensorboard' logs each stored stage and the training curve under <results>/tracking/
     (harness.integrations.tracking); its failures are warnings, never the run's.
     sharding: {workers, threads, activation_checkpointing}: train each stage across that many Ray Train workers
-    (harness.run.sharded) instead of in this process; None or workers 1: in this process."""
+    (harness.run.sharded) instead of in this process (None: in this process)."""
     result = new_result(spec, sweep, protocol)
     result["provenance"]["node"] = node  # the Ray node id, when scheduled by Ray
     tracker = trackers.tracker(tracking, store.root, spec, sweep, protocol)
     try:
         _execute(spec, store, data_dir, result, on_stage or (lambda stage, model: None), save_models, tracker,
-                 sharding if sharding and sharding["workers"] > 1 else None)
+                 sharding)
         result["status"] = "finished"
         Checkpoints(store.root).remove(spec.run_id)
     except Exception as e:  # stored with its traceback; the sweep goes on

@@ -67,7 +67,7 @@ def train_task(model, method, examples: list[dict], ctx, *, epochs: int, batch_s
         _worker, train_loop_config=config,
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpu,
                                      resources_per_worker={"CPU": threads, **({"GPU": 1} if gpu else {})}),
-        run_config=RunConfig(storage_path=str(folder.resolve()), name=tempfile.mkdtemp(dir=folder).rsplit("/", 1)[1],
+        run_config=RunConfig(storage_path=str(folder.resolve()), name=Path(tempfile.mkdtemp(dir=folder)).name,
                              failure_config=FailureConfig(max_failures=MAX_FAILURES)))
     start = time.perf_counter()
     try:

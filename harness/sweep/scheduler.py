@@ -66,7 +66,7 @@ def _with_workers(request: dict, workers: int) -> dict:
 def local_cpus(num_cpus: int, workers: int, cores: int) -> int:
     """The CPUs a local Ray instance is started with: the machine's cores, or more where one run (and, when it is
     sharded, its workers: harness.run.sharded) asks for more, so that it can start at all."""
-    return max(num_cpus * (1 + workers) if workers > 1 else num_cpus, cores)
+    return max(_with_workers({"num_cpus": num_cpus, "num_gpus": 0}, workers)["num_cpus"], cores)
 
 
 def check_resources(requests: list[dict], cluster: dict) -> None:
