@@ -8,7 +8,8 @@ training loop and evaluation.
     train_examples(pairs, ctx) -> list     the {"user", "reply"} pairs to train on (replay mixes here; a pair
                                            tagged "mix": name is spread evenly over each epoch's batches)
     optimiser(params, device)              the stage's optimiser (default AdamW at config.lr)
-    extra_loss(model, batch, outputs, ctx) -> tensor | None   added to the label loss
+    extra_loss(model, batch, outputs, ctx) -> tensor | None   added to the label loss (outputs: .loss,
+                                           .label_logits; .logits only with Needs(full_logits=True))
     token_weights(model, batch, outputs, ctx) -> tensor | None   per-token weights of the label loss
                                            (shape of batch['labels']; None: the plain mean loss)
     after_task(model, ctx) -> model        after a task is trained (consolidate, merge)
@@ -34,6 +35,9 @@ class Needs:
     gpu: bool = False
     teacher: bool = False
     quantized_base: bool = False
+    # every position's logits in the hooks' `outputs.logits`; without it the training forward computes logits
+    # only where a label is predicted (`outputs.label_logits`, harness.run.training.LabelOutputs)
+    full_logits: bool = False
 
 
 @dataclasses.dataclass

@@ -52,7 +52,7 @@ class Distill(FullFineTune):
     citation = "Li & Hoiem 2017, Learning without Forgetting, arXiv:1606.09282"
     Config = DistillConfig
     shardable = False  # an extra loss or token weights: harness.run.sharded
-    needs = Needs(teacher=True)
+    needs = Needs(teacher=True, full_logits=True)  # reads outputs.logits
 
     def prepare(self, model, ctx):
         model = super().prepare(model, ctx)

@@ -78,7 +78,7 @@ class SelectiveTokens(FullFineTune):
     citation = "Lin et al. 2024, Rho-1: Not All Tokens Are What You Need, arXiv:2404.07965"
     Config = SelectiveTokensConfig
     shardable = False  # an extra loss or token weights: harness.run.sharded
-    needs = Needs(teacher=True)
+    needs = Needs(teacher=True, full_logits=True)  # reads outputs.logits
 
     def prepare(self, model, ctx):
         self.teacher = copy.deepcopy(model).eval()  # the base model, before any training

@@ -1,13 +1,13 @@
 """Selective tokens: the mask drops the tokens the base model already predicts confidently, the
 label loss changes accordingly, the excess-loss option keeps the top share, and the harness's loss
-stays exactly outputs.loss for methods without token weights."""
+without token weights is transformers' causal-LM loss."""
 import copy
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from harness.run.training import batch_loss, collate, weighted_label_loss
+from harness.run.training import LabelOutputs, batch_loss, collate
 from methods.base import StageContext
 from methods.full import FullFineTune
 from methods.selective_tokens import SelectiveTokens, confident_mask, excess_mask, token_logprobs
@@ -43,16 +43,19 @@ def test_weighted_loss_equals_the_plain_loss_for_unit_weights_and_drops_masked_t
     with torch.no_grad():
         out = model(**batch)
     labels = batch["labels"]
+    at = labels[:, 1:] != IGNORE
     ones = (labels != IGNORE).float()
-    assert weighted_label_loss(out.logits, labels, ones).item() == pytest.approx(out.loss.item(), rel=1e-5)
+    label_outputs = LabelOutputs(out.logits[:, :-1][at], labels[:, 1:][at], at)
+    assert label_outputs.loss.item() == pytest.approx(out.loss.item(), rel=1e-6)
+    assert label_outputs.weighted_loss(ones).item() == pytest.approx(out.loss.item(), rel=1e-5)
     # dropping all but one reply token: the loss is that token's loss alone
     keep = torch.zeros_like(ones)
     b, t = (labels != IGNORE).nonzero()[0].tolist()
     keep[b, t] = 1.0
     single = -token_logprobs(out.logits, labels)[b, t]
-    assert weighted_label_loss(out.logits, labels, keep).item() == pytest.approx(single.item(), rel=1e-5)
-    assert batch_loss(model, FullFineTune(), batch, CTX) is not None
-    assert torch.equal(batch_loss(model, FullFineTune(), batch, CTX), model(**batch).loss)  # no weights: outputs.loss
+    assert label_outputs.weighted_loss(keep).item() == pytest.approx(single.item(), rel=1e-5)
+    loss = batch_loss(model, FullFineTune(), batch, CTX)  # no weights: the causal-LM loss, from labelled logits only
+    assert loss.item() == pytest.approx(out.loss.item(), rel=1e-6)
 
 
 class _FixedLogits(torch.nn.Module):

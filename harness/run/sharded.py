@@ -32,7 +32,7 @@ import torch
 from tasks.chat import IGNORE
 
 from ..core.errors import TrainingDiverged
-from .training import collate, epoch_order
+from .training import collate, epoch_order, forward
 
 MAX_FAILURES = 2  # a worker group is restarted this many times before the stage fails
 STATE = "trained.safetensors"
@@ -142,7 +142,7 @@ def _worker(config: dict) -> None:
             labelled = (batch["labels"][:, 1:] != IGNORE).sum() if mine else torch.zeros((), dtype=torch.long)
             total = labelled.to(device).clone()
             dist.all_reduce(total)
-            outputs = model(**batch)
+            outputs = forward(model, method, batch)
             if (method.token_weights(model, batch, outputs, ctx) is not None
                     or method.extra_loss(model, batch, outputs, ctx) is not None):
                 raise RuntimeError(f"method '{method.name}' declares shardable but returned token weights or an "

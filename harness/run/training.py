@@ -1,5 +1,5 @@
 """The training loop for one task: shuffled padded batches (a mixed-in share spread evenly), the method's optimiser
-(AdamW by default), the method's extra loss."""
+(AdamW by default), the label loss from logits computed only where a label is predicted, the method's extra loss."""
 from __future__ import annotations
 
 import math
@@ -40,19 +40,62 @@ def epoch_order(examples: list[dict], generator) -> list[int]:
     return [i for _, i in sorted(places)]
 
 
-def weighted_label_loss(logits, labels, weights):
-    """sum(w * ce) / sum(w) over the label positions; weights[b, t] scales predicting labels[b, t]."""
-    targets, w = labels[:, 1:], weights[:, 1:].float() * (labels[:, 1:] != IGNORE)
-    ce = torch.nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets.clamp_min(0), reduction="none")
-    return (ce * w).sum() / w.sum().clamp_min(1e-8)
+class LabelOutputs:
+    """The forward of one training batch as a method's hooks see it: `loss`, the mean cross-entropy of the
+    labelled positions (what transformers' causal-LM loss is); `label_logits` [N, V], the logits that predict
+    each label, in the order of `labels[:, 1:] != IGNORE` (row by row); `logits` [B, T, V], every position's,
+    only for a method that declares `Needs(full_logits=True)`: otherwise the LM head runs only where a label is
+    predicted (on the quick card about a tenth of the positions; results/bench/)."""
+
+    def __init__(self, label_logits, targets, at, full_logits=None):
+        self.label_logits, self._at, self._full = label_logits, at, full_logits
+        self._ce = torch.nn.functional.cross_entropy(label_logits.float(), targets, reduction="none")
+        self.loss = self._ce.mean()
+
+    @property
+    def logits(self):
+        if self._full is None:
+            raise AttributeError("outputs.logits: the training forward computes logits only at labelled positions "
+                                 "(outputs.label_logits); a method that reads every position's logits declares "
+                                 "needs = Needs(full_logits=True)")
+        return self._full
+
+    def weighted_loss(self, weights):
+        """sum(w * ce) / sum(w) over the labelled positions; weights [B, T], weights[b, t] scales predicting
+        labels[b, t] (the shape of batch['labels'])."""
+        w = weights[:, 1:][self._at].float()
+        return (self._ce * w).sum() / w.sum().clamp_min(1e-8)
+
+
+def forward(model, method, batch: dict) -> LabelOutputs:
+    """The model on a batch, with the LM head applied only to the positions that predict a label unless the method
+    needs every position's logits. A forward pre-hook on the output embeddings selects those positions' hidden
+    states, counted from the end, so that a prompt-learning wrapper's virtual tokens in front change nothing."""
+    labels = batch["labels"]
+    at = labels[:, 1:] != IGNORE
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    if method.needs.full_logits:
+        logits = model(**inputs).logits
+        return LabelOutputs(logits[:, :-1][at], labels[:, 1:][at], at, logits)
+
+    def labelled_only(module, args):
+        hidden, length = args[0], labels.shape[1]
+        return (hidden[:, hidden.shape[1] - length:hidden.shape[1] - 1][at],) + args[1:]
+
+    handle = model.get_output_embeddings().register_forward_pre_hook(labelled_only)
+    try:
+        label_logits = model(**inputs).logits
+    finally:
+        handle.remove()
+    return LabelOutputs(label_logits, labels[:, 1:][at], at)
 
 
 def batch_loss(model, method, batch: dict, ctx):
     """The training loss of one batch: the label loss (reweighted per token when the method's
-    token_weights says so, else exactly outputs.loss) plus the method's extra loss."""
-    outputs = model(**batch)
+    token_weights says so) plus the method's extra loss."""
+    outputs = forward(model, method, batch)
     weights = method.token_weights(model, batch, outputs, ctx)
-    loss = outputs.loss if weights is None else weighted_label_loss(outputs.logits, batch["labels"], weights)
+    loss = outputs.loss if weights is None else outputs.weighted_loss(weights)
     extra = method.extra_loss(model, batch, outputs, ctx)
     return loss if extra is None else loss + extra
 

@@ -216,7 +216,7 @@ def _checked_description(m: dict, target: str) -> dict:
         config = None
     return {"name": _text(m.get("name", "")), "class": _text(m.get("class", "")),
             "description": _text(m.get("description", "")), "citation": _text(m.get("citation", "")),
-            "needs": {k: bool(needs.get(k, False)) for k in ("gpu", "teacher", "quantized_base")},
+            "needs": {k: bool(needs.get(k, False)) for k in ("gpu", "teacher", "quantized_base", "full_logits")},
             "config": config, "source_file": _text(m["source_file"]) if isinstance(m.get("source_file"), str) else None,
             "problems": [_text(p) for p in problems[:50]]}
 
