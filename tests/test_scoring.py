@@ -225,3 +225,17 @@ def test_the_code_cap_fits_the_longest_reference_solution(tiny):
                       tests="assert f()", source="test") for k in (1, 30, 5)]
     longest = max(len(reply_ids(tok, i.target())) + 1 for i in items)
     assert longest < code_cap(tok, items) <= 1.25 * longest + 1
+
+
+def test_option_chunks_group_similar_lengths_and_cover_every_row_once(monkeypatch):
+    from harness.model import scoring
+
+    lengths = [30, 3, 4, 2, 3, 12, 5, 2, 3, 4, 11, 3]  # one long option per question sets a one-chunk width of 30
+    chunks = scoring._option_chunks(lengths)
+    assert sorted(k for c in chunks for k in c) == list(range(len(lengths)))
+    for c in chunks:
+        assert max(lengths[k] for k in c) <= scoring.OPTION_SPREAD * min(lengths[k] for k in c) + 2
+    padded_positions = sum(len(c) * max(lengths[k] for k in c) for c in chunks)
+    assert padded_positions < 0.4 * len(lengths) * max(lengths)
+    monkeypatch.setattr(scoring, "MAX_OPTION_POSITIONS", 8)
+    assert all(len(c) * max(lengths[k] for k in c) <= 8 or len(c) == 1 for c in scoring._option_chunks(lengths))

@@ -4,8 +4,8 @@ Multiple choice runs questions in batches of similar length. A batch's common to
 chat template's system turn) runs once, and its KV cache is repeated for the right-padded rest of
 each question (`_prompt_batches`); only the last real position's logits are computed.
 cloze: each option's text is scored as the assistant's reply to the question. The question's
-cache is repeated for its options, which run as one batch of continuations for the whole batch of
-questions. Score = log-probability of the option's tokens, normalised per token (default), per
+cache is repeated for its options, which run as continuations for the whole batch of questions, in
+chunks of similar length (`_option_chunks`). Score = log-probability of the option's tokens, normalised per token (default), per
 character (lm-eval's acc_norm) or not at all (lm-eval's acc).
 letter: the options are listed as A-D in the prompt and the answer is the letter with the
 highest next-token logit, one forward position per question.
@@ -22,6 +22,7 @@ from typing import Literal
 
 import torch
 from transformers import LlamaForCausalLM
+from transformers.cache_utils import DynamicLayer
 
 from tasks.chat import IGNORE, encode_example, prompt_ids, reply_ids
 from tasks.items import LETTERS, MCItem
@@ -111,32 +112,49 @@ def _prompt_batches(model, tok, prompts: list[list[int]], device: str, batch_siz
 
 
 MAX_OPTION_POSITIONS = 4096  # option positions whose log-probabilities are held at once (0.8 GB for 49k tokens)
+OPTION_SPREAD = 1.5  # a chunk of options holds rows up to this many times its shortest (+ 2 tokens)
+
+
+def _option_chunks(lengths: list[int]) -> list[list[int]]:
+    """The option rows in chunks of similar length, shortest first, so that right padding wastes little: a chunk
+    closes before a row longer than OPTION_SPREAD x its first row + 2, or one that would take it past
+    MAX_OPTION_POSITIONS padded positions. (One chunk of a batch's options in their order spent about two thirds
+    of its positions on padding on MMLU, where one long option sets the width of all.)"""
+    chunks: list[list[int]] = []
+    for k in sorted(range(len(lengths)), key=lengths.__getitem__):
+        if chunks and chunks[-1] and lengths[k] <= OPTION_SPREAD * lengths[chunks[-1][0]] + 2 \
+                and (len(chunks[-1]) + 1) * lengths[k] <= MAX_OPTION_POSITIONS:
+            chunks[-1].append(k)
+        else:
+            chunks.append([k])
+    return chunks
+
+
+def _selected(cache, rows: torch.Tensor):
+    """A copy of the cache holding the given batch rows; the cache itself is left as it was (a forward appends to
+    the cache it is given, and batch_select_indices replaces each layer's tensors)."""
+    part = copy.copy(cache)
+    part.layers = [copy.copy(layer) for layer in cache.layers]
+    part.batch_select_indices(rows)
+    return part
 
 
 def _option_logprobs(model, cache, mask, first, owner: list[int], rows: list[list[int]], pad: int, device: str):
     """(summed log-probability, token count) of each option row continuing its owner's row of the cache.
     `first` [b, V] predicts each owner's first reply token; the rest run as right-padded continuations, in
-    chunks of at most MAX_OPTION_POSITIONS positions (each on its own copy of the cache)."""
-    chunks, start, width = [], 0, 0
-    for k, row in enumerate(rows):  # a chunk closes before the row that would take it past the limit
-        if k > start and (k + 1 - start) * max(width, len(row)) > MAX_OPTION_POSITIONS:
-            chunks.append((start, k))
-            start, width = k, 0
-        width = max(width, len(row))
-    chunks.append((start, len(rows)))
+    chunks of similar length (`_option_chunks`), each on its own copy of the cache rows it continues."""
     prompt_length = mask.sum(1)  # cache + real prompt tokens, per owner row
-    totals, lengths = [], []
-    for start, end in chunks:
-        part = copy.deepcopy(cache) if len(chunks) > 1 else cache  # a forward appends to the cache it is given
-        who = torch.tensor(owner[start:end], device=device)
-        part.batch_select_indices(who)
-        ids, option_mask = padded(rows[start:end], pad, device)
+    totals: list = [None] * len(rows)
+    lengths: list = [None] * len(rows)
+    for chunk in _option_chunks([len(r) for r in rows]):
+        who = torch.tensor([owner[k] for k in chunk], device=device)
+        ids, option_mask = padded([rows[k] for k in chunk], pad, device)
         positions = prompt_length[who].unsqueeze(1) + torch.arange(ids.shape[1], device=device)
         logits = model(input_ids=ids, attention_mask=torch.cat([mask[who], option_mask], 1), position_ids=positions,
-                       **{_CACHE_ARG: part}, use_cache=False).logits
+                       **{_CACHE_ARG: _selected(cache, who)}, use_cache=False).logits
         later = logits.float().log_softmax(-1)[:, :-1].gather(-1, ids[:, 1:, None]).squeeze(-1) * option_mask[:, 1:]
-        totals += (first[who, ids[:, 0]] + later.sum(1)).tolist()
-        lengths += option_mask.sum(1).tolist()
+        for k, total, n in zip(chunk, (first[who, ids[:, 0]] + later.sum(1)).tolist(), option_mask.sum(1).tolist()):
+            totals[k], lengths[k] = total, n
     return totals, lengths
 
 
@@ -290,9 +308,42 @@ def generate(model, tok, prompts: list[str], device: str, precision: str, max_ne
     return results
 
 
+class _ReservedLayer(DynamicLayer):
+    """A KV-cache layer with room reserved for the tokens still to come: each update writes into the reserved
+    tensor and hands out a view of the filled part, where transformers' DynamicLayer concatenates a new tensor
+    per token and layer (on a 2-core CPU that allocation and copy took about a tenth of a decoding step). The
+    attention sees the same keys and values at the same positions."""
+
+    def __init__(self, layer: DynamicLayer, room: int):
+        super().__init__()
+        self.dtype, self.device, self.is_initialized = layer.dtype, layer.device, True
+        self.filled = layer.keys.shape[-2]
+        self._keys, self._values = (torch.cat([t, t.new_empty(*t.shape[:-2], room, t.shape[-1])], dim=-2)
+                                    for t in (layer.keys, layer.values))
+        self.keys, self.values = layer.keys, layer.values
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        end = self.filled + key_states.shape[-2]
+        if end > self._keys.shape[-2]:
+            raise RuntimeError(f"KV cache: {end} positions, room for {self._keys.shape[-2]}")
+        self._keys[..., self.filled:end, :] = key_states
+        self._values[..., self.filled:end, :] = value_states
+        self.filled = end
+        self.keys, self.values = self._keys[..., :end, :], self._values[..., :end, :]
+        return self.keys, self.values
+
+
+def _reserve(cache, room: int):
+    """The cache with `room` positions reserved in each of its (plain, filled) dynamic layers."""
+    cache.layers = [_ReservedLayer(layer, room) if type(layer) is DynamicLayer and layer.is_initialized else layer
+                    for layer in cache.layers]
+    return cache
+
+
 def _greedy_rows(model, logits, cache, mask, eos: int, pad: int, max_new_tokens: int) -> list[list[int]]:
     """Greedy tokens per row, continuing `cache` (whose attention mask is `mask`) from the next-token
     `logits` [b, V]; a row ends at its EOS (kept) or at max_new_tokens."""
+    cache = _reserve(cache, max_new_tokens)
     rows, done = [[] for _ in range(len(logits))], torch.zeros(len(logits), dtype=torch.bool, device=logits.device)
     position = mask.sum(1, keepdim=True)  # each row's next position: cache and real prompt tokens before it
     token = logits.argmax(-1)

@@ -86,3 +86,91 @@ def test_generation_throughput(benchmark, smollm2, source, batch):
     benchmark.extra_info.update({"batch": batch, "prompts": len(prompts), "max_new_tokens": NEW_TOKENS,
                                  "generated_tokens": tokens[-1], "tokens_per_s": tokens[-1] / benchmark.stats.stats.min,
                                  "threads": torch.get_num_threads()})
+
+
+def test_decoding_step_against_the_machines_bounds(benchmark, smollm2, source):
+    """One greedy decoding step at batch 8 (the prompts' prefill excluded) against what this machine allows for
+    it: reading every weight once (bandwidth from a 1 GiB read and a 1 GiB copy, measured here) and the step's
+    matmul FLOPs at the measured fp32 matmul peak; beside them, the step's matmuls alone (every linear layer once at
+    batch 8), which shows how fast the BLAS kernels stream weights for so few rows."""
+    from harness.model.scoring import _greedy_rows, _pad_id, _prompt_batches
+
+    model, tok = smollm2
+    batch = 8
+    prompts = [prompt_ids(tok, p.prompt) for p in source.stop_prompts()[:batch]]
+    steps = []
+
+    def decode():
+        with torch.inference_mode():
+            (_, logits, cache, mask, _), = list(_prompt_batches(model, tok, prompts, "cpu", batch))
+            start = time.perf_counter()
+            rows = _greedy_rows(model, logits, cache, mask, tok.eos_token_id, _pad_id(tok), NEW_TOKENS)
+            steps.append((time.perf_counter() - start) / (max(len(r) for r in rows) - 1))
+
+    decode()  # warm-up
+    benchmark.pedantic(decode, rounds=3, iterations=1)
+    big = torch.ones(2 ** 28)  # 1 GiB of fp32
+    read = min(_seconds(lambda: big.sum()) for _ in range(3))
+    copy = torch.empty_like(big)
+    copied = min(_seconds(lambda: copy.copy_(big)) for _ in range(3))
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    flops = 2.0 * batch * sum(p.numel() for p in model.parameters() if p.dim() == 2)  # every matmul weight, the head too
+    peak = matmul_gflops([torch.float32], n=2048, reps=5)[0]
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    xs = {m.in_features: torch.randn(batch, m.in_features) for m in linears}
+    with torch.inference_mode():  # the step's matmuls alone, weights in order: what the kernels stream at batch 8
+        matmuls = min(_seconds(lambda: [torch.nn.functional.linear(xs[m.in_features], m.weight) for m in linears])
+                      for _ in range(3))
+    step = min(steps[1:])
+    read_gbs, copy_gbs = big.numel() * 4 / read / 1e9, 2 * big.numel() * 4 / copied / 1e9
+    bandwidth_bound, compute_bound = weight_bytes / (read_gbs * 1e9), flops / (peak * 1e9)
+    benchmark.extra_info.update({
+        "batch": batch, "step_ms": step * 1e3, "tokens_per_s": batch / step, "weight_mb": weight_bytes / 1e6,
+        "read_gb_per_s": read_gbs, "copy_gb_per_s_read_plus_write": copy_gbs,
+        "bandwidth_bound_ms": bandwidth_bound * 1e3, "share_of_bandwidth_bound": bandwidth_bound / step,
+        "matmul_peak_gflops": peak, "compute_bound_ms": compute_bound * 1e3,
+        "share_of_compute_bound": compute_bound / step, "matmuls_alone_ms": matmuls * 1e3,
+        "matmuls_alone_gb_per_s": sum(m.weight.numel() * 4 for m in linears) / matmuls / 1e9,
+        "threads": torch.get_num_threads()})
+
+
+def _seconds(f) -> float:
+    start = time.perf_counter()
+    f()
+    return time.perf_counter() - start
+
+
+def test_one_evaluation_of_the_standard_card(benchmark, data_dir):
+    """One evaluation of the `standard` card's views and probes on SmolLM2 in fp32 (what every stage of a
+    standard run pays), with its seconds by scorer."""
+    from harness.run import evaluation
+    from harness.run.runner import _Setup
+    from harness.spec import config
+    from harness.spec.spec import expand
+
+    setup = _Setup(expand(config.load("standard"))[0], str(data_dir))
+    seconds: dict = {}
+
+    def timed(name, f):
+        def call(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return f(*args, **kwargs)
+            finally:
+                seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
+        return call
+
+    scorers = ("cloze_outcomes", "letter_outcomes", "generate", "reply_logprob", "passes")
+    originals = {name: getattr(evaluation, name) for name in scorers}
+    for name, f in originals.items():
+        setattr(evaluation, name, timed(name, f))
+    try:
+        def run():
+            seconds.clear()
+            evaluation.evaluate(setup.model, setup.tok, setup.tasks, setup.probes, desc="bench", **setup.eval_kw)
+        benchmark.pedantic(run, rounds=2, iterations=1)
+    finally:
+        for name, f in originals.items():
+            setattr(evaluation, name, f)
+    benchmark.extra_info.update({"items": sum(len(v) for t in [*setup.tasks, *setup.probes] for v in t.views.values()),
+                                 "seconds_by_scorer_last_round": seconds, "threads": torch.get_num_threads()})
