@@ -5,8 +5,8 @@ chat template's system turn) runs once, and its KV cache is repeated for the rig
 each question (`_prompt_batches`); only the last real position's logits are computed.
 cloze: each option's text is scored as the assistant's reply to the question. The question's
 cache is repeated for its options, which run as continuations for the whole batch of questions, in
-chunks of similar length (`_option_chunks`). Score = log-probability of the option's tokens, normalised per token (default), per
-character (lm-eval's acc_norm) or not at all (lm-eval's acc).
+chunks of similar length (`_option_chunks`). Score = log-probability of the option's tokens, normalised
+per token (default), per character (lm-eval's acc_norm) or not at all (lm-eval's acc).
 letter: the options are listed as A-D in the prompt and the answer is the letter with the
 highest next-token logit, one forward position per question.
 A peft prompt-learning model (prompt/prefix tuning) puts its virtual tokens in front of every

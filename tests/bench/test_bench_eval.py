@@ -114,7 +114,8 @@ def test_decoding_step_against_the_machines_bounds(benchmark, smollm2, source):
     copy = torch.empty_like(big)
     copied = min(_seconds(lambda: copy.copy_(big)) for _ in range(3))
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    flops = 2.0 * batch * sum(p.numel() for p in model.parameters() if p.dim() == 2)  # every matmul weight, the head too
+    # every matmul weight (the tied head once)
+    flops = 2.0 * batch * sum(p.numel() for p in model.parameters() if p.dim() == 2)
     peak = matmul_gflops([torch.float32], n=2048, reps=5)[0]
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     xs = {m.in_features: torch.randn(batch, m.in_features) for m in linears}
@@ -174,3 +175,48 @@ def test_one_evaluation_of_the_standard_card(benchmark, data_dir):
             setattr(evaluation, name, f)
     benchmark.extra_info.update({"items": sum(len(v) for t in [*setup.tasks, *setup.probes] for v in t.views.values()),
                                  "seconds_by_scorer_last_round": seconds, "threads": torch.get_num_threads()})
+
+
+def test_decoding_against_llama_cpp(benchmark, smollm2, source):
+    """What a user would pick instead for fast CPU decoding: llama.cpp (llama-cpp-python) on the same GGUF file
+    the harness converts its fp32 weights from, greedy, one prompt at a time, 8 stop prompts x 32 new tokens,
+    beside the harness at batch 1 and 8. llama.cpp computes on the file's 4-bit blocks, the harness on their
+    fp32 expansion, so the replies may differ: the share of prompts with identical tokens is recorded. Skipped
+    where llama-cpp-python is not installed (it builds from source here: pip install llama-cpp-python)."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from harness.model import models
+
+    model, tok = smollm2
+    prompts = [p.prompt for p in source.stop_prompts()[:8]]
+    llm = llama_cpp.Llama(model_path=str(models.smollm2_gguf()), n_ctx=1024, n_threads=torch.get_num_threads(),
+                          verbose=False)
+    texts = [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+             for p in prompts]
+    replies = []
+
+    def llama():
+        replies.clear()
+        for text in texts:
+            ids = llm.tokenize(text.encode(), add_bos=False, special=True)
+            out = []
+            for t in llm.generate(ids, top_k=1, top_p=1.0, temp=0.0, repeat_penalty=1.0, reset=True):
+                out.append(t)
+                if t == tok.eos_token_id or len(out) == NEW_TOKENS:
+                    break
+            replies.append(out[:-1] if out[-1] == tok.eos_token_id else out)  # the answer, as split_answer gives it
+
+    llama()  # warm-up
+    benchmark.pedantic(llama, rounds=2, iterations=1)
+    llama_tps = sum(map(len, replies)) / benchmark.stats.stats.min
+    harness_tps = {}
+    for batch in (1, 8):
+        generate(model, tok, prompts, "cpu", "fp32", NEW_TOKENS, batch_size=batch)  # warm-up
+        start = time.perf_counter()
+        ours = generate(model, tok, prompts, "cpu", "fp32", NEW_TOKENS, batch_size=batch)
+        harness_tps[batch] = sum(r["tokens"] for r in ours) / (time.perf_counter() - start)
+    same = sum(r["ids"] == ids for r, ids in zip(ours, replies)) / len(prompts)
+    benchmark.extra_info.update({
+        "llama_cpp_version": llama_cpp.__version__, "llama_cpp_tokens_per_s_batch_1": llama_tps,
+        "harness_fp32_tokens_per_s_batch_1": harness_tps[1], "harness_fp32_tokens_per_s_batch_8": harness_tps[8],
+        "llama_cpp_over_harness_batch_8": llama_tps / harness_tps[8], "prompts_with_identical_tokens": same,
+        "threads": torch.get_num_threads()})
