@@ -67,3 +67,22 @@ def test_reading_every_positions_logits_needs_the_declaration(tiny):
     outputs = forward(model, Reader(), batch)
     assert outputs.logits.shape == (*batch["input_ids"].shape, model.config.vocab_size)
     assert torch.equal(outputs.label_logits, outputs.logits[:, :-1][batch["labels"][:, 1:] != -100])
+
+
+def test_a_methods_own_wrapper_module_gets_the_full_forward(tiny):
+    """A method may wrap the model in a module of its own, which has no output embeddings to hook: the loss is
+    then taken from every position's logits, and equals the model's own."""
+    model, tok = copy.deepcopy(tiny[0]), tiny[1]
+
+    class Wrapper(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, **kwargs):
+            return self.inner(**kwargs)
+
+    batch = _batch(tok)
+    outputs = forward(Wrapper(model), FullFineTune(), batch)
+    assert outputs.loss.item() == pytest.approx(model(**batch).loss.item(), rel=1e-6)
+    assert outputs.logits.shape[:2] == batch["input_ids"].shape

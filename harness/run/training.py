@@ -70,11 +70,13 @@ class LabelOutputs:
 def forward(model, method, batch: dict) -> LabelOutputs:
     """The model on a batch, with the LM head applied only to the positions that predict a label unless the method
     needs every position's logits. A forward pre-hook on the output embeddings selects those positions' hidden
-    states, counted from the end, so that a prompt-learning wrapper's virtual tokens in front change nothing."""
+    states, counted from the end, so that a prompt-learning wrapper's virtual tokens in front change nothing. A
+    model without output embeddings to hook (a method's own wrapper module) gives every position's logits."""
     labels = batch["labels"]
     at = labels[:, 1:] != IGNORE
     inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-    if method.needs.full_logits:
+    head = getattr(model, "get_output_embeddings", lambda: None)()
+    if method.needs.full_logits or head is None:
         logits = model(**inputs).logits
         return LabelOutputs(logits[:, :-1][at], labels[:, 1:][at], at, logits)
 
@@ -82,7 +84,7 @@ def forward(model, method, batch: dict) -> LabelOutputs:
         hidden, length = args[0], labels.shape[1]
         return (hidden[:, hidden.shape[1] - length:hidden.shape[1] - 1][at],) + args[1:]
 
-    handle = model.get_output_embeddings().register_forward_pre_hook(labelled_only)
+    handle = head.register_forward_pre_hook(labelled_only)
     try:
         label_logits = model(**inputs).logits
     finally:
