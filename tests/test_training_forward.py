@@ -11,7 +11,7 @@ from harness.run.training import collate, forward
 from methods.base import Needs, StageContext
 from methods.full import FullFineTune
 from methods.registry import available, resolve_method
-from tasks.chat import encode_pairs
+from tasks.chat import IGNORE, encode_pairs
 
 PAIRS = [{"user": "What is the capital of France?", "reply": "Paris, on the Seine."},
          {"user": "2 + 2?", "reply": "4"},
@@ -50,7 +50,7 @@ def test_labelled_logits_give_the_full_forward_loss_and_gradients(name, tiny, da
     assert got.keys() == expected.keys() and got
     for n in expected:
         torch.testing.assert_close(got[n], expected[n], rtol=1e-4, atol=1e-6, msg=n)
-    labelled = int((batch["labels"][:, 1:] != -100).sum())
+    labelled = int((batch["labels"][:, 1:] != IGNORE).sum())
     if not method.needs.full_logits:
         assert outputs.label_logits.shape[0] == labelled < batch["input_ids"].numel()
 
@@ -66,7 +66,7 @@ def test_reading_every_positions_logits_needs_the_declaration(tiny):
 
     outputs = forward(model, Reader(), batch)
     assert outputs.logits.shape == (*batch["input_ids"].shape, model.config.vocab_size)
-    assert torch.equal(outputs.label_logits, outputs.logits[:, :-1][batch["labels"][:, 1:] != -100])
+    assert torch.equal(outputs.label_logits, outputs.logits[:, :-1][batch["labels"][:, 1:] != IGNORE])
 
 
 def test_a_methods_own_wrapper_module_gets_the_full_forward(tiny):

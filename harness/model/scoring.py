@@ -122,7 +122,7 @@ def _option_chunks(lengths: list[int]) -> list[list[int]]:
     of its positions on padding on MMLU, where one long option sets the width of all.)"""
     chunks: list[list[int]] = []
     for k in sorted(range(len(lengths)), key=lengths.__getitem__):
-        if chunks and chunks[-1] and lengths[k] <= OPTION_SPREAD * lengths[chunks[-1][0]] + 2 \
+        if chunks and lengths[k] <= OPTION_SPREAD * lengths[chunks[-1][0]] + 2 \
                 and (len(chunks[-1]) + 1) * lengths[k] <= MAX_OPTION_POSITIONS:
             chunks[-1].append(k)
         else:
