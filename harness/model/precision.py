@@ -3,11 +3,15 @@
 bf16 autocast is used on CUDA when the GPU supports it. On a CPU it is used only where a
 measured bf16 matmul beats fp32: CPUs with AMX or AVX512-BF16 run it faster, others (AVX2
 only) run it tens of times slower, so a name on a spec sheet is not trusted.
+
+Under bf16 the weights are stored by role (`place_weights`): the base model's frozen linear layers in bf16,
+every trainable parameter in fp32 (the master weights the optimiser updates).
 """
 from __future__ import annotations
 
 import contextlib
 import time
+import weakref
 
 import torch
 
@@ -55,3 +59,42 @@ def autocast(device: str, precision: str):
     if precision == "bf16":
         return torch.autocast(device_type=device, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def linear_layers(model) -> weakref.WeakSet:
+    """The model's linear layers as loaded: the ones `place_weights` may store in bf16 (a method's own modules,
+    added by its `prepare`, are not among them)."""
+    return weakref.WeakSet(m for m in model.modules() if isinstance(m, torch.nn.Linear))
+
+
+def place_weights(model, precision: str, base_linears: weakref.WeakSet) -> None:
+    """Store each parameter in the dtype its role needs under `precision`, in place (the Parameter objects stay,
+    so a method's references to them hold).
+
+    bf16: the frozen weight and bias of each of the base model's linear layers are stored in bf16. Autocast
+    computes a linear layer in bf16 whatever its weights' dtype, so the model computes bit-for-bit the same
+    function as with fp32 weights, with half their memory. A parameter that another module shares (a tied output embedding: the embedding lookup is
+    not autocast) keeps its dtype; norms and embeddings stay fp32. Every trainable parameter is fp32: the
+    master weights the optimiser updates (one frozen in bf16 that a method trains again is made fp32, exactly).
+    fp32: nothing changes."""
+    if precision != "bf16":
+        return
+    shared = {id(p) for m in model.modules() if not isinstance(m, torch.nn.Linear) for p in m.parameters(recurse=False)}
+    with torch.no_grad():
+        for m in model.modules():
+            for p in m.parameters(recurse=False):
+                if not p.is_floating_point():  # a quantized base (QLoRA's NF4) keeps its storage
+                    continue
+                if p.requires_grad:
+                    p.data = p.data.float()
+                elif m in base_linears and id(p) not in shared:
+                    p.data = p.data.to(torch.bfloat16)
+
+
+def weight_dtypes(model) -> dict[str, int]:
+    """Parameter elements by storage dtype (a tied weight once): what `place_weights` left, for the result."""
+    counts: dict[str, int] = {}
+    for p in model.parameters():
+        name = str(p.dtype).removeprefix("torch.")
+        counts[name] = counts.get(name, 0) + p.numel()
+    return dict(sorted(counts.items()))

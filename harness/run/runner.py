@@ -20,7 +20,7 @@ from tasks.registry import load_stream
 from ..core.typed import build
 from ..integrations import tracking as trackers
 from ..model import models
-from ..model.precision import pick_device, pick_precision
+from ..model.precision import autocast, linear_layers, pick_device, pick_precision, place_weights, weight_dtypes
 from ..spec.protocol import items_digest
 from ..spec.spec import RunSpec, content_hash
 from ..store.files import SCHEMA_VERSION
@@ -64,6 +64,7 @@ class _Setup:
         t0 = time.perf_counter()
         self.model, self.tok = models.load(spec.model)
         self.model.to(self.device)
+        self.linears = linear_layers(self.model)  # what place_weights may store in bf16
         self.load_seconds = time.perf_counter() - t0
         self.key = stage0_key(spec, self.precision, self.items)
         self.eval_kw = dict(scorer=spec.scorer, budget=self.budget, device=self.device, precision=self.precision)
@@ -85,7 +86,7 @@ def _function_outputs(model, setup: _Setup) -> list[torch.Tensor]:
     pairs = [task.learn[0].training_pair() for task in setup.tasks if task.learn]
     was_training = model.training
     model.eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(setup.device, setup.precision):  # as evaluation computes it
         out = [model(input_ids=torch.tensor([ids], device=setup.device)).logits.float().cpu()
                for ids in (prompt_ids(setup.tok, p["user"]) + reply_ids(setup.tok, p["reply"]) for p in pairs)]
     model.train(was_training)
@@ -130,10 +131,13 @@ def _batcher(tok, budget, device):
 
 
 def prepare(spec: RunSpec, setup: _Setup, method):
-    """The method's `prepare` on the run's model, seeded as every run is."""
+    """The method's `prepare` on the run's model, seeded as every run is, its weights then stored by role
+    (harness.model.precision.place_weights)."""
     seed_everything(spec.seed)
     ctx = StageContext(stage=0, task=None, seen=[], device=setup.device, seed=spec.seed, data=setup.source)
-    return method.prepare(setup.model, ctx)
+    model = method.prepare(setup.model, ctx)
+    place_weights(model, setup.precision, setup.linears)
+    return model
 
 
 def train_stage(spec: RunSpec, setup: _Setup, method, model, stage: int, train_loop=train_task):
@@ -146,6 +150,7 @@ def train_stage(spec: RunSpec, setup: _Setup, method, model, stage: int, train_l
                        precision=setup.precision, batches=_batcher(tok, budget, device), tokenizer=tok,
                        data=setup.source)
     pairs = method.train_examples([i.training_pair() for i in task.learn], ctx)
+    place_weights(model, setup.precision, setup.linears)  # what the method froze or added since is placed too
     encoded = encode_pairs(tok, pairs, budget.max_length)
     train = train_loop(model, method, encoded, ctx, epochs=budget.epochs, batch_size=budget.batch_size,
                        pad_id=tok.pad_token_id, device=device, precision=setup.precision,
@@ -211,6 +216,7 @@ class _InProcess:
     def prepare(self):
         self.model = prepare(self.spec, self.setup, self.method)
         self.counts = count_parameters(self.model)
+        self.weights = weight_dtypes(self.model)
         return self.model, None
 
     def stage(self, stage: int):
@@ -280,6 +286,8 @@ def _train_and_score(spec, store, setup, trainer, result, base, before, on_stage
     model, own = trainer.prepare()
     trainable, total = trainer.counts
     result.update(trainable_params=trainable, total_params=total)
+    if trainer.weights:  # parameter elements by storage dtype, after prepare (this process's model only)
+        result["weights_by_dtype"] = trainer.weights
     on_stage(0, model)
     checkpoints = Checkpoints(store.root)
     done = _resume_point(spec, store, checkpoints) if trainer.resumable else 0

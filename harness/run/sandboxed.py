@@ -86,6 +86,7 @@ class SandboxedTrainer:
             raise
         self.info = {"description": _text(m.get("description", "")), "citation": _text(m.get("citation", ""))}
         self.verified, self.unverified_reason, self.peak_memory_mb = True, None, None
+        self.weights = None  # the child's storage dtypes are not reported
 
     def _counts(self, m: dict) -> None:
         t, n = m.get("trainable_params"), m.get("total_params")

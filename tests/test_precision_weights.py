@@ -1,0 +1,75 @@
+"""#19: under bf16 the weights are stored by role (harness.model.precision.place_weights): the base model's frozen
+linear layers in bf16, every trainable parameter in fp32, the function computed under autocast unchanged."""
+import copy
+import math
+
+import pytest
+import torch
+
+from harness.model.precision import autocast, linear_layers, place_weights, weight_dtypes
+from harness.run import runner
+from harness.spec import config
+from harness.spec.spec import expand
+from methods.base import StageContext
+from methods.lora import LoRA
+from methods.registry import available
+
+TINY = {"llama_pro": "{every: 1}", "sdft": "{max_new_tokens: 8}"}  # 2 blocks; short rewrites keep sdft fast
+
+
+def _logits(model, ids):
+    with torch.inference_mode(), autocast("cpu", "bf16"):
+        return model(input_ids=ids).logits.float()
+
+
+def test_lora_under_bf16_keeps_its_frozen_base_in_bf16_and_computes_the_same_function(tiny):
+    base, tok = copy.deepcopy(tiny[0]), tiny[1]
+    ids = torch.tensor([tok("The capital of France is Paris.")["input_ids"]])
+    linears = linear_layers(base)
+    before = _logits(base, ids)
+    model = LoRA().prepare(base, StageContext(stage=0, task=None, seen=[], device="cpu", seed=0))
+    place_weights(model, "bf16", linears)
+    assert torch.equal(_logits(model, ids), before)  # autocast computed the linears in bf16 already
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            assert p.dtype == torch.float32, name  # the adapters: the optimiser's master weights
+        elif "base_layer" in name or name.endswith("_proj.weight"):
+            assert p.dtype == torch.bfloat16, name
+    embed = model.get_input_embeddings().weight
+    assert embed.dtype == torch.float32 and model.get_output_embeddings().weight is embed  # tied, not autocast
+    counts = weight_dtypes(model)
+    assert counts["bfloat16"] > counts["float32"] - embed.numel()
+
+
+def test_fp32_places_nothing(tiny):
+    model = copy.deepcopy(tiny[0])
+    place_weights(model, "fp32", linear_layers(model))
+    assert set(weight_dtypes(model)) == {"float32"}
+
+
+ADAPTERS = {"lora", "lora_all_r64", "prompt_tuning", "prefix_tuning", "p_tuning_v2", "moe_lora", "olora", "llama_pro",
+            "latent_replay"}  # a frozen base of plain linear layers
+
+
+@pytest.mark.parametrize("name", sorted(available()))
+def test_every_method_trains_two_stages_with_its_weights_placed_under_bf16(name, tmp_path, data_dir):
+    f = tmp_path / "c.yaml"
+    f.write_text(f"model: tiny\nprecision: bf16\nstream: [stem, humanities]\nprobes: [general]\n"
+                 f"methods: [{{method: {name}, config: {TINY.get(name, '{}')}}}]\n"
+                 "budget: {learn_items: 2, transfer_items: 1, general_items: 1, epochs: 1, batch_size: 2, "
+                 "max_length: 128}\n")
+    spec = expand(config.load(str(f)))[0]
+    setup = runner._Setup(spec, str(data_dir))
+    trainer = runner._InProcess(spec, setup)
+    model, _ = trainer.prepare()
+    assert trainer.weights == weight_dtypes(model)  # what the result records
+    for stage in (1, 2):
+        model, train, _, _ = trainer.stage(stage)
+        assert train["steps"] and math.isfinite(train["loss_last"])
+        wrong = [n for n, p in model.named_parameters() if p.requires_grad and p.dtype != torch.float32]
+        assert not wrong, f"trainable parameters not in fp32: {wrong[:3]}"
+        shared = {id(p) for m in model.modules() if not isinstance(m, torch.nn.Linear) for p in m.parameters(False)}
+        frozen = [p for m in model.modules() if m in setup.linears for p in m.parameters(recurse=False)
+                  if not p.requires_grad and p.is_floating_point() and id(p) not in shared]
+        assert all(p.dtype == torch.bfloat16 for p in frozen)
+        assert frozen or name not in ADAPTERS
