@@ -8,6 +8,9 @@ from pathlib import Path
 
 from .core.errors import ClbenchError
 
+REFERENCE = Path(__file__).resolve().parents[1] / "results" / "reference"  # the committed boards
+BENCH = REFERENCE.parent / "bench"  # the committed bench results, a GPU check's among them
+
 
 def _run(args) -> int:
     from .integrations import tracking
@@ -147,9 +150,12 @@ def _submit(args) -> int:
 
 
 def _protocol_show(args) -> int:
+    from .report import cost
     from .spec import config, protocol
 
-    print(protocol.show(config.load(args.config or args.preset or "quick")), end="")
+    cfg = config.load(args.config or args.preset or "quick")
+    print(protocol.show(cfg), end="")
+    print(cost.describe(cfg, args.calibrate), end="")
     return 0
 
 
@@ -237,9 +243,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_submit)
     pr = sub.add_parser("protocol", help="the benchmark protocol cards")
     show = pr.add_subparsers(dest="action", required=True).add_parser(
-        "show", help="print a protocol card with its version, items digest and data checksums")
-    show.add_argument("--preset", help="preset (protocol card) name: quick (default), standard, tiny")
+        "show", help="print a protocol card with its version, items digest and data checksums, and what it costs "
+                     "(harness/report/cost.py)")
+    show.add_argument("--preset", help="preset (protocol card) name: quick (default), standard, standard-gpu, tiny")
     show.add_argument("--config", help="a sweep YAML file (instead of --preset)")
+    show.add_argument("--calibrate", nargs="+", metavar="SOURCE",
+                      default=[str(REFERENCE / "standard"), *map(str, sorted(BENCH.glob("gpu-check-*.json")))],
+                      help="results folders or gpu check reports whose finished runs measure the seconds per unit of "
+                           "work on their device (default: results/reference/standard and results/bench/gpu-check-*.json)")
     show.set_defaults(func=_protocol_show)
     return p
 

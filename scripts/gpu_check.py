@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 from harness.model import models  # noqa: E402
 from harness.model.precision import pick_precision  # noqa: E402
 from harness.model.scoring import generate  # noqa: E402
+from harness.report.cost import workload  # noqa: E402
 from harness.run.compute import training_flops_per_token  # noqa: E402
 from harness.run.runner import execute  # noqa: E402
 from harness.spec import config  # noqa: E402
@@ -127,6 +128,7 @@ def generation(model, tok, device: str, precision: str, new_tokens: int) -> dict
 def card_runs(preset: str, model: str, device: str, precision: str, methods: list[str], results: Path) -> list[dict]:
     cfg = config.load(preset, [f"model={model}", f"device={device}", f"precision={precision}",
                                f"methods=[{', '.join(methods)}]"])
+    work = workload(cfg)  # what harness.report.cost calibrates its rates with (clbench protocol show --calibrate)
     out = []
     for spec in expand(cfg):
         start = time.perf_counter()
@@ -142,6 +144,8 @@ def card_runs(preset: str, model: str, device: str, precision: str, methods: lis
                     "precision": run.get("precision"), "device_name": cost.get("device_name"),
                     "device_count": cost.get("device_count"), "device_hours_reported": hours,
                     "train_seconds": cost.get("train_seconds"), "eval_seconds": cost.get("eval_seconds"),
+                    "train_tokens": cost.get("train_tokens"), "stages": cost.get("stages"),
+                    "model_parameters": work.params, "eval_tokens_per_evaluation": work.eval_tokens,
                     "stage0_seconds": stage0, "model_load_seconds": run.get("model_load_seconds"),
                     "wall_seconds": wall, "peak_memory_mb": cost.get("peak_memory_mb"),
                     # what no record counts: data loading, prepare, storing, the compute records themselves

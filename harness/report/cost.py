@@ -1,0 +1,213 @@
+"""What a protocol card costs: its work counted from its items, turned into hours by rates measured on stored runs.
+
+Work (`workload`), counted with the card's tokenizer from the items the card draws:
+- training, per run: the tokens of every learned item's training pair (chat-formatted, cut at max_length: what the
+  training loop counts as `train.tokens`) x epochs, over the stream. A method that trains on the learned items
+  alone (full fine-tuning, LoRA) trains on exactly these; one that adds examples (replay) on more.
+- evaluation, per evaluation (after every stage; stage 0 once per sweep): the tokens read (every item's prompt and
+  target, every other option of a multiple-choice item) plus the most tokens decoded (each code item and stop
+  prompt at its cap).
+Cost = work x N (the model's parameters): training and reading cost about 6N and 2N FLOPs per token, and decoding,
+bound by reading the weights, time about proportional to N too. `rates` measures seconds per unit of work on the
+finished runs of a stored board, on the device kind they ran on (their train and evaluation seconds against their
+own card's work); `estimate` applies them to a card. First order: attention, padding and batch shapes are not
+modelled, so a card far from the calibrating board's shape is estimated less well; `clbench protocol show` prints
+the calibrating board and the card's work beside the hours.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import statistics
+from pathlib import Path
+
+from tasks.chat import encode_pairs, prompt_ids, reply_ids
+from methods.registry import available
+from tasks.items import MCItem
+
+from ..core.errors import ConfigError
+from ..spec.config import SweepConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class Workload:
+    params: int  # the model's parameters, N
+    train_tokens: int  # per run (a method that trains on the learned items alone)
+    eval_tokens: int  # per evaluation: read + at most decoded
+    stages: int  # trained stages per run
+    runs: int  # methods x task orders x seeds
+
+
+@functools.lru_cache(maxsize=8)
+def model_facts(name: str):
+    """(tokenizer, parameter count) of a model name as clbench loads it; the weights are not needed for the
+    count of a hub model (its config, on the meta device)."""
+    import torch
+
+    from ..model import models
+
+    if name in (models.SMOLLM2, models.TINY):
+        model, tok = models.load(name)
+        return tok, sum(p.numel() for p in model.parameters())
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    repo, revision = models.hub_revision(name)
+    try:
+        tok = AutoTokenizer.from_pretrained(repo, revision=revision)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(repo, revision=revision))
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"model '{name}': its tokenizer and config are needed to count the card's work and could "
+                          f"not be loaded ({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
+    return tok, sum(p.numel() for p in model.parameters())
+
+
+def _item_tokens(tok, item, budget) -> int:
+    if isinstance(item, MCItem):
+        prompt = len(prompt_ids(tok, item.cloze_prompt()))
+        return prompt + sum(len(reply_ids(tok, str(o))) for o in item.options)
+    if hasattr(item, "tests"):  # a code item: its reference solution's log-likelihood, and a decoded answer
+        return len(prompt_ids(tok, item.prompt)) + len(reply_ids(tok, item.target())) + budget.max_new_tokens
+    if hasattr(item, "reference"):  # instruct: the reference reply's log-likelihood; stop: decoded to the cap
+        extra = len(reply_ids(tok, item.reference)) if item.reference else budget.stop_max_new_tokens
+        return len(prompt_ids(tok, item.prompt)) + extra
+    pair = item.training_pair()
+    return len(prompt_ids(tok, pair["user"])) + len(reply_ids(tok, pair["reply"]))
+
+
+def workload(cfg: SweepConfig) -> Workload:
+    from tasks.data import DataSource
+    from tasks.registry import load_stream
+
+    tok, params = model_facts(cfg.model)
+    budget = cfg.budget
+    tasks, probes = load_stream(DataSource(cfg.data_dir), list(cfg.stream), list(cfg.probes), budget, cfg.data_seed,
+                                cfg.domains)
+    train = budget.epochs * sum(len(e["input_ids"]) for t in tasks
+                                for e in encode_pairs(tok, [i.training_pair() for i in t.learn], budget.max_length))
+    read = sum(_item_tokens(tok, item, budget) for t in [*tasks, *probes] for items in t.views.values() for item in items)
+    orders = 1 + len(cfg.task_orders)
+    return Workload(params=params, train_tokens=train, eval_tokens=read, stages=len(tasks),
+                    runs=len(cfg.methods) * orders * len(cfg.seeds))
+
+
+@dataclasses.dataclass(frozen=True)
+class Rates:
+    device: str  # cpu | cuda
+    device_name: str
+    board: str  # the folder of runs they were measured on
+    runs: int
+    train: float  # seconds per (token x parameter) of training
+    eval: float  # seconds per (token x parameter) of evaluation
+
+
+def rates(source: str | Path, device: str) -> Rates | None:
+    """Seconds per unit of work measured on `source`'s finished runs that ran on `device` (None: none did): the
+    median over runs (a run slowed by other work on its machine does not set the rate) of each run's measured
+    train seconds against its measured train tokens, and of its measured evaluation seconds against its card's
+    work per evaluation. `source`: a results folder, or a report of scripts/gpu_check.py (gpu-check-*.json,
+    whose runs carry their work: their model may have been a random-weight copy that is gone)."""
+    if Path(source).is_file():
+        return _report_rates(Path(source), device)
+    from ..spec.spec import RunSpec
+    from ..store.store import Store
+
+    runs = [r for r in Store(source).runs() if r.get("status") == "finished" and r.get("device") == device
+            and r.get("compute")]
+    if not runs:
+        return None
+    measured = []
+    for r in runs:
+        w = _work_of(json.dumps(RunSpec.from_dict(r["spec"]).as_dict(), sort_keys=True))
+        measured.append((r["compute"], w.params, w.eval_tokens))
+    machine = runs[0].get("provenance", {}).get("machine") or {}
+    name = runs[0]["compute"].get("device_name") if device == "cuda" else machine.get("cpu")
+    return _median_rates(measured, device, name or device, str(source))
+
+
+NUMBERS = ("train_seconds", "eval_seconds", "train_tokens", "stages", "model_parameters", "eval_tokens_per_evaluation")
+
+
+def _report_rates(path: Path, device: str) -> Rates | None:
+    """The rates of a gpu check report's finished runs; a report that is not one is named, field and all."""
+    from ..core.json_file import read_json
+
+    report, why = read_json(path)
+    if why or not isinstance(report, dict) or not isinstance(report.get("runs"), list):
+        raise ConfigError(f"--calibrate {path}: not a results folder or a gpu check report ({why or 'no runs list'})")
+    if report.get("device") != device:
+        return None
+    runs = [r for r in report["runs"] if isinstance(r, dict) and r.get("status") == "finished"]
+    for i, r in enumerate(runs):
+        for k in NUMBERS:
+            v = r.get(k)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1e15:
+                raise ConfigError(f"--calibrate {path}: runs[{i}].{k} is {v!r}, not a positive number; rerun "
+                                  "scripts/gpu_check.py (reports before its work fields cannot calibrate)")
+    if not runs:
+        return None
+    return _median_rates([(r, r["model_parameters"], r["eval_tokens_per_evaluation"]) for r in runs], device,
+                         str(report.get("device_name") or device), str(path))
+
+
+def _median_rates(measured: list[tuple[dict, int, int]], device: str, name: str, source: str) -> Rates:
+    """measured: (compute record with train/eval seconds, train tokens and stages; parameters; eval tokens)."""
+    train = [c["train_seconds"] / (c["train_tokens"] * n) for c, n, _ in measured]
+    evaluation = [c["eval_seconds"] / (e * n * c["stages"]) for c, n, e in measured]
+    return Rates(device=device, device_name=name, board=source, runs=len(measured),
+                 train=statistics.median(train), eval=statistics.median(evaluation))
+
+
+@functools.lru_cache(maxsize=32)
+def _work_of(spec_json: str) -> Workload:
+    """The work of a stored run's card (a one-run card of its spec; its data folder: the default one)."""
+    from ..spec.config import MethodEntry
+    from ..spec.spec import RunSpec
+
+    spec = RunSpec.from_dict(json.loads(spec_json))
+    return workload(SweepConfig(name="stored", model=spec.model, precision=spec.precision, device=spec.device,
+                                stream=list(spec.stream), probes=list(spec.probes), scorer=spec.scorer,
+                                methods=[MethodEntry(method=spec.method)], seeds=[spec.seed],
+                                budget=spec.budget_config(), data_seed=spec.data_seed, domains=dict(spec.domains)))
+
+
+def estimate(w: Workload, r: Rates) -> dict:
+    """Hours of one run (its stages' training and evaluations) and of the card's sweep (stage 0 once)."""
+    train = w.train_tokens * w.params * r.train
+    evaluation = w.eval_tokens * w.params * r.eval
+    run = train + w.stages * evaluation
+    return {"train_hours_per_run": train / 3600, "eval_hours_per_evaluation": evaluation / 3600,
+            "hours_per_run": run / 3600, "hours_per_sweep": (w.runs * run + evaluation) / 3600}
+
+
+def describe(cfg: SweepConfig, boards: list[str]) -> str:
+    """The cost section of `clbench protocol show`: the card's work, and hours on each device kind some board
+    measured."""
+    try:
+        w = workload(cfg)
+    except ConfigError as e:
+        return f"cost: not counted: {e}\n"
+    lines = ["cost:", f"  model_parameters: {w.params}", f"  train_tokens_per_run: {w.train_tokens}",
+             f"  eval_tokens_per_evaluation: {w.eval_tokens}  # read + at most decoded",
+             f"  runs: {w.runs}  # methods x task orders x seeds, {w.stages} trained stages each"]
+    measured = {}
+    for device in ("cpu", "cuda"):
+        measured[device] = next((r for r in (rates(b, device) for b in boards) if r is not None), None)
+    for device, r in measured.items():
+        if r is not None:
+            e = estimate(w, r)
+            unit = "gpu" if device == "cuda" else "cpu"
+            every = estimate(dataclasses.replace(w, runs=w.runs // max(len(cfg.methods), 1) * len(available())), r)
+            lines += [f"  {unit}:  # the median rates of {r.runs} run(s) on {r.device_name} in {r.board}",
+                      f"    hours_per_run: {e['hours_per_run']:.3g}  # training {e['train_hours_per_run']:.3g}, "
+                      f"{e['eval_hours_per_evaluation']:.3g} per evaluation",
+                      f"    hours_per_sweep: {e['hours_per_sweep']:.3g}  # the card's methods",
+                      f"    hours_per_all_methods_sweep: {every['hours_per_sweep']:.3g}  # all {len(available())} "
+                      "registered methods, the card's seeds and orders"]
+    if measured["cuda"] is None:
+        lines.append("  gpu: no board measured on a GPU yet (scripts/gpu-check.sh writes results/bench/gpu-check-<device>.json, "
+                     "which --calibrate takes)")
+    if not any(measured.values()):
+        lines.append("  hours: no stored board to measure rates on; pass one with --calibrate")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,85 @@
+"""#19: what a card costs (harness.report.cost): its training work counted from its items equals what a run
+measures, rates measured on stored runs give back those runs' own seconds, and a gpu check report calibrates
+the GPU's hours; a bad report is named by file and field, an unloadable model is said, not raised."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from harness.core.errors import ConfigError
+from harness.report import cost
+from harness.run.runner import execute
+from harness.spec import config
+from harness.spec.spec import expand
+from harness.store.store import Store
+
+CARD = ("model: tiny\nprecision: fp32\nstream: [stem, code]\nprobes: [general, stop]\nmethods: [full]\n"
+        "budget: {learn_items: 3, transfer_items: 1, code_items: 1, general_items: 2, epochs: 2, batch_size: 2, "
+        "max_new_tokens: 8, stop_prompts: 1, stop_max_new_tokens: 8}\n")
+
+
+@pytest.fixture(scope="module")
+def board(tmp_path_factory, data_dir):
+    root = tmp_path_factory.mktemp("board")
+    (root / "card.yaml").write_text(CARD)
+    cfg = config.load(str(root / "card.yaml"))
+    run = execute(expand(cfg)[0], Store(root / "results"), data_dir=str(data_dir))
+    assert run["status"] == "finished", run["error"]
+    return cfg, run, root / "results"
+
+
+def test_the_training_work_is_what_a_run_trains_on(board):
+    cfg, run, _ = board
+    w = cost.workload(cfg)
+    assert w.train_tokens == run["compute"]["train_tokens"] == sum(s["train"]["tokens"] for s in run["stages"][1:])
+    assert (w.stages, w.runs) == (2, 1) and w.params == run["total_params"]
+
+
+def test_rates_measured_on_a_board_give_back_its_runs_seconds(board):
+    cfg, run, results = board
+    r = cost.rates(results, "cpu")
+    assert r.runs == 1 and cost.rates(results, "cuda") is None
+    e = cost.estimate(cost.workload(cfg), r)
+    assert e["train_hours_per_run"] * 3600 == pytest.approx(run["compute"]["train_seconds"], rel=1e-9)
+    assert e["eval_hours_per_evaluation"] * 3600 * 2 == pytest.approx(run["compute"]["eval_seconds"], rel=1e-9)
+
+
+def test_a_gpu_check_report_calibrates_the_gpu(board, tmp_path):
+    cfg, run, _ = board
+    w = cost.workload(cfg)
+    report = {"device": "cuda", "device_name": "Test GPU", "runs": [
+        {"status": "finished", "train_seconds": 36.0, "eval_seconds": 72.0, "train_tokens": w.train_tokens * 2,
+         "stages": 2, "model_parameters": w.params // 2, "eval_tokens_per_evaluation": w.eval_tokens}]}
+    f = tmp_path / "gpu-check-test-gpu.json"
+    f.write_text(json.dumps(report))
+    e = cost.estimate(w, cost.rates(f, "cuda"))
+    # half the parameters and twice the tokens: the same training work, so the same 36 s; evaluation: twice the
+    # work of the calibrating run's 36 s per evaluation
+    assert e["train_hours_per_run"] * 3600 == pytest.approx(36.0)
+    assert e["eval_hours_per_evaluation"] * 3600 == pytest.approx(72.0)
+    shown = cost.describe(cfg, [str(f)])
+    assert "gpu:  # the median rates of 1 run(s) on Test GPU" in shown and "no board measured on a GPU" not in shown
+    report["runs"][0]["train_seconds"] = "fast"
+    f.write_text(json.dumps(report))
+    with pytest.raises(ConfigError, match=r"gpu-check-test-gpu.json: runs\[0\].train_seconds is 'fast'"):
+        cost.rates(f, "cuda")
+    f.write_text("[1, 2")
+    with pytest.raises(ConfigError, match="not a results folder or a gpu check report"):
+        cost.rates(f, "cuda")
+
+
+def test_a_model_that_cannot_be_loaded_is_said_not_raised(board, tmp_path):
+    cfg, _, results = board
+    (tmp_path / "card.yaml").write_text(CARD.replace("model: tiny", f"model: {tmp_path / 'no-such-model'}"))
+    shown = cost.describe(config.load(str(tmp_path / "card.yaml")), [str(results)])
+    assert shown.startswith("cost: not counted: model ") and "no-such-model" in shown
+
+
+def test_protocol_show_prints_the_cost(board, data_dir):
+    _, _, results = board
+    out = subprocess.run([sys.executable, "-m", "harness.cli", "protocol", "show", "--preset", "tiny", "--calibrate",
+                          str(results)], capture_output=True, text=True, env={"CLBENCH_DATA": str(data_dir),
+                                                                            "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr
+    assert "cost:\n  model_parameters: " in out.stdout and "hours_per_all_methods_sweep" in out.stdout
