@@ -47,6 +47,7 @@ def test_fp32_places_nothing(tiny):
     assert set(weight_dtypes(model)) == {"float32"}
 
 
+CHANGES_FUNCTION = {"prompt_tuning", "prefix_tuning", "p_tuning_v2", "qlora"}  # virtual tokens; a quantized base
 ADAPTERS = {"lora", "lora_all_r64", "prompt_tuning", "prefix_tuning", "p_tuning_v2", "moe_lora", "olora", "llama_pro",
             "latent_replay"}  # a frozen base of plain linear layers
 
@@ -60,9 +61,15 @@ def test_every_method_trains_two_stages_with_its_weights_placed_under_bf16(name,
                  "max_length: 128}\n")
     spec = expand(config.load(str(f)))[0]
     setup = runner._Setup(spec, str(data_dir))
+    loaded = [p.dtype for m in setup.model.modules() if m in setup.linears for p in m.parameters(recurse=False)
+              if p is not setup.model.get_input_embeddings().weight]
+    assert loaded and set(loaded) == {torch.bfloat16}  # before the model goes to the device
+    before = runner._function_outputs(setup.model, setup)
     trainer = runner._InProcess(spec, setup)
     model, _ = trainer.prepare()
     assert trainer.weights == weight_dtypes(model)  # what the result records
+    # the fp32 master weights made from the bf16 copy compute what it computed: stage 0 stays shared
+    assert runner._same_outputs(before, runner._function_outputs(model, setup)) == (name not in CHANGES_FUNCTION)
     for stage in (1, 2):
         model, train, _, _ = trainer.stage(stage)
         assert train["steps"] and math.isfinite(train["loss_last"])

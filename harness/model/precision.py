@@ -67,15 +67,18 @@ def linear_layers(model) -> weakref.WeakSet:
     return weakref.WeakSet(m for m in model.modules() if isinstance(m, torch.nn.Linear))
 
 
-def place_weights(model, precision: str, base_linears: weakref.WeakSet) -> None:
+def place_weights(model, precision: str, base_linears: weakref.WeakSet, loading: bool = False) -> None:
     """Store each parameter in the dtype its role needs under `precision`, in place (the Parameter objects stay,
     so a method's references to them hold).
 
-    bf16: the frozen weight and bias of each of the base model's linear layers are stored in bf16. Autocast
-    computes a linear layer in bf16 whatever its weights' dtype, so the model computes bit-for-bit the same
-    function as with fp32 weights, with half their memory. A parameter that another module shares (a tied output embedding: the embedding lookup is
-    not autocast) keeps its dtype; norms and embeddings stay fp32. Every trainable parameter is fp32: the
-    master weights the optimiser updates (one frozen in bf16 that a method trains again is made fp32, exactly).
+    bf16: the weight and bias of each of the base model's linear layers are stored in bf16 when the model is
+    loaded (`loading`: before it goes to the device, so a model whose fp32 weights would not fit there can),
+    and stay so while frozen. Autocast computes a linear layer in bf16 whatever its weights' dtype, so the
+    model computes bit-for-bit the same function as with fp32 weights, with half their memory. A parameter that
+    another module shares (a tied output embedding: the embedding lookup is not autocast) keeps its dtype; norms
+    and embeddings stay fp32. After `prepare` every trainable parameter is fp32: the master weights the
+    optimiser updates, made from the bf16 copy exactly (a checkpoint stored in bf16, as hub models usually are,
+    loses nothing; an fp32 one starts its training from its bf16 rounding, the weights autocast computed with).
     fp32: nothing changes."""
     if precision != "bf16":
         return
@@ -85,7 +88,7 @@ def place_weights(model, precision: str, base_linears: weakref.WeakSet) -> None:
             for p in m.parameters(recurse=False):
                 if not p.is_floating_point():  # a quantized base (QLoRA's NF4) keeps its storage
                     continue
-                if p.requires_grad:
+                if p.requires_grad and not loading:
                     p.data = p.data.float()
                 elif m in base_linears and id(p) not in shared:
                     p.data = p.data.to(torch.bfloat16)

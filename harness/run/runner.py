@@ -63,8 +63,9 @@ class _Setup:
                                          else pick_precision(spec.precision, self.device))
         t0 = time.perf_counter()
         self.model, self.tok = models.load(spec.model)
-        self.model.to(self.device)
         self.linears = linear_layers(self.model)  # what place_weights may store in bf16
+        place_weights(self.model, self.precision, self.linears, loading=True)
+        self.model.to(self.device)
         self.load_seconds = time.perf_counter() - t0
         self.key = stage0_key(spec, self.precision, self.items)
         self.eval_kw = dict(scorer=spec.scorer, budget=self.budget, device=self.device, precision=self.precision)
