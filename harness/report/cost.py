@@ -6,7 +6,7 @@ Work (`workload`), counted with the card's tokenizer from the items the card dra
   alone (full fine-tuning, LoRA) trains on exactly these; one that adds examples (replay) on more.
 - evaluation, per evaluation (after every stage; stage 0 once per sweep): the tokens read (every item's prompt and
   target, every other option of a multiple-choice item) plus the most tokens decoded (each code item and stop
-  prompt at its cap).
+  prompt at its cap). An `lm_eval:` probe reads its own data and is not counted.
 Cost = work x N (the model's parameters): training and reading cost about 6N and 2N FLOPs per token, and decoding,
 bound by reading the weights, time about proportional to N too. `rates` measures seconds per unit of work on the
 finished runs of a stored board, on the device kind they ran on (their train and evaluation seconds against their
@@ -22,9 +22,9 @@ import json
 import statistics
 from pathlib import Path
 
-from tasks.chat import encode_pairs, prompt_ids, reply_ids
 from methods.registry import available
-from tasks.items import MCItem
+from tasks.chat import encode_pairs, prompt_ids, reply_ids
+from tasks.items import ChatItem, CodeItem, GenItem, MCItem
 
 from ..core.errors import ConfigError
 from ..spec.config import SweepConfig
@@ -67,9 +67,9 @@ def _item_tokens(tok, item, budget) -> int:
     if isinstance(item, MCItem):
         prompt = len(prompt_ids(tok, item.cloze_prompt()))
         return prompt + sum(len(reply_ids(tok, str(o))) for o in item.options)
-    if hasattr(item, "tests"):  # a code item: its reference solution's log-likelihood, and a decoded answer
+    if isinstance(item, (CodeItem, GenItem)):  # the reference's log-likelihood, and an answer decoded to the cap
         return len(prompt_ids(tok, item.prompt)) + len(reply_ids(tok, item.target())) + budget.max_new_tokens
-    if hasattr(item, "reference"):  # instruct: the reference reply's log-likelihood; stop: decoded to the cap
+    if isinstance(item, ChatItem):  # instruct: the reference reply's log-likelihood; stop: decoded to the cap
         extra = len(reply_ids(tok, item.reference)) if item.reference else budget.stop_max_new_tokens
         return len(prompt_ids(tok, item.prompt)) + extra
     pair = item.training_pair()
