@@ -8,9 +8,6 @@ from pathlib import Path
 
 from .core.errors import ClbenchError
 
-REFERENCE = Path(__file__).resolve().parents[1] / "results" / "reference"  # the committed boards
-BENCH = REFERENCE.parent / "bench"  # the committed bench results, a GPU check's among them
-
 
 def _run(args) -> int:
     from .integrations import tracking
@@ -42,12 +39,13 @@ def _run(args) -> int:
 
 
 def _tune(args) -> int:
+    from .report import cost
     from .spec import config
     from .sweep.tune import tune
 
     cfg = config.with_overrides(config.load(args.config or args.preset or "quick"), data_dir=args.data)
     results = args.results or f"results/tune/{cfg.name}"
-    paths = tune(cfg, results, args.methods, address=args.address)
+    paths = tune(cfg, results, args.methods, address=args.address, cost_sources=cost.default_sources())
     print(paths["grid"].read_text())
     print(f"written: {paths['grid']} (and {paths['csv'].name}); the card with the chosen configs: {paths['tuned']}\n"
           f"run it with: clbench run --config {paths['tuned']}")
@@ -155,7 +153,7 @@ def _protocol_show(args) -> int:
 
     cfg = config.load(args.config or args.preset or "quick")
     print(protocol.show(cfg), end="")
-    print(cost.describe(cfg, args.calibrate), end="")
+    print(cost.describe(cfg, args.calibrate or cost.default_sources()), end="")
     return 0
 
 
@@ -248,7 +246,6 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--preset", help="preset (protocol card) name: quick (default), standard, standard-gpu, tiny")
     show.add_argument("--config", help="a sweep YAML file (instead of --preset)")
     show.add_argument("--calibrate", nargs="+", metavar="SOURCE",
-                      default=[str(REFERENCE / "standard"), *map(str, sorted(BENCH.glob("gpu-check-*.json")))],
                       help="results folders or gpu check reports whose finished runs measure the seconds per unit of "
                            "work on their device (default: results/reference/standard and results/bench/gpu-check-*.json)")
     show.set_defaults(func=_protocol_show)

@@ -1,6 +1,7 @@
 """`clbench tune`: a validation stream that shares no item with the benchmark, the stated grid, the choice by
 the validation headline, and a tuned card that `clbench run --config` accepts."""
 import csv
+import re
 import subprocess
 import sys
 
@@ -83,3 +84,5 @@ def test_tune_end_to_end_writes_the_grid_and_a_card_run_accepts(tmp_path, data_d
     assert tuned.methods[1].config == {}  # not tuned: the card's
     assert (tuned.stream, tuned.budget) == (config.load("tiny").stream, config.load("tiny").budget)
     assert "tuned.yaml" in done.stdout and "clbench run --config" in done.stdout
+    # before any run: the grid's expected time at the rates of the committed standard board (harness.report.cost)
+    assert re.search(r"expected time: about [0-9.e-]+ h for 3 run\(s\)", done.stdout), done.stdout[:2000]

@@ -30,6 +30,14 @@ from ..core.errors import ConfigError
 from ..spec.config import SweepConfig
 
 
+RESULTS = Path(__file__).resolve().parents[2] / "results"  # the repository's committed results
+
+
+def default_sources() -> list[str]:
+    """The committed runs that measure rates: the standard board (CPU) and any GPU check report."""
+    return [str(RESULTS / "reference" / "standard"), *map(str, sorted((RESULTS / "bench").glob("gpu-check-*.json")))]
+
+
 @dataclasses.dataclass(frozen=True)
 class Workload:
     params: int  # the model's parameters, N
@@ -211,3 +219,17 @@ def describe(cfg: SweepConfig, boards: list[str]) -> str:
     if not any(measured.values()):
         lines.append("  hours: no stored board to measure rates on; pass one with --calibrate")
     return "\n".join(lines) + "\n"
+
+
+def expected(cfg: SweepConfig, device: str, sources: list[str]) -> str:
+    """One line: about how long `cfg`'s sweep takes on `device` ('cpu' | 'cuda'), or why that is not known."""
+    try:
+        w = workload(cfg)
+        r = next((r for r in (rates(s, device) for s in sources) if r is not None), None)
+    except ConfigError as e:
+        return f"expected time: not counted ({e})"
+    if r is None:
+        return f"expected time: no stored runs on {device} to measure rates on"
+    e = estimate(w, r)
+    return (f"expected time: about {e['hours_per_sweep']:.3g} h for {w.runs} run(s), {e['hours_per_run'] * 60:.3g} min "
+            f"each (harness/report/cost.py: the median rates of {r.runs} run(s) on {r.device_name} in {r.board})")
