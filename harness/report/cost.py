@@ -102,7 +102,6 @@ def workload(cfg: SweepConfig) -> Workload:
 
 @dataclasses.dataclass(frozen=True)
 class Rates:
-    device: str  # cpu | cuda
     device_name: str
     board: str  # the folder of runs they were measured on
     runs: int
@@ -131,7 +130,7 @@ def rates(source: str | Path, device: str) -> Rates | None:
         measured.append((r["compute"], w.params, w.eval_tokens))
     machine = runs[0].get("provenance", {}).get("machine") or {}
     name = runs[0]["compute"].get("device_name") if device == "cuda" else machine.get("cpu")
-    return _median_rates(measured, device, name or device, str(source))
+    return _median_rates(measured, name or device, str(source))
 
 
 NUMBERS = ("train_seconds", "eval_seconds", "train_tokens", "stages", "model_parameters", "eval_tokens_per_evaluation")
@@ -155,15 +154,15 @@ def _report_rates(path: Path, device: str) -> Rates | None:
                                   "scripts/gpu_check.py (reports before its work fields cannot calibrate)")
     if not runs:
         return None
-    return _median_rates([(r, r["model_parameters"], r["eval_tokens_per_evaluation"]) for r in runs], device,
+    return _median_rates([(r, r["model_parameters"], r["eval_tokens_per_evaluation"]) for r in runs],
                          str(report.get("device_name") or device), str(path))
 
 
-def _median_rates(measured: list[tuple[dict, int, int]], device: str, name: str, source: str) -> Rates:
+def _median_rates(measured: list[tuple[dict, int, int]], name: str, source: str) -> Rates:
     """measured: (compute record with train/eval seconds, train tokens and stages; parameters; eval tokens)."""
     train = [c["train_seconds"] / (c["train_tokens"] * n) for c, n, _ in measured]
     evaluation = [c["eval_seconds"] / (e * n * c["stages"]) for c, n, e in measured]
-    return Rates(device=device, device_name=name, board=source, runs=len(measured),
+    return Rates(device_name=name, board=source, runs=len(measured),
                  train=statistics.median(train), eval=statistics.median(evaluation))
 
 
