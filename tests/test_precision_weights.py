@@ -80,3 +80,41 @@ def test_every_method_trains_two_stages_with_its_weights_placed_under_bf16(name,
                   if not p.requires_grad and p.is_floating_point() and id(p) not in shared]
         assert all(p.dtype == torch.bfloat16 for p in frozen)
         assert frozen or name not in ADAPTERS
+
+
+def test_a_bf16_checkpoint_is_read_in_bf16_and_placed_as_if_read_in_fp32(tiny, tmp_path):
+    """Under bf16 the host reads a checkpoint in the dtype it stores (half of fp32's memory for a hub model's bf16
+    weights while it loads); placed, it is the model that reading it in fp32 gives, parameter for parameter."""
+    from harness.model import models
+
+    model, tok = copy.deepcopy(tiny[0]), tiny[1]
+    model.to(torch.bfloat16).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    read, _ = models.load(str(tmp_path), stored_dtype=True)
+    assert {p.dtype for p in read.parameters()} == {torch.bfloat16}  # nothing was widened on the host
+    wide, _ = models.load(str(tmp_path))
+    assert {p.dtype for p in wide.parameters()} == {torch.float32}
+    for m in (read, wide):
+        place_weights(m, "bf16", linear_layers(m), loading=True)
+    placed, expected = dict(read.named_parameters()), dict(wide.named_parameters())
+    assert placed.keys() == expected.keys()
+    for name, p in expected.items():
+        assert placed[name].dtype == p.dtype and torch.equal(placed[name], p), name
+    assert read.get_input_embeddings().weight.dtype == torch.float32  # the lookup is not autocast
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_the_runner_reads_the_checkpoint_in_its_stored_dtype_only_under_bf16(precision, tiny, tmp_path, data_dir,
+                                                                              monkeypatch):
+    from harness.model import models
+
+    copy.deepcopy(tiny[0]).to(torch.bfloat16).save_pretrained(tmp_path / "m")
+    tiny[1].save_pretrained(tmp_path / "m")
+    asked, load = [], models.load
+    monkeypatch.setattr(models, "load", lambda name, **kw: asked.append(kw) or load(name, **kw))
+    f = tmp_path / "c.yaml"
+    f.write_text(f"model: {tmp_path / 'm'}\nprecision: {precision}\nstream: [stem]\nprobes: []\nmethods: [lora]\n"
+                 "budget: {learn_items: 2, transfer_items: 1, epochs: 1, batch_size: 2, max_length: 128}\n")
+    setup = runner._Setup(expand(config.load(str(f)))[0], str(data_dir))
+    assert asked == [{"stored_dtype": precision == "bf16"}]
+    assert setup.model.get_input_embeddings().weight.dtype == torch.float32

@@ -36,26 +36,29 @@ def hub_revision(name: str) -> tuple[str, str | None]:
     return repo, revision
 
 
-def load(name: str):
-    """(model, tokenizer) in fp32 on the CPU, in eval mode."""
+def load(name: str, stored_dtype: bool = False):
+    """(model, tokenizer) on the CPU, in eval mode: in fp32, or with `stored_dtype` in the dtype its checkpoint
+    stores (a hub model's bf16 takes half the host memory of fp32 while it loads; the caller places it, see
+    harness.model.precision.place_weights). The tiny model is made in fp32 either way."""
     if name == TINY:
         model, tok = tiny_model()
     elif name == SMOLLM2:
-        model, tok = _from_pretrained(str(smollm2_dir()))
+        model, tok = _from_pretrained(str(smollm2_dir()), stored_dtype=stored_dtype)
     else:
-        model, tok = _from_pretrained(*hub_revision(name))
+        model, tok = _from_pretrained(*hub_revision(name), stored_dtype=stored_dtype)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     model.eval()
     return model, tok
 
 
-def _from_pretrained(name_or_path: str, revision: str | None = None):
+def _from_pretrained(name_or_path: str, revision: str | None = None, stored_dtype: bool = False):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
         tok = AutoTokenizer.from_pretrained(name_or_path, revision=revision)
-        model = AutoModelForCausalLM.from_pretrained(name_or_path, revision=revision, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, revision=revision,
+                                                     dtype="auto" if stored_dtype else torch.float32)
     except (OSError, ValueError) as e:  # missing dir, unreachable hub, malformed id, unknown revision
         shown = f"{name_or_path}@{revision}" if revision else name_or_path
         raise ConfigError(f"model '{shown}': cannot load it as a local model dir or hub id ({e}); "

@@ -73,7 +73,8 @@ def place_weights(model, precision: str, base_linears: weakref.WeakSet, loading:
 
     bf16: the weight and bias of each of the base model's linear layers are stored in bf16 when the model is
     loaded (`loading`: before it goes to the device, so a model whose fp32 weights would not fit there can),
-    and stay so while frozen. Autocast computes a linear layer in bf16 whatever its weights' dtype, so the
+    and stay so while frozen; every other floating parameter is then fp32 (a checkpoint read in the dtype it
+    stores, `models.load(stored_dtype=True)`, gives the same model as one read in fp32). Autocast computes a linear layer in bf16 whatever its weights' dtype, so the
     model computes bit-for-bit the same function as with fp32 weights, with half their memory. A parameter that
     another module shares (a tied output embedding: the embedding lookup is not autocast) keeps its dtype; norms
     and embeddings stay fp32. After `prepare` every trainable parameter is fp32: the master weights the
@@ -92,6 +93,8 @@ def place_weights(model, precision: str, base_linears: weakref.WeakSet, loading:
                     p.data = p.data.float()
                 elif m in base_linears and id(p) not in shared:
                     p.data = p.data.to(torch.bfloat16)
+                elif loading:
+                    p.data = p.data.float()
 
 
 def weight_dtypes(model) -> dict[str, int]:

@@ -62,7 +62,7 @@ class _Setup:
         self.precision, self.evidence = ((precision, {"reason": "the parent process's choice"}) if precision
                                          else pick_precision(spec.precision, self.device))
         t0 = time.perf_counter()
-        self.model, self.tok = models.load(spec.model)
+        self.model, self.tok = models.load(spec.model, stored_dtype=self.precision == "bf16")
         self.linears = linear_layers(self.model)  # what place_weights may store in bf16
         place_weights(self.model, self.precision, self.linears, loading=True)
         self.model.to(self.device)
