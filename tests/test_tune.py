@@ -5,6 +5,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from harness.core.errors import ConfigError
@@ -55,11 +56,36 @@ def test_the_highest_validation_headline_is_chosen_ties_going_to_the_defaults(mo
     labels = [e.label for e, _ in tune.grid(entries[0], card)]
     headlines = dict(zip(labels, [0.5, 0.7, 0.7]))  # lr 0.3x, 1x, 3x: 1x and 3x tie
     monkeypatch.setattr("harness.metrics.run_metrics.run_row", lambda run: {"headline": headlines[run["label"]]})
+    monkeypatch.setattr(tune.stats, "bootstrap", lambda groups: None)  # these runs hold no per-item records
     runs = {label: {"status": "finished", "label": label} for label in labels}
     rows = tune.choose(card, entries, runs)
     assert [r["chosen"] for r in rows] == [False, True, False]
     runs[labels[1]]["status"] = "failed"
     assert [r["chosen"] for r in tune.choose(card, entries, runs)] == [False, False, True]
+
+
+@pytest.mark.parametrize("spread, firm", [(0.01, True), (1.0, False)])
+def test_the_grid_says_how_firm_a_choice_is_and_when_it_sits_on_the_grids_edge(spread, firm, monkeypatch, tmp_path):
+    card = config.load("tiny")
+    entries = [MethodEntry(method="replay")]
+    labels = [e.label for e, _ in tune.grid(entries[0], card)]  # lr 0.3x, 1x, 3x, each with ratio 0.5x, 1x, 2x
+    headlines = {label: 0.1 * i for i, label in enumerate(labels)}  # the last point (lr 3x, ratio 2x) is best
+    monkeypatch.setattr("harness.metrics.run_metrics.run_row", lambda run: {"headline": headlines[run["label"]]})
+    noise = np.random.default_rng(0).normal(0, spread, size=(len(labels), 2000))
+    monkeypatch.setattr(tune.stats, "bootstrap",  # replicates around each point; the item noise is shared by the pair
+                        lambda groups: {label: {"headline": headlines[label] + noise[i] + noise[0]}
+                                        for i, label in enumerate(labels) if label in groups})
+    rows = tune.choose(card, entries, {label: {"status": "finished", "label": label} for label in labels})
+    best = next(r for r in rows if r["chosen"])
+    assert best["label"] == labels[-1] and best["edges"] == ["highest learning rate", "highest ratio"]
+    assert [r["edges"] for r in rows if r["label"] == labels[4]] == [[]]  # the defaults: inside the grid
+    assert best["headline_lo"] < best["headline"] < best["headline_hi"]
+    assert best["margin"]["over"] == labels[-2] and best["margin"]["diff"] == pytest.approx(0.1)
+    assert (best["margin"]["p"] < 0.05) == firm
+    tune.write(card, entries, rows, tmp_path)
+    text = (tmp_path / "grid.md").read_text()
+    assert "at the grid's highest learning rate and highest ratio" in text
+    assert ("not separated from it" in text) == (not firm)
 
 
 def test_a_card_whose_stream_is_already_validation_items_is_refused():
@@ -78,6 +104,9 @@ def test_tune_end_to_end_writes_the_grid_and_a_card_run_accepts(tmp_path, data_d
     assert len(rows) == 3 and sum(r["chosen"] == "True" for r in rows) == 1
     chosen = next(r for r in rows if r["chosen"] == "True")
     assert float(chosen["headline"]) == max(float(r["headline"]) for r in rows)
+    # each point's interval over the validation items, from its per-item records
+    assert all(float(r["headline_lo"]) <= float(r["headline"]) <= float(r["headline_hi"]) for r in rows)
+    assert "How firm each choice is" in (results / "grid.md").read_text()
     tuned = config.load(str(results / "tuned.yaml"))
     assert [(m.method, m.label) for m in tuned.methods] == [("full", "full"), ("lora", "lora")]
     assert tuned.methods[0].config["lr"] == pytest.approx(float(chosen["lr"]))

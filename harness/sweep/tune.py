@@ -17,7 +17,11 @@ A-GEM, arXiv:1812.00420, Sec. 5: cross-validate on a few held-out tasks, then fr
   at the factors in STRENGTH (EWC's lambda, L2-SP's alpha, O-LoRA's lambda1, distillation's alpha,
   replay's ratio); others only the learning rate.
 - The criterion: the highest headline score (harness.metrics.metrics.headline) on the validation stream, a
-  tie going to the point nearer the defaults.
+  tie going to the point nearer the defaults. The grid says how firm each choice is: every point's headline
+  with its 95% interval over the validation items, and the chosen point's paired difference with the next
+  best (the same items resampled for both, harness.metrics.stats; descriptive, since the pair was picked by
+  its point estimates); a choice at the edge of the grid is named as such, since a better point may lie
+  beyond it.
 
 Written to the results folder: grid.md and grid.csv (every point's headline and its terms, forgetting
 and plasticity, the chosen one marked) and tuned.yaml, the card with each method's chosen config, for
@@ -36,6 +40,7 @@ from tasks.data import DataSource
 from tasks.registry import VALIDATION, _probe, builtin, domain, mmlu_domain_pool
 
 from ..core.errors import ConfigError
+from ..metrics import stats
 from ..model.precision import pick_device
 from ..report import cost
 from ..spec.config import MethodEntry, SweepConfig, check, methods_named
@@ -46,8 +51,8 @@ STRENGTH = {"ewc": ("ewc_lambda", (0.1, 1.0, 10.0)), "l2sp": ("alpha", (0.1, 1.0
             "replay": ("ratio", (0.5, 1.0, 2.0))}
 DECODED = 1  # budget.max_new_tokens of the validation stream: its code views' pass@1 is not read (see above)
 MC_VALIDATION = ("stem_dev", "social_dev", "other_dev", "humanities_dev")  # the order they replace domains in
-COLUMNS = ("method", "label", "lr", "knob", "value", "headline", "lp_gain", "instruct_change", "lp_plasticity",
-           "lp_forgetting", "chosen")
+METRICS = ("headline", "lp_gain", "instruct_change", "lp_plasticity", "lp_forgetting")
+COLUMNS = ("method", "label", "lr", "knob", "value", *METRICS, "headline_lo", "headline_hi", "chosen")
 
 
 def validation_stream(card: SweepConfig) -> list[str]:
@@ -117,7 +122,8 @@ def grid(entry: MethodEntry, card: SweepConfig) -> list[tuple[MethodEntry, dict]
     for lr_f, k_f in itertools.product(LR_FACTORS, factors):
         config = dict(entry.config, lr=defaults["lr"] * lr_f)
         name = f"{label} lr={config['lr']:.3g}"
-        point = {"lr": config["lr"], "knob": knob, "value": None, "distance": abs(lr_f - 1) + abs(k_f - 1)}
+        point = {"lr": config["lr"], "knob": knob, "value": None, "distance": abs(lr_f - 1) + abs(k_f - 1),
+                 "edges": _edges(lr_f, LR_FACTORS, "learning rate") + (_edges(k_f, factors, knob) if knob else [])}
         if knob:
             config[knob] = defaults[knob] * k_f
             point["value"] = config[knob]
@@ -126,8 +132,17 @@ def grid(entry: MethodEntry, card: SweepConfig) -> list[tuple[MethodEntry, dict]
     return out
 
 
+def _edges(factor: float, factors: tuple, name: str) -> list[str]:
+    """The grid's edge a factor sits on: ['highest learning rate'], or [] inside the grid (or a one-point axis)."""
+    if len(factors) < 2 or min(factors) < factor < max(factors):
+        return []
+    return [f"{'highest' if factor == max(factors) else 'lowest'} {name}"]
+
+
 def choose(card: SweepConfig, methods: list[MethodEntry], runs_by_label: dict) -> list[dict]:
-    """Every grid point's row, the best of each method (highest validation headline; ties to the defaults) chosen."""
+    """Every grid point's row, the best of each method (highest validation headline; ties to the defaults) chosen,
+    with its headline's interval over the validation items; the chosen row holds `margin`, its paired
+    difference with the next best (None with fewer than two scored points or runs without per-item records)."""
     from ..metrics.run_metrics import run_row
 
     rows = []
@@ -135,15 +150,41 @@ def choose(card: SweepConfig, methods: list[MethodEntry], runs_by_label: dict) -
         points = []
         for sweep_entry, point in grid(entry, card):
             run = runs_by_label.get(sweep_entry.label)
-            metrics = run_row(run) if run and run.get("status") == "finished" else {}
+            finished = run if run and run.get("status") == "finished" else None
+            metrics = run_row(finished) if finished else {}
             points.append({"method": entry.method, "label": sweep_entry.label, "lr": point["lr"], "knob": point["knob"],
                            "value": point["value"], "config": sweep_entry.config, "distance": point["distance"],
-                           "chosen": False, **{k: metrics.get(k) for k in COLUMNS[5:10]}})
-        scored = [p for p in points if p["headline"] is not None]
+                           "edges": point["edges"], "run": finished, "chosen": False, "margin": None,
+                           "headline_lo": None, "headline_hi": None, **{k: metrics.get(k) for k in METRICS}})
+        scored = sorted((p for p in points if p["headline"] is not None),
+                        key=lambda p: (p["headline"], -p["distance"]), reverse=True)
+        reps = stats.bootstrap({p["label"]: [p["run"]] for p in scored}) if scored else None
+        for p in scored:
+            if reps and "headline" in reps[p["label"]]:
+                p["headline_lo"], p["headline_hi"] = stats.interval(reps[p["label"]]["headline"])
         if scored:
-            max(scored, key=lambda p: (p["headline"], -p["distance"]))["chosen"] = True
-        rows += points
+            best = scored[0]
+            best["chosen"] = True
+            if len(scored) > 1 and best["headline_lo"] is not None and scored[1]["headline_lo"] is not None:
+                diff = reps[best["label"]]["headline"] - reps[scored[1]["label"]]["headline"]
+                lo, hi = stats.interval(diff)
+                best["margin"] = {"over": scored[1]["label"], "diff": best["headline"] - scored[1]["headline"],
+                                  "lo": lo, "hi": hi, "p": stats.p_value(diff)}
+        rows += [{k: v for k, v in p.items() if k != "run"} for p in points]
     return rows
+
+
+def _choice(r: dict) -> str:
+    """One line on how firm a chosen point is."""
+    where = f" (at the grid's {' and '.join(r['edges'])}: a better point may lie beyond)" if r["edges"] else ""
+    line = f"- **{r['method']}**: `{r['label']}`{where}"
+    m = r["margin"]
+    if m is None:
+        return line + "; no interval (a single scored point, or runs without per-item records)."
+    firm = ("separated from it" if m["p"] < stats.ALPHA else "not separated from it: the choice is within the "
+            "items' noise")
+    return (line + f"; ahead of `{m['over']}` by {m['diff']:+.3f} [{m['lo']:+.3f}, {m['hi']:+.3f}] nats per token "
+            f"(paired bootstrap over the validation items, p = {m['p']:.3g}), {firm}.")
 
 
 def write(card: SweepConfig, methods: list[MethodEntry], rows: list[dict], out: Path) -> dict[str, Path]:
@@ -158,17 +199,25 @@ def write(card: SweepConfig, methods: list[MethodEntry], rows: list[dict], out: 
     def cell(v):
         return "–" if v is None else (f"{v:+.3f}" if isinstance(v, float) else str(v))
 
+    shown_columns = [c for c in COLUMNS[1:] if c not in ("headline_lo", "headline_hi")]
     lines = [f"# Tuning grid of `{card.name}` on its validation stream", "",
              "Each method's learning rate (and strength knob) chosen by the highest headline on a stream of other "
-             "items (harness/sweep/tune.py says which); the chosen point is marked.", "",
-             "| " + " | ".join(COLUMNS[1:]) + " |", "|" + " --- |" * (len(COLUMNS) - 1)]
+             "items (harness/sweep/tune.py says which); the chosen point is marked. The headline's interval: 95%, "
+             "the validation items resampled.", "",
+             "| " + " | ".join(shown_columns) + " |", "|" + " --- |" * len(shown_columns)]
+
     def shown(r, c):
         if c == "chosen":
             return "**yes**" if r[c] else ""
+        if c == "headline" and r["headline_lo"] is not None:
+            return f"{cell(r[c])} [{cell(r['headline_lo'])}, {cell(r['headline_hi'])}]"
         return f"{r[c]:.3g}" if c in ("lr", "value") and r[c] is not None else cell(r[c])
 
     for r in rows:
-        lines.append("| " + " | ".join(shown(r, c) for c in COLUMNS[1:]) + " |")
+        lines.append("| " + " | ".join(shown(r, c) for c in shown_columns) + " |")
+    choices = [_choice(r) for r in rows if r["chosen"]]
+    if choices:
+        lines += ["", "How firm each choice is:", "", *choices]
     (out / "grid.md").write_text("\n".join(lines) + "\n")
     chosen = {r["method"]: r for r in rows if r["chosen"]}
     listed = list(card.methods) + [e for e in methods if e.method not in {m.method for m in card.methods}]
