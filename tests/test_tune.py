@@ -88,6 +88,38 @@ def test_the_grid_says_how_firm_a_choice_is_and_when_it_sits_on_the_grids_edge(s
     assert ("not separated from it" in text) == (not firm)
 
 
+def test_a_choice_at_the_learning_rate_edge_widens_the_grid_from_the_chosen_point_up_to_a_cap(monkeypatch):
+    card = config.load("tiny")
+    entries = [MethodEntry(method="lora"), MethodEntry(method="replay")]
+    monkeypatch.setattr(tune.stats, "bootstrap", lambda groups: None)
+    best = {"lora": 1e9, "replay": 0.0}  # headline = -|log lr - log best|: lora's best lies far above its grid
+
+    def rows(widened):
+        runs = {}
+        for entry in entries:
+            for e, p in tune.grid(entry, card, widened.get(entry.method, ())):
+                runs[e.label] = {"status": "finished", "label": e.label,
+                                 "h": -abs(np.log(p["lr"]) - np.log(best[entry.method] or p["lr"]))
+                                 - (p["factors"][1] != 2.0)}  # replay: ratio 2x wins; every lr ties
+        monkeypatch.setattr("harness.metrics.run_metrics.run_row", lambda run: {"headline": run["h"]})
+        return tune.choose(card, entries, runs, widened)
+
+    widened = {}
+    for _ in range(5):
+        more = tune.widen(rows(widened), widened)
+        if more == widened:
+            break
+        widened = more
+    assert widened == {"lora": ((9.0, 1.0), (27.0, 1.0))}  # two steps beyond 3x, then the cap
+    final = rows(widened)
+    chosen = {r["method"]: r for r in final if r["chosen"]}
+    assert chosen["lora"]["factors"] == (27.0, 1.0) and chosen["lora"]["edges"] == ["highest learning rate"]
+    assert chosen["replay"]["factors"] == (1.0, 2.0) and chosen["replay"]["edges"] == ["highest ratio"]  # not widened
+    assert len([r for r in final if r["method"] == "lora"]) == 5
+    low = [dict(r, chosen=r["factors"] == (0.3, 1.0)) for r in final if r["method"] == "lora"]
+    assert tune.widen(low, {})["lora"] == ((pytest.approx(0.1), 1.0),)  # the lowest edge: a step below
+
+
 def test_a_card_whose_stream_is_already_validation_items_is_refused():
     card = config.parse({"model": "tiny", "stream": ["stem_dev"], "methods": ["full"]}, "card.yaml")
     with pytest.raises(ConfigError, match="validation domain"):
@@ -101,8 +133,13 @@ def test_tune_end_to_end_writes_the_grid_and_a_card_run_accepts(tmp_path, data_d
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = list(csv.DictReader(open(results / "grid.csv")))
-    assert len(rows) == 3 and sum(r["chosen"] == "True" for r in rows) == 1
+    assert sum(r["chosen"] == "True" for r in rows) == 1
     chosen = next(r for r in rows if r["chosen"] == "True")
+    # the stated 3 points, and the widened ones while the choice sat at the highest (or lowest) learning rate
+    lrs = sorted(float(r["lr"]) for r in rows)
+    steps = sorted(round(b / a, 6) for a, b in zip(lrs, lrs[1:]))
+    assert 3 <= len(rows) <= 3 + tune.WIDEN_STEPS and steps == [3.0] * (len(rows) - 2) + [round(1 / 0.3, 6)]
+    assert len(rows) == 3 + tune.WIDEN_STEPS or float(chosen["lr"]) not in (lrs[0], lrs[-1])
     assert float(chosen["headline"]) == max(float(r["headline"]) for r in rows)
     # each point's interval over the validation items, from its per-item records
     assert all(float(r["headline_lo"]) <= float(r["headline"]) <= float(r["headline_hi"]) for r in rows)

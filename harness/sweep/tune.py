@@ -15,7 +15,9 @@ A-GEM, arXiv:1812.00420, Sec. 5: cross-validate on a few held-out tasks, then fr
   SmolLM2 on 2 cores); every log-probability is the same either way.
 - The grid: every method's learning rate at 0.3x, 1x and 3x its default, crossed with its strength knob
   at the factors in STRENGTH (EWC's lambda, L2-SP's alpha, O-LoRA's lambda1, distillation's alpha,
-  replay's ratio); others only the learning rate.
+  replay's ratio); others only the learning rate. Where a method's choice sits at the grid's highest or
+  lowest learning rate, the grid is widened from the chosen point, 3x further at a time, up to two more
+  points (`widen`; a learning rate set for thousands of steps may be far from the best at this budget).
 - The criterion: the highest headline score (harness.metrics.metrics.headline) on the validation stream, a
   tie going to the point nearer the defaults. The grid says how firm each choice is: every point's headline
   with its 95% interval over the validation items, and the chosen point's paired difference with the next
@@ -46,6 +48,7 @@ from ..report import cost
 from ..spec.config import MethodEntry, SweepConfig, check, methods_named
 
 LR_FACTORS = (0.3, 1.0, 3.0)
+LR_STEP, WIDEN_STEPS = 3.0, 2  # a choice at the grid's learning-rate edge: up to 2 more points, 3x apart
 STRENGTH = {"ewc": ("ewc_lambda", (0.1, 1.0, 10.0)), "l2sp": ("alpha", (0.1, 1.0, 10.0)),
             "olora": ("lambda1", (0.1, 1.0, 10.0)), "distill": ("alpha", (0.3, 1.0, 3.0)),
             "replay": ("ratio", (0.5, 1.0, 2.0))}
@@ -88,8 +91,10 @@ def _disjoint_seed(card: SweepConfig, budget, source: DataSource) -> int:
     raise ConfigError("no data seed gives an instruct probe disjoint from the card's; lower budget.instruct_items")
 
 
-def validation_config(card: SweepConfig, methods: list[MethodEntry]) -> SweepConfig:
-    """The sweep that runs every grid point of `methods` on the card's validation stream."""
+def validation_config(card: SweepConfig, methods: list[MethodEntry], widened: dict[str, tuple] | None = None
+                      ) -> SweepConfig:
+    """The sweep that runs every grid point of `methods` (and the `widened` ones, see `widen`) on the card's
+    validation stream."""
     source = DataSource(card.data_dir)
     stream = validation_stream(card)
     smallest = _smallest_pool(stream, card.budget, source)
@@ -100,7 +105,7 @@ def validation_config(card: SweepConfig, methods: list[MethodEntry]) -> SweepCon
                               f"{smallest} items (after max_item_chars); tune with at most {smallest - 1}")
         budget = dataclasses.replace(budget, transfer_items=min(budget.transfer_items, smallest - budget.learn_items))
     budget = dataclasses.replace(budget, max_new_tokens=DECODED)
-    entries = [point for entry in methods for point, _ in grid(entry, card)]
+    entries = [point for entry in methods for point, _ in grid(entry, card, (widened or {}).get(entry.method, ()))]
     cfg = dataclasses.replace(card, name=f"{card.name}-validation", stream=stream, task_orders=[],
                               probes=[p for p in card.probes if p == "instruct"], methods=entries,
                               seeds=card.seeds[:1], budget=budget,
@@ -109,8 +114,9 @@ def validation_config(card: SweepConfig, methods: list[MethodEntry]) -> SweepCon
     return cfg
 
 
-def grid(entry: MethodEntry, card: SweepConfig) -> list[tuple[MethodEntry, dict]]:
-    """(sweep entry, {lr, knob, value}) of every grid point of one method of the card."""
+def grid(entry: MethodEntry, card: SweepConfig, widened: tuple = ()) -> list[tuple[MethodEntry, dict]]:
+    """(sweep entry, {lr, knob, value, factors, ...}) of every grid point of one method of the card: the stated
+    grid, then the `widened` (learning-rate factor, knob factor) points that `widen` added."""
     from ..spec import sandbox
 
     defaults = sandbox.info(entry.method, entry.config, where=f"{card.name}: method {entry.method}")["config"]
@@ -118,12 +124,16 @@ def grid(entry: MethodEntry, card: SweepConfig) -> list[tuple[MethodEntry, dict]
         raise ConfigError(f"method {entry.method} has no `lr` in its config; clbench tune varies the learning rate")
     knob, factors = STRENGTH.get(entry.method, (None, (1.0,)))
     label = entry.label or entry.method
+    pairs = list(itertools.product(LR_FACTORS, factors)) + [f for f in widened if f not in
+                                                             itertools.product(LR_FACTORS, factors)]
+    lr_factors = sorted({lr_f for lr_f, _ in pairs})
     out = []
-    for lr_f, k_f in itertools.product(LR_FACTORS, factors):
+    for lr_f, k_f in pairs:
         config = dict(entry.config, lr=defaults["lr"] * lr_f)
         name = f"{label} lr={config['lr']:.3g}"
         point = {"lr": config["lr"], "knob": knob, "value": None, "distance": abs(lr_f - 1) + abs(k_f - 1),
-                 "edges": _edges(lr_f, LR_FACTORS, "learning rate") + (_edges(k_f, factors, knob) if knob else [])}
+                 "factors": (lr_f, k_f),
+                 "edges": _edges(lr_f, lr_factors, "learning rate") + (_edges(k_f, factors, knob) if knob else [])}
         if knob:
             config[knob] = defaults[knob] * k_f
             point["value"] = config[knob]
@@ -139,7 +149,24 @@ def _edges(factor: float, factors: tuple, name: str) -> list[str]:
     return [f"{'highest' if factor == max(factors) else 'lowest'} {name}"]
 
 
-def choose(card: SweepConfig, methods: list[MethodEntry], runs_by_label: dict) -> list[dict]:
+def widen(rows: list[dict], widened: dict[str, tuple]) -> dict[str, tuple]:
+    """`widened` with one more point for each method whose choice sits at the grid's highest (lowest) learning
+    rate: the chosen point's learning rate times (divided by) LR_STEP, its knob kept (a line search from the
+    choice, so an edge costs one run, not a row of the grid), at most WIDEN_STEPS beyond the stated grid."""
+    out = dict(widened)
+    for r in rows:
+        lr_f, k_f = r["factors"]
+        if not r["chosen"] or len(widened.get(r["method"], ())) >= WIDEN_STEPS:
+            continue
+        if "highest learning rate" in r["edges"]:
+            out[r["method"]] = (*widened.get(r["method"], ()), (lr_f * LR_STEP, k_f))
+        elif "lowest learning rate" in r["edges"]:
+            out[r["method"]] = (*widened.get(r["method"], ()), (lr_f / LR_STEP, k_f))
+    return out
+
+
+def choose(card: SweepConfig, methods: list[MethodEntry], runs_by_label: dict,
+           widened: dict[str, tuple] | None = None) -> list[dict]:
     """Every grid point's row, the best of each method (highest validation headline; ties to the defaults) chosen,
     with its headline's interval over the validation items; the chosen row holds `margin`, its paired
     difference with the next best (None with fewer than two scored points or runs without per-item records)."""
@@ -148,13 +175,13 @@ def choose(card: SweepConfig, methods: list[MethodEntry], runs_by_label: dict) -
     rows = []
     for entry in methods:
         points = []
-        for sweep_entry, point in grid(entry, card):
+        for sweep_entry, point in grid(entry, card, (widened or {}).get(entry.method, ())):
             run = runs_by_label.get(sweep_entry.label)
             finished = run if run and run.get("status") == "finished" else None
             metrics = run_row(finished) if finished else {}
             points.append({"method": entry.method, "label": sweep_entry.label, "lr": point["lr"], "knob": point["knob"],
                            "value": point["value"], "config": sweep_entry.config, "distance": point["distance"],
-                           "edges": point["edges"], "run": finished, "chosen": False, "margin": None,
+                           "edges": point["edges"], "factors": point["factors"], "run": finished, "chosen": False, "margin": None,
                            "headline_lo": None, "headline_hi": None, **{k: metrics.get(k) for k in METRICS}})
         scored = sorted((p for p in points if p["headline"] is not None),
                         key=lambda p: (p["headline"], -p["distance"]), reverse=True)
@@ -246,10 +273,20 @@ def tune(card: SweepConfig, results: str, names: list[str] | None = None, addres
     methods = methods_named(card, names) if names else list(card.methods)
     cfg = validation_config(card, methods)
     log(f"tuning {len(methods)} method(s) over {len(cfg.methods)} grid points on {', '.join(cfg.stream)}"
-        f" (data seed {cfg.data_seed}, seed {cfg.seeds[0]})")
+        f" (data seed {cfg.data_seed}, seed {cfg.seeds[0]}), and up to {WIDEN_STEPS} more for each method whose "
+        f"choice sits at the grid's learning-rate edge")
     if cost_sources is not None:
         log(cost.expected(cfg, pick_device(cfg.device), cost_sources))
-    run_sweep(cfg, results, address=address, log=log)
-    store = Store(results)
-    stored = {spec.label: store.load_run(spec.run_id) for spec in expand(cfg)}
-    return write(card, methods, choose(card, methods, stored), Path(results))
+    widened: dict[str, tuple] = {}
+    while True:
+        run_sweep(cfg, results, address=address, log=log)
+        store = Store(results)
+        stored = {spec.label: store.load_run(spec.run_id) for spec in expand(cfg)}
+        rows = choose(card, methods, stored, widened)
+        more = widen(rows, widened)
+        if more == widened:
+            return write(card, methods, rows, Path(results))
+        log("the choice sits at the grid's learning-rate edge for " + ", ".join(
+            f"{m} (next: lr x{more[m][-1][0]:.3g})" for m in more if more[m] != widened.get(m)) + "; widening")
+        widened = more
+        cfg = validation_config(card, methods, widened)
