@@ -108,6 +108,9 @@ def test_unknown_method_did_you_mean(tmp_path, data_dir):
 @pytest.mark.parametrize("text, message", [
     ("methods: [full]\nbudgte: {}\n", "unknown key 'budgte'; did you mean 'budget'"),
     ("methods: [full]\nseeds: zero\n", "seeds: expected a list"),
+    ("methods: [full]\nseeds: [0, 1, 0]\n", "seeds lists a seed twice: [0, 1, 0]"),
+    ("methods: [{method: lora, seeds: [-1]}]\n", "methods[0].seeds[0] is -1; a seed is between 0 and 2**32 - 1"),
+    ("methods: [{method: lora, seeds: 1}]\n", "seeds: expected a list"),
     ("methods: [{method: lora, config: {lr: -1.0}}]\n", "lr: -1.0 is below the minimum"),
     ("methods: [{method: lora, config: {r: 0}}]\n", "r: 0 is below the minimum"),
     ("methods: [{method: lora, config: {rank: 4}}]\n", "unknown key 'rank'"),

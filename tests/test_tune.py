@@ -120,6 +120,25 @@ def test_a_choice_at_the_learning_rate_edge_widens_the_grid_from_the_chosen_poin
     assert tune.widen(low, {})["lora"] == ((pytest.approx(0.1), 1.0),)  # the lowest edge: a step below
 
 
+def test_the_tuned_card_runs_the_cards_methods_on_its_seeds_and_the_others_on_its_first(monkeypatch, tmp_path):
+    """One `clbench run --config tuned.yaml` is the all-methods board: 3 seeds for the methods the card names, one
+    for the others (#15), all under the card's protocol (a method's seeds are not part of it)."""
+    from harness.spec import protocol
+    from harness.spec.spec import expand
+
+    card = config.with_overrides(config.load("tiny"), seeds=[0, 1, 2])
+    entries = [MethodEntry(method="full"), MethodEntry(method="l2sp")]  # tiny names full and lora
+    monkeypatch.setattr(tune.stats, "bootstrap", lambda groups: None)
+    monkeypatch.setattr("harness.metrics.run_metrics.run_row", lambda run: {"headline": 1.0})
+    runs = {e.label: {"status": "finished", "label": e.label} for m in entries for e, _ in tune.grid(m, card)}
+    tune.write(card, entries, tune.choose(card, entries, runs), tmp_path)
+    tuned = config.load(str(tmp_path / "tuned.yaml"))
+    assert [(s.label, s.seed) for s in expand(tuned)] == [("full", 0), ("full", 1), ("full", 2), ("lora", 0),
+                                                          ("lora", 1), ("lora", 2), ("l2sp", 0)]
+    assert protocol.card(tuned) == protocol.card(card)
+    assert {s.seed for s in expand(config.with_overrides(tuned, seeds=[7]))} == {7}  # --seeds: every method's
+
+
 def test_a_card_whose_stream_is_already_validation_items_is_refused():
     card = config.parse({"model": "tiny", "stream": ["stem_dev"], "methods": ["full"]}, "card.yaml")
     with pytest.raises(ConfigError, match="validation domain"):

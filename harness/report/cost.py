@@ -27,7 +27,7 @@ from tasks.chat import encode_pairs, prompt_ids, reply_ids
 from tasks.items import ChatItem, CodeItem, GenItem, MCItem
 
 from ..core.errors import ConfigError
-from ..spec.config import SweepConfig
+from ..spec.config import SweepConfig, seeds_of
 
 
 RESULTS = Path(__file__).resolve().parents[2] / "results"  # the repository's committed results
@@ -97,7 +97,7 @@ def workload(cfg: SweepConfig) -> Workload:
     read = sum(_item_tokens(tok, item, budget) for t in [*tasks, *probes] for items in t.views.values() for item in items)
     orders = 1 + len(cfg.task_orders)
     return Workload(params=params, train_tokens=train, eval_tokens=read, stages=len(tasks),
-                    runs=len(cfg.methods) * orders * len(cfg.seeds))
+                    runs=orders * sum(len(seeds_of(cfg, e)) for e in cfg.methods))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,7 +197,8 @@ def describe(cfg: SweepConfig, boards: list[str]) -> str:
         return f"cost: not counted: {e}\n"
     lines = ["cost:", f"  model_parameters: {w.params}", f"  train_tokens_per_run: {w.train_tokens}",
              f"  eval_tokens_per_evaluation: {w.eval_tokens}  # read + at most decoded",
-             f"  runs: {w.runs}  # methods x task orders x seeds, {w.stages} trained stages each"]
+             f"  runs: {w.runs}  # methods x task orders x seeds (a method's own, else the card's), {w.stages} trained "
+             "stages each"]
     measured = {}
     for device in ("cpu", "cuda"):
         measured[device] = next((r for r in (rates(b, device) for b in boards) if r is not None), None)
@@ -205,7 +206,7 @@ def describe(cfg: SweepConfig, boards: list[str]) -> str:
         if r is not None:
             e = estimate(w, r)
             unit = "gpu" if device == "cuda" else "cpu"
-            every = estimate(dataclasses.replace(w, runs=w.runs // max(len(cfg.methods), 1) * len(available())), r)
+            every = estimate(dataclasses.replace(w, runs=(1 + len(cfg.task_orders)) * len(cfg.seeds) * len(available())), r)
             lines += [f"  {unit}:  # the median rates of {r.runs} run(s) on {r.device_name} in {r.board}",
                       f"    hours_per_run: {e['hours_per_run']:.3g}  # training {e['train_hours_per_run']:.3g}, "
                       f"{e['eval_hours_per_evaluation']:.3g} per evaluation",

@@ -63,6 +63,8 @@ class MethodEntry:
     method: str = field("full", "registered method name (see `clbench methods`) or path/to/file.py:Class")
     label: str = field("", "name shown on the leaderboard; defaults to the method name")
     config: dict = field({}, "overrides of the method's config fields")
+    seeds: list[int] = field([], "this variant's own seeds, e.g. one seed for a method the card does not name "
+                                 "(`clbench tune` writes them so); [] = the card's `seeds`")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,9 +226,12 @@ def check(cfg: SweepConfig, source: str) -> None:
         raise ConfigError(f"{source}: methods is empty; add e.g. `methods: [full, lora]`")
     if not cfg.seeds:
         raise ConfigError(f"{source}: seeds is empty; add e.g. `seeds: [0]`")
-    for i, seed in enumerate(cfg.seeds):
-        if not 0 <= seed < 2**32:
-            raise ConfigError(f"{source}: seeds[{i}] is {seed}; a seed is between 0 and 2**32 - 1")
+    for where, seeds in [("seeds", cfg.seeds)] + [(f"methods[{i}].seeds", e.seeds) for i, e in enumerate(cfg.methods)]:
+        for i, seed in enumerate(seeds):
+            if not 0 <= seed < 2**32:
+                raise ConfigError(f"{source}: {where}[{i}] is {seed}; a seed is between 0 and 2**32 - 1")
+        if len(set(seeds)) != len(seeds):
+            raise ConfigError(f"{source}: {where} lists a seed twice: {seeds}")
     labels = set()
     for i, entry in enumerate(cfg.methods):
         sandbox.info(entry.method, entry.config, where=f"{source}: methods[{i}].method")  # untrusted: in a child
@@ -305,6 +310,14 @@ def limited(cfg: SweepConfig, n: int) -> SweepConfig:
     return dataclasses.replace(cfg, name=f"{cfg.name}-limit{n}", budget=budget)
 
 
+def seeds_of(cfg: SweepConfig, entry: MethodEntry) -> list[int]:
+    """The seeds a method variant runs: its own, else the card's."""
+    return list(entry.seeds or cfg.seeds)
+
+
 def with_overrides(cfg: SweepConfig, **changes) -> SweepConfig:
-    """A copy of cfg with some top-level fields replaced (CLI flags)."""
-    return dataclasses.replace(cfg, **{k: v for k, v in changes.items() if v is not None})
+    """A copy of cfg with some top-level fields replaced (CLI flags); new `seeds` replace every variant's own too."""
+    cfg = dataclasses.replace(cfg, **{k: v for k, v in changes.items() if v is not None})
+    if changes.get("seeds") is not None:
+        cfg = dataclasses.replace(cfg, methods=[dataclasses.replace(e, seeds=[]) for e in cfg.methods])
+    return cfg

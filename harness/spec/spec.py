@@ -7,7 +7,7 @@ import json
 
 from ..core.typed import build
 from . import sandbox
-from .config import Budget, SweepConfig
+from .config import Budget, SweepConfig, seeds_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,11 +64,12 @@ def content_hash(obj) -> str:
 
 
 def expand(cfg: SweepConfig) -> list[RunSpec]:
-    """One RunSpec per method variant x task order x seed, each method config resolved with its defaults."""
+    """One RunSpec per method variant x task order x seed (the variant's own seeds, else the card's), each method
+    config resolved with its defaults."""
     specs = []
     for i, entry in enumerate(cfg.methods):
         method_config = sandbox.info(entry.method, entry.config, where=f"methods[{i}].method")["config"]
-        for seed, order in [(s, o) for o in [cfg.stream, *cfg.task_orders] for s in cfg.seeds]:
+        for seed, order in [(s, o) for o in [cfg.stream, *cfg.task_orders] for s in seeds_of(cfg, entry)]:
             specs.append(RunSpec(model=cfg.model, precision=cfg.precision, device=cfg.device, stream=tuple(order),
                                  probes=tuple(cfg.probes), scorer=cfg.scorer, budget=dataclasses.asdict(cfg.budget),
                                  data_seed=cfg.data_seed, method=entry.method, label=entry.label or entry.method,

@@ -27,7 +27,8 @@ A-GEM, arXiv:1812.00420, Sec. 5: cross-validate on a few held-out tasks, then fr
 
 Written to the results folder: grid.md and grid.csv (every point's headline and its terms, forgetting
 and plasticity, the chosen one marked) and tuned.yaml, the card with each method's chosen config, for
-`clbench run --config`. The grid's runs are stored like any sweep's, so an interrupted tune resumes.
+`clbench run --config`: the methods the card names run its seeds, the others its first seed only (their own
+`seeds`), so one command runs the all-methods board. The grid's runs are stored like any sweep's, so an interrupted tune resumes.
 """
 from __future__ import annotations
 
@@ -248,8 +249,11 @@ def write(card: SweepConfig, methods: list[MethodEntry], rows: list[dict], out: 
     (out / "grid.md").write_text("\n".join(lines) + "\n")
     chosen = {r["method"]: r for r in rows if r["chosen"]}
     listed = list(card.methods) + [e for e in methods if e.method not in {m.method for m in card.methods}]
+    named = {e.method for e in card.methods}  # the card's methods run its seeds; the others one (see above)
     tuned = [{"method": e.method, "label": e.label or e.method,
-              "config": chosen[e.method]["config"] if e.method in chosen else dict(e.config)} for e in listed]
+              "config": chosen[e.method]["config"] if e.method in chosen else dict(e.config),
+              **({} if e.method in named or len(card.seeds) == 1 else {"seeds": list(e.seeds or card.seeds[:1])})}
+             for e in listed]
     doc = dataclasses.asdict(card)
     doc["methods"] = tuned
     doc = {k: v for k, v in doc.items() if k != "data_dir"}
