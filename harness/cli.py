@@ -174,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--model", help="override the config's model")
     r.add_argument("--methods", nargs="+", help="run only these methods (labels or names; one the card lacks runs "
                    "at its defaults)")
-    r.add_argument("--seeds", nargs="+", type=int, help="override the config's seeds")
+    r.add_argument("--seeds", nargs="+", type=int, help="override the config's seeds (every method's, its own too)")
     r.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override the config's device")
     r.add_argument("--limit", type=int, metavar="N", help="a quick check: at most N items per view and probe; the "
                    "sweep is named <card>-limitN and ranks in a section of its own")

@@ -1,6 +1,7 @@
 """#19: what a card costs (harness.report.cost): its training work counted from its items equals what a run
 measures, rates measured on stored runs give back those runs' own seconds, and a gpu check report calibrates
 the GPU's hours; a bad report is named by file and field, an unloadable model is said, not raised."""
+import dataclasses
 import json
 import subprocess
 import sys
@@ -34,6 +35,9 @@ def test_the_training_work_is_what_a_run_trains_on(board):
     w = cost.workload(cfg)
     assert w.train_tokens == run["compute"]["train_tokens"] == sum(s["train"]["tokens"] for s in run["stages"][1:])
     assert (w.stages, w.runs) == (2, 1) and w.params == run["total_params"]
+    more = config.with_overrides(cfg, seeds=[0, 1, 2])
+    more = dataclasses.replace(more, methods=[*more.methods, config.MethodEntry(method="lora", seeds=[4])])
+    assert cost.workload(more).runs == 4 == len(expand(more))  # a method's own seeds are counted
 
 
 def test_rates_measured_on_a_board_give_back_its_runs_seconds(board):

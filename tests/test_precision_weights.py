@@ -96,11 +96,28 @@ def test_a_bf16_checkpoint_is_read_in_bf16_and_placed_as_if_read_in_fp32(tiny, t
     assert {p.dtype for p in wide.parameters()} == {torch.float32}
     for m in (read, wide):
         place_weights(m, "bf16", linear_layers(m), loading=True)
-    placed, expected = dict(read.named_parameters()), dict(wide.named_parameters())
-    assert placed.keys() == expected.keys()
-    for name, p in expected.items():
-        assert placed[name].dtype == p.dtype and torch.equal(placed[name], p), name
+    for placed, expected in ((dict(read.named_parameters()), dict(wide.named_parameters())),
+                             (dict(read.named_buffers()), dict(wide.named_buffers()))):
+        assert placed.keys() == expected.keys()
+        for name, p in expected.items():
+            assert placed[name].dtype == p.dtype and torch.equal(placed[name], p), name
     assert read.get_input_embeddings().weight.dtype == torch.float32  # the lookup is not autocast
+
+
+@pytest.mark.parametrize("declared, weights", [("float16", torch.bfloat16), ("bfloat16", torch.float32)])
+def test_a_checkpoint_whose_config_and_weights_disagree_is_read_in_fp32(declared, weights, tiny, tmp_path):
+    """Read in bf16 only where both the config and every stored tensor say bf16: a config's float16 over bf16
+    weights would lose their range, a config's bfloat16 over fp32 weights would round the embeddings."""
+    import json
+
+    from harness.model import models
+
+    copy.deepcopy(tiny[0]).to(weights).save_pretrained(tmp_path)
+    tiny[1].save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "dtype": declared}))
+    read, _ = models.load(str(tmp_path), stored_dtype=True)
+    assert {p.dtype for p in read.parameters()} == {torch.float32}
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp32"])

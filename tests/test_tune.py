@@ -1,6 +1,7 @@
 """`clbench tune`: a validation stream that shares no item with the benchmark, the stated grid, the choice by
 the validation headline, and a tuned card that `clbench run --config` accepts."""
 import csv
+import dataclasses
 import re
 import subprocess
 import sys
@@ -56,7 +57,7 @@ def test_the_highest_validation_headline_is_chosen_ties_going_to_the_defaults(mo
     labels = [e.label for e, _ in tune.grid(entries[0], card)]
     headlines = dict(zip(labels, [0.5, 0.7, 0.7]))  # lr 0.3x, 1x, 3x: 1x and 3x tie
     monkeypatch.setattr("harness.metrics.run_metrics.run_row", lambda run: {"headline": headlines[run["label"]]})
-    monkeypatch.setattr(tune.stats, "bootstrap", lambda groups: None)  # these runs hold no per-item records
+    monkeypatch.setattr(tune.stats, "bootstrap", lambda groups: None)  # as for runs without per-item records
     runs = {label: {"status": "finished", "label": label} for label in labels}
     rows = tune.choose(card, entries, runs)
     assert [r["chosen"] for r in rows] == [False, True, False]
@@ -137,6 +138,80 @@ def test_the_tuned_card_runs_the_cards_methods_on_its_seeds_and_the_others_on_it
                                                           ("lora", 1), ("lora", 2), ("l2sp", 0)]
     assert protocol.card(tuned) == protocol.card(card)
     assert {s.seed for s in expand(config.with_overrides(tuned, seeds=[7]))} == {7}  # --seeds: every method's
+
+
+def test_the_stated_grids_labels_are_those_a_stored_tune_resumes_by():
+    card = config.load("standard")
+    assert [e.label for e, _ in tune.grid(MethodEntry(method="lora"), card)] == [
+        "lora lr=9e-05", "lora lr=0.0003", "lora lr=0.0009"]
+    assert [e.label for e, _ in tune.grid(MethodEntry(method="replay"), card)][:2] == [
+        "replay lr=1.5e-05 ratio=0.1", "replay lr=1.5e-05 ratio=0.2"]
+
+
+def test_a_failed_point_beyond_the_choice_keeps_it_at_the_edge_and_is_not_proposed_again(monkeypatch):
+    card = config.load("tiny")
+    entries = [MethodEntry(method="lora"), MethodEntry(method="lora", label="lora-r4", config={"r": 4})]
+    monkeypatch.setattr(tune.stats, "bootstrap", lambda groups: None)
+    monkeypatch.setattr("harness.metrics.run_metrics.run_row", lambda run: {"headline": run["h"]})
+    widened = {"lora": ((9.0, 1.0),)}
+    runs = {}
+    for entry in entries:
+        for e, p in tune.grid(entry, card, widened.get(entry.label or entry.method, ())):
+            failed = p["factors"][0] == 9.0
+            runs[e.label] = {"status": "failed" if failed else "finished", "label": e.label, "h": p["factors"][0]}
+    rows = tune.choose(card, entries, runs, widened)
+    chosen = {r["variant"]: r for r in rows if r["chosen"]}
+    assert chosen["lora"]["factors"] == (3.0, 1.0) and chosen["lora"]["edges"] == ["highest learning rate"]
+    # lora's next step failed: nothing new for it; the other variant of the method widens on its own
+    assert tune.widen(rows, widened) == {"lora": ((9.0, 1.0),), "lora-r4": ((9.0, 1.0),)}
+
+
+def test_tune_widens_until_the_choice_is_inside_and_a_second_call_runs_nothing_new(monkeypatch, tmp_path):
+    """The loop of `tune`, its sweeps faked: headline = lr factor until 9x, so 9x is chosen once widened."""
+    from harness.spec import spec as spec_module
+
+    card = config.load("tiny")
+    monkeypatch.setattr(tune.stats, "bootstrap", lambda groups: None)
+    monkeypatch.setattr(tune, "validation_config", lambda c, methods, widened=None: dataclasses.replace(
+        c, methods=[e for m in methods for e, _ in tune.grid(m, c, (widened or {}).get(m.label or m.method, ()))]))
+    stored, swept = {}, []
+
+    def run_sweep(cfg, results, address=None, log=None):
+        todo = [e.label for e in cfg.methods if e.label not in stored]
+        swept.append(todo)
+        for e in cfg.methods:
+            stored.setdefault(e.label, {"status": "finished", "label": e.label, "h": -abs(e.config["lr"] / 5e-5 - 9)})
+
+    class FakeStore:
+        def __init__(self, results):
+            pass
+
+        def load_run(self, run_id):
+            return stored[run_id]
+
+    monkeypatch.setattr("harness.sweep.sweep.run_sweep", run_sweep)
+    monkeypatch.setattr("harness.store.store.Store", FakeStore)
+    monkeypatch.setattr(spec_module, "expand", lambda cfg: [type("S", (), {"label": e.label, "run_id": e.label})()
+                                                           for e in cfg.methods])
+    monkeypatch.setattr("harness.metrics.run_metrics.run_row", lambda run: {"headline": run["h"]})
+    paths = tune.tune(card, str(tmp_path), ["full"], log=lambda line: None)
+    assert swept == [["full lr=1.5e-05", "full lr=5e-05", "full lr=0.00015"], ["full lr=0.00045"],
+                     ["full lr=0.00135"]]
+    rows = list(csv.DictReader(open(paths["csv"])))
+    assert next(r for r in rows if r["chosen"] == "True")["label"] == "full lr=0.00045"  # 9x: inside the grid
+    swept.clear()
+    tune.tune(card, str(tmp_path), ["full"], log=lambda line: None)
+    assert all(todo == [] for todo in swept) and len(swept) == 3  # resumed: the same widening, nothing rerun
+
+
+def test_the_tuned_card_keeps_a_variants_own_seeds(monkeypatch, tmp_path):
+    card = config.parse({"model": "tiny", "stream": ["stem"], "seeds": [0, 1, 2],
+                         "methods": ["full", {"method": "ewc", "seeds": [1]}]}, "card.yaml")
+    monkeypatch.setattr(tune.stats, "bootstrap", lambda groups: None)
+    monkeypatch.setattr("harness.metrics.run_metrics.run_row", lambda run: {"headline": 1.0})
+    tune.write(card, list(card.methods), tune.choose(card, list(card.methods), {}), tmp_path)
+    tuned = config.load(str(tmp_path / "tuned.yaml"))
+    assert [(m.label, m.seeds) for m in tuned.methods] == [("full", []), ("ewc", [1])]
 
 
 def test_a_card_whose_stream_is_already_validation_items_is_refused():

@@ -37,9 +37,10 @@ def hub_revision(name: str) -> tuple[str, str | None]:
 
 
 def load(name: str, stored_dtype: bool = False):
-    """(model, tokenizer) on the CPU, in eval mode: in fp32, or with `stored_dtype` in the dtype its checkpoint
-    stores (a hub model's bf16 takes half the host memory of fp32 while it loads; the caller places it, see
-    harness.model.precision.place_weights). The tiny model is made in fp32 either way."""
+    """(model, tokenizer) on the CPU, in eval mode: in fp32, or with `stored_dtype` in bf16 where the checkpoint
+    stores bf16 (its config says so and every floating tensor of its safetensors files is bf16: a hub model's
+    bf16 then takes half the host memory of fp32 while it loads; the caller places it, see
+    harness.model.precision.place_weights), else fp32. The tiny model is made in fp32 either way."""
     if name == TINY:
         model, tok = tiny_model()
     elif name == SMOLLM2:
@@ -57,8 +58,11 @@ def _from_pretrained(name_or_path: str, revision: str | None = None, stored_dtyp
 
     try:
         tok = AutoTokenizer.from_pretrained(name_or_path, revision=revision)
+        bf16 = stored_dtype and _declares_bf16(name_or_path, revision)
         model = AutoModelForCausalLM.from_pretrained(name_or_path, revision=revision,
-                                                     dtype="auto" if stored_dtype else torch.float32)
+                                                     dtype=torch.bfloat16 if bf16 else torch.float32)
+        if bf16 and not _stores_bf16_only(name_or_path, revision):  # the config said bf16, a file holds more
+            model = AutoModelForCausalLM.from_pretrained(name_or_path, revision=revision, dtype=torch.float32)
     except (OSError, ValueError) as e:  # missing dir, unreachable hub, malformed id, unknown revision
         shown = f"{name_or_path}@{revision}" if revision else name_or_path
         raise ConfigError(f"model '{shown}': cannot load it as a local model dir or hub id ({e}); "
@@ -66,6 +70,29 @@ def _from_pretrained(name_or_path: str, revision: str | None = None, stored_dtyp
     if not tok.chat_template:
         tok.chat_template = CHATML
     return model, tok
+
+
+def _declares_bf16(name_or_path: str, revision: str | None) -> bool:
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(name_or_path, revision=revision)
+    return str(getattr(config, "dtype", None)).removeprefix("torch.") == "bfloat16"
+
+
+def _stores_bf16_only(name_or_path: str, revision: str | None) -> bool:
+    """Whether every floating tensor of the checkpoint's safetensors files (local, or the hub's as just
+    downloaded) is bf16; False where there are none to read."""
+    from safetensors import safe_open
+    from transformers.utils import cached_file
+
+    folder = Path(name_or_path) if Path(name_or_path).is_dir() else Path(
+        cached_file(name_or_path, "config.json", revision=revision)).parent
+    files = sorted(folder.glob("*.safetensors"))
+    dtypes = set()
+    for f in files:
+        with safe_open(str(f), "pt") as st:
+            dtypes |= {st.get_slice(k).get_dtype() for k in st.keys()}
+    return bool(files) and not {d for d in dtypes if d.startswith(("F", "BF"))} - {"BF16"}
 
 
 def smollm2_gguf() -> Path:

@@ -73,13 +73,14 @@ def place_weights(model, precision: str, base_linears: weakref.WeakSet, loading:
 
     bf16: the weight and bias of each of the base model's linear layers are stored in bf16 when the model is
     loaded (`loading`: before it goes to the device, so a model whose fp32 weights would not fit there can),
-    and stay so while frozen; every other floating parameter is then fp32 (a checkpoint read in the dtype it
-    stores, `models.load(stored_dtype=True)`, gives the same model as one read in fp32). Autocast computes a linear layer in bf16 whatever its weights' dtype, so the
-    model computes bit-for-bit the same function as with fp32 weights, with half their memory. A parameter that
-    another module shares (a tied output embedding: the embedding lookup is not autocast) keeps its dtype; norms
-    and embeddings stay fp32. After `prepare` every trainable parameter is fp32: the master weights the
-    optimiser updates, made from the bf16 copy exactly (a checkpoint stored in bf16, as hub models usually are,
-    loses nothing; an fp32 one starts its training from its bf16 rounding, the weights autocast computed with).
+    and stay so while frozen; every other floating parameter and buffer is then fp32 (a checkpoint read in the
+    bf16 it stores, `models.load(stored_dtype=True)`, gives the same model as one read in fp32). Autocast
+    computes a linear layer in bf16 whatever its weights' dtype, so the model computes bit-for-bit the same
+    function as with fp32 weights, with half their memory. A parameter that another module shares (a tied
+    output embedding: the embedding lookup is not autocast), norms and embeddings are fp32. After `prepare` every
+    trainable parameter is fp32: the master weights the optimiser updates, made from the bf16 copy exactly (a
+    checkpoint stored in bf16, as hub models usually are, loses nothing; an fp32 one starts its training from its
+    bf16 rounding, the weights autocast computed with).
     fp32: nothing changes."""
     if precision != "bf16":
         return
@@ -95,6 +96,10 @@ def place_weights(model, precision: str, base_linears: weakref.WeakSet, loading:
                     p.data = p.data.to(torch.bfloat16)
                 elif loading:
                     p.data = p.data.float()
+        if loading:
+            for b in model.buffers():
+                if b.is_floating_point():
+                    b.data = b.data.float()
 
 
 def weight_dtypes(model) -> dict[str, int]:

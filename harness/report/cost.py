@@ -206,7 +206,8 @@ def describe(cfg: SweepConfig, boards: list[str]) -> str:
         if r is not None:
             e = estimate(w, r)
             unit = "gpu" if device == "cuda" else "cpu"
-            every = estimate(dataclasses.replace(w, runs=(1 + len(cfg.task_orders)) * len(cfg.seeds) * len(available())), r)
+            per_method = (1 + len(cfg.task_orders)) * len(cfg.seeds)
+            every = estimate(dataclasses.replace(w, runs=per_method * len(available())), r)
             lines += [f"  {unit}:  # the median rates of {r.runs} run(s) on {r.device_name} in {r.board}",
                       f"    hours_per_run: {e['hours_per_run']:.3g}  # training {e['train_hours_per_run']:.3g}, "
                       f"{e['eval_hours_per_evaluation']:.3g} per evaluation",

@@ -28,13 +28,15 @@ A-GEM, arXiv:1812.00420, Sec. 5: cross-validate on a few held-out tasks, then fr
 Written to the results folder: grid.md and grid.csv (every point's headline and its terms, forgetting
 and plasticity, the chosen one marked) and tuned.yaml, the card with each method's chosen config, for
 `clbench run --config`: the methods the card names run its seeds, the others its first seed only (their own
-`seeds`), so one command runs the all-methods board. The grid's runs are stored like any sweep's, so an interrupted tune resumes.
+`seeds`), so one command runs the all-methods board. The grid's runs are stored like any sweep's, so an
+interrupted tune resumes.
 """
 from __future__ import annotations
 
 import csv
 import dataclasses
 import itertools
+import math
 from pathlib import Path
 
 import yaml
@@ -116,8 +118,8 @@ def validation_config(card: SweepConfig, methods: list[MethodEntry], widened: di
 
 
 def grid(entry: MethodEntry, card: SweepConfig, widened: tuple = ()) -> list[tuple[MethodEntry, dict]]:
-    """(sweep entry, {lr, knob, value, factors, ...}) of every grid point of one method of the card: the stated
-    grid, then the `widened` (learning-rate factor, knob factor) points that `widen` added."""
+    """(sweep entry, {lr, knob, value, factors, distance}) of every grid point of one method variant of the card:
+    the stated grid, then the `widened` (learning-rate factor, knob factor) points that `widen` added."""
     from ..spec import sandbox
 
     defaults = sandbox.info(entry.method, entry.config, where=f"{card.name}: method {entry.method}")["config"]
@@ -125,16 +127,12 @@ def grid(entry: MethodEntry, card: SweepConfig, widened: tuple = ()) -> list[tup
         raise ConfigError(f"method {entry.method} has no `lr` in its config; clbench tune varies the learning rate")
     knob, factors = STRENGTH.get(entry.method, (None, (1.0,)))
     label = entry.label or entry.method
-    pairs = list(itertools.product(LR_FACTORS, factors)) + [f for f in widened if f not in
-                                                             itertools.product(LR_FACTORS, factors)]
-    lr_factors = sorted({lr_f for lr_f, _ in pairs})
     out = []
-    for lr_f, k_f in pairs:
+    for lr_f, k_f in [*itertools.product(LR_FACTORS, factors), *widened]:
         config = dict(entry.config, lr=defaults["lr"] * lr_f)
         name = f"{label} lr={config['lr']:.3g}"
         point = {"lr": config["lr"], "knob": knob, "value": None, "distance": abs(lr_f - 1) + abs(k_f - 1),
-                 "factors": (lr_f, k_f),
-                 "edges": _edges(lr_f, lr_factors, "learning rate") + (_edges(k_f, factors, knob) if knob else [])}
+                 "factors": (lr_f, k_f)}
         if knob:
             config[knob] = defaults[knob] * k_f
             point["value"] = config[knob]
@@ -143,51 +141,59 @@ def grid(entry: MethodEntry, card: SweepConfig, widened: tuple = ()) -> list[tup
     return out
 
 
-def _edges(factor: float, factors: tuple, name: str) -> list[str]:
-    """The grid's edge a factor sits on: ['highest learning rate'], or [] inside the grid (or a one-point axis)."""
-    if len(factors) < 2 or min(factors) < factor < max(factors):
-        return []
-    return [f"{'highest' if factor == max(factors) else 'lowest'} {name}"]
+def _edges(point: dict, scored: list[dict]) -> list[str]:
+    """The edges of the scored grid a point sits on: ['highest learning rate', 'lowest ratio'], or []. A point
+    that failed is no part of the grid here, so a choice below a failed higher rate is still at the edge."""
+    out = []
+    for axis, name in ((0, "learning rate"), (1, point["knob"])):
+        factors = {p["factors"][axis] for p in scored}
+        if name and len(factors) > 1 and point["factors"][axis] in (min(factors), max(factors)):
+            out.append(f"{'highest' if point['factors'][axis] == max(factors) else 'lowest'} {name}")
+    return out
 
 
 def widen(rows: list[dict], widened: dict[str, tuple]) -> dict[str, tuple]:
-    """`widened` with one more point for each method whose choice sits at the grid's highest (lowest) learning
-    rate: the chosen point's learning rate times (divided by) LR_STEP, its knob kept (a line search from the
-    choice, so an edge costs one run, not a row of the grid), at most WIDEN_STEPS beyond the stated grid."""
+    """`widened` (by variant label) with one more point for each variant whose choice sits at the grid's highest
+    (lowest) learning rate: the chosen point's learning rate times (divided by) LR_STEP, its knob kept (a line
+    search from the choice, so an edge costs one run, not a row of the grid), at most WIDEN_STEPS beyond the
+    stated grid, and never a point the grid already holds (a failed one is not run again for this)."""
     out = dict(widened)
     for r in rows:
-        lr_f, k_f = r["factors"]
-        if not r["chosen"] or len(widened.get(r["method"], ())) >= WIDEN_STEPS:
+        variant, (lr_f, k_f) = r["variant"], r["factors"]
+        if not r["chosen"] or len(widened.get(variant, ())) >= WIDEN_STEPS:
             continue
-        if "highest learning rate" in r["edges"]:
-            out[r["method"]] = (*widened.get(r["method"], ()), (lr_f * LR_STEP, k_f))
-        elif "lowest learning rate" in r["edges"]:
-            out[r["method"]] = (*widened.get(r["method"], ()), (lr_f / LR_STEP, k_f))
+        step = LR_STEP if "highest learning rate" in r["edges"] else 1 / LR_STEP if "lowest learning rate" in \
+            r["edges"] else None
+        held = {q["factors"] for q in rows if q["variant"] == variant}
+        if step and not any(math.isclose(lr_f * step, f[0]) and f[1] == k_f for f in held):
+            out[variant] = (*widened.get(variant, ()), (lr_f * step, k_f))
     return out
 
 
 def choose(card: SweepConfig, methods: list[MethodEntry], runs_by_label: dict,
            widened: dict[str, tuple] | None = None) -> list[dict]:
-    """Every grid point's row, the best of each method (highest validation headline; ties to the defaults) chosen,
-    with its headline's interval over the validation items; the chosen row holds `margin`, its paired
-    difference with the next best (None with fewer than two scored points or runs without per-item records)."""
+    """Every grid point's row, the best of each method variant (highest validation headline; ties to the
+    defaults) chosen, with its headline's interval over the validation items; the chosen row holds `margin`, its
+    paired difference with the next best (None with fewer than two scored points or runs without per-item
+    records), and `edges`, the edges of the scored grid it sits on."""
     from ..metrics.run_metrics import run_row
 
     rows = []
     for entry in methods:
+        variant = entry.label or entry.method
         points = []
-        for sweep_entry, point in grid(entry, card, (widened or {}).get(entry.method, ())):
+        for sweep_entry, point in grid(entry, card, (widened or {}).get(variant, ())):
             run = runs_by_label.get(sweep_entry.label)
             finished = run if run and run.get("status") == "finished" else None
             metrics = run_row(finished) if finished else {}
-            points.append({"method": entry.method, "label": sweep_entry.label, "lr": point["lr"], "knob": point["knob"],
-                           "value": point["value"], "config": sweep_entry.config, "distance": point["distance"],
-                           "edges": point["edges"], "factors": point["factors"], "run": finished, "chosen": False, "margin": None,
+            points.append({"method": entry.method, "variant": variant, "label": sweep_entry.label, **point,
+                           "config": sweep_entry.config, "run": finished, "chosen": False, "margin": None, "edges": [],
                            "headline_lo": None, "headline_hi": None, **{k: metrics.get(k) for k in METRICS}})
         scored = sorted((p for p in points if p["headline"] is not None),
                         key=lambda p: (p["headline"], -p["distance"]), reverse=True)
         reps = stats.bootstrap({p["label"]: [p["run"]] for p in scored}) if scored else None
         for p in scored:
+            p["edges"] = _edges(p, scored)
             if reps and "headline" in reps[p["label"]]:
                 p["headline_lo"], p["headline_hi"] = stats.interval(reps[p["label"]]["headline"])
         if scored:
@@ -205,10 +211,10 @@ def choose(card: SweepConfig, methods: list[MethodEntry], runs_by_label: dict,
 def _choice(r: dict) -> str:
     """One line on how firm a chosen point is."""
     where = f" (at the grid's {' and '.join(r['edges'])}: a better point may lie beyond)" if r["edges"] else ""
-    line = f"- **{r['method']}**: `{r['label']}`{where}"
+    line = f"- **{r['variant']}**: `{r['label']}`{where}"
     m = r["margin"]
     if m is None:
-        return line + "; no interval (a single scored point, or runs without per-item records)."
+        return line + "; no paired difference (a single scored point, or runs without per-item records)."
     firm = ("separated from it" if m["p"] < stats.ALPHA else "not separated from it: the choice is within the "
             "items' noise")
     return (line + f"; ahead of `{m['over']}` by {m['diff']:+.3f} [{m['lo']:+.3f}, {m['hi']:+.3f}] nats per token "
@@ -247,17 +253,20 @@ def write(card: SweepConfig, methods: list[MethodEntry], rows: list[dict], out: 
     if choices:
         lines += ["", "How firm each choice is:", "", *choices]
     (out / "grid.md").write_text("\n".join(lines) + "\n")
-    chosen = {r["method"]: r for r in rows if r["chosen"]}
-    listed = list(card.methods) + [e for e in methods if e.method not in {m.method for m in card.methods}]
-    named = {e.method for e in card.methods}  # the card's methods run its seeds; the others one (see above)
-    tuned = [{"method": e.method, "label": e.label or e.method,
-              "config": chosen[e.method]["config"] if e.method in chosen else dict(e.config),
-              **({} if e.method in named or len(card.seeds) == 1 else {"seeds": list(e.seeds or card.seeds[:1])})}
-             for e in listed]
+    chosen = {r["variant"]: r for r in rows if r["chosen"]}
+    named = {e.label or e.method for e in card.methods}  # the card's variants run its seeds; the others one
+    listed = list(card.methods) + [e for e in methods if (e.label or e.method) not in named]
+    tuned = []
+    for e in listed:
+        variant = e.label or e.method
+        seeds = list(e.seeds) if variant in named else list(e.seeds or card.seeds[:1])
+        tuned.append({"method": e.method, "label": variant,
+                      "config": chosen[variant]["config"] if variant in chosen else dict(e.config),
+                      **({"seeds": seeds} if seeds and seeds != list(card.seeds) else {})})
     doc = dataclasses.asdict(card)
     doc["methods"] = tuned
     doc = {k: v for k, v in doc.items() if k != "data_dir"}
-    untuned = sorted({e.method for e in listed} - set(chosen))
+    untuned = sorted({e.label or e.method for e in listed} - set(chosen))
     header = (f"# {card.name} with the configs `clbench tune` chose on its validation stream for "
               f"{', '.join(sorted(chosen)) or 'no method'} (grid: grid.md beside this file).\n")
     if untuned:
@@ -291,6 +300,6 @@ def tune(card: SweepConfig, results: str, names: list[str] | None = None, addres
         if more == widened:
             return write(card, methods, rows, Path(results))
         log("the choice sits at the grid's learning-rate edge for " + ", ".join(
-            f"{m} (next: lr x{more[m][-1][0]:.3g})" for m in more if more[m] != widened.get(m)) + "; widening")
+            f"{v} (next: lr x{more[v][-1][0]:.3g})" for v in more if more[v] != widened.get(v)) + "; widening")
         widened = more
         cfg = validation_config(card, methods, widened)
