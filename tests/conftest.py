@@ -46,7 +46,7 @@ def mmlu_short(source):
 
 
 def pytest_collection_modifyitems(items):
-    """Every test that loads the real SmolLM2 is `slow` (deselect with -m "not slow")."""
+    """Every test that loads the real SmolLM2 is `slow` (the default tox run deselects it; tox -e slow runs it)."""
     for item in items:
         if "smollm2" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)

@@ -176,6 +176,7 @@ def test_a_mistyped_model_is_named_before_anything_runs(tmp_path, data_dir):
         config.check_model(name, "x")
 
 
+@pytest.mark.slow
 def test_a_hub_model_pins_its_revision_in_its_name(tmp_path, monkeypatch):
     from harness.model.models import hub_revision, load
 

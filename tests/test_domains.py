@@ -203,6 +203,7 @@ def test_a_template_cannot_reach_into_python_objects(tmp_path):
     assert tasks[0].learn[0].question.endswith(" {q.__class__} {q[0]} {q!r}")  # only {column} is filled
 
 
+@pytest.mark.slow
 def test_a_users_domains_run_end_to_end(tmp_path, data_dir):
     """`clbench run` with a stream of a built-in domain, the math domain and a user's file, through Ray."""
     write(tmp_path / "trivia.yaml", MC_DOMAIN)

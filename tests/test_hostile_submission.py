@@ -70,6 +70,7 @@ def _cells(run):
     return [(s["scores"], s["probes"]) for s in run["stages"]]
 
 
+@pytest.mark.slow
 def test_a_score_patching_method_scores_like_full_and_touches_nothing_else(tmp_path, data_dir):
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
@@ -90,6 +91,7 @@ def test_a_score_patching_method_scores_like_full_and_touches_nothing_else(tmp_p
     assert not any(name.startswith("clbench_user_method") for name in sys.modules)  # never imported here
 
 
+@pytest.mark.slow
 def test_a_model_the_base_architecture_cannot_hold_is_scored_by_its_child_and_marked_unverified(tmp_path, data_dir):
     path = tmp_path / "grows.py"
     path.write_text(GROWS)

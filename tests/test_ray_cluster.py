@@ -38,6 +38,7 @@ def _load(tmp_path, data_dir, extra=""):
     return config.load(str(f))
 
 
+@pytest.mark.slow
 def test_gpu_runs_land_on_the_gpu_node(cluster, tmp_path, data_dir):
     cluster.add_node(num_cpus=2)
     gpu_node = cluster.add_node(num_cpus=2, num_gpus=1)
@@ -48,6 +49,7 @@ def test_gpu_runs_land_on_the_gpu_node(cluster, tmp_path, data_dir):
     assert {r["provenance"]["node"] for r in results} == {gpu_node.node_id}
 
 
+@pytest.mark.slow
 def test_removed_node_runs_are_retried_elsewhere(cluster, tmp_path, data_dir):
     doomed = cluster.add_node(num_cpus=1)
     cluster.add_node(num_cpus=1)

@@ -78,6 +78,7 @@ class FailsAtStage2(FullFineTune):
 '''
 
 
+@pytest.mark.slow
 def test_failing_run_is_stored_as_failed_and_the_sweep_goes_on(tmp_path, data_dir):
     method_file = tmp_path / "failing.py"
     method_file.write_text(textwrap.dedent(FAILING))
@@ -143,6 +144,7 @@ class OOMAtStage2(FullFineTune):
 '''
 
 
+@pytest.mark.slow
 def test_out_of_memory_is_stored_as_failed_with_the_reason_and_the_sweep_goes_on(tmp_path, data_dir):
     method_file = tmp_path / "oom.py"
     method_file.write_text(OUT_OF_MEMORY)
@@ -205,6 +207,7 @@ def _sweep_with_kills(tmp_path, data_dir, methods: str, times: dict) -> tuple[di
     return {r["spec"]["label"]: r for r in results}, killed
 
 
+@pytest.mark.slow
 def test_worker_killed_mid_stage_is_retried_and_completes(tmp_path, data_dir):
     by_label, killed = _sweep_with_kills(tmp_path, data_dir, "[full, {method: full, label: dies}]", {"dies": 1})
     assert killed == {"dies": 1}  # it really died
@@ -215,6 +218,7 @@ def test_worker_killed_mid_stage_is_retried_and_completes(tmp_path, data_dir):
     assert len(list((tmp_path / "res").glob("runs/*.json"))) == 2
 
 
+@pytest.mark.slow
 def test_a_worker_that_keeps_dying_is_stored_as_failed_with_its_finished_stages(tmp_path, data_dir):
     from harness.sweep.scheduler import MAX_RETRIES
 

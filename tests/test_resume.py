@@ -37,6 +37,7 @@ def _scores(run):
     return [(s["trained_on"], s["scores"], s["probes"]) for s in run["stages"]]
 
 
+@pytest.mark.slow
 def test_sigkill_driver_then_resume(tmp_path, data_dir):
     cfg = tmp_path / "sweep.yaml"
     cfg.write_text(SWEEP)
@@ -140,6 +141,7 @@ def ray_head():
     head.shutdown()
 
 
+@pytest.mark.slow
 def test_sigkill_at_five_points_then_complete(tmp_path, data_dir, ray_head):
     """Kill the driver five times, each time just after the sweep has written something new
     (plus a random delay), then let it finish: every run is stored once and equals a clean sweep.

@@ -52,6 +52,7 @@ def _scores(run):
     return _numbers({str(s["stage"]): {"scores": s["scores"], "probes": s["probes"]} for s in run["stages"]})
 
 
+@pytest.mark.slow
 def test_two_workers_train_and_score_as_one_process(tmp_path, data_dir):
     """A sweep on local Ray whose run trains over two workers, against the same spec in one process. LoRA:
     frozen and trained parameters in one sharded block, only the adapter handed back; without its dropout:
@@ -88,6 +89,7 @@ def _kill_once(marker: str):
     return on_step
 
 
+@pytest.mark.slow
 def test_a_killed_worker_is_retried_and_the_stage_equals_an_uninterrupted_one(tmp_path, tiny, ray_local):
     import copy
 

@@ -51,6 +51,7 @@ def test_every_stage_is_saved_and_loads_as_the_model_that_was_scored(saved):
         results / runs["full"]["saved_models"]["2"]["folder"]).config.num_hidden_layers
 
 
+@pytest.mark.slow
 def test_lm_eval_cli_on_a_saved_stage_reproduces_the_boards_accuracy(saved):
     results, exported, runs = saved
     run = runs["full"]

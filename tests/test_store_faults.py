@@ -75,6 +75,7 @@ resources: {num_cpus: 1}
 """
 
 
+@pytest.mark.slow
 def test_two_sweeps_on_one_folder_compute_each_run_once(tmp_path, data_dir):
     cfg = tmp_path / "sweep.yaml"
     cfg.write_text(SWEEP)

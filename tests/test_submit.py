@@ -38,6 +38,7 @@ def submitted(tmp_path_factory, data_dir):
     return results, json.loads((results / "submissions" / "decaying_replay" / "record.json").read_text())
 
 
+@pytest.mark.slow
 def test_example_submits_end_to_end_and_is_ranked(submitted):
     results, record = submitted
     assert record["status"] == "finished"
@@ -220,6 +221,7 @@ def test_runs_under_another_protocol_version_are_rerun(tmp_path):
     assert pending([spec], store, log=lambda m: None, protocol={"name": "tiny", "version": "b" * 16}) == [spec]
 
 
+@pytest.mark.slow
 def test_an_installed_entry_point_submits_under_its_name(tmp_path, data_dir, monkeypatch):
     """A package that declares `[clbench.methods] slow_replay = slow_replay:SlowReplay`, installed as
     a dist-info folder on the path (what pip leaves), is submitted by its entry-point name."""

@@ -34,6 +34,7 @@ def _text(acc):
     return acc.Tensors("run/text_summary")[-1].tensor_proto.string_val[0].decode()
 
 
+@pytest.mark.slow
 def test_a_sweep_logs_every_stage_and_the_training_curve_from_its_ray_worker(tmp_path, data_dir):
     pytest.importorskip("tensorboard", reason=NEEDS_TB)
     from harness.sweep.sweep import run_sweep

@@ -220,6 +220,7 @@ def test_a_card_whose_stream_is_already_validation_items_is_refused():
         tune.validation_stream(card)
 
 
+@pytest.mark.slow
 def test_tune_end_to_end_writes_the_grid_and_a_card_run_accepts(tmp_path, data_dir):
     results = tmp_path / "tune"
     done = subprocess.run([sys.executable, "-m", "harness.cli", "tune", "--preset", "tiny", "--methods", "full",
