@@ -3,6 +3,7 @@ measures, rates measured on stored runs give back those runs' own seconds, and a
 the GPU's hours; a bad report is named by file and field, an unloadable model is said, not raised."""
 import dataclasses
 import json
+import re
 import subprocess
 import sys
 
@@ -12,7 +13,7 @@ from harness.core.errors import ConfigError
 from harness.report import cost
 from harness.run.runner import execute
 from harness.spec import config
-from harness.spec.spec import expand
+from harness.spec.spec import RunSpec, expand
 from harness.store.store import Store
 
 CARD = ("model: tiny\nprecision: fp32\nstream: [stem, code]\nprobes: [general, stop]\nmethods: [full]\n"
@@ -47,6 +48,34 @@ def test_rates_measured_on_a_board_give_back_its_runs_seconds(board):
     e = cost.estimate(cost.workload(cfg), r)
     assert e["train_hours_per_run"] * 3600 == pytest.approx(run["compute"]["train_seconds"], rel=1e-9)
     assert e["eval_hours_per_evaluation"] * 3600 * 2 == pytest.approx(run["compute"]["eval_seconds"], rel=1e-9)
+
+
+def test_the_expected_time_counts_the_runs_left_at_this_machines_rates(board, tmp_path):
+    cfg, run, results = board
+    here = cost.this_machine("cpu")
+    elsewhere = json.loads(json.dumps(run))
+    elsewhere["spec"]["seed"] = 1  # another run (a file's name is its spec's hash)
+    elsewhere["run_id"] = RunSpec.from_dict(elsewhere["spec"]).run_id
+    elsewhere["provenance"]["machine"]["cpu"] = "Another CPU"
+    for k in ("train_seconds", "eval_seconds"):
+        elsewhere["compute"][k] *= 100
+    other, mixed = Store(tmp_path / "other"), Store(tmp_path / "mixed")
+    other.save_run(elsewhere)
+    mixed.save_run(elsewhere)
+    mixed.save_run(run)
+
+    def hours(line):
+        return float(re.search(r"about ([0-9.e+-]+) h", line).group(1))
+
+    # only another machine's runs: used, and named
+    there = cost.expected(cfg, "cpu", [str(other.root)], left=1)
+    assert "for the 1 of 1 run(s) left" in there and "on Another CPU in" in there, there
+    # this machine's come first, from whichever source holds them, and each machine's runs apart
+    ours = cost.expected(cfg, "cpu", [str(other.root), str(mixed.root)])
+    assert f"of 1 run(s) on {here} in {mixed.root}" in ours and "for 1 run(s)," in ours, ours
+    assert hours(there) == pytest.approx(100 * hours(ours), rel=0.01)
+    assert cost.rates(mixed.root, "cpu", here).runs == 1
+    assert cost.rates(mixed.root, "cpu").device_name == f"2 machines ({', '.join(sorted([here, 'Another CPU']))})"
 
 
 def test_a_gpu_check_report_calibrates_the_gpu(board, tmp_path):

@@ -67,7 +67,10 @@ def test_a_damaged_stage0_file_is_computed_again(tmp_path):
     lambda r: r["stages"][2]["scores"]["stem"].pop("transfer"),
     lambda r: r["provenance"].update(packages=["torch"]),
     lambda r: r["stages"][-1]["probes"]["general"].update(heldout="0.5"),
-], ids=["protocol", "total_params", "trainable_params", "probes", "transfer", "packages", "probe-view"])
+    lambda r: r.update(compute={"train_seconds": 9.0, "eval_seconds": 3.0, "peak_memory_mb": 900.0, "train_tokens": 64,
+                                "device_count": 1, "cpu_hours": 0.01, "stages": 0}),  # cost.rates divides by it
+], ids=["protocol", "total_params", "trainable_params", "probes", "transfer", "packages", "probe-view",
+        "compute-stages"])
 def test_a_type_mutated_file_fails_validate_instead_of_crashing_the_leaderboard(tmp_path, mutate):
     from harness.report import leaderboard
     from harness.store.validate import problem

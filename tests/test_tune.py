@@ -176,7 +176,7 @@ def test_tune_widens_until_the_choice_is_inside_and_a_second_call_runs_nothing_n
         c, methods=[e for m in methods for e, _ in tune.grid(m, c, (widened or {}).get(m.label or m.method, ()))]))
     stored, swept = {}, []
 
-    def run_sweep(cfg, results, address=None, log=None):
+    def run_sweep(cfg, results, address=None, log=None, cost_sources=None):
         todo = [e.label for e in cfg.methods if e.label not in stored]
         swept.append(todo)
         for e in cfg.methods:
@@ -245,5 +245,8 @@ def test_tune_end_to_end_writes_the_grid_and_a_card_run_accepts(tmp_path, data_d
     assert tuned.methods[1].config == {}  # not tuned: the card's
     assert (tuned.stream, tuned.budget) == (config.load("tiny").stream, config.load("tiny").budget)
     assert "tuned.yaml" in done.stdout and "clbench run --config" in done.stdout
-    # before any run: the grid's expected time at the rates of the committed standard board (harness.report.cost)
-    assert re.search(r"expected time: about [0-9.e-]+ h for 3 run\(s\)", done.stdout), done.stdout[:2000]
+    # before any run: the grid's expected time at the rates of the committed standard board (harness.report.cost);
+    # before a widening round, that of its one new point at the rates of the grid's own runs on this machine
+    assert re.search(r"expected time: about [0-9.e-]+ h for the 3 of 3 run\(s\) left", done.stdout), done.stdout[:2000]
+    assert len(rows) == 3 or re.search(r"for the 1 of 4 run\(s\) left, .* on [^\n]* in " + re.escape(str(results)),
+                                       done.stdout), done.stdout[-3000:]

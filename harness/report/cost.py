@@ -28,6 +28,7 @@ from tasks.items import ChatItem, CodeItem, GenItem, MCItem
 
 from ..core.errors import ConfigError
 from ..spec.config import SweepConfig, seeds_of
+from ..store.provenance import cpu_name
 
 
 RESULTS = Path(__file__).resolve().parents[2] / "results"  # the repository's committed results
@@ -109,41 +110,61 @@ class Rates:
     eval: float  # seconds per (token x parameter) of evaluation
 
 
-def rates(source: str | Path, device: str) -> Rates | None:
-    """Seconds per unit of work measured on `source`'s finished runs that ran on `device` (None: none did): the
-    median over runs (a run slowed by other work on its machine does not set the rate) of each run's measured
-    train seconds against its measured train tokens, and of its measured evaluation seconds against its card's
-    work per evaluation. `source`: a results folder, or a report of scripts/gpu_check.py (gpu-check-*.json,
-    whose runs carry their work: their model may have been a random-weight copy that is gone)."""
+def machine_of(run: dict, device: str) -> str | None:
+    """The machine a stored run ran on: its GPU's name (cuda) or its CPU's (cpu)."""
+    if device == "cuda":
+        return (run.get("compute") or {}).get("device_name")
+    return ((run.get("provenance") or {}).get("machine") or {}).get("cpu")
+
+
+def this_machine(device: str) -> str | None:
+    """This machine's name as `machine_of` reads it from the runs it stores."""
+    if device == "cuda":
+        import torch
+
+        return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return cpu_name()
+
+
+def rates(source: str | Path, device: str, machine: str | None = None) -> Rates | None:
+    """Seconds per unit of work measured on `source`'s finished runs that ran on `device` (and on `machine`, when
+    given; None: none did): the median over runs (a run slowed by other work on its machine does not set the
+    rate) of each run's measured train seconds against its measured train tokens, and of its measured evaluation
+    seconds against its card's work per evaluation. `source`: a results folder, or a report of
+    scripts/gpu_check.py (gpu-check-*.json, whose runs carry their work: their model may have been a random-weight
+    copy that is gone)."""
     if Path(source).is_file():
-        return _report_rates(Path(source), device)
+        return _report_rates(Path(source), device, machine)
     from ..spec.spec import RunSpec
     from ..store.store import Store
 
     runs = [r for r in Store(source).runs() if r.get("status") == "finished" and r.get("device") == device
-            and r.get("compute")]
+            and r.get("compute") and machine in (None, machine_of(r, device))]
     if not runs:
         return None
     measured = []
     for r in runs:
-        w = _work_of(json.dumps(RunSpec.from_dict(r["spec"]).as_dict(), sort_keys=True))
+        # the work is the card's, whatever the method, its settings and seed: one count per card, not per run
+        spec = {**RunSpec.from_dict(r["spec"]).as_dict(), "method": "full", "label": "full", "method_config": {},
+                "seed": 0}
+        w = _work_of(json.dumps(spec, sort_keys=True))
         measured.append((r["compute"], w.params, w.eval_tokens))
-    machine = runs[0].get("provenance", {}).get("machine") or {}
-    name = runs[0]["compute"].get("device_name") if device == "cuda" else machine.get("cpu")
-    return _median_rates(measured, name or device, str(source))
+    names = sorted({machine_of(r, device) or device for r in runs})
+    name = names[0] if len(names) == 1 else f"{len(names)} machines ({', '.join(names)})"
+    return _median_rates(measured, name, str(source))
 
 
 NUMBERS = ("train_seconds", "eval_seconds", "train_tokens", "stages", "model_parameters", "eval_tokens_per_evaluation")
 
 
-def _report_rates(path: Path, device: str) -> Rates | None:
+def _report_rates(path: Path, device: str, machine: str | None = None) -> Rates | None:
     """The rates of a gpu check report's finished runs; a report that is not one is named, field and all."""
     from ..core.json_file import read_json
 
     report, why = read_json(path)
     if why or not isinstance(report, dict) or not isinstance(report.get("runs"), list):
         raise ConfigError(f"--calibrate {path}: not a results folder or a gpu check report ({why or 'no runs list'})")
-    if report.get("device") != device:
+    if report.get("device") != device or machine not in (None, report.get("device_name")):
         return None
     runs = [r for r in report["runs"] if isinstance(r, dict) and r.get("status") == "finished"]
     for i, r in enumerate(runs):
@@ -222,15 +243,20 @@ def describe(cfg: SweepConfig, boards: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def expected(cfg: SweepConfig, device: str, sources: list[str]) -> str:
-    """One line: about how long `cfg`'s sweep takes on `device` ('cpu' | 'cuda'), or why that is not known."""
+def expected(cfg: SweepConfig, device: str, sources: list[str], left: int | None = None) -> str:
+    """One line: about how long `cfg`'s sweep (or the `left` runs of it not yet finished) takes on `device`
+    ('cpu' | 'cuda'), or why that is not known. Rates measured on this machine come first (the first source
+    holding runs made here), then the first source holding runs on the device kind at all."""
     try:
         w = workload(cfg)
-        r = next((r for r in (rates(s, device) for s in sources) if r is not None), None)
+        found = (r for m in dict.fromkeys((this_machine(device), None)) for s in sources
+                 if (r := rates(s, device, m)) is not None)
+        r = next(found, None)
     except ConfigError as e:
         return f"expected time: not counted ({e})"
     if r is None:
         return f"expected time: no stored runs on {device} to measure rates on"
-    e = estimate(w, r)
-    return (f"expected time: about {e['hours_per_sweep']:.3g} h for {w.runs} run(s), {e['hours_per_run'] * 60:.3g} min "
+    e = estimate(dataclasses.replace(w, runs=w.runs if left is None else left), r)
+    what = f"{w.runs} run(s)" if left is None else f"the {left} of {w.runs} run(s) left"
+    return (f"expected time: about {e['hours_per_sweep']:.3g} h for {what}, {e['hours_per_run'] * 60:.3g} min "
             f"each (harness/report/cost.py: the median rates of {r.runs} run(s) on {r.device_name} in {r.board})")

@@ -48,15 +48,19 @@ def git_commit() -> dict:
     return {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
 
 
+def cpu_name() -> str | None:
+    """This machine's CPU model, as a run's provenance records it."""
+    try:
+        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or None
+
+
 def machine(device: str) -> dict:
     import torch
 
-    info = {"platform": platform.platform(), "python": platform.python_version(), "cpu": platform.processor() or None,
+    info = {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu_name(),
             "cpu_count": __import__("os").cpu_count(), "torch_threads": torch.get_num_threads(), "device": device}
-    try:
-        info["cpu"] = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     from tasks.confine import available
     info["code_confinement"] = available()  # what held model-written code in (tasks/code_exec.py)
     if device == "cuda":

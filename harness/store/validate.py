@@ -129,7 +129,7 @@ def compute_problem(c) -> str | None:
         return f"compute is a {type(c).__name__}, not an object"
     if not c:
         return None  # no trained stage yet
-    for key in ("train_seconds", "eval_seconds", "peak_memory_mb", "train_tokens", "device_count"):
+    for key in ("train_seconds", "eval_seconds", "peak_memory_mb", "train_tokens", "device_count", "stages"):
         value = c.get(key)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
             return f"compute.{key} is {value!r}, not a positive number"

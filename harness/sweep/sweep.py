@@ -95,7 +95,10 @@ def label_problems(specs: list[RunSpec], results_dir) -> list[str]:
     return out
 
 
-def run_sweep(cfg: SweepConfig, results_dir, address: str | None = None, log=print) -> list[dict]:
+def run_sweep(cfg: SweepConfig, results_dir, address: str | None = None, log=print,
+              cost_sources: list[str] | None = None) -> list[dict]:
+    """Run what is not finished yet. cost_sources: stored runs to measure rates on (after `results_dir`'s own) for
+    the expected time of the runs left, logged before they start (None: no estimate)."""
     from .scheduler import run_specs
 
     store = Store(results_dir)
@@ -109,6 +112,11 @@ def run_sweep(cfg: SweepConfig, results_dir, address: str | None = None, log=pri
         todo = pending(specs, store, log, card)
         if not todo:
             return []
+        if cost_sources is not None:
+            from ..model.precision import pick_device
+            from ..report import cost
+
+            log(cost.expected(cfg, pick_device(cfg.device), [str(results_dir), *cost_sources], left=len(todo)))
         return run_specs(todo, store, data_dir=cfg.data_dir, sweep=cfg.name, address=address,
                          num_cpus=cfg.resources.num_cpus, num_gpus=cfg.resources.num_gpus,
                          memory_gb=cfg.resources.memory_gb, protocol=card, save_models=cfg.save_models,

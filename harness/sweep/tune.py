@@ -46,8 +46,6 @@ from tasks.registry import VALIDATION, _probe, builtin, domain, mmlu_domain_pool
 
 from ..core.errors import ConfigError
 from ..metrics import stats
-from ..model.precision import pick_device
-from ..report import cost
 from ..spec.config import MethodEntry, SweepConfig, check, methods_named
 
 LR_FACTORS = (0.3, 1.0, 3.0)
@@ -278,7 +276,8 @@ def write(card: SweepConfig, methods: list[MethodEntry], rows: list[dict], out: 
 def tune(card: SweepConfig, results: str, names: list[str] | None = None, address: str | None = None,
          log=print, cost_sources: list[str] | None = None) -> dict[str, Path]:
     """Run the grid on the validation stream (resuming what is stored) and write grid.md/csv and tuned.yaml.
-    cost_sources: stored runs to measure rates on for the expected time it logs first (None: no estimate)."""
+    cost_sources: stored runs to measure rates on (after `results`' own) for the expected time of the points
+    left, logged before each round of runs (None: no estimate)."""
     from ..spec.spec import expand
     from ..store.store import Store
     from .sweep import run_sweep
@@ -288,11 +287,9 @@ def tune(card: SweepConfig, results: str, names: list[str] | None = None, addres
     log(f"tuning {len(methods)} method(s) over {len(cfg.methods)} grid points on {', '.join(cfg.stream)}"
         f" (data seed {cfg.data_seed}, seed {cfg.seeds[0]}), and up to {WIDEN_STEPS} more for each method whose "
         f"choice sits at the grid's learning-rate edge")
-    if cost_sources is not None:
-        log(cost.expected(cfg, pick_device(cfg.device), cost_sources))
     widened: dict[str, tuple] = {}
     while True:
-        run_sweep(cfg, results, address=address, log=log)
+        run_sweep(cfg, results, address=address, log=log, cost_sources=cost_sources)
         store = Store(results)
         stored = {spec.label: store.load_run(spec.run_id) for spec in expand(cfg)}
         rows = choose(card, methods, stored, widened)
