@@ -41,10 +41,14 @@ def _run(args) -> int:
 def _tune(args) -> int:
     from .report import cost
     from .spec import config
-    from .sweep.tune import tune
+    from .sweep.tune import progress, tune
 
     cfg = config.with_overrides(config.load(args.config or args.preset or "quick"), data_dir=args.data)
     results = args.results or f"results/tune/{cfg.name}"
+    if args.progress:
+        path, line = progress(cfg, results, args.methods, cost_sources=cost.default_sources())
+        print(f"{path.read_text()}\n{line}\nwritten: {path}")
+        return 0
     paths = tune(cfg, results, args.methods, address=args.address, cost_sources=cost.default_sources())
     print(paths["grid"].read_text())
     print(f"written: {paths['grid']} (and {paths['csv'].name}); the card with the chosen configs: {paths['tuned']}\n"
@@ -192,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--results", help="folder of the grid's runs and outputs (default: results/tune/<card name>)")
     t.add_argument("--data", help="dataset folder (default: $CLBENCH_DATA)")
     t.add_argument("--address", help="join a running Ray cluster (HOST:PORT); default: start a local Ray instance")
+    t.add_argument("--progress", action="store_true", help="run nothing: write progress.md in the results folder, "
+                   "the grid so far (which points have run, each finished method's choice) and the time left")
     t.set_defaults(func=_tune)
     lb = sub.add_parser("leaderboard", help="rebuild the leaderboard (Markdown, CSV, LaTeX, HTML) from stored results")
     lb.add_argument("--results", default="results")

@@ -204,6 +204,50 @@ def test_tune_widens_until_the_choice_is_inside_and_a_second_call_runs_nothing_n
     assert all(todo == [] for todo in swept) and len(swept) == 3  # resumed: the same widening, nothing rerun
 
 
+def test_progress_runs_nothing_and_marks_a_choice_only_once_all_its_points_have_run(monkeypatch, tmp_path):
+    """Mid-tune: replay's 9 points have run (its choice is final), lora's 3 have and its choice sits at the highest
+    rate (so the widened point it will run is listed, not run, and the choice only leads), full's 1 of 3 has."""
+    card = config.load("tiny")
+    entries = [MethodEntry(method="full"), MethodEntry(method="lora"), MethodEntry(method="replay")]
+    monkeypatch.setattr(tune.stats, "bootstrap", lambda groups: None)
+    monkeypatch.setattr(tune, "validation_config", lambda c, methods, widened=None: dataclasses.replace(
+        c, methods=[e for m in methods for e, _ in tune.grid(m, c, (widened or {}).get(m.label or m.method, ()))]))
+    labels = {e.method: [x.label for x, _ in tune.grid(e, card)] for e in entries}
+    finished = [labels["full"][0], *labels["lora"], *labels["replay"]]
+    headline = {**{label: float(i) for i, label in enumerate(labels["lora"])},  # lora: the highest rate leads
+                **{label: -abs(i - 4.0) for i, label in enumerate(labels["replay"])}, labels["full"][0]: 0.0}
+
+    def stored(results, cfg):
+        state = {e.label: "finished" if e.label in finished else "not run" for e in cfg.methods}
+        return {label: {"status": "finished", "label": label} for label in finished}, state
+
+    monkeypatch.setattr(tune, "_stored", stored)
+    monkeypatch.setattr("harness.metrics.run_metrics.run_row", lambda run: {"headline": headline[run["label"]]})
+    monkeypatch.setattr("harness.sweep.sweep.run_sweep", lambda *a, **k: pytest.fail("progress ran a sweep"))
+    path, line = tune.progress(card, str(tmp_path), ["full", "lora", "replay"])
+    assert line == "13 of 16 grid points run (0 failed); 1 of 3 variants chosen"
+    rows = {r.split(" | ")[0].strip("| "): r for r in path.read_text().splitlines() if r.startswith("| ")}
+    assert rows[labels["replay"][4]].endswith("| **yes** | finished |")  # the defaults: inside the grid, final
+    assert rows[labels["lora"][2]].endswith("|  | finished: leading so far |")
+    assert rows["lora lr=0.0027"].endswith("|  | not run |")  # the widened point the tune will run next
+    assert rows[labels["full"][0]].endswith("|  | finished: leading so far |")
+    assert rows[labels["full"][1]].endswith("|  | not run |")
+    assert "**replay**" in path.read_text() and "**lora**" not in path.read_text()
+
+
+def test_progress_reads_a_bad_run_file_without_moving_it(tmp_path, data_dir):
+    from harness.spec.spec import expand
+
+    card = config.with_overrides(config.load("tiny"), data_dir=str(data_dir))
+    spec = expand(tune.validation_config(card, [MethodEntry(method="full")]))[0]
+    bad = tmp_path / "runs" / f"{spec.run_id}.json"
+    bad.parent.mkdir()
+    bad.write_text('{"status": "fini')
+    path, line = tune.progress(card, str(tmp_path), ["full"])
+    assert line.startswith("0 of 3 grid points run") and bad.read_text() == '{"status": "fini'
+    assert "unreadable (" in path.read_text() and "run again by the tune" in path.read_text()
+
+
 def test_the_tuned_card_keeps_a_variants_own_seeds(monkeypatch, tmp_path):
     card = config.parse({"model": "tiny", "stream": ["stem"], "seeds": [0, 1, 2],
                          "methods": ["full", {"method": "ewc", "seeds": [1]}]}, "card.yaml")
@@ -245,6 +289,12 @@ def test_tune_end_to_end_writes_the_grid_and_a_card_run_accepts(tmp_path, data_d
     assert tuned.methods[1].config == {}  # not tuned: the card's
     assert (tuned.stream, tuned.budget) == (config.load("tiny").stream, config.load("tiny").budget)
     assert "tuned.yaml" in done.stdout and "clbench run --config" in done.stdout
+    shown = subprocess.run([sys.executable, "-m", "harness.cli", "tune", "--preset", "tiny", "--methods", "full",
+                            "--results", str(results), "--data", str(data_dir), "--progress"],
+                           capture_output=True, text=True, timeout=300)
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    assert f"{len(rows)} of {len(rows)} grid points run (0 failed); 1 of 1 variants chosen" in shown.stdout
+    assert f"| {chosen['label']} |" in next(r for r in shown.stdout.splitlines() if "**yes**" in r)
     # before any run: the grid's expected time at the rates of the committed standard board (harness.report.cost);
     # before a widening round, that of its one new point at the rates of the grid's own runs on this machine
     assert re.search(r"expected time: about [0-9.e-]+ h for the 3 of 3 run\(s\) left", done.stdout), done.stdout[:2000]

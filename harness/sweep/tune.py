@@ -219,6 +219,27 @@ def _choice(r: dict) -> str:
             f"(paired bootstrap over the validation items, p = {m['p']:.3g}), {firm}.")
 
 
+def _table(rows: list[dict], state: dict[str, str] | None = None) -> list[str]:
+    """The grid as a Markdown table, each point's headline with its interval; `state` (by label): a column saying
+    which points have run."""
+    columns = [c for c in COLUMNS[1:] if c not in ("headline_lo", "headline_hi")] + (["state"] if state else [])
+
+    def cell(v):
+        return "–" if v is None else (f"{v:+.3f}" if isinstance(v, float) else str(v))
+
+    def shown(r, c):
+        if c == "state":
+            return state[r["label"]]
+        if c == "chosen":
+            return "**yes**" if r[c] else ""
+        if c == "headline" and r["headline_lo"] is not None:
+            return f"{cell(r[c])} [{cell(r['headline_lo'])}, {cell(r['headline_hi'])}]"
+        return f"{r[c]:.3g}" if c in ("lr", "value") and r[c] is not None else cell(r[c])
+
+    return ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns),
+            *("| " + " | ".join(shown(r, c) for c in columns) + " |" for r in rows)]
+
+
 def write(card: SweepConfig, methods: list[MethodEntry], rows: list[dict], out: Path) -> dict[str, Path]:
     """grid.csv, grid.md and tuned.yaml in `out`."""
     out.mkdir(parents=True, exist_ok=True)
@@ -228,25 +249,10 @@ def write(card: SweepConfig, methods: list[MethodEntry], rows: list[dict], out: 
         for r in rows:
             w.writerow([r[c] if r[c] is not None else "" for c in COLUMNS])
 
-    def cell(v):
-        return "–" if v is None else (f"{v:+.3f}" if isinstance(v, float) else str(v))
-
-    shown_columns = [c for c in COLUMNS[1:] if c not in ("headline_lo", "headline_hi")]
     lines = [f"# Tuning grid of `{card.name}` on its validation stream", "",
              "Each method's learning rate (and strength knob) chosen by the highest headline on a stream of other "
              "items (harness/sweep/tune.py says which); the chosen point is marked. The headline's interval: 95%, "
-             "the validation items resampled.", "",
-             "| " + " | ".join(shown_columns) + " |", "|" + " --- |" * len(shown_columns)]
-
-    def shown(r, c):
-        if c == "chosen":
-            return "**yes**" if r[c] else ""
-        if c == "headline" and r["headline_lo"] is not None:
-            return f"{cell(r[c])} [{cell(r['headline_lo'])}, {cell(r['headline_hi'])}]"
-        return f"{r[c]:.3g}" if c in ("lr", "value") and r[c] is not None else cell(r[c])
-
-    for r in rows:
-        lines.append("| " + " | ".join(shown(r, c) for c in shown_columns) + " |")
+             "the validation items resampled.", "", *_table(rows)]
     choices = [_choice(r) for r in rows if r["chosen"]]
     if choices:
         lines += ["", "How firm each choice is:", "", *choices]
@@ -271,6 +277,65 @@ def write(card: SweepConfig, methods: list[MethodEntry], rows: list[dict], out: 
         header += f"# Not tuned (no finished grid point, or not asked for): {', '.join(untuned)}; their configs are the card's.\n"
     (out / "tuned.yaml").write_text(header + yaml.safe_dump(doc, sort_keys=False, width=120))
     return {"grid": out / "grid.md", "csv": out / "grid.csv", "tuned": out / "tuned.yaml"}
+
+
+def _stored(results: str, cfg: SweepConfig) -> tuple[dict, dict]:
+    """({label: stored run}, {label: its state}) of every point of `cfg`, read without changing the folder (a bad
+    file is named and left for the tune, which moves it aside and runs the point again)."""
+    from ..spec.spec import expand
+    from ..store.store import Store
+    from ..store.validate import problem
+
+    runs, state = {}, {}
+    for spec in expand(cfg):
+        path = Store(results).run_path(spec.run_id)
+        data, why = problem(path) if path.exists() else (None, None)
+        if data is not None:
+            runs[spec.label], state[spec.label] = data, data.get("status", "unknown")
+        else:
+            state[spec.label] = f"unreadable ({why}): run again by the tune" if why else "not run"
+    return runs, state
+
+
+def progress(card: SweepConfig, results: str, names: list[str] | None = None,
+             cost_sources: list[str] | None = None) -> tuple[Path, str]:
+    """progress.md in `results`, running nothing: every grid point of a tune that runs or was stopped (the widened
+    ones it will add, as far as the finished points decide them), whether it has run, and each variant's choice
+    where all its points have run (else the point leading so far); with one line to print that counts them."""
+    from ..model.precision import pick_device
+    from ..report import cost
+
+    methods = methods_named(card, names) if names else list(card.methods)
+    widened: dict[str, tuple] = {}
+    while True:  # the widening the tune makes once the stated grid has run, as far as the stored points decide it
+        cfg = validation_config(card, methods, widened)
+        runs, state = _stored(results, cfg)
+        rows = choose(card, methods, runs, widened)
+        open_ = {r["variant"] for r in rows if state[r["label"]] not in ("finished", "failed")}
+        more = widen([r for r in rows if r["variant"] not in open_], widened)
+        if more == widened:
+            break
+        widened = more
+    for r in rows:
+        if r["variant"] in open_ and r["chosen"]:
+            r["chosen"], state[r["label"]] = False, "finished: leading so far"
+    done = sum(s.startswith("finished") or s == "failed" for s in state.values())
+    left = len(state) - done
+    line = (f"{done} of {len(state)} grid points run ({sum(s == 'failed' for s in state.values())} failed); "
+            f"{len({r['variant'] for r in rows}) - len(open_)} of {len({r['variant'] for r in rows})} variants "
+            f"chosen" + (f"; {cost.expected(cfg, pick_device(cfg.device), [results, *cost_sources], left=left)}"
+                          if left and cost_sources is not None else ""))
+    lines = [f"# Tuning grid of `{card.name}` so far", "",
+             f"Written by `clbench tune --progress`, which runs nothing: {line}. A variant's choice is marked once all "
+             "its points have run, the grid widened where the choice sat at a learning-rate edge (the widened points "
+             "appear as the finished ones decide them); until then the point leading so far is named. The "
+             "headline's interval: 95%, the validation items resampled.", "", *_table(rows, state)]
+    if choices := [_choice(r) for r in rows if r["chosen"]]:
+        lines += ["", "How firm each choice is:", "", *choices]
+    path = Path(results) / "progress.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path, line
 
 
 def tune(card: SweepConfig, results: str, names: list[str] | None = None, address: str | None = None,
