@@ -61,6 +61,7 @@ def test_the_highest_validation_headline_is_chosen_ties_going_to_the_defaults(mo
     runs = {label: {"status": "finished", "label": label} for label in labels}
     rows = tune.choose(card, entries, runs)
     assert [r["chosen"] for r in rows] == [False, True, False]
+    assert "the method's defaults; no paired difference" in tune._choice(rows[1])
     runs[labels[1]]["status"] = "failed"
     assert [r["chosen"] for r in tune.choose(card, entries, runs)] == [False, False, True]
 
@@ -83,8 +84,13 @@ def test_the_grid_says_how_firm_a_choice_is_and_when_it_sits_on_the_grids_edge(s
     assert best["headline_lo"] < best["headline"] < best["headline_hi"]
     assert best["margin"]["over"] == labels[-2] and best["margin"]["diff"] == pytest.approx(0.1)
     assert (best["margin"]["p"] < 0.05) == firm
+    # and against the method's defaults (lr 1x, ratio 1x), whether or not the next best is them
+    assert best["over_defaults"]["over"] == labels[4] and best["over_defaults"]["diff"] == pytest.approx(0.4)
+    assert (best["over_defaults"]["p"] < 0.05) == firm
     tune.write(card, entries, rows, tmp_path)
     text = (tmp_path / "grid.md").read_text()
+    assert f"ahead of the defaults (`{labels[4]}`) by +0.400 [" in text
+    assert "separated from them" in text and ("not separated from them" in text) == (not firm)
     assert "at the grid's highest learning rate and highest ratio" in text
     assert ("not separated from it" in text) == (not firm)
 

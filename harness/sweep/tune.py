@@ -173,7 +173,8 @@ def choose(card: SweepConfig, methods: list[MethodEntry], runs_by_label: dict,
     """Every grid point's row, the best of each method variant (highest validation headline; ties to the
     defaults) chosen, with its headline's interval over the validation items; the chosen row holds `margin`, its
     paired difference with the next best (None with fewer than two scored points or runs without per-item
-    records), and `edges`, the edges of the scored grid it sits on."""
+    records), `over_defaults`, its paired difference with the method's defaults (None where it is the defaults or
+    they were not scored), and `edges`, the edges of the scored grid it sits on."""
     from ..metrics.run_metrics import run_row
 
     rows = []
@@ -185,7 +186,8 @@ def choose(card: SweepConfig, methods: list[MethodEntry], runs_by_label: dict,
             finished = run if run and run.get("status") == "finished" else None
             metrics = run_row(finished) if finished else {}
             points.append({"method": entry.method, "variant": variant, "label": sweep_entry.label, **point,
-                           "config": sweep_entry.config, "run": finished, "chosen": False, "margin": None, "edges": [],
+                           "config": sweep_entry.config, "run": finished, "chosen": False, "margin": None,
+                           "over_defaults": None, "edges": [],
                            "headline_lo": None, "headline_hi": None, **{k: metrics.get(k) for k in METRICS}})
         scored = sorted((p for p in points if p["headline"] is not None),
                         key=lambda p: (p["headline"], -p["distance"]), reverse=True)
@@ -197,26 +199,45 @@ def choose(card: SweepConfig, methods: list[MethodEntry], runs_by_label: dict,
         if scored:
             best = scored[0]
             best["chosen"] = True
-            if len(scored) > 1 and best["headline_lo"] is not None and scored[1]["headline_lo"] is not None:
-                diff = reps[best["label"]]["headline"] - reps[scored[1]["label"]]["headline"]
-                lo, hi = stats.interval(diff)
-                best["margin"] = {"over": scored[1]["label"], "diff": best["headline"] - scored[1]["headline"],
-                                  "lo": lo, "hi": hi, "p": stats.p_value(diff)}
+            if len(scored) > 1:
+                best["margin"] = _paired(best, scored[1], reps)
+            default = next((p for p in scored if p["factors"] == (1.0, 1.0)), None)
+            if default is not None and default is not best:
+                best["over_defaults"] = _paired(best, default, reps)
         rows += [{k: v for k, v in p.items() if k != "run"} for p in points]
     return rows
 
 
+def _paired(a: dict, b: dict, reps: dict | None) -> dict | None:
+    """Point a's headline minus point b's, with its interval and p over the same validation items resampled for
+    both (None for runs without per-item records)."""
+    if not reps or a["headline_lo"] is None or b["headline_lo"] is None:
+        return None
+    diff = reps[a["label"]]["headline"] - reps[b["label"]]["headline"]
+    lo, hi = stats.interval(diff)
+    return {"over": b["label"], "diff": a["headline"] - b["headline"], "lo": lo, "hi": hi, "p": stats.p_value(diff)}
+
+
 def _choice(r: dict) -> str:
-    """One line on how firm a chosen point is."""
+    """One line on how firm a chosen point is: against the next best, and against the method's defaults."""
     where = f" (at the grid's {' and '.join(r['edges'])}: a better point may lie beyond)" if r["edges"] else ""
     line = f"- **{r['variant']}**: `{r['label']}`{where}"
-    m = r["margin"]
+    if r["factors"] == (1.0, 1.0):
+        line += ", the method's defaults"
+    m, d = r["margin"], r["over_defaults"]
     if m is None:
         return line + "; no paired difference (a single scored point, or runs without per-item records)."
-    firm = ("separated from it" if m["p"] < stats.ALPHA else "not separated from it: the choice is within the "
-            "items' noise")
-    return (line + f"; ahead of `{m['over']}` by {m['diff']:+.3f} [{m['lo']:+.3f}, {m['hi']:+.3f}] nats per token "
-            f"(paired bootstrap over the validation items, p = {m['p']:.3g}), {firm}.")
+    line += f"; ahead of `{m['over']}`{' (the defaults)' if d and d['over'] == m['over'] else ''} by {_diff(m)}, " + (
+        "separated from it" if m["p"] < stats.ALPHA else "not separated from it: the choice is within the items' noise")
+    if d and d["over"] != m["over"]:
+        line += f"; ahead of the defaults (`{d['over']}`) by {_diff(d)}, " + (
+            "separated from them" if d["p"] < stats.ALPHA else "not separated from them")
+    return line + "."
+
+
+def _diff(m: dict) -> str:
+    return (f"{m['diff']:+.3f} [{m['lo']:+.3f}, {m['hi']:+.3f}] nats per token (paired bootstrap over the validation "
+            f"items, p = {m['p']:.3g})")
 
 
 def _table(rows: list[dict], state: dict[str, str] | None = None) -> list[str]:
