@@ -18,10 +18,10 @@ PACKAGES = {"torch": "2.13.0+cpu", "transformers": "5.23.0", "peft": "0.21.2", "
 
 def synthetic_run(label, seed, R, *, method="full", model="tiny", status="finished", trainable=10, total=100,
                   description="A method.", citation="Someone 2024", checksums=None, budget=None, general=0.5,
-                  device="cpu", sweep="synthetic", synthetic_metrics=None, packages=None, items=None):
+                  device="cpu", sweep="synthetic", synthetic_metrics=None, packages=None, items=None, method_config=None):
     spec = RunSpec(model=model, precision="fp32", device=device, stream=TASKS, probes=("general",), scorer="cloze",
                    budget=dict(budget or BUDGET), data_seed=0, method=method, label=label,
-                   method_config={}, seed=seed)
+                   method_config=dict(method_config or {}), seed=seed)
     checksums = dict(checksums or CHECKSUMS)
     stages = [{"stage": s, "trained_on": TASKS[s - 1] if s else None,
                "scores": {t: {"recall": {"score": R[s][i], "n": 10}, "transfer": {"score": R[s][i] / 2, "n": 10}}

@@ -2,6 +2,8 @@
 95% t-interval), ranking, Pareto marking, protocol sections, and hostile strings in each format."""
 import csv
 import io
+import itertools
+import json
 import math
 import os
 import re
@@ -22,6 +24,7 @@ SCRIPT = "<script>alert(1)</script>"
 TEX = r"\input{/etc/passwd} & $x$ % # ~ ^ | *y* _z_"
 PWN = '<img src=x onerror="window.__pwned=1">'
 BASE, AFTER1 = [0.3, 0.4], [0.6, 0.4]
+LORA = {"lr": 0.0009, "r": 8, "target_modules": ["q_proj", "v_proj"], "use_dora": False}
 FULL_FINAL = ([0.5, 0.7], [0.6, 0.7], [0.4, 0.6])  # OP 0.60, 0.65, 0.50; BWT -0.1, 0.0, -0.2
 
 
@@ -34,15 +37,16 @@ def _runs():
     for seed, (final, gpu) in enumerate(zip(FULL_FINAL, (2.0, 2.2, 2.4))):
         runs.append(synthetic_run("full", seed, _R(final), synthetic_metrics={"gpu_hours": gpu}))
     for seed in range(3):
-        runs.append(synthetic_run("lora", seed, _R([0.4, 0.5]), method="lora", synthetic_metrics={
+        runs.append(synthetic_run("lora", seed, _R([0.4, 0.5]), method="lora", method_config=LORA, synthetic_metrics={
             "gpu_hours": 0.5, "general_retention": 0.9, "tail_repetition": 0.1, "stop_rate_change": -0.25}))
-    failed = synthetic_run("lora", 3, _R([0.4, 0.5]), method="lora", status="failed")
+    failed = synthetic_run("lora", 3, _R([0.4, 0.5]), method="lora", status="failed", method_config=LORA)
     failed["stages"] = failed["stages"][:1]
     runs.append(failed)
     for seed, gpu in enumerate((3.0, 3.2)):
         runs.append(synthetic_run("slow", seed, _R([0.4, 0.4]), synthetic_metrics={"gpu_hours": gpu}))
     runs.append(synthetic_run(SCRIPT, 0, _R([0.5, 0.6]), description=f"=HYPERLINK(\"http://evil\") {PWN}",
-                              citation="@import | `x` [a](javascript:alert(2))"))
+                              citation="@import | `x` [a](javascript:alert(2))",
+                              method_config={"note": f"{SCRIPT} | {PWN}", "=cmd": "-1"}))
     running = synthetic_run(TEX, 0, _R([0.5, 0.6]), status="running")
     running["stages"] = running["stages"][:2]
     runs.append(running)
@@ -79,10 +83,15 @@ def test_t_interval_matches_a_hand_computation():
     assert leaderboard.mean_ci([None]) == (None, None, 0)
 
 
-def _md_table(md, section):
-    """Rows (lists of cells) of the section-th Markdown table; escaped pipes stay inside cells."""
-    lines = [line for line in md.split("\n## ")[section + 1].splitlines() if line.startswith("|")][2:]
-    return [[c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]] for line in lines]
+def _md_table(md, section, after=None):
+    """Rows (lists of cells) of the first Markdown table of the section-th section, or of the first one after the
+    text `after`; escaped pipes stay inside cells."""
+    text = md.split("\n## ")[section + 1]
+    if after:
+        text = text[text.index(after):]
+    lines = list(itertools.takewhile(lambda line: line.startswith("|"),
+                                     itertools.dropwhile(lambda line: not line.startswith("|"), text.splitlines())))
+    return [[c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]] for line in lines[2:]]
 
 
 def test_markdown_golden(board):
@@ -107,6 +116,11 @@ def test_markdown_golden(board):
     assert unfinished[0] == "–" and unfinished[-1] == "1 unfinished" and unfinished[2] == "–"
     assert all(len(r) == len(head) for r in rows)  # no string broke out of its cell
     assert "Student-t over runs only" in board["md"]
+    settings = _md_table(board["md"], 0, after=tables.SETTINGS)  # each row's method config, as its runs stored it
+    assert all(len(r) == 2 for r in settings)  # the hostile config stays in its cell
+    by_label = dict(settings)
+    assert by_label["lora"] == tables.md_escape('lr 0.0009, r 8, target_modules ["q_proj", "v_proj"], use_dora false')
+    assert by_label["full"] == "–" and "&lt;script&gt;" in by_label["&lt;script&gt;alert(1)&lt;/script&gt;"]
 
 
 def test_protocol_sections(board):
@@ -167,6 +181,8 @@ def test_csv_golden_and_formula_injection(board):
     hostile = next(r for r in rows if r["label"] == SCRIPT)
     assert hostile["description"].startswith("'=HYPERLINK") and hostile["citation"].startswith("'@import")
     assert hostile["overall_ci95"] == "" and hostile["seeds"] == "1"
+    assert json.loads(next(r for r in rows if r["label"] == "lora")["method_config"]) == LORA
+    assert json.loads(hostile["method_config"])["=cmd"] == "-1"
     other = next(r for r in rows if r["ranked"] == "False")
     assert other["rank"] == "1" and "model ('tiny2' vs 'tiny')" in other["reason"]
     for line in board["csv"].splitlines()[1:]:
@@ -221,6 +237,7 @@ def test_html_golden_and_escaping(board):
     assert f">{OP_MEAN:.3f} ± {OP_HALF:.3f}</td>" in page and "&#x27;@import | `x` [a](javascript:" not in page
     assert '<div class="c">@import | `x` [a](javascript:alert(2))</div>' in page  # the citation, from the result
     assert "cdn" not in page.lower() and "<link" not in page
+    assert '<td class="m">lr 0.0009, r 8, target_modules [&quot;q_proj&quot;, &quot;v_proj&quot;], use_dora false</td>' in page
 
 
 # A real headless browser ------------------------------------------------------------------------

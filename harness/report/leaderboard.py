@@ -69,6 +69,14 @@ def _info(group: list[dict]) -> dict:
     return {"description": info.get("description", ""), "citation": info.get("citation", "")}
 
 
+def settings(group: list[dict]) -> dict:
+    """The row's method config as its runs stored it (one config per row: `method_groups` splits on it); {} where
+    a file holds none."""
+    config = group[0]["spec"].get("method_config")
+    return config if isinstance(config, dict) else {}
+
+
+
 HEADLINE = "headline"  # the metric rows are ranked by (harness.metrics.metrics.headline) ...
 FALLBACK = "overall"  # ... or, in a section whose runs lack per-item log-probabilities (schema 1), OP
 REFERENCE = "full"  # the method every other is compared with (sequential full fine-tuning, the forgetting baseline)
@@ -92,7 +100,7 @@ def method_groups(runs: list[dict]) -> dict[str, list[dict]]:
 
 def rows(runs: list[dict]) -> list[dict]:
     """One row per method label over `runs` (one protocol), in order of the headline metric, Pareto front marked.
-    Each row: label, method, description, citation, seeds, failed, running, rank, pareto, and per column key
+    Each row: label, method, description, citation, settings (the method config its runs stored), seeds, failed, running, rank, pareto, and per column key
     the mean, with `ci[key]` its 95% Student-t half-width over runs (None below two runs) and, where every run
     has per-item records, `interval[key]` the 95% bootstrap interval over items and runs (harness.metrics.stats).
     rank: with per-item records, the rank band (1 + the methods significantly better on the headline metric);
@@ -107,7 +115,8 @@ def rows(runs: list[dict]) -> list[dict]:
     for label, group in groups.items():
         per_run = [run_row(r) for r in finished[label]]
         failed, running = _status(group)
-        row = {"label": label, "method": group[0]["spec"]["method"], **_info(group), "seeds": len(per_run),
+        row = {"label": label, "method": group[0]["spec"]["method"], **_info(group), "settings": settings(group),
+               "seeds": len(per_run),
                "failed": failed, "running": running,
                "unverified": sum(r.get("verified") is False for r in finished[label]), "ci": {}, "interval": {}, "vs_reference": None,
                "forgetting_vs_reference": None}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import html
 import io
+import json
 from pathlib import Path
 
 from ..store.files import write_text_atomic
@@ -177,6 +178,23 @@ def _task_forgetting_rows(section: dict) -> tuple[list[str], list[tuple[str, lis
 
 
 TASK_FORGETTING = "Per-task forgetting (log-prob, nats per token, lower is better; mean over the row's runs)"
+SETTINGS = "Settings (each row's method config, defaults included, as its run files store it)"
+
+
+def settings_text(config: dict) -> str:
+    """'lr 0.0009, r 8, target_modules ["q_proj", "v_proj"]': each setting with its value, numbers to 3 digits."""
+    def value(v):
+        if isinstance(v, float):
+            return f"{v:.3g}"
+        return str(v) if isinstance(v, (int, str)) and not isinstance(v, bool) else json.dumps(v, sort_keys=True)
+
+    return ", ".join(f"{k} {value(v)}" for k, v in config.items())
+
+
+def _settings_rows(section: dict) -> list[tuple[str, str]]:
+    """(label, settings) of every row; none when no row stores a config."""
+    rows = [(r["label"], settings_text(r.get("settings") or {})) for r in section["rows"]]
+    return rows if any(text for _, text in rows) else []
 
 
 # Markdown --------------------------------------------------------------------------------------
@@ -211,6 +229,9 @@ def markdown(sections: list[dict], header: dict) -> str:
             lines += ["", f"{TASK_FORGETTING}:", "", "| Method | " + " | ".join(md_escape(t) for t in tasks) + " |",
                       "|" + "|".join(["---"] * (len(tasks) + 1)) + "|",
                       *["| " + md_escape(label) + " | " + " | ".join(c) + " |" for label, c in rows]]
+        if settings := _settings_rows(section):
+            lines += ["", f"{SETTINGS}:", "", "| Method | Settings |", "|---|---|",
+                      *[f"| {md_escape(label)} | {md_escape(text) or '–'} |" for label, text in settings]]
     return "\n".join(lines) + "\n"
 
 
@@ -237,7 +258,7 @@ def csv_text(sections: list[dict], header: dict) -> str:
                 *[c for k, _, _ in COLUMNS for c in (k, f"{k}_ci95", f"{k}_lo", f"{k}_hi")],
                 *[f"{prefix}vs_full_{x}" for prefix in ("", "forgetting_") for x in ("lo", "hi", "p_holm", "significant")],
                 "seeds", "failed", "unfinished", "unverified", "pareto", "description", "citation",
-                *[f"{name}_version" for name in SCORE_PACKAGES]])
+                *[f"{name}_version" for name in SCORE_PACKAGES], "method_config"])
     for section in sections:
         for r in section["rows"]:
             w.writerow([csv_cell(section["key"]), section["reason"] is None, csv_cell(section["reason"] or ""),
@@ -247,7 +268,8 @@ def csv_text(sections: list[dict], header: dict) -> str:
                         *_csv_versus(r, "vs_reference"), *_csv_versus(r, "forgetting_vs_reference"),
                         r["seeds"], r["failed"], r["running"], r["unverified"], "" if r["pareto"] is None else r["pareto"],
                         csv_cell(r["description"]), csv_cell(r["citation"]),
-                        *[csv_cell(section["stack"][name] or "") for name in SCORE_PACKAGES]])
+                        *[csv_cell(section["stack"][name] or "") for name in SCORE_PACKAGES],
+                        csv_cell(json.dumps(r.get("settings") or {}, sort_keys=True))])
     return buf.getvalue()
 
 
@@ -347,6 +369,10 @@ def html_page(sections: list[dict], header: dict) -> str:
                          + "".join(f"<th>{h(t)}</th>" for t in tasks) + "</tr></thead><tbody>"
                          + "".join("<tr><td class=\"m\">" + h(label) + "</td>" + "".join(f"<td>{c}</td>" for c in cells)
                                    + "</tr>" for label, cells in rows) + "</tbody></table></details>")
+        if settings := _settings_rows(section):
+            parts.append(f"<details><summary>{h(SETTINGS)}</summary><table><thead><tr><th>Method</th><th>Settings</th>"
+                         "</tr></thead><tbody>" + "".join(f'<tr><td class="m">{h(label)}</td><td class="m">{h(text)}</td>'
+                                                          "</tr>" for label, text in settings) + "</tbody></table></details>")
     parts += [f"<script>{_SCRIPT}</script>", "</body></html>"]
     return "\n".join(parts) + "\n"
 
