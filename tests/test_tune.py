@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from harness.core.errors import ConfigError
+from harness.report import tables
 from harness.spec import config
 from harness.spec.config import MethodEntry
 from harness.sweep import tune
@@ -89,7 +90,7 @@ def test_the_grid_says_how_firm_a_choice_is_and_when_it_sits_on_the_grids_edge(s
     assert (best["over_defaults"]["p"] < 0.05) == firm
     tune.write(card, entries, rows, tmp_path)
     text = (tmp_path / "grid.md").read_text()
-    assert f"ahead of the defaults (`{labels[4]}`) by +0.400 [" in text
+    assert f"ahead of the defaults ({labels[4]}) by +0.400 [" in text
     assert "separated from them" in text and ("not separated from them" in text) == (not firm)
     assert "at the grid's highest learning rate and highest ratio" in text
     assert ("not separated from it" in text) == (not firm)
@@ -210,14 +211,13 @@ def test_tune_widens_until_the_choice_is_inside_and_a_second_call_runs_nothing_n
     assert all(todo == [] for todo in swept) and len(swept) == 3  # resumed: the same widening, nothing rerun
 
 
-def test_progress_runs_nothing_and_marks_a_choice_only_once_all_its_points_have_run(monkeypatch, tmp_path):
-    """Mid-tune: replay's 9 points have run (its choice is final), lora's 3 have and its choice sits at the highest
-    rate (so the widened point it will run is listed, not run, and the choice only leads), full's 1 of 3 has."""
-    card = config.load("tiny")
+def test_progress_runs_nothing_and_marks_a_choice_only_once_all_its_points_have_run(monkeypatch, tmp_path, data_dir):
+    """Mid-tune: replay's 9 points have finished (its choice is final), lora's 3 have and its choice sits at the
+    highest rate (so the widened point it will run is listed, not run, and the choice only leads), full's 1 of 3 has
+    and another failed (the tune runs a failed point again: full stays open)."""
+    card = config.with_overrides(config.load("tiny"), data_dir=str(data_dir))
     entries = [MethodEntry(method="full"), MethodEntry(method="lora"), MethodEntry(method="replay")]
     monkeypatch.setattr(tune.stats, "bootstrap", lambda groups: None)
-    monkeypatch.setattr(tune, "validation_config", lambda c, methods, widened=None: dataclasses.replace(
-        c, methods=[e for m in methods for e, _ in tune.grid(m, c, (widened or {}).get(m.label or m.method, ()))]))
     labels = {e.method: [x.label for x, _ in tune.grid(e, card)] for e in entries}
     finished = [labels["full"][0], *labels["lora"], *labels["replay"]]
     headline = {**{label: float(i) for i, label in enumerate(labels["lora"])},  # lora: the highest rate leads
@@ -225,13 +225,14 @@ def test_progress_runs_nothing_and_marks_a_choice_only_once_all_its_points_have_
 
     def stored(results, cfg):
         state = {e.label: "finished" if e.label in finished else "not run" for e in cfg.methods}
+        state[labels["full"][2]] = "failed: the tune runs it again"
         return {label: {"status": "finished", "label": label} for label in finished}, state
 
     monkeypatch.setattr(tune, "_stored", stored)
     monkeypatch.setattr("harness.metrics.run_metrics.run_row", lambda run: {"headline": headline[run["label"]]})
     monkeypatch.setattr("harness.sweep.sweep.run_sweep", lambda *a, **k: pytest.fail("progress ran a sweep"))
     path, line = tune.progress(card, str(tmp_path), ["full", "lora", "replay"])
-    assert line == "13 of 16 grid points run (0 failed); 1 of 3 variants chosen"
+    assert line == "13 of 16 grid points finished (1 to run again); 1 of 3 variants chosen"
     rows = {r.split(" | ")[0].strip("| "): r for r in path.read_text().splitlines() if r.startswith("| ")}
     assert rows[labels["replay"][4]].endswith("| **yes** | finished |")  # the defaults: inside the grid, final
     assert rows[labels["lora"][2]].endswith("|  | finished: leading so far |")
@@ -241,17 +242,50 @@ def test_progress_runs_nothing_and_marks_a_choice_only_once_all_its_points_have_
     assert "**replay**" in path.read_text() and "**lora**" not in path.read_text()
 
 
-def test_progress_reads_a_bad_run_file_without_moving_it(tmp_path, data_dir):
+def test_a_choice_names_the_defaults_once_when_they_are_the_next_best():
+    over = {"over": "lora lr=0.0003", "diff": 0.2, "lo": 0.1, "hi": 0.3, "p": 0.01}
+    r = {"variant": "lora", "label": "lora lr=0.0009", "edges": [], "factors": (3.0, 1.0), "margin": over,
+         "over_defaults": over}
+    line = tune._choice(r)
+    assert "ahead of lora lr=0.0003 (the defaults) by +0.200 [+0.100, +0.300]" in line and line.count("ahead of") == 1
+    r["margin"] = None  # the next best without per-item records: the defaults' difference is still given
+    assert "; ahead of the defaults (lora lr=0.0003) by +0.200" in tune._choice(r)
+
+
+def test_a_labelled_variant_widens_on_its_own(data_dir):
+    card = config.with_overrides(config.load("tiny"), data_dir=str(data_dir))
+    entries = [MethodEntry(method="lora"), MethodEntry(method="lora", label="lora-r4", config={"r": 4})]
+    val = tune.validation_config(card, entries, {"lora-r4": ((9.0, 1.0),)})
+    assert [e.label for e in val.methods].count("lora-r4 lr=0.0027") == 1  # its widened point, under its label
+    assert len(val.methods) == 7  # 3 + 3 stated, 1 widened: lora's own grid is not widened with it
+
+
+@pytest.mark.parametrize("stored, state", [
+    (None, "unreadable (not valid JSON (truncated?)"),  # a truncated file
+    (({"status": "finished", "protocol": {"version": 3}}, "field 'protocol' must be an object with a string 'version'"),
+     "unreadable (field 'protocol' must be"),  # well-formed, but no report could read it
+    (({"status": "finished", "protocol": {"version": "old"}}, None), "stored under protocol version old: the tune runs"),
+    (({"status": "running", "protocol": {"version": None}}, None), "running"),
+])
+def test_progress_sees_a_stored_point_as_the_tunes_resume_does_and_moves_no_file(stored, state, monkeypatch, tmp_path,
+                                                                              data_dir):
+    from harness.spec.protocol import stamp
     from harness.spec.spec import expand
 
     card = config.with_overrides(config.load("tiny"), data_dir=str(data_dir))
-    spec = expand(tune.validation_config(card, [MethodEntry(method="full")]))[0]
+    val = tune.validation_config(card, [MethodEntry(method="full")])
+    spec = expand(val)[0]
     bad = tmp_path / "runs" / f"{spec.run_id}.json"
     bad.parent.mkdir()
     bad.write_text('{"status": "fini')
+    if stored is not None:
+        data, why = stored
+        if data["protocol"]["version"] is None:
+            data["protocol"]["version"] = stamp(val)["version"]
+        monkeypatch.setattr("harness.store.validate.problem", lambda path: (data, why))
     path, line = tune.progress(card, str(tmp_path), ["full"])
-    assert line.startswith("0 of 3 grid points run") and bad.read_text() == '{"status": "fini'
-    assert "unreadable (" in path.read_text() and "run again by the tune" in path.read_text()
+    assert line.startswith("0 of 3 grid points finished") and bad.read_text() == '{"status": "fini'
+    assert f"| {tables.md_escape(state)}" in path.read_text()
 
 
 def test_the_tuned_card_keeps_a_variants_own_seeds(monkeypatch, tmp_path):

@@ -371,7 +371,7 @@ def html_page(sections: list[dict], header: dict) -> str:
                                    + "</tr>" for label, cells in rows) + "</tbody></table></details>")
         if settings := _settings_rows(section):
             parts.append(f"<details><summary>{h(SETTINGS)}</summary><table><thead><tr><th>Method</th><th>Settings</th>"
-                         "</tr></thead><tbody>" + "".join(f'<tr><td class="m">{h(label)}</td><td class="m">{h(text)}</td>'
+                         "</tr></thead><tbody>" + "".join(f'<tr><td class="m">{h(label)}</td><td class="m">{h(text) or "–"}</td>'
                                                           "</tr>" for label, text in settings) + "</tbody></table></details>")
     parts += [f"<script>{_SCRIPT}</script>", "</body></html>"]
     return "\n".join(parts) + "\n"

@@ -21,15 +21,16 @@ A-GEM, arXiv:1812.00420, Sec. 5: cross-validate on a few held-out tasks, then fr
 - The criterion: the highest headline score (harness.metrics.metrics.headline) on the validation stream, a
   tie going to the point nearer the defaults. The grid says how firm each choice is: every point's headline
   with its 95% interval over the validation items, and the chosen point's paired difference with the next
-  best (the same items resampled for both, harness.metrics.stats; descriptive, since the pair was picked by
-  its point estimates); a choice at the edge of the grid is named as such, since a better point may lie
-  beyond it.
+  best and with the method's defaults (the same items resampled for both, harness.metrics.stats; descriptive,
+  since the pair was picked by its point estimates); a choice at the edge of the grid is named as such, since
+  a better point may lie beyond it.
 
 Written to the results folder: grid.md and grid.csv (every point's headline and its terms, forgetting
 and plasticity, the chosen one marked) and tuned.yaml, the card with each method's chosen config, for
 `clbench run --config`: the methods the card names run its seeds, the others its first seed only (their own
 `seeds`), so one command runs the all-methods board. The grid's runs are stored like any sweep's, so an
-interrupted tune resumes.
+interrupted tune resumes. While it runs, `progress` (`clbench tune --progress`) writes progress.md there from
+the stored points, running nothing.
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ import csv
 import dataclasses
 import itertools
 import math
+import os
 from pathlib import Path
 
 import yaml
@@ -46,6 +48,7 @@ from tasks.registry import VALIDATION, _probe, builtin, domain, mmlu_domain_pool
 
 from ..core.errors import ConfigError
 from ..metrics import stats
+from ..report.tables import md_escape
 from ..spec.config import MethodEntry, SweepConfig, check, methods_named
 
 LR_FACTORS = (0.3, 1.0, 3.0)
@@ -106,7 +109,8 @@ def validation_config(card: SweepConfig, methods: list[MethodEntry], widened: di
                               f"{smallest} items (after max_item_chars); tune with at most {smallest - 1}")
         budget = dataclasses.replace(budget, transfer_items=min(budget.transfer_items, smallest - budget.learn_items))
     budget = dataclasses.replace(budget, max_new_tokens=DECODED)
-    entries = [point for entry in methods for point, _ in grid(entry, card, (widened or {}).get(entry.method, ()))]
+    entries = [point for entry in methods
+               for point, _ in grid(entry, card, (widened or {}).get(entry.label or entry.method, ()))]
     cfg = dataclasses.replace(card, name=f"{card.name}-validation", stream=stream, task_orders=[],
                               probes=[p for p in card.probes if p == "instruct"], methods=entries,
                               seeds=card.seeds[:1], budget=budget,
@@ -221,16 +225,18 @@ def _paired(a: dict, b: dict, reps: dict | None) -> dict | None:
 def _choice(r: dict) -> str:
     """One line on how firm a chosen point is: against the next best, and against the method's defaults."""
     where = f" (at the grid's {' and '.join(r['edges'])}: a better point may lie beyond)" if r["edges"] else ""
-    line = f"- **{r['variant']}**: `{r['label']}`{where}"
+    line = f"- **{md_escape(r['variant'])}**: {md_escape(r['label'])}{where}"
     if r["factors"] == (1.0, 1.0):
         line += ", the method's defaults"
     m, d = r["margin"], r["over_defaults"]
-    if m is None:
+    if m is None and d is None:
         return line + "; no paired difference (a single scored point, or runs without per-item records)."
-    line += f"; ahead of `{m['over']}`{' (the defaults)' if d and d['over'] == m['over'] else ''} by {_diff(m)}, " + (
-        "separated from it" if m["p"] < stats.ALPHA else "not separated from it: the choice is within the items' noise")
-    if d and d["over"] != m["over"]:
-        line += f"; ahead of the defaults (`{d['over']}`) by {_diff(d)}, " + (
+    if m is not None:
+        line += f"; ahead of {md_escape(m['over'])}{' (the defaults)' if d and d['over'] == m['over'] else ''} by " + \
+            f"{_diff(m)}, " + ("separated from it" if m["p"] < stats.ALPHA else
+                               "not separated from it: the choice is within the items' noise")
+    if d is not None and (m is None or d["over"] != m["over"]):
+        line += f"; ahead of the defaults ({md_escape(d['over'])}) by {_diff(d)}, " + (
             "separated from them" if d["p"] < stats.ALPHA else "not separated from them")
     return line + "."
 
@@ -250,11 +256,13 @@ def _table(rows: list[dict], state: dict[str, str] | None = None) -> list[str]:
 
     def shown(r, c):
         if c == "state":
-            return state[r["label"]]
+            return md_escape(state[r["label"]])
         if c == "chosen":
             return "**yes**" if r[c] else ""
         if c == "headline" and r["headline_lo"] is not None:
             return f"{cell(r[c])} [{cell(r['headline_lo'])}, {cell(r['headline_hi'])}]"
+        if c in ("label", "knob") and r[c] is not None:
+            return md_escape(r[c])  # from the card, a file like any other
         return f"{r[c]:.3g}" if c in ("lr", "value") and r[c] is not None else cell(r[c])
 
     return ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns),
@@ -300,21 +308,34 @@ def write(card: SweepConfig, methods: list[MethodEntry], rows: list[dict], out: 
     return {"grid": out / "grid.md", "csv": out / "grid.csv", "tuned": out / "tuned.yaml"}
 
 
+FINISHED = "finished"
+
+
 def _stored(results: str, cfg: SweepConfig) -> tuple[dict, dict]:
-    """({label: stored run}, {label: its state}) of every point of `cfg`, read without changing the folder (a bad
-    file is named and left for the tune, which moves it aside and runs the point again)."""
+    """({label: finished run}, {label: its state}) of every point of `cfg`, as the tune's resume sees them (a point
+    is done when its run finished under the card's protocol version; anything else runs again), read without
+    changing the folder (the tune moves a bad file aside; here it is only named)."""
+    from ..spec.protocol import stamp, version_of
     from ..spec.spec import expand
     from ..store.store import Store
     from ..store.validate import problem
 
+    version = stamp(cfg)["version"]
     runs, state = {}, {}
     for spec in expand(cfg):
         path = Store(results).run_path(spec.run_id)
-        data, why = problem(path) if path.exists() else (None, None)
-        if data is not None:
-            runs[spec.label], state[spec.label] = data, data.get("status", "unknown")
+        if not os.path.lexists(path):
+            state[spec.label] = "not run"
+            continue
+        data, why = problem(path)
+        if why is not None:
+            state[spec.label] = f"unreadable ({why}): the tune moves it aside and runs the point again"
+        elif version_of(data) != version:
+            state[spec.label] = f"stored under protocol version {version_of(data)}: the tune runs it again"
+        elif data["status"] != FINISHED:
+            state[spec.label] = data["status"] + (": the tune runs it again" if data["status"] == "failed" else "")
         else:
-            state[spec.label] = f"unreadable ({why}): run again by the tune" if why else "not run"
+            runs[spec.label], state[spec.label] = data, FINISHED
     return runs, state
 
 
@@ -322,7 +343,7 @@ def progress(card: SweepConfig, results: str, names: list[str] | None = None,
              cost_sources: list[str] | None = None) -> tuple[Path, str]:
     """progress.md in `results`, running nothing: every grid point of a tune that runs or was stopped (the widened
     ones it will add, as far as the finished points decide them), whether it has run, and each variant's choice
-    where all its points have run (else the point leading so far); with one line to print that counts them."""
+    where all its points have finished (else the point leading so far); with one line to print that counts them."""
     from ..model.precision import pick_device
     from ..report import cost
 
@@ -332,7 +353,7 @@ def progress(card: SweepConfig, results: str, names: list[str] | None = None,
         cfg = validation_config(card, methods, widened)
         runs, state = _stored(results, cfg)
         rows = choose(card, methods, runs, widened)
-        open_ = {r["variant"] for r in rows if state[r["label"]] not in ("finished", "failed")}
+        open_ = {r["variant"] for r in rows if state[r["label"]] != FINISHED}
         more = widen([r for r in rows if r["variant"] not in open_], widened)
         if more == widened:
             break
@@ -340,17 +361,18 @@ def progress(card: SweepConfig, results: str, names: list[str] | None = None,
     for r in rows:
         if r["variant"] in open_ and r["chosen"]:
             r["chosen"], state[r["label"]] = False, "finished: leading so far"
-    done = sum(s.startswith("finished") or s == "failed" for s in state.values())
-    left = len(state) - done
-    line = (f"{done} of {len(state)} grid points run ({sum(s == 'failed' for s in state.values())} failed); "
-            f"{len({r['variant'] for r in rows}) - len(open_)} of {len({r['variant'] for r in rows})} variants "
-            f"chosen" + (f"; {cost.expected(cfg, pick_device(cfg.device), [results, *cost_sources], left=left)}"
-                          if left and cost_sources is not None else ""))
-    lines = [f"# Tuning grid of `{card.name}` so far", "",
-             f"Written by `clbench tune --progress`, which runs nothing: {line}. A variant's choice is marked once all "
-             "its points have run, the grid widened where the choice sat at a learning-rate edge (the widened points "
-             "appear as the finished ones decide them); until then the point leading so far is named. The "
-             "headline's interval: 95%, the validation items resampled.", "", *_table(rows, state)]
+    done = sum(s.startswith(FINISHED) for s in state.values())
+    again = sum(s.endswith("runs it again") or s.startswith("unreadable") for s in state.values())
+    variants = {r["variant"] for r in rows}
+    line = (f"{done} of {len(state)} grid points finished" + (f" ({again} to run again)" if again else "") +
+            f"; {sum(r['chosen'] for r in rows)} of {len(variants)} variants chosen" +
+            (f"; {cost.expected(cfg, pick_device(cfg.device), [results, *cost_sources], left=len(state) - done)}"
+             if done < len(state) and cost_sources is not None else ""))
+    lines = [f"# Tuning grid of `{md_escape(card.name)}` so far", "",
+             f"Written by `clbench tune --progress`, which runs nothing: {md_escape(line)}. A variant's choice is "
+             "marked once all its points have finished, the grid widened where the choice sat at a learning-rate "
+             "edge (the widened points appear as the finished ones decide them); until then the point leading so "
+             "far is named. The headline's interval: 95%, the validation items resampled.", "", *_table(rows, state)]
     if choices := [_choice(r) for r in rows if r["chosen"]]:
         lines += ["", "How firm each choice is:", "", *choices]
     path = Path(results) / "progress.md"
