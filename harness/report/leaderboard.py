@@ -76,7 +76,6 @@ def settings(group: list[dict]) -> dict:
     return config if isinstance(config, dict) else {}
 
 
-
 HEADLINE = "headline"  # the metric rows are ranked by (harness.metrics.metrics.headline) ...
 FALLBACK = "overall"  # ... or, in a section whose runs lack per-item log-probabilities (schema 1), OP
 REFERENCE = "full"  # the method every other is compared with (sequential full fine-tuning, the forgetting baseline)
@@ -100,9 +99,9 @@ def method_groups(runs: list[dict]) -> dict[str, list[dict]]:
 
 def rows(runs: list[dict]) -> list[dict]:
     """One row per method label over `runs` (one protocol), in order of the headline metric, Pareto front marked.
-    Each row: label, method, description, citation, settings (the method config its runs stored), seeds, failed, running, rank, pareto, and per column key
-    the mean, with `ci[key]` its 95% Student-t half-width over runs (None below two runs) and, where every run
-    has per-item records, `interval[key]` the 95% bootstrap interval over items and runs (harness.metrics.stats).
+    Each row: label, method, description, citation, settings (the method config its runs stored), seeds, failed,
+    running, rank, pareto, and per column key the mean, with `ci[key]` its 95% Student-t half-width over runs (None
+    below two runs) and, where every run has per-item records, `interval[key]` the 95% bootstrap interval over items and runs (harness.metrics.stats).
     rank: with per-item records, the rank band (1 + the methods significantly better on the headline metric);
     without, 1 + the rows with a strictly higher mean (ties share a rank). `vs_reference`: the paired difference
     from the `full` row on the headline metric, when there is one and per-item records; `forgetting_vs_reference`

@@ -320,10 +320,10 @@ def _stored(results: str, cfg: SweepConfig) -> tuple[dict, dict]:
     from ..store.store import Store
     from ..store.validate import problem
 
-    version = stamp(cfg)["version"]
+    version, store = stamp(cfg)["version"], Store(results)
     runs, state = {}, {}
     for spec in expand(cfg):
-        path = Store(results).run_path(spec.run_id)
+        path = store.run_path(spec.run_id)
         if not os.path.lexists(path):
             state[spec.label] = "not run"
             continue
@@ -368,7 +368,7 @@ def progress(card: SweepConfig, results: str, names: list[str] | None = None,
             f"; {sum(r['chosen'] for r in rows)} of {len(variants)} variants chosen" +
             (f"; {cost.expected(cfg, pick_device(cfg.device), [results, *cost_sources], left=len(state) - done)}"
              if done < len(state) and cost_sources is not None else ""))
-    lines = [f"# Tuning grid of `{md_escape(card.name)}` so far", "",
+    lines = [f"# Tuning grid of {md_escape(card.name)} so far", "",
              f"Written by `clbench tune --progress`, which runs nothing: {md_escape(line)}. A variant's choice is "
              "marked once all its points have finished, the grid widened where the choice sat at a learning-rate "
              "edge (the widened points appear as the finished ones decide them); until then the point leading so "
