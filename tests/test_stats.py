@@ -1,11 +1,14 @@
 """harness.metrics.stats: bootstrap intervals over items and runs, paired comparisons, Holm, rank bands (#14)."""
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 from synthetic_runs import synthetic_run
 
 from harness.metrics import stats
+from harness.metrics.run_metrics import run_row
 from harness.report import leaderboard, tables
 from harness.store.store import Store
 from harness.store.validate import problem
@@ -105,3 +108,80 @@ def test_the_board_marks_a_method_that_forgets_significantly_less_than_full():
     assert line.count(", sig.") == 2
     csv_head = tables.csv_text(secs, leaderboard.header(runs)).splitlines()[0].split(",")
     assert {"forgetting_vs_full_lo", "forgetting_vs_full_hi", "forgetting_vs_full_p_holm"} <= set(csv_head)
+
+
+def _set_items(view: dict, right: int, n: int = N, **columns):
+    """A view's per-item records: the first `right` of `n` items correct, plus `columns` (lists)."""
+    view["items"] = {"uid": [f"i{k}" for k in range(n)], "correct": [int(k < right) for k in range(n)], **columns}
+    view.update(score=right / n, n=n)
+
+
+def _with_stop(run: dict, stopped: list[int], tail: list[float], n: int = N) -> dict:
+    """The stop probe after every stage: the first stopped[s] of n answers stopped, the first `tail[s] * n`
+    of them (at stage s) with a repeated tail (share 1.0, the rest 0.0)."""
+    for stage, k, t in zip(run["stages"], stopped, tail):
+        flags, reps = [k_ < k for k_ in range(n)], [float(k_ < round(t * n)) for k_ in range(n)]
+        stage["probes"]["stop"] = {"prompts": {
+            "stop_rate": k / n, "tail_repetition": sum(reps) / n, "n": n,
+            "items": {"uid": [f"p{i}" for i in range(n)], "stopped": flags, "length": [8] * n, "tail_repetition": reps}}}
+    return run
+
+
+def test_the_probes_measures_get_intervals_from_their_items():
+    """Second source: the stop-rate change is the share of the resampled prompts that stop at the end but not
+    at stage 0 (half of them): binomial, standard error sqrt(0.25 / N); tail repetition likewise."""
+    run = _with_stop(synthetic_run("full", 0, _R([0.5, 0.75]), items=N), stopped=[N // 2, N // 2, N],
+                     tail=[0.0, 0.0, 0.25])
+    for stage, right in zip(run["stages"], (N // 2, N // 2, N // 4)):  # general: 0.5 at stage 0, 0.25 at the end
+        _set_items(stage["probes"]["general"]["heldout"], right, gold_logprob=[-1.0] * N)
+    reps = stats.bootstrap({"full": [run]})["full"]
+    se = math.sqrt(0.25 / N)
+    lo, hi = stats.interval(reps["stop_rate_change"])
+    assert lo < 0.5 < hi and (hi - lo) == pytest.approx(2 * 1.96 * se, rel=0.15)
+    lo, hi = stats.interval(reps["tail_repetition"])
+    assert lo < 0.25 < hi and (hi - lo) == pytest.approx(2 * 1.96 * math.sqrt(0.25 * 0.75 / N), rel=0.15)
+    lo, hi = stats.interval(reps["general_retention"])
+    assert lo < 0.5 < hi < 1
+    row = leaderboard.rows([run])[0]
+    assert row["stop_rate_change"] == 0.5 and row["general_retention"] == 0.5
+    assert {"stop_rate_change", "tail_repetition", "general_retention", "general_retention_base"} <= set(row["interval"])
+    md = tables.markdown(leaderboard.sections([run]), leaderboard.header([run]))
+    assert "+0.500 [" in next(line for line in md.splitlines() if line.startswith("| 1 | full |"))
+
+
+def test_a_retention_ratio_without_a_baseline_is_left_out_of_its_replicates():
+    run = synthetic_run("full", 0, _R([0.5, 0.75]), items=N)
+    for stage, right in zip(run["stages"], (1, 1, 1)):  # 1 of 4 general items right: many replicates draw none
+        _set_items(stage["probes"]["general"]["heldout"], right, n=4, gold_logprob=[-1.0] * 4)
+    reps = stats.bootstrap({"full": [run]})["full"]["general_retention"]
+    assert np.isnan(reps).mean() > 0.2  # (3/4)^4 of the draws hold no right answer at stage 0
+    lo, hi = stats.interval(reps)
+    assert np.isfinite([lo, hi]).all() and lo <= 1 <= hi
+
+
+def test_each_tasks_forgetting_gets_an_interval_on_the_board():
+    runs = [synthetic_run("full", 0, _R([0.25, 0.75]), items=N),  # stem forgotten: 0.75 -> 0.25
+            synthetic_run("keeps", 0, _R([0.75, 0.75]), items=N, method="replay")]
+    by = {r["label"]: r for r in leaderboard.rows(runs)}
+    lo, hi = by["full"]["task_forgetting_interval"]["stem"]
+    assert by["full"]["task_forgetting"]["stem"] == pytest.approx(0.75) and 0 < lo < 0.75 < hi
+    assert by["keeps"]["task_forgetting_interval"]["stem"] == (0.0, 0.0)
+    md = tables.markdown(leaderboard.sections(runs), leaderboard.header(runs))
+    assert f"| full | +0.750 [{lo:+.3f}, {hi:+.3f}] |" in md
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parent.parent / "results/reference/standard/runs").glob("*.json"))[:3],
+                         ids=lambda p: p.stem)
+def test_a_replicate_on_the_items_as_drawn_is_the_point_estimate(path):
+    """Second source for every bootstrapped measure on a real stored run (the standard board's): resampling
+    each view's items as they are, once, recomputes run_metrics.run_row's values (which read the views' stored
+    means: equal to the items' within the float32 rounding of stored log-probabilities)."""
+    run = json.loads(path.read_text())
+    views = stats._views(run)
+    same = {key: np.arange(len(uids))[None, :] for key, (uids, _, _) in views.items()}
+    replicate = stats._run_replicates(run, views, same)
+    row = run_row(run)
+    expected = {**{k: row[k] for k in (*stats.BOOTSTRAPPED, *stats.PROBE_MEASURES)},
+                **{stats.TASK_FORGETTING + t: v for t, v in row["lp_task_forgetting"].items()}}
+    assert set(replicate) == set(expected)
+    assert {k: float(v[0]) for k, v in replicate.items()} == pytest.approx(expected, rel=0, abs=1e-6)

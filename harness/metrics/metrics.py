@@ -13,6 +13,10 @@ Indices in code are 0-based over tasks: task k (0-based) is trained at stage k+1
 """
 from __future__ import annotations
 
+import functools
+
+import numpy as np
+
 
 def _mean(xs):
     xs = list(xs)
@@ -49,11 +53,12 @@ def plasticity(R) -> float:
     return _mean(R[k + 1][k] - R[0][k] for k in range(T))
 
 
-def forgetting(R) -> list[float]:
-    """Per task except the last: best score seen after learning it minus the final score."""
+def forgetting(R) -> list:
+    """Per task except the last: best score seen after learning it minus the final score. Entries may be
+    floats or arrays of bootstrap replicates (harness.metrics.stats)."""
     _check(R)
     T = len(R[0])
-    return [max(R[s][k] for s in range(k + 1, T)) - R[T][k] for k in range(T - 1)]
+    return [functools.reduce(np.maximum, (R[s][k] for s in range(k + 1, T))) - R[T][k] for k in range(T - 1)]
 
 
 def matrix(stages: list[dict], tasks: list[str], view: str = "recall") -> list[list[float]]:
@@ -79,19 +84,8 @@ def logprob_matrix(stages: list[dict], tasks: list[str], view: str = "recall") -
 
 
 def mean_forgetting(R):
-    """Mean over the tasks before the last of forgetting(R); None for a one-task stream. Written with
-    comparisons that also take arrays of bootstrap replicates."""
-    _check(R)
-    T = len(R[0])
-    if T < 2:
-        return None
-    per_task = []
-    for k in range(T - 1):
-        best = R[k + 1][k]
-        for s in range(k + 2, T):
-            best = best + ((R[s][k] - best) > 0) * (R[s][k] - best)  # max(best, R[s][k]), for floats and arrays
-        per_task.append(best - R[T][k])
-    return _mean(per_task)
+    """Mean over the tasks before the last of forgetting(R); None for a one-task stream."""
+    return _mean(forgetting(R))
 
 
 def headline(L, G=None) -> dict:

@@ -1,14 +1,16 @@
 """Uncertainty that includes the items: bootstrap intervals, paired comparisons and rank bands.
 
 A run of result schema 2 stores every view's per-item outcomes (harness.run.evaluation). One bootstrap
-replicate draws, for every task view and the general probe, its items with replacement, the same draw
-for every method of a leaderboard section (the methods answered the same items, so they are compared
-on the same resampled items: a paired bootstrap), and, for each method, its runs with replacement
-(seeds and task orders). Each metric is recomputed from the resampled outcomes by the same functions
-as the point estimate (harness.metrics.metrics). A single-seed row therefore still has an interval: the one
-its items give.
+replicate draws, for every task view and every probe with per-item records (general, instruct, stop), its
+items with replacement, the same draw for every method of a leaderboard section (the methods answered the
+same items, so they are compared on the same resampled items: a paired bootstrap), and, for each method,
+its runs with replacement (seeds and task orders). Each metric is recomputed from the resampled outcomes
+by the same functions as the point estimate (harness.metrics.metrics): the task-view measures
+(BOOTSTRAPPED), each task's forgetting on the log-probability matrix (TASK_FORGETTING + task), and the
+probes' measures (PROBE_MEASURES). A single-seed row therefore still has an interval: the one its items give.
 
-- interval: the 2.5th and 97.5th percentiles of the replicates (percentile bootstrap).
+- interval: the 2.5th and 97.5th percentiles of the replicates (percentile bootstrap); a general retention
+  ratio is undefined in a replicate whose resampled baseline accuracy is 0, and such replicates are left out.
 - paired difference of a method and a reference (`full`): the replicates' differences; two-sided
   p = min(1, 2 min(P(d <= 0), P(d >= 0))), counted with +1 so that it is never 0; Holm's step-down
   correction over the methods compared with the reference.
@@ -23,43 +25,58 @@ from __future__ import annotations
 import numpy as np
 
 from . import metrics
+from .run_metrics import NOT_ACCURACY
 
 REPLICATES = 2000
 ALPHA = 0.05
 SEED = 0  # the bootstrap's draws are fixed: a board rebuilt from the same runs gives the same intervals
 BOOTSTRAPPED = ("headline", "lp_gain", "instruct_change", "overall", "bwt", "fwt", "plasticity", "transfer", "general",
-                "lp_bwt", "lp_plasticity", "lp_forgetting")
-CONTINUOUS = ("gold_logprob", "reference_logprob", "logprob")  # per-item log-probability (MC, code, instruct)
-
+                "lp_bwt", "lp_plasticity", "lp_forgetting")  # the task views' measures (what `clbench power` projects)
+PROBE_MEASURES = ("general_retention", "general_retention_base", "stop_rate_change", "tail_repetition")
+TASK_FORGETTING = "lp_forgetting:"  # + a task's name: that task's forgetting on the log-probability matrix
+# per-item continuous columns: log-probabilities (MC, code, instruct) and the stop probe's tail repetition
+CONTINUOUS = ("gold_logprob", "reference_logprob", "logprob", "tail_repetition")
+OUTCOMES = ("correct", "passed", "stopped")
+STOP = ("stop", "prompts")
 
 def _views(run: dict) -> dict | None:
-    """{(task, view): (uids, outcomes [stages + 1, items] of 0/1, log-probabilities [stages + 1, items] or None)}
+    """{(task, view): (uids, outcomes [stages + 1, items] of 0/1, continuous values [stages + 1, items] or None)}
     of the views the bootstrapped metrics read, the last row the unprepared base model's (`base_model`, else
-    stage 0); None when a stage lacks per-item records or a view's items change between stages."""
+    stage 0); None when a stage lacks per-item records or a view's items change between stages. The stop
+    probe, which no ranked measure reads, is left out where its records are incomplete."""
     tasks, stages = list(run["spec"]["stream"]), run["stages"]
     wanted = [("scores", t, v) for t in tasks for v in ("recall", "transfer")]
     for probe, view in (("general", "heldout"), ("instruct", "reference")):
         if probe in stages[0].get("probes", {}):
             wanted.append(("probes", probe, view))
-    base = run.get("base_model") or stages[0]  # the unprepared base model's scores (see metrics.headline)
+    rows = [*stages, run.get("base_model") or stages[0]]  # the last row: the unprepared base model (metrics.headline)
     out = {}
     for group, task, view in wanted:
-        rows, logprobs, uids = [], [], None
-        for stage in [*stages, base]:  # the last row: the base model
-            items = ((stage.get(group) or {}).get(task) or {}).get(view, {}).get("items")
-            if not isinstance(items, dict) or (uids is not None and items.get("uid") != uids):
-                return None
-            outcome = next((k for k in ("correct", "passed") if k in items), None)
-            if outcome is None and task != "instruct":  # the instruct probe has log-probabilities only
-                return None
-            uids = items["uid"]
-            rows.append(items[outcome] if outcome else [0] * len(uids))
-            logprobs.append(next((items[k] for k in CONTINUOUS if k in items), None))
-        if not uids:
+        if (found := _view(rows, group, task, view)) is None:
             return None
-        continuous = None if any(lp is None for lp in logprobs) else np.asarray(logprobs, dtype=np.float64)
-        out[(task, view)] = (tuple(uids), np.asarray(rows, dtype=np.float64), continuous)
+        out[(task, view)] = found
+    stop = _view([*stages, stages[0]], "probes", "stop", "prompts")  # its measures start from stage 0
+    if stop is not None:
+        out[STOP] = stop
     return out
+
+
+def _view(rows: list[dict], group: str, task: str, view: str) -> tuple | None:
+    outcomes, continuous, uids = [], [], None
+    for stage in rows:
+        items = ((stage.get(group) or {}).get(task) or {}).get(view, {}).get("items")
+        if not isinstance(items, dict) or (uids is not None and items.get("uid") != uids):
+            return None
+        outcome = next((k for k in OUTCOMES if k in items), None)
+        if outcome is None and task != "instruct":  # the instruct probe has log-probabilities only
+            return None
+        uids = items["uid"]
+        outcomes.append(items[outcome] if outcome else [0] * len(uids))
+        continuous.append(next((items[k] for k in CONTINUOUS if k in items), None))
+    if not uids:
+        return None
+    values = None if any(c is None for c in continuous) else np.asarray(continuous, dtype=np.float64)
+    return tuple(uids), np.asarray(outcomes, dtype=np.float64), values
 
 
 def _run_replicates(run: dict, views: dict, draws: dict) -> dict:
@@ -88,6 +105,24 @@ def _run_replicates(run: dict, views: dict, draws: dict) -> dict:
         out.update({key: value for key, value in metrics.logprob_summary(L[:stages]).items() if value is not None})
         G = resampled("instruct", "reference", column=2) if ("instruct", "reference") in views else None
         out.update(metrics.headline([L[stages], *L[1:stages]], G and [G[stages], *G[1:stages]]))
+        out.update({TASK_FORGETTING + task: value for task, value in zip(tasks, metrics.forgetting(L[:stages]))})
+    return {**out, **_probe_measures(run, views, resampled, stages)}
+
+
+def _probe_measures(run: dict, views: dict, resampled, stages: int) -> dict:
+    """General retention (where `general` is the run's only accuracy probe: others, like lm-eval's, store no
+    items), the stop-rate change and the tail repetition, as harness.metrics.run_metrics computes them."""
+    out, final = {}, stages - 1
+    accuracy = [p for p in run["stages"][-1]["probes"] if p not in NOT_ACCURACY]
+    if accuracy == ["general"] and ("general", "heldout") in views:
+        g = resampled("general", "heldout")
+        with np.errstate(divide="ignore", invalid="ignore"):  # a baseline of 0 has no ratio: nan, left out
+            out["general_retention"] = np.where(g[0] > 0, g[final] / g[0], np.nan)
+            out["general_retention_base"] = np.where(g[stages] > 0, g[final] / g[stages], np.nan)
+    if STOP in views and views[STOP][2] is not None:
+        stopped, tail = resampled(*STOP), resampled(*STOP, column=2)
+        out["stop_rate_change"] = stopped[final] - stopped[0]
+        out["tail_repetition"] = tail[final]
     return out
 
 
@@ -100,15 +135,22 @@ def item_replicates(groups: dict[str, list[dict]], replicates: int = REPLICATES)
     views = [_views(r) for r in runs]
     if any(v is None for v in views):
         return None
+    if len({v[STOP][0] if STOP in v else None for v in views}) > 1:  # the optional stop probe: all runs or none
+        for v in views:
+            v.pop(STOP, None)
     shared = {key: uids for key, (uids, _, _) in views[0].items()}
     if any({key: uids for key, (uids, _, _) in v.items()} != shared for v in views[1:]):
         return None
     rng = np.random.default_rng(SEED)
-    draws = {key: rng.integers(0, len(uids), size=(replicates, len(uids))) for key, uids in sorted(shared.items())}
+    draws = {key: rng.integers(0, len(uids), size=(replicates, len(uids)))
+             for key, uids in sorted(shared.items()) if key != STOP}
+    if STOP in shared:  # its own generator: the task views' draws stay those of boards made before it was drawn
+        draws[STOP] = np.random.default_rng(SEED + 2).integers(0, len(shared[STOP]), (replicates, len(shared[STOP])))
     by_run = {id(r): _run_replicates(r, v, draws) for r, v in zip(runs, views)}
     out = {}
     for label, group in sorted(groups.items()):
-        per_key = {key: [by_run[id(r)].get(key) for r in group] for key in BOOTSTRAPPED}
+        keys = {key for r in group for key in by_run[id(r)]}
+        per_key = {key: [by_run[id(r)].get(key) for r in group] for key in sorted(keys)}
         out[label] = {key: np.stack(v) for key, v in per_key.items() if all(x is not None for x in v)}
     return out
 
@@ -128,7 +170,12 @@ def bootstrap(groups: dict[str, list[dict]], replicates: int = REPLICATES) -> di
     return out
 
 
-def interval(reps: np.ndarray) -> tuple[float, float]:
+def interval(reps: np.ndarray) -> tuple[float, float] | None:
+    """The percentile interval of the replicates where the measure exists (see the module's docstring); None
+    where it exists in none."""
+    reps = reps[~np.isnan(reps)]
+    if not reps.size:
+        return None
     lo, hi = np.percentile(reps, [100 * ALPHA / 2, 100 * (1 - ALPHA / 2)])
     return float(lo), float(hi)
 

@@ -101,7 +101,9 @@ def rows(runs: list[dict]) -> list[dict]:
     """One row per method label over `runs` (one protocol), in order of the headline metric, Pareto front marked.
     Each row: label, method, description, citation, settings (the method config its runs stored), seeds, failed,
     running, rank, pareto, and per column key the mean, with `ci[key]` its 95% Student-t half-width over runs (None
-    below two runs) and, where every run has per-item records, `interval[key]` the 95% bootstrap interval over items and runs (harness.metrics.stats).
+    below two runs) and, where every run has per-item records, `interval[key]` the 95% bootstrap interval over
+    items and runs (harness.metrics.stats); `task_forgetting` {task: mean forgetting on the log-probability
+    matrix}, with `task_forgetting_interval` {task: its bootstrap interval}.
     rank: with per-item records, the rank band (1 + the methods significantly better on the headline metric);
     without, 1 + the rows with a strictly higher mean (ties share a rank). `vs_reference`: the paired difference
     from the `full` row on the headline metric, when there is one and per-item records; `forgetting_vs_reference`
@@ -117,13 +119,17 @@ def rows(runs: list[dict]) -> list[dict]:
         row = {"label": label, "method": group[0]["spec"]["method"], **_info(group), "settings": settings(group),
                "seeds": len(per_run),
                "failed": failed, "running": running,
-               "unverified": sum(r.get("verified") is False for r in finished[label]), "ci": {}, "interval": {}, "vs_reference": None,
+               "unverified": sum(r.get("verified") is False for r in finished[label]), "ci": {}, "interval": {},
+               "task_forgetting_interval": {}, "vs_reference": None,
                "forgetting_vs_reference": None}
         for key, _, _ in COLUMNS:
             row[key], row["ci"][key], _n = mean_ci(p[key] for p in per_run)
         row["task_forgetting"] = _task_forgetting(per_run)
         if reps and label in reps:
-            row["interval"] = {key: stats.interval(values) for key, values in reps[label].items()}
+            intervals = {key: stats.interval(values) for key, values in reps[label].items()}
+            row["interval"] = {key: iv for key, iv in intervals.items() if iv and not key.startswith(stats.TASK_FORGETTING)}
+            row["task_forgetting_interval"] = {key[len(stats.TASK_FORGETTING):]: iv for key, iv in intervals.items()
+                                               if iv and key.startswith(stats.TASK_FORGETTING)}
         out.append(row)
     key = ranking_key(out)
     out.sort(key=lambda r: (r[key] is None, -(r[key] or 0), r["label"]))

@@ -172,12 +172,17 @@ def _task_forgetting_rows(section: dict) -> tuple[list[str], list[tuple[str, lis
     tasks = []
     for r in section["rows"]:
         tasks += [t for t in r.get("task_forgetting", {}) if t not in tasks]
-    cells = [(r["label"], [f"{r['task_forgetting'][t]:+.3f}" if t in r.get("task_forgetting", {}) else "–"
-                           for t in tasks]) for r in section["rows"]]
-    return tasks, cells
+    def cell(r, t):
+        if t not in r.get("task_forgetting", {}):
+            return "–"
+        lo_hi = r.get("task_forgetting_interval", {}).get(t)
+        return f"{r['task_forgetting'][t]:+.3f}" + (f" [{lo_hi[0]:+.3f}, {lo_hi[1]:+.3f}]" if lo_hi else "")
+
+    return tasks, [(r["label"], [cell(r, t) for t in tasks]) for r in section["rows"]]
 
 
-TASK_FORGETTING = "Per-task forgetting (log-prob, nats per token, lower is better; mean over the row's runs)"
+TASK_FORGETTING = ("Per-task forgetting (log-prob, nats per token, lower is better; mean over the row's runs, "
+                   "with its 95% interval over the items and runs where they have per-item records)")
 SETTINGS = "Settings (each row's method config, defaults included, as its run files store it)"
 
 
