@@ -185,3 +185,24 @@ def test_a_replicate_on_the_items_as_drawn_is_the_point_estimate(path):
                 **{stats.TASK_FORGETTING + t: v for t, v in row["lp_task_forgetting"].items()}}
     assert set(replicate) == set(expected)
     assert {k: float(v[0]) for k, v in replicate.items()} == pytest.approx(expected, rel=0, abs=1e-6)
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_the_seed_term_of_an_interval_is_not_shrunk_by_resampling_few_runs(n):
+    """Second source: runs whose items all agree (no item variance) and whose last task is learned or not by
+    seed. The mean of n runs then has variance s^2 / n (s^2 the runs' unbiased variance, what `clbench power`
+    projects with); resampling n runs with replacement alone gives (n - 1) / n of it: half at two seeds."""
+    runs = [synthetic_run("full", s, _R([1.0, op], base=(0.0, 0.0), after1=(1.0, 0.0)), items=N)
+            for s, op in enumerate((1.0, 0.0, 1.0)[:n])]
+    values = [run_row(r)["lp_plasticity"] for r in runs]  # 1.5 or 0.75 nats: unbounded, never clipped
+    reps = stats.bootstrap({"full": runs})["full"]["lp_plasticity"]
+    assert np.var(reps) == pytest.approx(np.var(values, ddof=1) / n, rel=0.1)
+
+
+def test_an_interval_stays_within_what_its_measure_can_be():
+    """Scaling the seeds' deviations (above) must not carry a share below 0 or above 1: three runs, one of
+    whose final recall is perfect and two near it."""
+    runs = [synthetic_run("full", s, _R([op, op], base=(0.0, 0.0), after1=(1.0, 0.0)), items=N)
+            for s, op in enumerate((1.0, 0.975, 0.95))]
+    lo, hi = stats.interval(stats.bootstrap({"full": runs})["full"]["overall"])
+    assert lo < 0.975 and hi == 1.0

@@ -3,11 +3,15 @@
 A run of result schema 2 stores every view's per-item outcomes (harness.run.evaluation). One bootstrap
 replicate draws, for every task view and every probe with per-item records (general, instruct, stop), its
 items with replacement, the same draw for every method of a leaderboard section (the methods answered the
-same items, so they are compared on the same resampled items: a paired bootstrap), and, for each method,
-its runs with replacement (seeds and task orders). Each metric is recomputed from the resampled outcomes
-by the same functions as the point estimate (harness.metrics.metrics): the task-view measures
-(BOOTSTRAPPED), each task's forgetting on the log-probability matrix (TASK_FORGETTING + task), and the
-probes' measures (PROBE_MEASURES). A single-seed row therefore still has an interval: the one its items give.
+same items, so they are compared on the same resampled items: a paired bootstrap), and recomputes each
+run's metrics from the redrawn outcomes by the same functions as the point estimate (harness.metrics.metrics):
+the task-view measures (BOOTSTRAPPED), each task's forgetting on the log-probability matrix (TASK_FORGETTING
++ task) and the probes' measures (PROBE_MEASURES). Then, for each method, it draws its n runs (seeds and task
+orders) with replacement and scales their mean's deviation from the mean of all n by sqrt(n / (n - 1)):
+resampling n runs alone gives (n - 1) / n of the unbiased seed variance s^2 / n of their mean, half of it at
+two seeds (the usual small-sample adjustment; `clbench power` projects with s^2 too), and clips a bounded
+measure to what it can be (BOUNDS: a share stays in [0, 1]). A single-seed row
+therefore still has an interval: the one its items give.
 
 - interval: the 2.5th and 97.5th percentiles of the replicates (percentile bootstrap); a general retention
   ratio is undefined in a replicate whose resampled baseline accuracy is 0, and such replicates are left out.
@@ -21,6 +25,8 @@ Runs without per-item records (schema 1) get none of this; the leaderboard then 
 intervals over seeds and ranks ties equally.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -38,6 +44,11 @@ TASK_FORGETTING = "lp_forgetting:"  # + a task's name: that task's forgetting on
 CONTINUOUS = ("gold_logprob", "reference_logprob", "logprob", "tail_repetition")
 OUTCOMES = ("correct", "passed", "stopped")
 STOP = ("stop", "prompts")
+# what a bounded measure can be: a replicate whose scaled seed deviation (see above) leaves it is clipped to it
+SHARE, DIFFERENCE = (0.0, 1.0), (-1.0, 1.0)
+BOUNDS = {"overall": SHARE, "transfer": SHARE, "general": SHARE, "tail_repetition": SHARE, "bwt": DIFFERENCE,
+          "fwt": DIFFERENCE, "plasticity": DIFFERENCE, "stop_rate_change": DIFFERENCE,
+          "general_retention": (0.0, None), "general_retention_base": (0.0, None)}
 
 def _views(run: dict) -> dict | None:
     """{(task, view): (uids, outcomes [stages + 1, items] of 0/1, continuous values [stages + 1, items] or None)}
@@ -165,8 +176,14 @@ def bootstrap(groups: dict[str, list[dict]], replicates: int = REPLICATES) -> di
     rng = np.random.default_rng(SEED + 1)
     out = {}
     for label, metrics_of in per_run.items():
-        picks = rng.integers(0, len(groups[label]), size=(replicates, len(groups[label])))  # runs drawn per replicate
-        out[label] = {key: matrix[picks.T, np.arange(replicates)].mean(axis=0) for key, matrix in metrics_of.items()}
+        n = len(groups[label])
+        picks = rng.integers(0, n, size=(replicates, n))  # runs drawn per replicate
+        inflate = math.sqrt(n / (n - 1)) if n > 1 else 0.0
+        out[label] = {}
+        for key, matrix in metrics_of.items():
+            mean = matrix.mean(axis=0)  # [B]: all runs, on the replicate's items
+            reps = mean + inflate * (matrix[picks.T, np.arange(replicates)].mean(axis=0) - mean)
+            out[label][key] = np.clip(reps, *BOUNDS[key]) if key in BOUNDS else reps
     return out
 
 
