@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from .core.errors import ClbenchError
+from .core.errors import ClbenchError, ConfigError
 
 
 def _run(args) -> int:
@@ -56,10 +56,18 @@ def _tune(args) -> int:
     return 0
 
 
+def _existing(results: str) -> str:
+    """A results folder the command reads: named when it is missing (a typo would read as an empty board)."""
+    if not Path(results).is_dir():
+        raise ConfigError(f"results folder {results} does not exist; give the folder `clbench run --results` wrote "
+                          "(default: results)")
+    return results
+
+
 def _leaderboard(args) -> int:
     from .report import leaderboard
 
-    path = leaderboard.write(args.results, args.out)
+    path = leaderboard.write(_existing(args.results), args.out)
     print(path.read_text())
     print(f"written: {path} (and .csv, .tex, .html beside it)")
     return 0
@@ -68,7 +76,7 @@ def _leaderboard(args) -> int:
 def _figures(args) -> int:
     from .report import figures
 
-    paths, notes = figures.write(args.results, args.out)
+    paths, notes = figures.write(_existing(args.results), args.out)
     for note in notes:
         print(f"note: {note}")
     for path in paths:
@@ -79,20 +87,20 @@ def _figures(args) -> int:
 def _power(args) -> int:
     from .report.power import report
 
-    print(report(args.results, args.items, args.seeds, args.measure))
+    print(report(_existing(args.results), args.items, args.seeds, args.measure))
     return 0
 
 
 def _reproduce(args) -> int:
     from .run.reproduce import reproduce
 
-    return reproduce(args.run_id, args.results, args.data)
+    return reproduce(args.run_id, _existing(args.results), args.data)
 
 
 def _validate(args) -> int:
     from .store.validate import validate_dir
 
-    results = args.folder or args.results
+    results = _existing(args.folder or args.results)
     bad = validate_dir(results)
     for path, why in bad:
         print(f"{path}: {why}")
@@ -268,6 +276,10 @@ def main(argv=None) -> int:
     except ClbenchError as e:
         print(f"clbench: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: what is stored stays; a run or tune resumes where it stopped
+        print("clbench: interrupted; finished stages are stored, and the same command run again resumes from them",
+              file=sys.stderr)
+        return 130
     except BrokenPipeError:  # `clbench methods | head`: the reader left; say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

@@ -48,7 +48,8 @@ def _draw(pool: list, n: int, key: str, seed: int, field: str, capped: bool = Fa
     more than the pool holds (before any model loads). capped: the pool is what max_item_chars left."""
     if n > len(pool):
         raise ConfigError(f"{field} asks for {n} {key} items but the data holds {len(pool)}"
-                          f"{' (after max_item_chars)' if capped else ''}; lower it to at most {len(pool)}")
+                          f"{' (after max_item_chars)' if capped else ''}; lower {'their sum' if '+' in field else 'it'} "
+                          f"to at most {len(pool)}")
     rng = random.Random(f"{key}:{seed}")
     order = list(pool)
     rng.shuffle(order)

@@ -102,6 +102,7 @@ def test_unknown_method_did_you_mean(tmp_path, data_dir):
     out = clbench("run", "--config", str(cfg), "--data", str(data_dir), "--results", str(results))
     assert out.returncode == 2
     assert "unknown method 'ful'" in out.stderr and "did you mean 'full'" in out.stderr
+    assert out.stderr.count("ful: ") == 1  # the name once, not once per wrapper
     _assert_nothing_written(results)
 
 
@@ -218,3 +219,37 @@ def test_methods_and_seeds_flags_pick_from_the_card(monkeypatch):
     with pytest.raises(SystemExit):
         cli.main(["run", "--preset", "tiny", "--seeds", "x"])
     assert cli.main(["run", "--preset", "tiny", "--methods", "ful"]) == 2  # checked like a config's methods
+
+
+@pytest.mark.parametrize("command", [["leaderboard"], ["figures"], ["power"], ["validate"], ["reproduce", "abc"]])
+def test_a_results_folder_that_does_not_exist_is_named_not_read_as_empty(tmp_path, command, capsys):
+    from harness import cli
+
+    missing = tmp_path / "reslts"
+    assert cli.main([*command, "--results", str(missing)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"results folder {missing} does not exist" in err
+    assert not missing.exists()  # nothing created under a typo
+
+
+def test_ctrl_c_ends_in_one_line_that_says_how_to_resume(tmp_path, monkeypatch, capsys):
+    from harness import cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_run", interrupted)
+    assert cli.main(["run", "--preset", "tiny", "--results", str(tmp_path)]) == 130
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "interrupted" in err and "resume" in err
+
+
+def test_a_hub_model_that_is_not_there_is_named_before_any_run(tmp_path, data_dir):
+    results = tmp_path / "results"
+    out = clbench("run", "--preset", "tiny", "--model", "nonexistent-owner/model-xyz", "--data", str(data_dir),
+                  "--results", str(results))
+    assert out.returncode == 2
+    err = out.stderr.strip().splitlines()[-1]
+    assert err.startswith("clbench: error: model 'nonexistent-owner/model-xyz': not in the local Hugging Face cache")
+    assert "Ray" not in out.stderr and "Traceback" not in out.stderr
+    _assert_nothing_written(results)

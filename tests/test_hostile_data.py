@@ -94,8 +94,10 @@ def test_sizes_beyond_the_data_are_refused_before_any_model(data_dir, budget, fi
     import dataclasses
 
     b = dataclasses.replace(cfg.budget, **budget)
-    with pytest.raises(ConfigError, match=rf"{field}.* but the data holds \d+"):
+    with pytest.raises(ConfigError, match=rf"{field}.* but the data holds \d+") as e:
         load_stream(DataSource(str(data_dir)), list(cfg.stream), list(cfg.probes), b, cfg.data_seed)
+    # the fix names what to lower: learn_items + transfer_items share one pool, so their sum
+    assert ("lower their sum to at most" if field == "budget.learn_items" else "lower it to at most") in str(e.value)
 
 
 def test_a_huge_seed_is_refused_in_the_config(tmp_path):

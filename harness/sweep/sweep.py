@@ -8,6 +8,7 @@ from tasks.registry import load_stream
 
 from ..core.errors import ConfigError
 from ..spec.config import SweepConfig
+from ..model.models import check_reachable
 from ..spec.protocol import stamp, version_of
 from ..spec.spec import RunSpec, expand
 from ..store.provenance import score_package_versions, score_packages_of
@@ -105,6 +106,7 @@ def run_sweep(cfg: SweepConfig, results_dir, address: str | None = None, log=pri
     specs = preflight(cfg)
     if problems := label_problems(specs, results_dir):
         raise ConfigError("; ".join(problems))
+    check_reachable(cfg.model)
     card = stamp(cfg)
     log(f"protocol {card['name']} version {card['version']}")
     store.check_writable()
