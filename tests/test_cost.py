@@ -116,3 +116,5 @@ def test_protocol_show_prints_the_cost(board, data_dir):
                                                                             "PATH": "/usr/bin:/bin"})
     assert out.returncode == 0, out.stderr
     assert "cost:\n  model_parameters: " in out.stdout and "hours_per_all_methods_sweep" in out.stdout
+    # a tiny-model run takes about a minute of fixed costs the first-order count leaves out: said, not hidden
+    assert "under a minute: fixed costs" in out.stdout

@@ -178,3 +178,18 @@ def test_sigkill_at_five_points_then_complete(tmp_path, data_dir, ray_head):
     for label in reference:
         assert after[label]["status"] == "finished"
         assert _scores(after[label]) == _scores(reference[label])
+
+
+def test_a_resumed_run_says_which_stages_an_earlier_attempt_stored(capsys):
+    from synthetic_runs import synthetic_run
+
+    from harness.spec.spec import RunSpec
+    from harness.sweep.scheduler import _show_stages
+
+    run = synthetic_run("full", 0, [[0.25, 0.25], [0.75, 0.25], [0.5, 0.75]])
+    for stage in run["stages"][1:]:
+        stage["train"] = {"seconds": 1.0, "loss_first": 2.0, "loss_last": 1.0}
+    _show_stages(RunSpec.from_dict(run["spec"]), {**run, "resumed_from_stage": 1}, {})
+    first, second = capsys.readouterr().out.strip().splitlines()
+    assert "stage 1/2" in first and "(stored by an earlier attempt" in first
+    assert "stage 2/2" in second and "stored" not in second

@@ -229,9 +229,11 @@ def describe(cfg: SweepConfig, boards: list[str]) -> str:
             unit = "gpu" if device == "cuda" else "cpu"
             per_method = (1 + len(cfg.task_orders)) * len(cfg.seeds)
             every = estimate(dataclasses.replace(w, runs=per_method * len(available())), r)
+            small = (" (under a minute: fixed costs, model loading, Ray start-up and per-call overheads, are not "
+                     "counted and dominate here)" if e["hours_per_run"] * 3600 < 60 else "")
             lines += [f"  {unit}:  # the median rates of {r.runs} run(s) on {r.device_name} in {r.board}",
                       f"    hours_per_run: {e['hours_per_run']:.3g}  # training {e['train_hours_per_run']:.3g}, "
-                      f"{e['eval_hours_per_evaluation']:.3g} per evaluation",
+                      f"{e['eval_hours_per_evaluation']:.3g} per evaluation{small}",
                       f"    hours_per_sweep: {e['hours_per_sweep']:.3g}  # the card's methods",
                       f"    hours_per_all_methods_sweep: {every['hours_per_sweep']:.3g}  # all {len(available())} "
                       "registered methods, the card's seeds and orders"]

@@ -180,8 +180,9 @@ def _collect(pending: dict, store: Store, ray) -> list[dict]:
 
 
 def _show_stages(spec: RunSpec, data: dict, shown: dict) -> None:
-    """Print each newly finished stage of a run once."""
+    """Print each newly finished stage of a run once; those an earlier attempt stored (a resumed run) say so."""
     for stage in data["stages"][1:]:
         if stage["stage"] > shown.get(spec.run_id, 0):
-            tqdm.write(stage_line(spec, stage))
+            stored = stage["stage"] <= (data.get("resumed_from_stage") or 0)
+            tqdm.write(stage_line(spec, stage) + (" (stored by an earlier attempt; resumed after it)" if stored else ""))
             shown[spec.run_id] = stage["stage"]
