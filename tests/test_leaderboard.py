@@ -324,3 +324,12 @@ def test_pareto_uses_the_estimated_training_flops_not_wall_time(monkeypatch):
     assert by["lora"]["train_tflops"] == pytest.approx(1e9 * (400 + 2) / 1e12)
     assert leaderboard.cost_key(table) == "train_tflops"
     assert by["full"]["pareto"] and by["lora"]["pareto"]  # lora is cheaper by count, though slower by the clock
+
+
+def test_two_card_versions_that_differ_only_in_what_runs_do_not_record_say_what_that_is():
+    """A card run with more --seeds is another version, though its seed-0 run is the same experiment: the
+    section's reason names the seeds or task orders instead of 'fields not recorded'."""
+    a, b = synthetic_run("full", 0, _R([0.5, 0.7])), synthetic_run("full", 1, _R([0.5, 0.7]))
+    a["protocol"], b["protocol"] = {"name": "card", "version": "v-seeds-0"}, {"name": "card", "version": "v-seeds-01"}
+    secs = leaderboard.sections([a, b])
+    assert len(secs) == 2 and "seeds or task orders" in secs[1]["reason"]

@@ -231,7 +231,12 @@ def protocol_diff(run: dict, reference: dict) -> str:
     files = sorted(f for f in ca.keys() | cb.keys() if ca.get(f) != cb.get(f))
     if files:
         parts.append(f"data checksums ({', '.join(files[:5])}{', ...' if len(files) > 5 else ''})")
-    return "differs from the ranked protocol in: " + ("; ".join(parts) or "fields not recorded in the run file")
+    return "differs from the ranked protocol in: " + ("; ".join(parts) or UNRECORDED)
+
+
+# what makes two card versions differ when every field a run file records agrees
+UNRECORDED = ("the card's seeds or task orders, which run files do not record (a card run with other --seeds is "
+              "another version)")
 
 
 def sections(runs: list[dict]) -> list[dict]:
