@@ -4,6 +4,7 @@ import json
 import pytest
 
 from harness.cli import main
+from harness.core.errors import ConfigError
 from harness.run.runner import execute
 from harness.spec import config
 from harness.spec.spec import expand
@@ -42,3 +43,37 @@ def test_an_edited_score_is_named_even_with_its_digest_recomputed(stored, data_d
     assert main(["reproduce", result["run_id"], "--results", str(tmp_path), "--data", str(data_dir)]) == 1
     out = capsys.readouterr().out
     assert f"stage 2 scores.stem.recall.score: stored {cell['score']!r}, now" in out and " 1 differ" in out
+
+
+def _with_method(result: dict, method: str) -> dict:
+    forged = json.loads(json.dumps(result))
+    forged["spec"]["method"] = method
+    return forged
+
+
+def test_a_submission_reproduces_from_a_results_folder_that_has_moved(tmp_path):
+    """A submission's runs name the absolute path of the file's copy in the results folder they were made in;
+    another lab's copy of the folder has it under its own submissions/ (SHA-256 checked), before any compute."""
+    from harness.run.reproduce import located
+    from harness.spec.spec import RunSpec
+
+    source = b"class C: pass\n"
+    sha12 = __import__("hashlib").sha256(source).hexdigest()[:12]
+    copy = tmp_path / "moved" / "submissions" / "mine" / sha12 / "m.py"
+    copy.parent.mkdir(parents=True)
+    copy.write_bytes(source)
+    spec = RunSpec.from_dict({**expand(config.load("tiny"))[0].as_dict(),
+                              "method": f"/gone/results/submissions/mine/{sha12}/m.py:C"})
+    assert located(spec, tmp_path / "moved", "run.json").method == f"{copy.resolve()}:C"
+    copy.write_bytes(b"class C: print('edited')\n")
+    with pytest.raises(ConfigError, match=f"not the file the run read .*{sha12}"):
+        located(spec, tmp_path / "moved", "run.json")
+
+
+def test_a_method_file_that_is_gone_is_named_before_any_compute(stored, data_dir, capsys, tmp_path, monkeypatch):
+    root, result = stored
+    (tmp_path / "runs").mkdir()
+    Store(tmp_path).run_path(result["run_id"]).write_text(json.dumps(_with_method(result, "/gone/m.py:C")))
+    monkeypatch.setattr("harness.run.runner.execute", lambda *a, **k: pytest.fail("ran before naming the file"))
+    assert main(["reproduce", result["run_id"], "--results", str(tmp_path), "--data", str(data_dir)]) == 2
+    assert "method file /gone/m.py is not there" in capsys.readouterr().err

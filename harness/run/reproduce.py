@@ -11,8 +11,11 @@ difference is shown beside the cell's item standard error (sd of its per-item va
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import math
 import tempfile
+from pathlib import Path
 
 from ..core.errors import ConfigError
 from ..core.json_file import read_json
@@ -77,6 +80,29 @@ def _threads(run: dict) -> int | None:
     return threads if isinstance(threads, int) and not isinstance(threads, bool) and threads > 0 else None
 
 
+def located(spec: RunSpec, results, path) -> RunSpec:
+    """The spec with its method file found, before any compute: where the run read it, or, for a submission's
+    copy (<results>/submissions/<name>/<sha12>/<file>.py, an absolute path in the spec) in a results folder that
+    has moved since, the same copy under `results`, its SHA-256 checked against the folder's name."""
+    if ".py:" not in spec.method:
+        return spec
+    file, _, cls = spec.method.rpartition(":")
+    if Path(file).is_file():
+        return spec
+    parts = Path(file).parts
+    moved = None
+    if "submissions" in parts[:-3]:
+        i = len(parts) - 1 - parts[::-1].index("submissions")
+        moved = Path(results, *parts[i:])
+        if len(parts) - i == 4 and moved.is_file():
+            if hashlib.sha256(moved.read_bytes()).hexdigest()[:12] != parts[i + 2]:
+                raise ConfigError(f"{path}: {moved} is not the file the run read (its SHA-256 does not begin with "
+                                  f"{parts[i + 2]}); restore that submission's copy")
+            return dataclasses.replace(spec, method=f"{moved.resolve()}:{cls}")
+    raise ConfigError(f"{path}: the run's method file {file} is not there" + (f", nor at {moved}" if moved else "")
+                      + "; give the results folder that holds it (--results) or put the file back")
+
+
 def reproduce(run_id: str, results="results", data_dir=None, log=print) -> int:
     """Execute the stored run's spec again and print the cells that differ; 0 when the run reproduces (every
     cell equal, or, on another machine, within NOISE_SE item standard errors), 1 otherwise."""
@@ -93,6 +119,7 @@ def reproduce(run_id: str, results="results", data_dir=None, log=print) -> int:
     spec = RunSpec.from_dict(stored["spec"])
     if stored.get("status") != "finished":
         raise ConfigError(f"{path}: the run is {stored.get('status')!r}, not finished; nothing to compare")
+    spec = located(spec, results, path)
     if threads := _threads(stored):
         torch.set_num_threads(threads)
     log(f"reproducing {spec.label} seed {spec.seed} ({run_id}) with {torch.get_num_threads()} threads")
