@@ -114,3 +114,23 @@ def test_many_methods_get_legends_below_and_taller_figures(tmp_path, monkeypatch
     for name in ("forgetting_curves", "stability_plasticity", "cost_vs_score"):
         with Image.open(tmp_path / "fig" / f"{name}.png") as im:
             assert im.size[1] > round(figures.FIGURES[name][1] * figures.DPI), name
+
+
+def test_equal_values_with_no_spread_get_a_readable_axis(tmp_path, monkeypatch):
+    """Two methods with the same tail repetition up to float rounding and no spread: the panel shows a visible
+    range around the value, not autoscaling's '1e-8+9.23077e-1' offset."""
+    use_stored_metrics(monkeypatch)
+    runs = [synthetic_run(label, seed, [[0.3, 0.4], [0.6, 0.4], [0.5, 0.7]], method=label,
+                          synthetic_metrics={"general_retention": 0.9, "tail_repetition": 12 / 13 + 1e-9 * (label == "lora")})
+            for label in ("full", "lora") for seed in range(2)]
+    from harness.report import leaderboard
+
+    table = leaderboard.sections(runs)[0]["rows"]
+    drawn = []
+    monkeypatch.setattr(figures, "_save", lambda fig, out, name, notes: drawn.append(fig) or [])
+    figures.retention_repetition(table, tmp_path, [])
+    ax = drawn[0].axes[1]
+    drawn[0].canvas.draw()
+    lo, hi = ax.get_ylim()
+    assert hi - lo >= 0.05 and lo < 12 / 13 < hi
+    assert ax.yaxis.get_major_formatter().get_offset() == ""

@@ -247,8 +247,19 @@ def retention_repetition(table, out, notes):
         if neutral is not None:
             ax.axhline(neutral, color="0.6", lw=0.6)  # 1: the probe's accuracy kept
         _labelled_axis(ax, rows)
+        _readable_range(ax)
         ax.set_ylabel(name)
     return _save(fig, out, "retention_repetition", notes)
+
+
+def _readable_range(ax) -> None:
+    """A value axis whose points all coincide (equal values, zero-width intervals) gets a visible range, and no
+    axis gets offset notation (autoscaling labelled such an axis '1e-8+9.23077e-1')."""
+    lo, hi = ax.get_ylim()
+    if hi - lo < 1e-6 * max(1.0, abs(hi)):
+        pad = 0.05 * max(1.0, abs(hi))
+        ax.set_ylim(lo - pad, hi + pad)
+    ax.ticklabel_format(axis="y", useOffset=False)
 
 
 def _err(row: dict, key: str):
