@@ -276,9 +276,9 @@ def main(argv=None) -> int:
     except ClbenchError as e:
         print(f"clbench: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # Ctrl-C: what is stored stays; a run or tune resumes where it stopped
-        print("clbench: interrupted; finished stages are stored, and the same command run again resumes from them",
-              file=sys.stderr)
+    except KeyboardInterrupt:  # Ctrl-C: what is stored stays; a run, tune or submission resumes where it stopped
+        print("clbench: interrupted" + ("; finished stages are stored, and the same command run again resumes from them"
+                                        if args.command in ("run", "tune", "submit") else ""), file=sys.stderr)
         return 130
     except BrokenPipeError:  # `clbench methods | head`: the reader left; say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

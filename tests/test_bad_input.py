@@ -253,3 +253,22 @@ def test_a_hub_model_that_is_not_there_is_named_before_any_run(tmp_path, data_di
     assert err.startswith("clbench: error: model 'nonexistent-owner/model-xyz': not in the local Hugging Face cache")
     assert "Ray" not in out.stderr and "Traceback" not in out.stderr
     _assert_nothing_written(results)
+
+
+@pytest.mark.parametrize("model", ["./models/my-llama", "/no/such/folder"])
+def test_a_local_model_folder_that_is_not_there_is_named(model):
+    from harness.model.models import check_reachable
+
+    with pytest.raises(ConfigError, match=f"model '{model}': no such local folder"):
+        check_reachable(model)
+
+
+def test_ctrl_c_in_a_command_that_stores_nothing_says_only_interrupted(tmp_path, monkeypatch, capsys):
+    from harness import cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_leaderboard", interrupted)
+    assert cli.main(["leaderboard", "--results", str(tmp_path)]) == 130
+    assert capsys.readouterr().err.strip() == "clbench: interrupted"

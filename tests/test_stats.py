@@ -149,14 +149,17 @@ def test_the_probes_measures_get_intervals_from_their_items():
     assert "+0.500 [" in next(line for line in md.splitlines() if line.startswith("| 1 | full |"))
 
 
-def test_a_retention_ratio_without_a_baseline_is_left_out_of_its_replicates():
+def test_a_retention_ratio_without_a_baseline_is_unbounded_not_left_out():
+    """Replicates whose redrawn stage-0 accuracy is 0 have an unbounded ratio where the final one is not 0: kept as
+    inf, so the upper end says so (dropping them cut off exactly the upper tail); 0 / 0 is left out."""
     run = synthetic_run("full", 0, _R([0.5, 0.75]), items=N)
-    for stage, right in zip(run["stages"], (1, 1, 1)):  # 1 of 4 general items right: many replicates draw none
-        _set_items(stage["probes"]["general"]["heldout"], right, n=4, gold_logprob=[-1.0] * 4)
+    for stage, right in zip(run["stages"], (1, 1, 2)):  # 1 of 10 general items right at stage 0, 2 at the end
+        _set_items(stage["probes"]["general"]["heldout"], right, n=10, gold_logprob=[-1.0] * 10)
     reps = stats.bootstrap({"full": [run]})["full"]["general_retention"]
-    assert np.isnan(reps).mean() > 0.2  # (3/4)^4 of the draws hold no right answer at stage 0
+    assert np.isinf(reps).mean() > 0.2  # (9/10)^10 of the draws hold no right answer at stage 0
     lo, hi = stats.interval(reps)
-    assert np.isfinite([lo, hi]).all() and lo <= 1 <= hi
+    assert lo <= 2 and hi == math.inf
+    assert not np.isnan(stats.p_value(np.array([np.nan, 1.0, -1.0])))
 
 
 def test_each_tasks_forgetting_gets_an_interval_on_the_board():

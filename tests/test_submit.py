@@ -243,3 +243,12 @@ def test_an_installed_entry_point_submits_under_its_name(tmp_path, data_dir, mon
     assert record["rank"] == 1
     with pytest.raises(ConfigError, match="registered method's name"):  # built-in names stay taken
         submit("slow_replay", name="replay", preset="tiny", results=results, author="carol")
+
+
+def test_a_card_whose_hub_model_is_not_there_fails_preflight_and_writes_nothing(tmp_path):
+    card = tmp_path / "card.yaml"
+    card.write_text((Path(config.PRESET_DIR) / "tiny.yaml").read_text().replace("model: tiny", "model: nonexistent-owner/model-xyz"))
+    results = tmp_path / "results"
+    with pytest.raises(ConfigError, match="model 'nonexistent-owner/model-xyz': not in the local Hugging Face cache"):
+        submit(f"{EXAMPLE}:DecayingReplay", preset=str(card), results=results)
+    assert not results.exists()

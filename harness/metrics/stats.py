@@ -13,8 +13,9 @@ two seeds (the usual small-sample adjustment; `clbench power` projects with s^2 
 measure to what it can be (BOUNDS: a share stays in [0, 1]). A single-seed row
 therefore still has an interval: the one its items give.
 
-- interval: the 2.5th and 97.5th percentiles of the replicates (percentile bootstrap); a general retention
-  ratio is undefined in a replicate whose resampled baseline accuracy is 0, and such replicates are left out.
+- interval: the 2.5th and 97.5th percentiles of the replicates (percentile bootstrap). A general retention
+  ratio whose redrawn baseline accuracy is 0 is unbounded (inf) where the final accuracy is not 0, so an upper
+  end can be inf; where both are 0 it is undefined, and such replicates are left out (of p-values too).
 - paired difference of a method and a reference (`full`): the replicates' differences; two-sided
   p = min(1, 2 min(P(d <= 0), P(d >= 0))), counted with +1 so that it is never 0; Holm's step-down
   correction over the methods compared with the reference.
@@ -127,9 +128,9 @@ def _probe_measures(run: dict, views: dict, resampled, stages: int) -> dict:
     accuracy = [p for p in run["stages"][-1]["probes"] if p not in NOT_ACCURACY]
     if accuracy == ["general"] and ("general", "heldout") in views:
         g = resampled("general", "heldout")
-        with np.errstate(divide="ignore", invalid="ignore"):  # a baseline of 0 has no ratio: nan, left out
-            out["general_retention"] = np.where(g[0] > 0, g[final] / g[0], np.nan)
-            out["general_retention_base"] = np.where(g[stages] > 0, g[final] / g[stages], np.nan)
+        with np.errstate(divide="ignore", invalid="ignore"):  # x / 0: inf (unbounded), 0 / 0: nan (left out)
+            out["general_retention"] = g[final] / g[0]
+            out["general_retention_base"] = g[final] / g[stages]
     if STOP in views and views[STOP][2] is not None:
         stopped, tail = resampled(*STOP), resampled(*STOP, column=2)
         out["stop_rate_change"] = stopped[final] - stopped[0]
@@ -182,7 +183,9 @@ def bootstrap(groups: dict[str, list[dict]], replicates: int = REPLICATES) -> di
         out[label] = {}
         for key, matrix in metrics_of.items():
             mean = matrix.mean(axis=0)  # [B]: all runs, on the replicate's items
-            reps = mean + inflate * (matrix[picks.T, np.arange(replicates)].mean(axis=0) - mean)
+            picked = matrix[picks.T, np.arange(replicates)].mean(axis=0)
+            with np.errstate(invalid="ignore"):  # an unbounded ratio (inf) is not scaled
+                reps = np.where(np.isfinite(mean) & np.isfinite(picked), mean + inflate * (picked - mean), picked)
             out[label][key] = np.clip(reps, *BOUNDS[key]) if key in BOUNDS else reps
     return out
 
@@ -193,12 +196,17 @@ def interval(reps: np.ndarray) -> tuple[float, float] | None:
     reps = reps[~np.isnan(reps)]
     if not reps.size:
         return None
-    lo, hi = np.percentile(reps, [100 * ALPHA / 2, 100 * (1 - ALPHA / 2)])
-    return float(lo), float(hi)
+    big = np.finfo(np.float64).max  # inf stands in as the largest float, so interpolating next to it gives no nan
+    ends = np.percentile(np.clip(reps, -big, big), [100 * ALPHA / 2, 100 * (1 - ALPHA / 2)])
+    lo, hi = (math.copysign(math.inf, e) if abs(e) > 1e300 else float(e) for e in ends)
+    return lo, hi
 
 
 def p_value(diff: np.ndarray) -> float:
-    """Two-sided bootstrap p-value of a paired difference being 0."""
+    """Two-sided bootstrap p-value of a paired difference being 0 (replicates where it is undefined left out)."""
+    diff = diff[~np.isnan(diff)]
+    if not diff.size:
+        return 1.0
     below, above = (np.sum(diff <= 0) + 1) / (len(diff) + 1), (np.sum(diff >= 0) + 1) / (len(diff) + 1)
     return float(min(1.0, 2 * min(below, above)))
 
@@ -220,8 +228,8 @@ def compare(reps: dict[str, dict], key: str, reference: str) -> dict[str, dict]:
     diffs = {label: r[key] - reps[reference][key] for label, r in reps.items() if label != reference and key in r}
     pvalues = {label: p_value(d) for label, d in diffs.items()}
     adjusted = holm(pvalues)
-    return {label: dict(zip(("diff_lo", "diff_hi"), interval(d)), p=pvalues[label], p_holm=adjusted[label],
-                        significant=adjusted[label] < ALPHA) for label, d in diffs.items()}
+    return {label: dict(zip(("diff_lo", "diff_hi"), interval(d) or (math.nan, math.nan)), p=pvalues[label],
+                        p_holm=adjusted[label], significant=adjusted[label] < ALPHA) for label, d in diffs.items()}
 
 
 def rank_bands(reps: dict[str, dict], key: str) -> dict[str, int]:
@@ -232,5 +240,5 @@ def rank_bands(reps: dict[str, dict], key: str) -> dict[str, int]:
     better = {label: 0 for label in labels}
     for (a, b), p in adjusted.items():
         if p < ALPHA:
-            better[b if np.mean(reps[a][key] - reps[b][key]) > 0 else a] += 1
+            better[b if np.nanmean(reps[a][key] - reps[b][key]) > 0 else a] += 1
     return {label: 1 + n for label, n in better.items()}

@@ -38,18 +38,20 @@ def hub_revision(name: str) -> tuple[str, str | None]:
 
 def check_reachable(name: str) -> None:
     """A hub model (neither built in nor a local folder) is in the local Hugging Face cache or found on the hub: a
-    typo'd or unreachable id is named in one line before any run starts, not after the hub client has retried
-    from every Ray worker."""
+    typo'd or unreachable id, or a local folder that is not there, is named in one line before any run starts, not
+    after the hub client has retried from every Ray worker."""
     if name in (SMOLLM2, TINY) or Path(name).is_dir():
         return
+    if name.startswith((".", "/", "~")):
+        raise ConfigError(f"model '{name}': no such local folder; give the folder that holds the model's config.json")
     from huggingface_hub import HfApi, try_to_load_from_cache
 
     repo, revision = hub_revision(name)
-    if isinstance(try_to_load_from_cache(repo, "config.json", revision=revision), str):
-        return
     try:
+        if isinstance(try_to_load_from_cache(repo, "config.json", revision=revision), str):
+            return
         HfApi().model_info(repo, revision=revision, timeout=10)
-    except Exception as e:  # not found, no network, offline mode: each the same fix
+    except Exception as e:  # not a valid id, not found, no network, offline mode: each the same fix
         raise ConfigError(f"model '{name}': not in the local Hugging Face cache and not found on the hub "
                           f"({type(e).__name__}); check the id, download it first (hf download {repo}) or give a "
                           "local folder") from None

@@ -10,6 +10,8 @@ per figure, naming the runs it was drawn from.
 """
 from __future__ import annotations
 
+import math
+
 import textwrap
 from collections import defaultdict
 from pathlib import Path
@@ -244,6 +246,9 @@ def retention_repetition(table, out, notes):
             ax.text(0.5, 0.5, f"{name}: not measured", ha="center", va="center", transform=ax.transAxes)
         for x, (i, r) in enumerate(rows):
             ax.errorbar(x, r[key], yerr=_err(r, key), fmt=_look(i)["marker"], color=_look(i)["color"], capsize=2)
+            if not all(math.isfinite(v) for v in r["interval"].get(key, ())):
+                notes.append(f"retention_repetition: {r['label']}'s {key} interval is unbounded (a redrawn baseline of "
+                             "0); drawn without that end")
         if neutral is not None:
             ax.axhline(neutral, color="0.6", lw=0.6)  # 1: the probe's accuracy kept
         _labelled_axis(ax, rows)
@@ -266,8 +271,8 @@ def _err(row: dict, key: str):
     """Error-bar extents of a row's value: its bootstrap interval (asymmetric) where it has one, else the
     Student-t half-width over runs, else none."""
     if key in row["interval"] and row[key] is not None:
-        lo, hi = row["interval"][key]
-        return [[max(0.0, row[key] - lo)], [max(0.0, hi - row[key])]]
+        lo, hi = row["interval"][key]  # an end can be inf (a ratio without a baseline): no bar that way
+        return [[max(0.0, row[key] - lo) if math.isfinite(lo) else 0.0], [max(0.0, hi - row[key]) if math.isfinite(hi) else 0.0]]
     return row["ci"][key] or 0
 
 

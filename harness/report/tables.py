@@ -182,7 +182,8 @@ def _task_forgetting_rows(section: dict) -> tuple[list[str], list[tuple[str, lis
 
 
 TASK_FORGETTING = ("Per-task forgetting (log-prob, nats per token, lower is better; mean over the row's runs, "
-                   "with its 95% interval over the items and runs where they have per-item records)")
+                   "with its 95% interval over the items and runs where every run of the row has per-item records "
+                   "and trains the task before its last stage)")
 SETTINGS = "Settings (each row's method config, defaults included, as its run files store it)"
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from methods.registry import available
 
 from ..core.errors import ConfigError
+from ..model.models import check_reachable
 from ..report import leaderboard
 from ..spec import config, sandbox
 from ..spec.protocol import stamp
@@ -133,6 +134,10 @@ def preflight(target: str, *, name: str | None, author: str, config_path, preset
     if not name_problems(name) and sha:
         old, taken = _owner_problems(results, name, sha, author, replace, target)
         problems += taken
+    try:
+        check_reachable(cfg.model)
+    except ConfigError as e:
+        problems.append(str(e))
     if not problems:  # the trial costs seconds: only once every static check passes
         problems += sandbox.describe(target, overrides, source, trial=True, data_dir=cfg.data_dir)["problems"]
     if problems:

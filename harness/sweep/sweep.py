@@ -106,7 +106,6 @@ def run_sweep(cfg: SweepConfig, results_dir, address: str | None = None, log=pri
     specs = preflight(cfg)
     if problems := label_problems(specs, results_dir):
         raise ConfigError("; ".join(problems))
-    check_reachable(cfg.model)
     card = stamp(cfg)
     log(f"protocol {card['name']} version {card['version']}")
     store.check_writable()
@@ -114,6 +113,7 @@ def run_sweep(cfg: SweepConfig, results_dir, address: str | None = None, log=pri
         todo = pending(specs, store, log, card)
         if not todo:
             return []
+        check_reachable(cfg.model)  # only when something is left to run: a finished sweep needs no model
         if cost_sources is not None:
             from ..model.precision import pick_device
             from ..report import cost
