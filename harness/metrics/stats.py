@@ -10,8 +10,8 @@ the task-view measures (BOOTSTRAPPED), each task's forgetting on the log-probabi
 orders) with replacement and scales their mean's deviation from the mean of all n by sqrt(n / (n - 1)):
 resampling n runs alone gives (n - 1) / n of the unbiased seed variance s^2 / n of their mean, half of it at
 two seeds (the usual small-sample adjustment; `clbench power` projects with s^2 too), and clips a bounded
-measure to what it can be (BOUNDS: a share stays in [0, 1]). A single-seed row
-therefore still has an interval: the one its items give.
+measure to what it can be (BOUNDS: a share stays in [0, 1]). A single-seed row therefore still has an
+interval: the one its items give.
 
 - interval: the 2.5th and 97.5th percentiles of the replicates (percentile bootstrap). A general retention
   ratio whose redrawn baseline accuracy is 0 is unbounded (inf) where the final accuracy is not 0, so an upper
@@ -51,6 +51,7 @@ BOUNDS = {"overall": SHARE, "transfer": SHARE, "general": SHARE, "tail_repetitio
           "fwt": DIFFERENCE, "plasticity": DIFFERENCE, "stop_rate_change": DIFFERENCE,
           "general_retention": (0.0, None), "general_retention_base": (0.0, None)}
 
+
 def _views(run: dict) -> dict | None:
     """{(task, view): (uids, outcomes [stages + 1, items] of 0/1, continuous values [stages + 1, items] or None)}
     of the views the bootstrapped metrics read, the last row the unprepared base model's (`base_model`, else
@@ -74,6 +75,8 @@ def _views(run: dict) -> dict | None:
 
 
 def _view(rows: list[dict], group: str, task: str, view: str) -> tuple | None:
+    """One view's (uids, outcomes, continuous values or None) over `rows` (stage records); None where a row lacks
+    its per-item records or holds other items."""
     outcomes, continuous, uids = [], [], None
     for stage in rows:
         items = ((stage.get(group) or {}).get(task) or {}).get(view, {}).get("items")

@@ -11,7 +11,6 @@ per figure, naming the runs it was drawn from.
 from __future__ import annotations
 
 import math
-
 import textwrap
 from collections import defaultdict
 from pathlib import Path
@@ -272,7 +271,8 @@ def _err(row: dict, key: str):
     Student-t half-width over runs, else none."""
     if key in row["interval"] and row[key] is not None:
         lo, hi = row["interval"][key]  # an end can be inf (a ratio without a baseline): no bar that way
-        return [[max(0.0, row[key] - lo) if math.isfinite(lo) else 0.0], [max(0.0, hi - row[key]) if math.isfinite(hi) else 0.0]]
+        return [[max(0.0, row[key] - lo) if math.isfinite(lo) else 0.0],
+                [max(0.0, hi - row[key]) if math.isfinite(hi) else 0.0]]
     return row["ci"][key] or 0
 
 

@@ -127,7 +127,8 @@ def rows(runs: list[dict]) -> list[dict]:
         row["task_forgetting"] = _task_forgetting(per_run)
         if reps and label in reps:
             intervals = {key: stats.interval(values) for key, values in reps[label].items()}
-            row["interval"] = {key: iv for key, iv in intervals.items() if iv and not key.startswith(stats.TASK_FORGETTING)}
+            row["interval"] = {key: iv for key, iv in intervals.items()
+                               if iv and not key.startswith(stats.TASK_FORGETTING)}
             row["task_forgetting_interval"] = {key[len(stats.TASK_FORGETTING):]: iv for key, iv in intervals.items()
                                                if iv and key.startswith(stats.TASK_FORGETTING)}
         out.append(row)

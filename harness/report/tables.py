@@ -172,6 +172,7 @@ def _task_forgetting_rows(section: dict) -> tuple[list[str], list[tuple[str, lis
     tasks = []
     for r in section["rows"]:
         tasks += [t for t in r.get("task_forgetting", {}) if t not in tasks]
+
     def cell(r, t):
         if t not in r.get("task_forgetting", {}):
             return "–"

@@ -237,5 +237,6 @@ def info(target: str, overrides=None, where: str = "method") -> dict:
                 "needs": dataclasses.asdict(cls.needs), "config": config, "source_file": None, "problems": []}
     described = describe(target, overrides, where.replace(".method", ".config"))
     if described["problems"]:
-        raise ConfigError(f"{where}: {target}: " + "; ".join(p.removeprefix(f"{target}: ") for p in described["problems"]))
+        problems = (p.removeprefix(f"{target}: ") for p in described["problems"])  # each names the target once
+        raise ConfigError(f"{where}: {target}: " + "; ".join(problems))
     return described

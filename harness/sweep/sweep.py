@@ -7,8 +7,8 @@ from tasks.data import DataSource
 from tasks.registry import load_stream
 
 from ..core.errors import ConfigError
-from ..spec.config import SweepConfig
 from ..model.models import check_reachable
+from ..spec.config import SweepConfig
 from ..spec.protocol import stamp, version_of
 from ..spec.spec import RunSpec, expand
 from ..store.provenance import score_package_versions, score_packages_of
