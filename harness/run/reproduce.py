@@ -21,6 +21,7 @@ from ..core.errors import ConfigError
 from ..core.json_file import read_json
 from ..spec.spec import RunSpec
 from ..store.store import Store
+from ..store.submissions import moved_copy
 
 SAME = "same machine and thread count: every cell should agree"
 ROUNDING = 1e-5  # relative: float32 sums in another order
@@ -89,16 +90,12 @@ def located(spec: RunSpec, results, path) -> RunSpec:
     file, _, cls = spec.method.rpartition(":")
     if Path(file).is_file():
         return spec
-    parts = Path(file).parts
-    moved = None
-    if "submissions" in parts[:-3]:
-        i = len(parts) - 1 - parts[::-1].index("submissions")
-        moved = Path(results, *parts[i:])
-        if len(parts) - i == 4 and moved.is_file():
-            if hashlib.sha256(moved.read_bytes()).hexdigest()[:12] != parts[i + 2]:
-                raise ConfigError(f"{path}: {moved} is not the file the run read (its SHA-256 does not begin with "
-                                  f"{parts[i + 2]}); restore that submission's copy")
-            return dataclasses.replace(spec, method=f"{moved.resolve()}:{cls}")
+    moved, sha12 = moved_copy(file, results) or (None, None)
+    if moved is not None and moved.is_file():
+        if hashlib.sha256(moved.read_bytes()).hexdigest()[:12] != sha12:
+            raise ConfigError(f"{path}: {moved} is not the file the run read (its SHA-256 does not begin with "
+                              f"{sha12}); restore that submission's copy")
+        return dataclasses.replace(spec, method=f"{moved.resolve()}:{cls}")
     raise ConfigError(f"{path}: the run's method file {file} is not there" + (f", nor at {moved}" if moved else "")
                       + "; give the results folder that holds it (--results) or put the file back")
 

@@ -31,6 +31,25 @@ def read_record(path: Path) -> tuple[dict | None, str | None]:
     return data, None
 
 
+def file_copy(results, name: str, sha256: str, filename: str) -> Path:
+    """Where a submission's file is copied, and what its runs' spec.method names (resolved):
+    <results>/submissions/<name>/<first 12 hex digits of its SHA-256>/<file>."""
+    return Path(results) / "submissions" / name / sha256[:12] / filename
+
+
+def moved_copy(path: str, results) -> tuple[Path, str] | None:
+    """(the same copy under `results`, the SHA-256 prefix its folder names) for a file_copy path a run stored in a
+    results folder that has moved since; None for a path that is no submission's copy."""
+    parts = Path(path).parts
+    if "submissions" not in parts[:-3]:
+        return None
+    i = len(parts) - 1 - parts[::-1].index("submissions")
+    if len(parts) - i != 4:
+        return None
+    _, name, sha12, filename = parts[i:]
+    return file_copy(results, name, sha12, filename), sha12
+
+
 def stored_names(results) -> dict[str, str]:
     """{casefolded name: name} of the submissions stored in a results folder."""
     folder = Path(results) / "submissions"

@@ -33,7 +33,7 @@ from ..spec.spec import expand
 from ..store.files import write_json_atomic
 from ..store.provenance import git_commit, machine, package_versions
 from ..store.store import Store
-from ..store.submissions import read_record, stored_names
+from ..store.submissions import file_copy, read_record, stored_names
 
 MAX_NAME = 64
 NAME_CHARS = re.compile(r"[A-Za-z0-9._+-]+")
@@ -172,8 +172,7 @@ def _store_submission(pre: dict, target: str, author: str, description: str | No
     from ..model.precision import pick_device
 
     name, described, cfg, src, sha = pre["name"], pre["described"], pre["cfg"], pre["src"], pre["sha"]
-    folder = _record_path(results, name).parent
-    copy = folder / sha[:12] / src.name
+    record_path, copy = _record_path(results, name), file_copy(results, name, sha, src.name)
     copy.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(src, copy)
     method = f"{copy.resolve()}:{described['class']}" if ".py:" in target else target
@@ -183,11 +182,11 @@ def _store_submission(pre: dict, target: str, author: str, description: str | No
         description = described["description"]
     record = {"name": name, "author": author, "description": description,
               "target": target, "class": described["class"], "method": method, "config": pre["overrides"],
-              "file": {"source": str(src), "copy": str(copy.relative_to(folder)), "sha256": sha},
+              "file": {"source": str(src), "copy": str(copy.relative_to(record_path.parent)), "sha256": sha},
               "protocol": stamp(cfg), "packages": package_versions(), "git": git_commit(),
               "hardware": machine(pick_device(cfg.device)), "submitted_at": started, "preflight_passed_at": _now(),
               "run_ids": [s.run_id for s in expand(sweep_cfg)], "status": "running"}
-    write_json_atomic(_record_path(results, name), record)
+    write_json_atomic(record_path, record)
     return record, sweep_cfg
 
 
