@@ -11,7 +11,7 @@ from .core.errors import ClbenchError, ConfigError
 
 def _run(args) -> int:
     from .integrations import tracking
-    from .report import leaderboard
+    from .report import cost, leaderboard
     from .spec import config
     from .sweep.sweep import run_sweep
 
@@ -27,7 +27,7 @@ def _run(args) -> int:
     if any(v is not None for v in changes.values()):
         cfg = config.with_overrides(cfg, **changes)
         config.check(cfg, "command line")
-    results = run_sweep(cfg, args.results, address=args.address)
+    results = run_sweep(cfg, args.results, address=args.address, cost_sources=cost.default_sources())
     failed = [r for r in results if r["status"] != "finished"]
     path = leaderboard.write(args.results)
     print(f"\n{len(results) - len(failed)} run(s) finished, {len(failed)} failed; results in {args.results}/runs")

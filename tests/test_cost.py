@@ -3,7 +3,6 @@ measures, rates measured on stored runs give back those runs' own seconds, and a
 the GPU's hours; a bad report is named by file and field, an unloadable model is said, not raised."""
 import dataclasses
 import json
-import re
 import subprocess
 import sys
 
@@ -64,18 +63,30 @@ def test_the_expected_time_counts_the_runs_left_at_this_machines_rates(board, tm
     mixed.save_run(elsewhere)
     mixed.save_run(run)
 
-    def hours(line):
-        return float(re.search(r"about ([0-9.e+-]+) h", line).group(1))
-
     # only another machine's runs: used, and named
     there = cost.expected(cfg, "cpu", [str(other.root)], left=1)
     assert "for the 1 of 1 run(s) left" in there and "on Another CPU in" in there, there
     # this machine's come first, from whichever source holds them, and each machine's runs apart
     ours = cost.expected(cfg, "cpu", [str(other.root), str(mixed.root)])
     assert f"of 1 run(s) on {here} in {mixed.root}" in ours and "for 1 run(s)," in ours, ours
-    assert hours(there) == pytest.approx(100 * hours(ours), rel=0.01)
+    assert cost.rates(other.root, "cpu").train == pytest.approx(100 * cost.rates(mixed.root, "cpu", here).train)
+    # this card's runs take seconds: the line says so rather than printing 0.000373 h, and says what it leaves out
+    assert "expected time: under a minute for 1 run(s), under a minute each" in ours, ours
+    assert "fixed costs (model loading, Ray start-up, per-call overheads) are not counted" in ours
     assert cost.rates(mixed.root, "cpu", here).runs == 1
+    # only runs in the card's precision measure its rates (bf16 on a CPU without fast bf16 is ~100x slower)
+    bf16 = config.with_overrides(cfg, precision="bf16")
+    assert cost.expected(bf16, "cpu", [str(mixed.root)]) == "expected time: no stored runs on cpu in bf16 to measure " \
+        "rates on"
+    assert cost.rates(mixed.root, "cpu", precision="bf16") is None
+    assert cost.rates(mixed.root, "cpu", precision="fp32").runs == 2
     assert cost.rates(mixed.root, "cpu").device_name == f"2 machines ({', '.join(sorted([here, 'Another CPU']))})"
+
+
+@pytest.mark.parametrize("seconds, said", [(30, "under a minute"), (90, "about 1.5 min"), (15 * 60, "about 15 min"),
+                                            (52_560, "about 14.6 h")])
+def test_a_duration_reads_in_the_units_a_sweep_is_planned_in(seconds, said):
+    assert cost.duration(seconds) == said
 
 
 def test_a_gpu_check_report_calibrates_the_gpu(board, tmp_path):
@@ -83,7 +94,8 @@ def test_a_gpu_check_report_calibrates_the_gpu(board, tmp_path):
     w = cost.workload(cfg)
     report = {"device": "cuda", "device_name": "Test GPU", "runs": [
         {"status": "finished", "train_seconds": 36.0, "eval_seconds": 72.0, "train_tokens": w.train_tokens * 2,
-         "stages": 2, "model_parameters": w.params // 2, "eval_tokens_per_evaluation": w.eval_tokens}]}
+         "stages": 2, "model_parameters": w.params // 2, "eval_tokens_per_evaluation": w.eval_tokens,
+         "precision": "fp32"}]}
     f = tmp_path / "gpu-check-test-gpu.json"
     f.write_text(json.dumps(report))
     e = cost.estimate(w, cost.rates(f, "cuda"))
@@ -93,6 +105,9 @@ def test_a_gpu_check_report_calibrates_the_gpu(board, tmp_path):
     assert e["eval_hours_per_evaluation"] * 3600 == pytest.approx(72.0)
     shown = cost.describe(cfg, [str(f)])
     assert "gpu:  # the median rates of 1 run(s) on Test GPU" in shown and "no board measured on a GPU" not in shown
+    # a bf16 card is not costed at a report's fp32 rates
+    assert "gpu: no board measured on a GPU in bf16 yet" in cost.describe(config.with_overrides(cfg, precision="bf16"),
+                                                                          [str(f)])
     report["runs"][0]["train_seconds"] = "fast"
     f.write_text(json.dumps(report))
     with pytest.raises(ConfigError, match=r"gpu-check-test-gpu.json: runs\[0\].train_seconds is 'fast'"):

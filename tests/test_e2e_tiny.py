@@ -16,6 +16,7 @@ def test_tiny_sweep_end_to_end(tmp_path, data_dir):
     done = clbench("run", "--preset", "tiny", "--results", str(results), "--data", str(data_dir),
                    "--set", "save_models=true")  # not part of the protocol: the run below without it skips
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "expected time: under a minute for the 2 of 2 run(s) left" in done.stdout  # at the committed runs' rates
     files = sorted((results / "runs").glob("*.json"))
     assert len(files) == 2
     runs = [json.loads(f.read_text()) for f in files]

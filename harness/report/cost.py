@@ -35,8 +35,9 @@ RESULTS = Path(__file__).resolve().parents[2] / "results"  # the repository's co
 
 
 def default_sources() -> list[str]:
-    """The committed runs that measure rates: the standard board (CPU) and any GPU check report."""
-    return [str(RESULTS / "reference" / "standard"), *map(str, sorted((RESULTS / "bench").glob("gpu-check-*.json")))]
+    """The committed runs that measure rates: the standard board and its tune (CPU) and any GPU check report."""
+    standard = RESULTS / "reference" / "standard"
+    return [str(standard), str(standard / "tune"), *map(str, sorted((RESULTS / "bench").glob("gpu-check-*.json")))]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,20 +127,21 @@ def this_machine(device: str) -> str | None:
     return cpu_name()
 
 
-def rates(source: str | Path, device: str, machine: str | None = None) -> Rates | None:
-    """Seconds per unit of work measured on `source`'s finished runs that ran on `device` (and on `machine`, when
-    given; None: none did): the median over runs (a run slowed by other work on its machine does not set the
-    rate) of each run's measured train seconds against its measured train tokens, and of its measured evaluation
-    seconds against its card's work per evaluation. `source`: a results folder, or a report of
-    scripts/gpu_check.py (gpu-check-*.json, whose runs carry their work: their model may have been a random-weight
-    copy that is gone)."""
+def rates(source: str | Path, device: str, machine: str | None = None, precision: str = "auto") -> Rates | None:
+    """Seconds per unit of work measured on `source`'s finished runs that ran on `device` (and on `machine`, and
+    in `precision` unless 'auto': bf16 on a CPU without fast bf16 is ~100x slower; None: none did): the median
+    over runs (a run slowed by other work on its machine does not set the rate) of each run's measured train
+    seconds against its measured train tokens, and of its measured evaluation seconds against its card's work
+    per evaluation. `source`: a results folder, or a report of scripts/gpu_check.py (gpu-check-*.json, whose
+    runs carry their work: their model may have been a random-weight copy that is gone)."""
     if Path(source).is_file():
-        return _report_rates(Path(source), device, machine)
+        return _report_rates(Path(source), device, machine, precision)
     from ..spec.spec import RunSpec
     from ..store.store import Store
 
     runs = [r for r in Store(source).runs() if r.get("status") == "finished" and r.get("device") == device
-            and r.get("compute") and machine in (None, machine_of(r, device))]
+            and r.get("compute") and machine in (None, machine_of(r, device))
+            and precision in ("auto", r.get("precision"))]
     if not runs:
         return None
     measured = []
@@ -157,7 +159,7 @@ def rates(source: str | Path, device: str, machine: str | None = None) -> Rates 
 NUMBERS = ("train_seconds", "eval_seconds", "train_tokens", "stages", "model_parameters", "eval_tokens_per_evaluation")
 
 
-def _report_rates(path: Path, device: str, machine: str | None = None) -> Rates | None:
+def _report_rates(path: Path, device: str, machine: str | None, precision: str) -> Rates | None:
     """The rates of a gpu check report's finished runs; a report that is not one is named, field and all."""
     from ..core.json_file import read_json
 
@@ -166,7 +168,8 @@ def _report_rates(path: Path, device: str, machine: str | None = None) -> Rates 
         raise ConfigError(f"--calibrate {path}: not a results folder or a gpu check report ({why or 'no runs list'})")
     if report.get("device") != device or machine not in (None, report.get("device_name")):
         return None
-    runs = [r for r in report["runs"] if isinstance(r, dict) and r.get("status") == "finished"]
+    runs = [r for r in report["runs"] if isinstance(r, dict) and r.get("status") == "finished"
+            and precision in ("auto", r.get("precision"))]
     for i, r in enumerate(runs):
         for k in NUMBERS:
             v = r.get(k)
@@ -222,7 +225,8 @@ def describe(cfg: SweepConfig, boards: list[str]) -> str:
              "stages each"]
     measured = {}
     for device in ("cpu", "cuda"):
-        measured[device] = next((r for r in (rates(b, device) for b in boards) if r is not None), None)
+        measured[device] = next((r for r in (rates(b, device, precision=cfg.precision) for b in boards)
+                                 if r is not None), None)
     for device, r in measured.items():
         if r is not None:
             e = estimate(w, r)
@@ -238,8 +242,9 @@ def describe(cfg: SweepConfig, boards: list[str]) -> str:
                       f"    hours_per_all_methods_sweep: {every['hours_per_sweep']:.3g}  # all {len(available())} "
                       "registered methods, the card's seeds and orders"]
     if measured["cuda"] is None:
-        lines.append("  gpu: no board measured on a GPU yet (scripts/gpu-check.sh writes results/bench/gpu-check-<device>.json, "
-                     "which --calibrate takes)")
+        made = "" if cfg.precision == "auto" else f" in {cfg.precision}"
+        lines.append(f"  gpu: no board measured on a GPU{made} yet (scripts/gpu-check.sh writes "
+                     "results/bench/gpu-check-<device>.json, which --calibrate takes)")
     if not any(measured.values()):
         lines.append("  hours: no stored board to measure rates on; pass one with --calibrate")
     return "\n".join(lines) + "\n"
@@ -252,13 +257,23 @@ def expected(cfg: SweepConfig, device: str, sources: list[str], left: int | None
     try:
         w = workload(cfg)
         found = (r for m in dict.fromkeys((this_machine(device), None)) for s in sources
-                 if (r := rates(s, device, m)) is not None)
+                 if (r := rates(s, device, m, cfg.precision)) is not None)
         r = next(found, None)
     except ConfigError as e:
         return f"expected time: not counted ({e})"
     if r is None:
-        return f"expected time: no stored runs on {device} to measure rates on"
+        made = "" if cfg.precision == "auto" else f" in {cfg.precision}"
+        return f"expected time: no stored runs on {device}{made} to measure rates on"
     e = estimate(dataclasses.replace(w, runs=w.runs if left is None else left), r)
     what = f"{w.runs} run(s)" if left is None else f"the {left} of {w.runs} run(s) left"
-    return (f"expected time: about {e['hours_per_sweep']:.3g} h for {what}, {e['hours_per_run'] * 60:.3g} min "
-            f"each (harness/report/cost.py: the median rates of {r.runs} run(s) on {r.device_name} in {r.board})")
+    small = ("; fixed costs (model loading, Ray start-up, per-call overheads) are not counted and dominate at this "
+             "size" if e["hours_per_run"] * 3600 < 60 else "")
+    return (f"expected time: {duration(e['hours_per_sweep'] * 3600)} for {what}, {duration(e['hours_per_run'] * 3600)} "
+            f"each (harness/report/cost.py: the median rates of {r.runs} run(s) on {r.device_name} in {r.board}{small})")
+
+
+def duration(seconds: float) -> str:
+    """'about 14.6 h', 'about 15 min' or 'under a minute': the units a person plans a sweep in."""
+    if seconds >= 3600:
+        return f"about {seconds / 3600:.3g} h"
+    return f"about {seconds / 60:.2g} min" if seconds >= 60 else "under a minute"
