@@ -28,6 +28,18 @@ import torch
 from harness.core.typed import field
 
 
+def peft_wrap(model, peft_config):
+    """peft's get_peft_model, less the FutureWarning that peft 0.21 raises by reading transformers 5's deprecated
+    `is_gradient_checkpointing` (every Ray worker printed it into a run's progress; it says nothing of the run)."""
+    import warnings
+
+    from peft import get_peft_model
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        return get_peft_model(model, peft_config)
+
+
 @dataclasses.dataclass(frozen=True)
 class Needs:
     """What a method needs from the machine or the harness, declared as data."""

@@ -10,7 +10,7 @@ import dataclasses
 
 from harness.core.typed import field
 
-from .base import Method
+from .base import Method, peft_wrap
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,13 +30,13 @@ class LoRA(Method):
     shardable = True
 
     def prepare(self, model, ctx):
-        from peft import LoraConfig, get_peft_model
+        from peft import LoraConfig
 
         c = self.config
         targets = "all-linear" if c.target_modules == ["all-linear"] else list(c.target_modules)
         peft_config = LoraConfig(r=c.r, lora_alpha=c.alpha, lora_dropout=c.dropout, target_modules=targets,
                                  task_type="CAUSAL_LM")
-        return get_peft_model(model, peft_config)
+        return peft_wrap(model, peft_config)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -37,16 +37,14 @@ from typing import Literal
 
 from harness.core.typed import field
 
-from .base import Method
+from .base import Method, peft_wrap
 
 
 class _PromptLearning(Method):
     """prepare() wraps the model with the subclass's peft_config()."""
 
     def prepare(self, model, ctx):
-        from peft import get_peft_model
-
-        return get_peft_model(model, self.peft_config())
+        return peft_wrap(model, self.peft_config())
 
 
 @dataclasses.dataclass(frozen=True)

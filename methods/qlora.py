@@ -31,7 +31,7 @@ import torch
 
 from harness.core.typed import field
 
-from .base import Method, Needs
+from .base import Method, Needs, peft_wrap
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,11 +77,11 @@ class QLoRA(Method):
     needs = Needs(quantized_base=True)
 
     def prepare(self, model, ctx):
-        from peft import LoraConfig, get_peft_model
+        from peft import LoraConfig
 
         c = self.config
         auto = torch.bfloat16 if ctx.device.startswith("cuda") else torch.float32
         dtype = {"auto": auto, "bf16": torch.bfloat16, "fp32": torch.float32}[c.compute_dtype]
         quantize_linear_layers(model, ctx.device, dtype, c.double_quant)
-        return get_peft_model(model, LoraConfig(r=c.r, lora_alpha=c.alpha, lora_dropout=c.dropout,
-                                                target_modules="all-linear", task_type="CAUSAL_LM"))
+        return peft_wrap(model, LoraConfig(r=c.r, lora_alpha=c.alpha, lora_dropout=c.dropout,
+                                      target_modules="all-linear", task_type="CAUSAL_LM"))

@@ -73,3 +73,21 @@ def test_method_conforms(name, third_party, tmp_path, data_dir):
             continue
         assert torch.equal(before, after), f"frozen parameter {n} changed"
     assert any(not torch.equal(start[n][1], end[n][1]) for n in trainable), "no trainable parameter moved"
+
+
+@pytest.mark.parametrize("name", ["lora", "lora_all_r64", "prompt_tuning", "prefix_tuning", "p_tuning_v2"])
+def test_a_peft_method_prepares_without_a_librarys_deprecation_noise(name, tiny):
+    """peft reads a property transformers deprecated: every Ray worker printed its FutureWarning into the main
+    job's progress. Wrapping says nothing a researcher can act on, so it says nothing."""
+    import copy
+    import warnings
+
+    from methods.base import StageContext
+    from methods.registry import resolve_method
+
+    cls = resolve_method(name)
+    method = cls(cls.Config())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        method.prepare(copy.deepcopy(tiny[0]), StageContext(stage=0, task=None, seen=[], device="cpu", seed=0))
+    assert [str(w.message) for w in caught if issubclass(w.category, FutureWarning)] == []
