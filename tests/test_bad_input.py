@@ -127,6 +127,7 @@ def test_config_errors_name_the_field(tmp_path, text, message):
     with pytest.raises(ConfigError) as err:
         config.load(str(f))
     assert message in str(err.value) and str(f) in str(err.value)
+    assert f"{f}." not in str(err.value)  # 'bad.yaml: budget.epochs', not a field glued onto the file's name
 
 
 def test_unknown_preset():
@@ -197,7 +198,7 @@ def test_set_overrides_any_field_and_is_checked_like_the_file():
     assert (cfg.budget.epochs, cfg.seeds, cfg.precision, cfg.stream) == (1, [3, 4], "bf16", ["law", "stem"])
     assert cfg.budget.learn_items == config.load("tiny").budget.learn_items  # the rest of budget stays
     for sets, message in ((["budget.epoch=1"], "unknown key 'epoch'; did you mean 'epochs'"),
-                          (["budget.epochs=two"], "budget.epochs: expected an integer"),
+                          (["budget.epochs=two"], "with --set budget.epochs=two: budget.epochs: expected an integer"),
                           (["epochs"], "expected KEY=VALUE"), (["model.name=x"], "'model' is not a mapping"),
                           (["seeds=[0"], "the value is not YAML")):
         with pytest.raises(ConfigError, match=message) as err:
@@ -209,7 +210,7 @@ def test_methods_and_seeds_flags_pick_from_the_card(monkeypatch):
     from harness import cli
 
     seen = {}
-    monkeypatch.setattr("harness.sweep.sweep.run_sweep", lambda cfg, results, address=None: seen.setdefault("cfg", cfg) and [])
+    monkeypatch.setattr("harness.sweep.sweep.run_sweep", lambda cfg, results, **_: seen.setdefault("cfg", cfg) and [])
     monkeypatch.setattr("harness.report.leaderboard.write", lambda results: type("P", (), {"read_text": lambda self: ""})())
     cli.main(["run", "--preset", "tiny", "--methods", "lora", "replay", "--seeds", "5", "--device", "cpu",
               "--set", "budget.epochs=1"])

@@ -80,8 +80,9 @@ def _check(value, tp, where: str):
     raise TypeError(f"unsupported config type {tp!r} at {where}")
 
 
-def build(cls, data, where: str):
-    """Return cls(**data) after checking keys, types and each field's declared range."""
+def build(cls, data, where: str, root: bool = False):
+    """Return cls(**data) after checking keys, types and each field's declared range. root: `where` names a file
+    (or other source), not a field, so its fields read 'file: budget.epochs' rather than 'file.budget.epochs'."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -93,13 +94,13 @@ def build(cls, data, where: str):
             raise ConfigError(f"{where}: unknown key '{key}'; {did_you_mean(key, fields)}")
     kwargs = {}
     for name, value in data.items():
-        f = fields[name]
-        checked = _check(value, hints[name], f"{where}.{name}")
+        f, at = fields[name], f"{where}: {name}" if root else f"{where}.{name}"
+        checked = _check(value, hints[name], at)
         lo, hi = f.metadata.get("min"), f.metadata.get("max")
         if lo is not None and checked < lo:
-            raise ConfigError(f"{where}.{name}: {checked!r} is below the minimum {lo} ({help_of(f)})")
+            raise ConfigError(f"{at}: {checked!r} is below the minimum {lo} ({help_of(f)})")
         if hi is not None and checked > hi:
-            raise ConfigError(f"{where}.{name}: {checked!r} is above the maximum {hi} ({help_of(f)})")
+            raise ConfigError(f"{at}: {checked!r} is above the maximum {hi} ({help_of(f)})")
         kwargs[name] = checked
     return cls(**kwargs)
 

@@ -162,7 +162,7 @@ def parse(data: dict, source: str) -> SweepConfig:
     data = _domain_names(_domain_paths(data, Path.cwd()), source)
     if "methods" in data:
         data["methods"] = _normalise_methods(data["methods"], source)
-    cfg = build(SweepConfig, data, source)
+    cfg = build(SweepConfig, data, source, root=True)
     check(cfg, source)
     return cfg
 
