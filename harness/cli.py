@@ -179,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"clbench {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run a sweep (default: the quick preset on SmolLM2)")
-    r.add_argument("--preset", help="preset name: quick (default), standard, tiny")
+    r.add_argument("--preset", help="preset name: quick (default), standard, standard-gpu, tiny")
     r.add_argument("--config", help="a sweep YAML file (instead of --preset)")
     r.add_argument("--results", default="results", help="results folder (default: results)")
     r.add_argument("--data", help="dataset folder (default: $CLBENCH_DATA)")
@@ -198,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=_run)
     t = sub.add_parser("tune", help="choose each method's learning rate and strength on a validation stream of "
                                     "other items, and write the card with the chosen configs (harness/sweep/tune.py)")
-    t.add_argument("--preset", help="the protocol card to tune for: quick (default), standard, tiny")
+    t.add_argument("--preset", help="the protocol card to tune for: quick (default), standard, standard-gpu, tiny")
     t.add_argument("--config", help="a sweep YAML file (instead of --preset)")
     t.add_argument("--methods", nargs="+", help="tune only these methods (default: the card's)")
     t.add_argument("--results", help="folder of the grid's runs and outputs (default: results/tune/<card name>)")
@@ -248,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--author", help="who submits (default: the login name)")
     s.add_argument("--description", help="one line shown with the row (default: the class's `description`)")
     s.add_argument("--config", help="YAML mapping of overrides of the method's config fields")
-    s.add_argument("--preset", help="protocol card to run under: quick (default), standard, tiny")
+    s.add_argument("--preset", help="protocol card to run under: quick (default), standard, standard-gpu, tiny")
     s.add_argument("--results", default="results", help="results folder (default: results)")
     s.add_argument("--replace", action="store_true", help="replace your own earlier submission of this name")
     s.add_argument("--address", help="join a running Ray cluster (HOST:PORT); default: a local Ray instance")
@@ -261,7 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--config", help="a sweep YAML file (instead of --preset)")
     show.add_argument("--calibrate", nargs="+", metavar="SOURCE",
                       help="results folders or gpu check reports whose finished runs measure the seconds per unit of "
-                           "work on their device (default: results/reference/standard and results/bench/gpu-check-*.json)")
+                           "work on their device (default: results/reference/standard, its tune/, and "
+                           "results/bench/gpu-check-*.json)")
     show.set_defaults(func=_protocol_show)
     return p
 

@@ -2,7 +2,7 @@
 
 `python -m harness.stack [--lock FILE]` prints the versions of the packages that can change scores
 (`provenance.SCORE_PACKAGES`) and every installed package whose version differs from the lock: the
-drift environment (`tox -e drift`) and scripts/update-lock.sh print it, and tests/test_lock.py checks
+drift environment (`tox -e drift`) and scripts/update-lock.sh print it, and tests/test_stack.py checks
 that the locked environment has no difference. `--split FREEZE` writes a `pip freeze` as the next lock:
 the packages only the optional extras need (EXTRAS: tracking) to their own file, the rest to lock.txt.
 """

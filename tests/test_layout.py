@@ -156,3 +156,33 @@ def test_no_module_imports_itself_back():
         lines.append(f"{', '.join(component)}:")
         lines += [f"    {' -> '.join(ring + ring[:1])}" for ring in rings]
     assert not found, "import cycles (late imports count):\n" + "\n".join(lines)
+
+
+def documented_imports() -> dict[str, set[str]]:
+    """docs/architecture.md's floor table: unit -> the units its 'imports from (today)' column names."""
+    lines = (ROOT / "docs" / "architecture.md").read_text().splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("floor  folder"))
+    folder_at, role_at, at = (lines[head].index(h) for h in ("folder", "role", "imports from (today)"))
+    short = {u.rpartition(".")[2]: u for units in FLOORS for u in units if u != "harness"}
+    table, current = {}, None
+    for line in lines[head + 1:]:
+        if line.startswith("```"):
+            break
+        if folder := line[folder_at:role_at].strip():
+            current = "harness" if folder == "harness/*.py" else folder.rstrip("/").replace("/", ".")
+            table[current] = set()
+        said = line[at:].strip()
+        if said not in ("", "nothing", "any floor below"):
+            table[current] |= {short[w.strip()] for w in said.split(",") if w.strip()}
+    return table
+
+
+def test_the_architecture_table_names_what_each_unit_imports():
+    _, edges = graph()
+    actual = {}
+    for m, targets in edges.items():
+        actual.setdefault(unit(m), set()).update(unit(t) for t, _ in targets if unit(t) != unit(m))
+    documented = documented_imports()
+    wrong = [f"{u}: the table says {sorted(documented[u])}, the code imports {sorted(actual.get(u, set()))}"
+             for u in sorted(documented) if u != "harness" and documented[u] != actual.get(u, set())]
+    assert not wrong, "docs/architecture.md's 'imports from (today)' column:\n" + "\n".join(wrong)
