@@ -45,7 +45,10 @@ How it is estimated here, for a causal LM (the choices and deviations):
   do not disturb the training RNG;
 - online sum with gamma (Schwarz et al.) instead of one penalty per task (Kirkpatrick); gamma 1
   is the plain sum, which equals Kirkpatrick's sum of per-task penalties except that every
-  term is anchored to the latest weights.
+  term is anchored to the latest weights. Deviation at gamma < 1: the penalty uses the stored sum
+  F = gamma * F + F_k as it is; van de Ven's code (GMvandeVen/continual-learning,
+  models/cl/continual_learner.py) multiplies the running sum by gamma once more in the penalty, so there
+  the penalty is gamma times ours. Equal at the default gamma 1.
 
 Defaults and why:
 - ewc_lambda 1e3, chosen by measurement so that the penalty matters without freezing the model:

@@ -4,7 +4,8 @@ per-token 8-bit scalar quantization.
 Product quantization (Jégou et al. 2011, doi:10.1109/TPAMI.2010.57) splits each d-dimensional
 vector into m subvectors and replaces each by the index of its nearest centroid among k, learned
 by k-means per subvector: m bytes per vector when k <= 256. REMIND (Hayes et al. 2020) fits the
-codebooks once, on the base-initialisation data, and keeps them fixed; so does `LatentReplay`.
+codebooks once, on the base-initialisation data, and keeps them fixed; `LatentReplay` fits one set per
+task on that task's states (a stated deviation, methods/latent_replay.py).
 
 Every quantizer turns a [n, d] float tensor into a payload (a tuple of tensors) and back.
 """

@@ -26,6 +26,20 @@ block-15 inputs for 8 MMLU STEM items: mean relative error per token 17% (PQ) an
 the label loss through the upper blocks moved from 4.316 (exact states) to 4.359 (PQ states). REMIND replays 50 stored examples per new one in a
 streaming setting; with mini-batches we replay `replay_batch` sequences per step (default 4, one
 default batch), weight 1. Default sample: 100 sequences per task, buffer 1000 sequences.
+
+Further deviations from REMIND's code (tyler-hayes/REMIND, image_classification_experiments):
+- where the split is: REMIND freezes a ResNet-18 up to layer4.0 and trains only its last residual block
+  and the classifier; here the default split is the middle block, so the upper half trains (our choice:
+  a decoder's last block alone barely learns a domain);
+- the new task's own states are used exact: REMIND passes each new sample through the quantizer
+  (encode, decode) before training on it, and quantizes test features too; here only the replayed
+  states are reconstructions, and evaluation runs the whole model;
+- no augmentation: REMIND crops the decoded feature maps at random and mixes two replayed draws (mixup,
+  alpha 0.1); neither has a counterpart for token sequences here;
+- eviction: REMIND drops a random item of the class with the most items; here a reservoir over
+  sequences (at the defaults, 100 a task and 1000 in all, the buffer never fills on 4-5 domains);
+- the optimiser is the harness's (AdamW at a constant lr 5e-5), where REMIND uses SGD with momentum
+  0.9 at lr 0.1 decayed stepwise.
 """
 from __future__ import annotations
 

@@ -3,9 +3,18 @@
 only the new blocks (Wu et al. 2024, arXiv:2401.02415: a copy after every 4th of LLaMA-2-7B's
 32 blocks, 8 new blocks, the original blocks frozen).
 
+Deviations from the reference code (TencentARC/LLaMA-Pro and its training fork hills-code/open-instruct,
+branch llama-pro): the paper trains only the new blocks in its post-pretraining; the reference's
+fine-tuning script (scripts/finetune_codealpaca.sh) trains every weight (training only listed layers is the
+opt-in `--extend_layers`). Here only the new blocks train, at every task, and the same blocks go on from
+task to task. The learning rate 1e-4 is ours: the reference scripts use 1e-5 (post-pretraining,
+finetune_cosmopedia.sh) and 2e-5 (fine-tuning), with a linear schedule and warm-up where the harness keeps
+the rate constant; `clbench tune` picks it on the validation stream.
+
 Where the copies go: the reference (TencentARC/LLaMA-Pro scripts/block_expansion.py) copies every
 `split`-th block, split = layers / new blocks, which places the last copy on the top block only when split
-divides the layer count (LLaMA-Factory's port refuses other counts). Here `every` sets the share, about
+divides the layer count (it asserts that split divides the layer count, and LLaMA-Factory's port refuses
+other counts too). Here `every` sets the share, about
 one new block per `every` original ones (round(layers / every) new blocks), and the copies close groups of
 the stack that are as even as whole blocks allow, the top block's included: the reference's placement
 when `every` divides the layer count, and on SmolLM2's 30 blocks with every 4, 8 copies (after blocks 4,

@@ -42,7 +42,10 @@ constraint, and the paper's own values could not be checked against its text her
 confirm, or to tune with `clbench tune`); the group split is the reference's: half the experts each. Deviations from
 the reference:
   - Q is the mean of the router weight over a sample's real tokens; the reference sums it over
-    every position, padding included, so longer samples and padded batches weigh more in Z.
+    every position, padding included (its collator pads a batch to its longest row, so every row sums over
+    the same length and a shorter sample's Q takes in the router's weights at its pad positions; at its
+    script's batch of 1 there is no padding and the two agree).
+  - one dropout mask for all experts of a projection; the reference draws one per expert (p 0.05).
   - general_ratio is 0 by default, so that moe_lora trains on the stream's examples only, like the
     other methods; the constraint then acts through the task type alone (the paper's SFT mix held
     world-knowledge samples as well: general_ratio > 0 comes closest to it).

@@ -19,14 +19,16 @@ What the reference code does (github.com/cmnfriend/O-LoRA, read for this port):
 - Settings: r 8, alpha 32, dropout 0.1, q and v projections (peft's defaults; src/run_uie_lora.py),
   lamda_1 0.5, lamda_2 0, lr 1e-3 constant, one epoch of about 5000 examples at a global batch of 64,
   i.e. 79 steps per task (219 for dbpedia) (scripts/order_*.sh, T5-large); scripts_llama/order_*.sh
-  use lr 1e-3 for the first task and 1e-4 for the later ones. The reference's own logs
+  use lr 1e-3 for the first task and 1e-4 for the later ones, and scripts/long.sh (the 15-task run) raises
+  lamda_1 to 5 for tasks 10-15 and lamda_2 up to 0.3. The reference's own logs
   (logs_and_outputs/long_olora/outputs/*/trainer_state.json, T5-large) imply that its penalty
   dominates there too: the logged loss (task + penalty) of stage 2 (amazon) is 24.5 over the first
   10 steps and still 5.0 at step 70, where stage 1 (yelp, the same kind of task) logs 0.56 at step 20
   and 0.38 at step 70.
 
-Deviation: the penalty is averaged over the adapted modules instead of summed (`reduction`; "sum"
-gives the reference's scale). Why: at a fresh Kaiming-uniform init an entry of A_t A_i^T has a mean
+Deviations: the learning rate is 1e-3 at every task (the reference's LLaMA scripts drop it to 1e-4 after
+the first task; `clbench tune` picks it on the validation stream), and the penalty is averaged over the
+adapted modules instead of summed (`reduction`; "sum" gives the reference's scale). Why: at a fresh Kaiming-uniform init an entry of A_t A_i^T has a mean
 absolute value of about 0.27 / sqrt(in_features), so one module adds about 0.27 r^2 / sqrt(in) per
 earlier task: 0.71 on SmolLM2 (in 576), times 60 modules times lambda1 0.5 = 21 per earlier task
 against a task loss of 2-5. The reference pays that off over 79-219 steps a task; this benchmark

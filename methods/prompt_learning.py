@@ -5,9 +5,12 @@
   tokens (its default length; shorter ones are an ablation), initialised from embeddings of
   sampled vocabulary tokens (the paper samples its 5,000 most common tokens, peft the whole
   vocabulary; class-label init needs labels our generative tasks lack), and the paper's optimiser:
-  Adafactor at lr 0.3, weight decay 1e-5, second-moment decay 0.8, no parameter scaling
-  (torch.optim.Adafactor, whose beta2_decay -0.8 is that decay and which does not scale by the
-  parameter's norm).
+  t5x's Adafactor at a constant lr 0.3 as an absolute step size (no parameter scaling), weight decay
+  1e-5, second-moment decay 0.8 (methods/adafactor.py, after the reference's gin; torch.optim.Adafactor
+  cannot do this: it always scales the step by the parameter's RMS and decays it as 1/sqrt(t)). The
+  paper's rate was set for T5's embeddings; on SmolLM2 (embedding RMS 0.14) `clbench tune` picks it.
+  Deviation: the harness clips the global gradient norm at 1.0 first (t5x does not; Adafactor's update
+  is nearly invariant to the gradient's scale).
 - `prefix_tuning` (Li & Liang 2021, arXiv:2101.00190): a trained key/value prefix at every layer,
   produced by an MLP reparameterisation from a small embedding (Sec. 4.3), which the paper found
   more stable than training the prefix directly: peft PrefixTuningConfig with
@@ -19,11 +22,14 @@
   paper finds the reparameterisation encoder's use task-dependent (Sec. 3.3) and its reference code
   (THUDM/P-tuning-v2, `prefix_projection` default False) trains the prefix embedding itself.
   Prefix length 16 and lr 5e-3 come from that code's question-answering script
-  (run_script/run_squad_roberta.sh), the closest of its tasks to ours. The prefix starts, as in that
-  code, as nn.Embedding's N(0, 1) draw used directly as keys and values: unlike the MLP-produced
-  prefix of `prefix_tuning`, it moves the untrained model's predictions far from the base model's
-  (on SmolLM2 the cloze scores of a sample question fell from about -4 to -16 nats), so the first
-  task's training starts by undoing it.
+  (run_script/run_squad_roberta.sh), the closest of its tasks to ours. The prefix starts as in that
+  code: N(0, initializer_range) (0.02 on SmolLM2), used directly as keys and values. Its nn.Embedding
+  draws N(0, 1), but the reference loads models with transformers 4.11's `from_pretrained`, which
+  re-initialises every module missing from the checkpoint, the prefix included, with the model's
+  `_init_weights` (N(0, 0.02) for RoBERTa). peft keeps the N(0, 1) draw, whose keys and values moved
+  SmolLM2's cloze scores of a sample question from about -4 to -16 nats before any training; this port
+  redraws it. Deviation: the reference's QA script applies dropout 0.2 to the prefix's keys and values;
+  peft has no prefix dropout.
 
 peft puts the virtual tokens in front of every call's input, also one that continues from a
 cache; harness.model.scoring therefore continues the cloze scorer's cached question on the model
@@ -69,9 +75,9 @@ class PromptTuning(_PromptLearning):
                                 prompt_tuning_init=init)
 
     def optimiser(self, params, device):
-        import torch
+        from .adafactor import Adafactor
 
-        return torch.optim.Adafactor(params, lr=self.config.lr, beta2_decay=-0.8, weight_decay=1e-5)
+        return Adafactor(params, lr=self.config.lr, decay_rate=0.8, weight_decay_rate=1e-5)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,3 +118,13 @@ class PTuningV2(_PromptLearning):
 
         return PeftPrefixTuning(task_type="CAUSAL_LM", num_virtual_tokens=self.config.num_virtual_tokens,
                                 prefix_projection=False)
+
+    def prepare(self, model, ctx):
+        import torch
+
+        model = super().prepare(model, ctx)
+        std = getattr(model.config, "initializer_range", 0.02)
+        with torch.no_grad():  # the reference's start (see the module docstring), not peft's N(0, 1)
+            for encoder in model.prompt_encoder.values():
+                encoder.embedding.weight.normal_(0.0, std)
+        return model

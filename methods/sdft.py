@@ -11,8 +11,15 @@ does the same for GSM8K, keeping the original when the final number differs):
   code: the rewrite's code (first fenced block, or all of it) passes the item's tests;
   generation: the domain's scorer finds the item's answer in the rewrite (for GSM8K's last_number, the
     reference code's own check).
-A rewrite that hit the token cap before its end-of-turn is rejected as cut off. How many rewrites
-were kept is stored per stage (`method_stats`).
+A rewrite that hit the token cap before its end-of-turn is rejected as cut off, and, as in the reference
+(eval/gen_distilled_data.py, `verify`), so is one that talks about the prompt instead of answering: it
+contains "reference answer", "your response", "my response", "your own response" or "now it's your turn"
+(case ignored) or starts with "Your turn". How many rewrites were kept is stored per stage (`method_stats`).
+
+Deviations: rewrites are decoded greedily with at most 256 new tokens (the reference's rewrite step runs
+LLaMA-Factory's defaults: sampling at temperature 0.95, top-p 0.7, top-k 50, up to 512 new tokens), and
+every domain uses `alpaca_distill_refer` (the reference uses it for its code and function-calling data,
+`gsm8k_distill` for GSM8K and `alpaca_distill_using` for general instruction data).
 
 Training is full fine-tuning (lr 5e-5, as `full`), so `sdft` differs from `full` in the data alone;
 the paper trained LoRA (q,v, r 8, lr 1e-4). The cap of 256 new tokens fits a rewritten MBPP
@@ -53,6 +60,14 @@ def mentions(text: str, phrase: str) -> bool:
     """`phrase` occurs in `text` as whole words (case and spacing ignored)."""
     phrase = _norm(phrase)
     return bool(phrase) and re.search(rf"(?<!\w){re.escape(phrase)}(?!\w)", _norm(text)) is not None
+
+
+BANNED = ("reference answer", "your response", "my response", "your own response", "now it's your turn")
+
+
+def talks_about_the_prompt(rewrite: str) -> bool:
+    """The reference's `verify` rejects these rewrites (of the stripped text)."""
+    return any(b in rewrite.lower() for b in BANNED) or rewrite.startswith("Your turn")
 
 
 def agrees(item, rewrite: str) -> bool:
@@ -99,7 +114,8 @@ class SDFT(FullFineTune):
         self.kept, self.total = 0, len(known)
         for k, reply in zip(known, replies):
             text = reply["text"].strip()
-            if text and reply["stopped"] and agrees(items[(pairs[k]["user"], pairs[k]["reply"])], text):
+            if (text and reply["stopped"] and not talks_about_the_prompt(text)
+                    and agrees(items[(pairs[k]["user"], pairs[k]["reply"])], text)):
                 out[k] = dict(pairs[k], reply=text)
                 self.kept += 1
         return out

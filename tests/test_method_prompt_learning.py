@@ -7,6 +7,7 @@ import torch
 
 from harness.model.scoring import cloze_scores, generate, letter_choices, letter_token_ids, reply_logprob
 from harness.run.checkpoints import Checkpoints
+from methods.adafactor import Adafactor
 from methods.base import StageContext
 from methods.prompt_learning import PrefixTuning, PromptTuning, PTuningV2
 from tasks.chat import encode_example, prompt_ids, reply_ids
@@ -118,9 +119,9 @@ def test_prompt_tuning_trains_with_the_papers_adafactor(tiny):
     model = _prepared(tiny, "prompt_tuning")
     params = [p for p in model.parameters() if p.requires_grad]
     optimiser = method.optimiser(params, "cpu")
-    assert isinstance(optimiser, torch.optim.Adafactor)
+    assert isinstance(optimiser, Adafactor)  # t5x's, as the reference runs it (the tests below)
     group = optimiser.param_groups[0]
-    assert (group["lr"], group["beta2_decay"], group["weight_decay"]) == (0.3, -0.8, 1e-5)
+    assert (group["lr"], group["decay_rate"], group["weight_decay_rate"]) == (0.3, 0.8, 1e-5)
     assert isinstance(METHODS["prefix_tuning"].optimiser(params, "cpu"), torch.optim.AdamW)
     tok = tiny[1]
     before = [p.detach().clone() for p in params]
@@ -129,3 +130,63 @@ def test_prompt_tuning_trains_with_the_papers_adafactor(tiny):
     train_task(model, method, examples, ctx, epochs=1, batch_size=2, pad_id=tok.pad_token_id, device="cpu",
                precision="fp32", seed=0, desc="adafactor")
     assert any(not torch.equal(b, p) for b, p in zip(before, params))
+
+
+def _t5x_update(w, g, v, t, lr, decay_rate=0.8, wd=0.0, eps1=1e-30, clip=1.0, factor_least=128):
+    """t5x/adafactor.py's apply_param_gradient (multiply_by_parameter_scale False, no momentum), in numpy."""
+    import numpy as np
+
+    beta = 1.0 - t ** (-decay_rate)
+    sq = g * g + eps1
+    order = np.argsort(w.shape)
+    if w.ndim == 2 and w.shape[order[-2]] >= factor_least:
+        d1, d0 = int(order[-2]), int(order[-1])
+        if v is None:
+            v = (np.zeros(np.delete(w.shape, d0)), np.zeros(np.delete(w.shape, d1)))
+        v = (beta * v[0] + (1 - beta) * sq.mean(axis=d0), beta * v[1] + (1 - beta) * sq.mean(axis=d1))
+        row = (v[0] / v[0].mean(axis=d1 - (d0 < d1), keepdims=True)) ** -0.5
+        y = g * np.expand_dims(row, d0) * np.expand_dims(v[1] ** -0.5, d1)
+    else:
+        v = beta * (0.0 if v is None else v) + (1 - beta) * sq
+        y = g * v ** -0.5
+    y = y / max(1.0, np.sqrt((y * y).mean()) / clip)
+    return (1.0 - wd) * w - lr * y, v
+
+
+@pytest.mark.parametrize("shape", [(100, 24), (160, 130)])  # a prompt's full second moment; a factored one
+def test_prompt_tunings_adafactor_is_t5xs(shape):
+    import numpy as np
+
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(0.01 * torch.randn(shape))
+    opt = METHODS["prompt_tuning"].optimiser([w], "cpu")
+    ref = w.detach().double().numpy().copy()
+    v = None
+    for t in range(1, 6):
+        g = torch.randn(shape) * (t if t % 2 else 0.1)
+        w.grad = g.clone()
+        opt.step()
+        ref, v = _t5x_update(ref, g.double().numpy(), v, t, lr=0.3, wd=1e-5)
+        assert np.allclose(w.detach().numpy(), ref, rtol=1e-5, atol=1e-6), t
+
+
+def test_prompt_tunings_step_is_absolute_not_scaled_by_the_prompts_size():
+    """The paper's lr 0.3 is a step size (t5x, multiply_by_parameter_scale=False): the first step moves every
+    entry by 0.3 whatever the prompt's scale (torch.optim.Adafactor would move it by 0.3 x its RMS)."""
+    w = torch.nn.Parameter(0.001 * torch.randn(100, 24))
+    before = w.detach().clone()
+    opt = METHODS["prompt_tuning"].optimiser([w], "cpu")
+    w.grad = torch.randn(100, 24)
+    opt.step()
+    step = (1 - 1e-5) * before - w.detach()
+    assert torch.allclose(step.abs(), torch.full_like(step, 0.3), rtol=1e-5)
+
+
+def test_p_tuning_v2s_prefix_starts_at_the_models_init_scale(tiny):
+    """The reference re-initialises its prefix with the model's _init_weights (N(0, initializer_range)), not
+    nn.Embedding's N(0, 1), so the untrained prefix moves the model's predictions far less."""
+    method = PTuningV2(PTuningV2.Config())
+    torch.manual_seed(0)
+    model = method.prepare(copy.deepcopy(tiny[0]), StageContext(stage=0, task=None, seen=[], device="cpu", seed=0))
+    weight = next(iter(model.prompt_encoder.values())).embedding.weight
+    assert weight.std().item() == pytest.approx(model.config.initializer_range, rel=0.05)

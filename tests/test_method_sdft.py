@@ -48,6 +48,16 @@ def test_mc_rewrite_without_the_answer_or_with_another_is_rejected(reply):
     assert method.stats(None) == {"rewrites": 1, "rewrites_kept": 0}
 
 
+@pytest.mark.parametrize("reply", ["As the reference answer says, Paris.", "Paris. That is my response.",
+                                   "Here is Your Response: Paris", "Now it's your turn: Paris",
+                                   "Your turn! Paris."])
+def test_a_rewrite_that_talks_about_the_prompt_is_rejected_as_the_reference_does(reply):
+    """sail-sg/sdft eval/gen_distilled_data.py `verify`: these rewrites name the right answer yet echo the
+    distillation prompt, and the reference keeps the original."""
+    out, method, _ = run_with([reply], [MC])
+    assert out == [MC.training_pair()] and method.stats(None)["rewrites_kept"] == 0
+
+
 def test_cut_off_rewrite_is_rejected():
     method = SDFT()
     method.generator = lambda prompts: [{"text": "The answer is Paris", "stopped": False}]
