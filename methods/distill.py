@@ -3,9 +3,11 @@
 Before each task, the first included, the current model is copied and frozen as the teacher:
 at stage 1 that is the prepared base model, whose behaviour is exactly the general ability to
 keep; at stage k the model as stage k-1 left it. Training loss = label loss +
-alpha * T^2 * KL(p_teacher^T || p_student^T) on the reply tokens of the new task's data, with
+alpha * KL(p_teacher^T || p_student^T) on the reply tokens of the new task's data, with
 both distributions softened by temperature T (Li & Hoiem 2017, arXiv:1606.09282: T = 2,
-weight 1; the T^2 factor keeps gradient scale as in Hinton et al. 2015, arXiv:1503.02531).
+weight 1). No T^2 factor: the authors' code (lizhitwo/LearningWithoutForgetting, vl_nnsoftmaxdiff.m,
+mode 'MI') gives the logits the gradient (softmax(x/T) - softmax(teacher/T)) / T, which is this KL's;
+Hinton et al.'s T^2 scaling (arXiv:1503.02531) would pull 4x as hard at T = 2.
 LwF's teacher is the model before the new task, at every task; the term is 0 at a stage's
 first step (student = teacher) and grows as the student moves.
 
@@ -38,12 +40,12 @@ class DistillConfig:
 
 
 def distill_kl(student_logits, teacher_logits, labels, temperature: float):
-    """Mean over reply positions of KL(teacher^T || student^T) * T^2."""
+    """Mean over reply positions of KL(teacher^T || student^T) (LwF's term: no T^2 factor)."""
     mask = labels[:, 1:] != IGNORE
     s = student_logits[:, :-1][mask].float() / temperature
     t = teacher_logits[:, :-1][mask].float() / temperature
     kl = F.kl_div(F.log_softmax(s, -1), F.log_softmax(t, -1), log_target=True, reduction="batchmean")
-    return kl * temperature**2
+    return kl
 
 
 class Distill(FullFineTune):

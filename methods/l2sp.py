@@ -1,5 +1,12 @@
 """L2-SP: full fine-tuning with an L2 penalty pulling the weights towards the pre-trained ones,
-alpha/2 * ||w - w0||^2 (Li, Grandvalet & Davoine 2018, arXiv:1802.01483; alpha 0.1 there)."""
+alpha/2 * ||w - w0||^2 (Li, Grandvalet & Davoine 2018, arXiv:1802.01483; alpha 0.1 there).
+
+Deviations from the authors' code (holyseven/TransferLearningClassification, model/network_base.py): the
+penalty goes into the harness's AdamW at a constant 5e-5 with the gradient clipped at norm 1.0 (penalty
+included), where the reference uses SGD with momentum 0.9 at lr 0.01 stepped down 10x: Adam normalises
+each coordinate, so an alpha set for SGD pulls differently (`clbench tune` picks alpha with the rate);
+and every parameter is anchored, norm gains included, where the reference's default penalises only
+variables named 'weights' (no biases or batch-norm parameters)."""
 from __future__ import annotations
 
 import dataclasses

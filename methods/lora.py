@@ -1,8 +1,14 @@
 """LoRA through peft: low-rank adapters on chosen projections, base weights frozen.
 
 Defaults: rank 8 on q_proj and v_proj (Hu et al. 2021, arXiv:2106.09685, Sec. 7.1 found
-q,v the best use of a fixed budget), alpha 32, dropout 0.05, lr 3e-4. One adapter is
-trained across the whole stream.
+q,v the best use of a fixed budget); alpha 32, dropout 0.05 and lr 3e-4 are ours (microsoft/LoRA's
+configurations: RoBERTa-large r 8, alpha 16, lr 3e-4, weight decay 0.1, linear schedule with 6% warm-up;
+GPT-2 r 4, alpha 32, dropout 0.1, lr 2e-4, weight decay 0.01). One adapter is trained across the whole
+stream, at the harness's constant rate without weight decay.
+
+`lora_all_r64` puts rank 64 on every linear layer, as QLoRA does (Dettmers et al. 2023); its alpha 128
+(alpha = 2r) and lr 3e-4 are ours: QLoRA uses alpha 16 and lr 2e-4 (artidoro/qlora, qlora.py), so its
+adapter scale alpha/r is 8x QLoRA's and `lora_all_r64` against `qlora` is not quantization on/off alone.
 """
 from __future__ import annotations
 
@@ -47,9 +53,9 @@ class LoRAAllR64Config(LoRAConfig):
 
 
 class LoRAAllR64(LoRA):
-    """The QLoRA paper's setting: every linear layer, r 64 (Dettmers et al. 2023, arXiv:2305.14314)."""
+    """Every linear layer at r 64, as QLoRA (Dettmers et al. 2023, arXiv:2305.14314); alpha 128 is ours."""
 
     name = "lora_all_r64"
-    description = "peft LoRA on every linear layer, rank 64, alpha 128 (the QLoRA-paper setting)."
+    description = "peft LoRA on every linear layer, rank 64 (QLoRA's placement and rank), alpha 128."
     citation = "Dettmers et al. 2023, QLoRA, arXiv:2305.14314; Hu et al. 2021, arXiv:2106.09685"
     Config = LoRAAllR64Config

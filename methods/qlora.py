@@ -11,7 +11,9 @@ Defaults (paper, Sec. 4 and Appendix B): NF4 with double quantization (the block
 quantized again), bf16 compute on CUDA, LoRA r 64, alpha 16, dropout 0.1 (the paper's for
 models up to 13B) on all linear layers, lr 2e-4 (its 7B/13B rate). On a CPU the compute dtype is
 fp32 (bf16 there is the harness's autocast decision, measured). No gradient checkpointing: the
-paper used it to fit 65B models in memory, ours fit without.
+paper used it to fit 65B models in memory, ours fit without. Deviations: the harness clips the gradient
+norm at 1.0 with no warm-up, where the reference (artidoro/qlora, qlora.py) clips at 0.3 with a 3% warm-up
+(both at a constant rate), and plain AdamW where it uses paged AdamW (the same update, paged memory).
 
 CPU pitfall: on a CPU with AVX512-BF16, bitsandbytes (0.50) repacks a Linear4bit's weight into an
 inference-only layout the first time it runs a no-grad forward in eval mode

@@ -4,12 +4,16 @@ task so that a share `ratio` of what is trained on comes from the buffer.
 Reservoir sampling (Vitter 1985) keeps a uniform sample of everything seen within a fixed
 buffer. Rehearsal of a small share of earlier data is the strongest simple baseline for LLM
 continual learning (Scialom et al. 2022, arXiv:2205.12393, used 1% of earlier data; de Masson
-d'Autume et al. 2019, arXiv:1906.01076). Defaults: ratio 0.2, buffer 1000 examples.
+d'Autume et al. 2019, arXiv:1906.01076). Defaults, ours: ratio 0.2 (both sources replay about 1%: at this
+benchmark's tens of examples a task, 1% is no example at all), buffer 1000 examples. Scialom et al.'s
+code (ThomasScialom/T0_continual_learning) draws a fixed count per earlier task with replacement and
+always rehearses the T0 training mixture too; de Masson d'Autume et al. add local adaptation, not done here.
 
 Optionally a share `general_ratio` of every task's training examples (from the first task on)
 comes from general-domain data, GSM8K train (worked maths solutions, read through the run's
-DataSource; no probe uses it), to hold on to general ability as well (Scialom et al. mix in
-general instruction data the same way). Off by default.
+DataSource; no probe uses it), to hold on to general ability as well (Scialom et al. rehearse their
+general instruction mixture at every task). Off by default (ours), so that replay trains on the stream's
+data alone, like the other methods.
 
 Each stage draws its replayed examples without replacement (whole passes over the shuffled buffer when the
 stage needs more than it holds) and tags them `mix`, so that the training loop spreads them evenly over

@@ -11,7 +11,7 @@ from methods.ewc import EWC
 from methods.freeze import Freeze
 from methods.l2sp import L2SP
 from methods.replay import Replay
-from tasks.chat import encode_example
+from tasks.chat import IGNORE, encode_example
 from tasks.items import MCItem
 from tasks.registry import Task
 
@@ -131,6 +131,21 @@ def test_distillation_is_zero_when_student_equals_teacher_and_positive_otherwise
     assert distill_kl(logits, logits, batch["labels"], 2.0).item() == pytest.approx(0.0, abs=1e-6)
     noisy = logits + torch.randn_like(logits)
     assert distill_kl(noisy, logits, batch["labels"], 2.0).item() > 0.01
+
+
+def test_distillations_gradient_is_lwfs():
+    """Li & Hoiem's code (lizhitwo/LearningWithoutForgetting, vl_nnsoftmaxdiff.m, mode 'MI') gives the logits the
+    gradient (softmax(x / T) - softmax(teacher / T)) / T per position: no T^2 factor (Hinton's scaling is not
+    LwF's; with it the term pulled 4x as hard at T = 2)."""
+    torch.manual_seed(0)
+    student, teacher = torch.randn(1, 4, 11, requires_grad=True), torch.randn(1, 4, 11)
+    labels = torch.tensor([[IGNORE, IGNORE, 5, 7]])  # positions 1 and 2 predict labels
+    T = 2.0
+    distill_kl(student, teacher, labels, T).backward()
+    rows = [1, 2]
+    expected = (torch.softmax(student[0, rows] / T, -1) - torch.softmax(teacher[0, rows] / T, -1)) / T / len(rows)
+    assert torch.allclose(student.grad[0, rows], expected.detach(), atol=1e-6)
+    assert student.grad[0, [0, 3]].abs().sum() == 0
 
 
 def test_freeze_trains_only_the_last_blocks(tiny):
