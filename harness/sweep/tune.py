@@ -339,14 +339,10 @@ def _stored(results: str, cfg: SweepConfig) -> tuple[dict, dict]:
     return runs, state
 
 
-def progress(card: SweepConfig, results: str, names: list[str] | None = None,
-             cost_sources: list[str] | None = None) -> tuple[Path, str]:
-    """progress.md in `results`, running nothing: every grid point of a tune that runs or was stopped (the widened
-    ones it will add, as far as the finished points decide them), whether it has run, and each variant's choice
-    where all its points have finished (else the point leading so far); with one line to print that counts them."""
-    from ..model.precision import pick_device
-    from ..report import cost
-
+def standing(card: SweepConfig, results: str, names: list[str] | None = None):
+    """(rows, state, cfg) of a tune that runs or was stopped, running nothing: every grid point (the widened ones
+    it will add, as far as the finished points decide them) with its state, a variant chosen only where all its
+    points have finished (else its leading point's state says so), and the validation config they make."""
     methods = methods_named(card, names) if names else list(card.methods)
     widened: dict[str, tuple] = {}
     while True:  # the widening the tune makes once the stated grid has run, as far as the stored points decide it
@@ -361,6 +357,18 @@ def progress(card: SweepConfig, results: str, names: list[str] | None = None,
     for r in rows:
         if r["variant"] in open_ and r["chosen"]:
             r["chosen"], state[r["label"]] = False, "finished: leading so far"
+    return rows, state, cfg
+
+
+def progress(card: SweepConfig, results: str, names: list[str] | None = None,
+             cost_sources: list[str] | None = None) -> tuple[Path, str]:
+    """progress.md in `results`, running nothing (`standing`): every grid point, whether it has run, and each
+    variant's choice where all its points have finished (else the point leading so far); with one line to print
+    that counts them."""
+    from ..model.precision import pick_device
+    from ..report import cost
+
+    rows, state, cfg = standing(card, results, names)
     done = sum(s.startswith(FINISHED) for s in state.values())
     again = sum(s.endswith("runs it again") or s.startswith("unreadable") for s in state.values())
     variants = {r["variant"] for r in rows}
