@@ -22,10 +22,11 @@ def _run(args) -> int:
     cfg = config.load(args.config or args.preset or "quick", args.set or ())
     if args.limit is not None:
         cfg = config.limited(cfg, args.limit)
-    changes = dict(data_dir=args.data, model=args.model, device=args.device, seeds=args.seeds,
+    changes = dict(data_dir=args.data, model=args.model, device=args.device,
                    methods=config.methods_named(cfg, args.methods) if args.methods else None)
-    if any(v is not None for v in changes.values()):
+    if any(v is not None for v in changes.values()) or args.seeds:
         cfg = config.with_overrides(cfg, **changes)
+        cfg = config.with_run_seeds(cfg, args.seeds) if args.seeds else cfg
         config.check(cfg, "command line")
     results = run_sweep(cfg, args.results, address=args.address, cost_sources=cost.default_sources())
     failed = [r for r in results if r["status"] != "finished"]
@@ -186,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--model", help="override the config's model")
     r.add_argument("--methods", nargs="+", help="run only these methods (labels or names; one the card lacks runs "
                    "at its defaults)")
-    r.add_argument("--seeds", nargs="+", type=int, help="override the config's seeds (every method's, its own too)")
+    r.add_argument("--seeds", nargs="+", type=int, help="run every method on these seeds (its own seeds: the card's protocol version, and so its board, "
+                        "stays the same, so seeds added later join the stored ones)")
     r.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override the config's device")
     r.add_argument("--limit", type=int, metavar="N", help="a quick check: at most N items per view and probe; the "
                    "sweep is named <card>-limitN and ranks in a section of its own")

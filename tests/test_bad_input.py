@@ -216,10 +216,30 @@ def test_methods_and_seeds_flags_pick_from_the_card(monkeypatch):
               "--set", "budget.epochs=1"])
     cfg = seen["cfg"]
     assert [(m.method, m.config) for m in cfg.methods] == [("lora", {}), ("replay", {})]
-    assert (cfg.seeds, cfg.device, cfg.budget.epochs) == ([5], "cpu", 1)
+    assert (cfg.device, cfg.budget.epochs) == ("cpu", 1)
+    assert [m.seeds for m in cfg.methods] == [[5], [5]] and cfg.seeds == config.load("tiny").seeds  # run seeds
     with pytest.raises(SystemExit):
         cli.main(["run", "--preset", "tiny", "--seeds", "x"])
     assert cli.main(["run", "--preset", "tiny", "--methods", "ful"]) == 2  # checked like a config's methods
+
+
+def test_more_seeds_join_the_cards_board_and_skip_the_stored_ones(monkeypatch, data_dir):
+    """`clbench run --seeds 0 1` after a seed-0 run of the card: the same protocol version (seeds given on the
+    command line are each method's own, not the card's), so seed 0's stored run is skipped and seed 1 ranks beside
+    it (they once made another version: seed 0 reran and the board split)."""
+    from harness import cli
+    from harness.spec.protocol import stamp
+    from harness.spec.spec import expand
+
+    seen = []
+    monkeypatch.setattr("harness.sweep.sweep.run_sweep", lambda cfg, results, **_: seen.append(cfg) or [])
+    monkeypatch.setattr("harness.report.leaderboard.write", lambda results: type("P", (), {"read_text": lambda self: ""})())
+    for seeds in (["0"], ["0", "1"]):
+        cli.main(["run", "--preset", "tiny", "--data", str(data_dir), "--seeds", *seeds])
+    first, more = seen
+    assert stamp(first)["version"] == stamp(more)["version"]
+    assert {s.run_id for s in expand(first)} < {s.run_id for s in expand(more)}
+    assert {s.seed for s in expand(more)} == {0, 1}
 
 
 @pytest.mark.parametrize("command", [["leaderboard"], ["figures"], ["power"], ["validate"], ["reproduce", "abc"]])

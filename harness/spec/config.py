@@ -315,6 +315,12 @@ def seeds_of(cfg: SweepConfig, entry: MethodEntry) -> list[int]:
     return list(entry.seeds or cfg.seeds)
 
 
+def with_run_seeds(cfg: SweepConfig, seeds: list[int]) -> SweepConfig:
+    """Every variant run on `seeds` (its own seeds, which are not part of the protocol card): more seeds of a card
+    join its board instead of making another protocol version (the card's `seeds` are in the version)."""
+    return dataclasses.replace(cfg, methods=[dataclasses.replace(e, seeds=list(seeds)) for e in cfg.methods])
+
+
 def with_overrides(cfg: SweepConfig, **changes) -> SweepConfig:
     """A copy of cfg with some top-level fields replaced (CLI flags); new `seeds` replace every variant's own too."""
     cfg = dataclasses.replace(cfg, **{k: v for k, v in changes.items() if v is not None})
