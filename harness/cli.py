@@ -187,8 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--model", help="override the config's model")
     r.add_argument("--methods", nargs="+", help="run only these methods (labels or names; one the card lacks runs "
                    "at its defaults)")
-    r.add_argument("--seeds", nargs="+", type=int, help="run every method on these seeds (its own seeds: the card's protocol version, and so its board, "
-                        "stays the same, so seeds added later join the stored ones)")
+    r.add_argument("--seeds", nargs="+", type=int, help="run every method on these seeds (its own seeds: the card's "
+                   "protocol version, and so its board, stays the same, so seeds added later join the stored ones)")
     r.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override the config's device")
     r.add_argument("--limit", type=int, metavar="N", help="a quick check: at most N items per view and probe; the "
                    "sweep is named <card>-limitN and ranks in a section of its own")
