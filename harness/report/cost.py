@@ -269,7 +269,8 @@ def expected(cfg: SweepConfig, device: str, sources: list[str], left: int | None
     small = ("; fixed costs (model loading, Ray start-up, per-call overheads) are not counted and dominate at this "
              "size" if e["hours_per_run"] * 3600 < 60 else "")
     return (f"expected time: {duration(e['hours_per_sweep'] * 3600)} for {what}, "
-            f"{duration(e['hours_per_run'] * 3600)} each (harness/report/cost.py: the median rates of {r.runs} run(s) on {r.device_name} in {r.board}{small})")
+            f"{duration(e['hours_per_run'] * 3600)} each (harness/report/cost.py: the median rates of {r.runs} run(s) "
+            f"on {r.device_name} in {r.board}{small})")
 
 
 def duration(seconds: float) -> str:
