@@ -233,7 +233,8 @@ def test_more_seeds_join_the_cards_board_and_skip_the_stored_ones(monkeypatch, d
 
     seen = []
     monkeypatch.setattr("harness.sweep.sweep.run_sweep", lambda cfg, results, **_: seen.append(cfg) or [])
-    monkeypatch.setattr("harness.report.leaderboard.write", lambda results: type("P", (), {"read_text": lambda self: ""})())
+    board = type("P", (), {"read_text": lambda self: ""})()
+    monkeypatch.setattr("harness.report.leaderboard.write", lambda results: board)
     for seeds in (["0"], ["0", "1"]):
         cli.main(["run", "--preset", "tiny", "--data", str(data_dir), "--seeds", *seeds])
     first, more = seen

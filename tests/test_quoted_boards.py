@@ -27,7 +27,8 @@ def table(lines: list[str], start: int) -> list[dict]:
 
 def ranked_board(path: Path) -> dict[str, dict]:
     lines = path.read_text().splitlines()
-    return {r["Method"]: r for r in table(lines, next(i for i, line in enumerate(lines) if line.startswith("| Rank ↓")))}
+    start = next(i for i, line in enumerate(lines) if line.startswith("| Rank ↓"))
+    return {r["Method"]: r for r in table(lines, start)}
 
 
 @pytest.mark.parametrize("page, board", QUOTES)

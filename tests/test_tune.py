@@ -337,6 +337,7 @@ def test_tune_end_to_end_writes_the_grid_and_a_card_run_accepts(tmp_path, data_d
     assert f"| {chosen['label']} |" in next(r for r in shown.stdout.splitlines() if "**yes**" in r)
     # before any run: the grid's expected time at the rates of the committed standard board (harness.report.cost);
     # before a widening round, that of its one new point at the rates of the grid's own runs on this machine
-    assert re.search(r"expected time: (about [0-9.]+ (h|min)|under a minute) for the 3 of 3 run\(s\) left", done.stdout), done.stdout[:2000]
+    assert re.search(r"expected time: (about [0-9.]+ (h|min)|under a minute) for the 3 of 3 run\(s\) left",
+                     done.stdout), done.stdout[:2000]
     assert len(rows) == 3 or re.search(r"for the 1 of 4 run\(s\) left, .* on [^\n]* in " + re.escape(str(results)),
                                        done.stdout), done.stdout[-3000:]
