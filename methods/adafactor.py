@@ -5,7 +5,7 @@ configs/runs/prompt_finetune.gin) trains the prompt with t5x's Adafactor at a co
 0.3, decay_rate 0.8, step_offset 0, weight_decay_rate 1e-5 and `multiply_by_parameter_scale = False`:
 "the provided learning_rate is absolute step size". torch.optim.Adafactor always multiplies the rate
 by the parameter's RMS and by min(lr, 1/sqrt(t)) (the relative step), so at the paper's 0.3 it steps a
-SmolLM2 embedding (RMS 0.14) by about 0.04 of what t5x does, less and less after step 11.
+SmolLM2 embedding (RMS 0.14) by 0.04 where t5x steps it by 0.3 (0.14 of it), less and less after step 11.
 
 Per parameter, at step t = 1, 2, ... (t5x's defaults where the gin does not set them: no momentum,
 update clipping at 1.0, epsilon1 1e-30, factoring only where the two largest dimensions are both at

@@ -83,8 +83,22 @@ def test_the_expected_time_counts_the_runs_left_at_this_machines_rates(board, tm
     assert cost.rates(mixed.root, "cpu").device_name == f"2 machines ({', '.join(sorted([here, 'Another CPU']))})"
 
 
+def test_an_estimate_never_stops_a_sweep_and_reads_the_stored_runs_items_where_the_card_does(board, tmp_path,
+                                                                                             monkeypatch, data_dir):
+    """`clbench run` prints the expected time before its runs: a data folder it cannot read is said in that line
+    (it once raised and stopped the sweep), and the stored runs' items are read from the card's data folder
+    (`--data`), not only from $CLBENCH_DATA."""
+    cfg, _, results = board
+    monkeypatch.setenv("CLBENCH_DATA", str(tmp_path / "no-data-here"))
+    cost._work_of.cache_clear()
+    assert cost.rates(results, "cpu", data_dir=str(data_dir)).runs == 1
+    lost = config.with_overrides(cfg, data_dir=str(tmp_path / "missing"))
+    line = cost.expected(lost, "cpu", [str(results)])
+    assert line.startswith("expected time: not counted (") and "missing" in line, line
+
+
 @pytest.mark.parametrize("seconds, said", [(30, "under a minute"), (90, "about 1.5 min"), (15 * 60, "about 15 min"),
-                                            (52_560, "about 14.6 h")])
+                                            (52_560, "about 14.6 h"), (4_680_000, "about 1,300 h")])
 def test_a_duration_reads_in_the_units_a_sweep_is_planned_in(seconds, said):
     assert cost.duration(seconds) == said
 

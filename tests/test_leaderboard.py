@@ -327,8 +327,8 @@ def test_pareto_uses_the_estimated_training_flops_not_wall_time(monkeypatch):
 
 
 def test_two_card_versions_that_differ_only_in_what_runs_do_not_record_say_what_that_is():
-    """A card run with more --seeds is another version, though its seed-0 run is the same experiment: the
-    section's reason names the seeds or task orders instead of 'fields not recorded'."""
+    """A card run with other card seeds (--set seeds=[...]) is another version, though its seed-0 run is the same
+    experiment: the section's reason names the seeds or task orders instead of 'fields not recorded'."""
     a, b = synthetic_run("full", 0, _R([0.5, 0.7])), synthetic_run("full", 1, _R([0.5, 0.7]))
     a["protocol"], b["protocol"] = {"name": "card", "version": "v-seeds-0"}, {"name": "card", "version": "v-seeds-01"}
     secs = leaderboard.sections([a, b])

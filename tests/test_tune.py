@@ -144,7 +144,7 @@ def test_the_tuned_card_runs_the_cards_methods_on_its_seeds_and_the_others_on_it
     assert [(s.label, s.seed) for s in expand(tuned)] == [("full", 0), ("full", 1), ("full", 2), ("lora", 0),
                                                           ("lora", 1), ("lora", 2), ("l2sp", 0)]
     assert protocol.card(tuned) == protocol.card(card)
-    assert {s.seed for s in expand(config.with_overrides(tuned, seeds=[7]))} == {7}  # --seeds: every method's
+    assert {s.seed for s in expand(config.with_run_seeds(tuned, [7]))} == {7}  # --seeds: every method's
 
 
 def test_the_stated_grids_labels_are_those_a_stored_tune_resumes_by():

@@ -26,7 +26,7 @@ from methods.registry import available
 from tasks.chat import encode_pairs, prompt_ids, reply_ids
 from tasks.items import ChatItem, CodeItem, GenItem, MCItem
 
-from ..core.errors import ConfigError
+from ..core.errors import ClbenchError, ConfigError, DataError
 from ..spec.config import SweepConfig, seeds_of
 from ..store.provenance import cpu_name
 
@@ -127,13 +127,15 @@ def this_machine(device: str) -> str | None:
     return cpu_name()
 
 
-def rates(source: str | Path, device: str, machine: str | None = None, precision: str = "auto") -> Rates | None:
+def rates(source: str | Path, device: str, machine: str | None = None, precision: str = "auto",
+          data_dir: str | None = None) -> Rates | None:
     """Seconds per unit of work measured on `source`'s finished runs that ran on `device` (and on `machine`, and
     in `precision` unless 'auto': bf16 on a CPU without fast bf16 is ~100x slower; None: none did): the median
     over runs (a run slowed by other work on its machine does not set the rate) of each run's measured train
     seconds against its measured train tokens, and of its measured evaluation seconds against its card's work
     per evaluation. `source`: a results folder, or a report of scripts/gpu_check.py (gpu-check-*.json, whose
-    runs carry their work: their model may have been a random-weight copy that is gone)."""
+    runs carry their work: their model may have been a random-weight copy that is gone). `data_dir`: where the
+    stored runs' items are read to count their work (None: $CLBENCH_DATA)."""
     if Path(source).is_file():
         return _report_rates(Path(source), device, machine, precision)
     from ..spec.spec import RunSpec
@@ -149,7 +151,7 @@ def rates(source: str | Path, device: str, machine: str | None = None, precision
         # the work is the card's, whatever the method, its settings and seed: one count per card, not per run
         spec = {**RunSpec.from_dict(r["spec"]).as_dict(), "method": "full", "label": "full", "method_config": {},
                 "seed": 0}
-        w = _work_of(json.dumps(spec, sort_keys=True))
+        w = _work_of(json.dumps(spec, sort_keys=True), data_dir)
         measured.append((r["compute"], w.params, w.eval_tokens))
     names = sorted({machine_of(r, device) or device for r in runs})
     name = names[0] if len(names) == 1 else f"{len(names)} machines ({', '.join(names)})"
@@ -191,8 +193,8 @@ def _median_rates(measured: list[tuple[dict, int, int]], name: str, source: str)
 
 
 @functools.lru_cache(maxsize=32)
-def _work_of(spec_json: str) -> Workload:
-    """The work of a stored run's card (a one-run card of its spec; its data folder: the default one)."""
+def _work_of(spec_json: str, data_dir: str | None) -> Workload:
+    """The work of a stored run's card (a one-run card of its spec, its items read from `data_dir`)."""
     from ..spec.config import MethodEntry
     from ..spec.spec import RunSpec
 
@@ -200,7 +202,8 @@ def _work_of(spec_json: str) -> Workload:
     return workload(SweepConfig(name="stored", model=spec.model, precision=spec.precision, device=spec.device,
                                 stream=list(spec.stream), probes=list(spec.probes), scorer=spec.scorer,
                                 methods=[MethodEntry(method=spec.method)], seeds=[spec.seed],
-                                budget=spec.budget_config(), data_seed=spec.data_seed, domains=dict(spec.domains)))
+                                budget=spec.budget_config(), data_seed=spec.data_seed, domains=dict(spec.domains),
+                                data_dir=data_dir))
 
 
 def estimate(w: Workload, r: Rates) -> dict:
@@ -225,8 +228,12 @@ def describe(cfg: SweepConfig, boards: list[str]) -> str:
              "stages each"]
     measured = {}
     for device in ("cpu", "cuda"):
-        measured[device] = next((r for r in (rates(b, device, precision=cfg.precision) for b in boards)
-                                 if r is not None), None)
+        try:
+            measured[device] = next((r for r in (rates(b, device, precision=cfg.precision, data_dir=cfg.data_dir)
+                                                 for b in boards) if r is not None), None)
+        except DataError as e:  # a stored board whose items cannot be read counts nothing; the card still shows
+            measured[device] = None
+            lines.append(f"  {device}: rates not measured ({e})")
     for device, r in measured.items():
         if r is not None:
             e = estimate(w, r)
@@ -253,13 +260,14 @@ def describe(cfg: SweepConfig, boards: list[str]) -> str:
 def expected(cfg: SweepConfig, device: str, sources: list[str], left: int | None = None) -> str:
     """One line: about how long `cfg`'s sweep (or the `left` runs of it not yet finished) takes on `device`
     ('cpu' | 'cuda'), or why that is not known. Rates measured on this machine come first (the first source
-    holding runs made here), then the first source holding runs on the device kind at all."""
+    holding runs made here), then the first source holding runs on the device kind at all. An estimate never
+    stops a sweep: what it cannot count (a model or data it cannot read) it says."""
     try:
         w = workload(cfg)
         found = (r for m in dict.fromkeys((this_machine(device), None)) for s in sources
-                 if (r := rates(s, device, m, cfg.precision)) is not None)
+                 if (r := rates(s, device, m, cfg.precision, cfg.data_dir)) is not None)
         r = next(found, None)
-    except ConfigError as e:
+    except ClbenchError as e:
         return f"expected time: not counted ({e})"
     if r is None:
         made = "" if cfg.precision == "auto" else f" in {cfg.precision}"
@@ -276,5 +284,5 @@ def expected(cfg: SweepConfig, device: str, sources: list[str], left: int | None
 def duration(seconds: float) -> str:
     """'about 14.6 h', 'about 15 min' or 'under a minute': the units a person plans a sweep in."""
     if seconds >= 3600:
-        return f"about {seconds / 3600:.3g} h"
+        return f"about {seconds / 3600:.3g} h" if seconds < 3600 * 1000 else f"about {seconds / 3600:,.0f} h"
     return f"about {seconds / 60:.2g} min" if seconds >= 60 else "under a minute"

@@ -236,8 +236,8 @@ def protocol_diff(run: dict, reference: dict) -> str:
 
 
 # what makes two card versions differ when every field a run file records agrees
-UNRECORDED = ("the card's seeds or task orders, which run files do not record (a card run with other --seeds is "
-              "another version)")
+UNRECORDED = ("the card's seeds or task orders, which run files do not record (a card run with "
+              "--set seeds=[...] is another version; `--seeds` keeps the card's)")
 
 
 def sections(runs: list[dict]) -> list[dict]:

@@ -322,8 +322,6 @@ def with_run_seeds(cfg: SweepConfig, seeds: list[int]) -> SweepConfig:
 
 
 def with_overrides(cfg: SweepConfig, **changes) -> SweepConfig:
-    """A copy of cfg with some top-level fields replaced (CLI flags); new `seeds` replace every variant's own too."""
+    """A copy of cfg with some top-level fields replaced (CLI flags; None: kept)."""
     cfg = dataclasses.replace(cfg, **{k: v for k, v in changes.items() if v is not None})
-    if changes.get("seeds") is not None:
-        cfg = dataclasses.replace(cfg, methods=[dataclasses.replace(e, seeds=[]) for e in cfg.methods])
     return cfg
