@@ -5,8 +5,9 @@ is still running."""
 from pathlib import Path
 
 from harness.spec import config
-from harness.sweep.tune import STRENGTH, standing
-from methods.registry import available, resolve_method
+from harness.spec.config import MethodEntry
+from harness.sweep.tune import grid, standing
+from methods.registry import available
 
 ROOT = Path(__file__).resolve().parents[1]
 TUNE = ROOT / "results" / "reference" / "standard" / "tune"
@@ -25,8 +26,9 @@ def readme_table() -> dict[str, list[str]]:
 
 
 def defaults(name: str) -> str:
-    c, knob = resolve_method(name).Config(), STRENGTH.get(name)
-    return f"lr={c.lr:.3g}" + (f" {knob[0]}={getattr(c, knob[0]):.3g}" if knob else "")
+    """The tune's own label of the method's defaults point (its grid's factors 1, 1), less the method's name."""
+    entry, _ = next(p for p in grid(MethodEntry(method=name), config.load("standard")) if p[1]["factors"] == (1.0, 1.0))
+    return entry.label[len(name) + 1:]
 
 
 def test_the_readme_lists_every_method_with_its_defaults():
