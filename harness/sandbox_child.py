@@ -24,11 +24,11 @@ def _describe(request: dict, send) -> None:
     from harness.core.typed import build
     from harness.submit import method_check
 
-    target, overrides, source = request["target"], request["overrides"], request["source"]
-    cls, problems = method_check.static(target, overrides, source)
+    target, overrides, source, root = request["target"], request["overrides"], request["source"], request["root"]
+    cls, problems = method_check.static(target, overrides, source, root)
     if cls is not None and not problems and request["trial"]:
-        problems += method_check.trial(cls, overrides, source, request["data_dir"])
-    config = dataclasses.asdict(build(cls.Config, overrides, source)) if cls is not None and not problems else None
+        problems += method_check.trial(cls, overrides, source, request["data_dir"], root)
+    config = dataclasses.asdict(build(cls.Config, overrides, source, root)) if cls is not None and not problems else None
     needs = getattr(cls, "needs", None)
     send({"kind": "described", "problems": [str(p) for p in problems], "name": str(getattr(cls, "name", "")),
           "class": str(getattr(cls, "__name__", "")), "description": str(getattr(cls, "description", "")),

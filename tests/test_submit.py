@@ -143,8 +143,8 @@ def test_broken_submission_reports_every_problem_and_writes_nothing(tmp_path):
     sig_line = src.index("    def train_examples(self, pairs):") + 1
     assert f"{path}:{sig_line}: Broken.train_examples(self, pairs) cannot be called as" in msg
     assert "Config.depth has no default" in msg
-    assert "overrides.yaml.ratio: expected a number, got str 'high'" in msg
-    assert "overrides.yaml.window: expected an integer" in msg
+    assert f"{overrides}: ratio: expected a number, got str 'high'" in msg
+    assert f"{overrides}: window: expected an integer" in msg
     assert "contains a path separator" in msg and "contains '..'" in msg
     assert not results.exists()
 

@@ -179,14 +179,17 @@ def absolute(target: str) -> str:
     return f"{Path(path).resolve()}:{cls}"
 
 
-def describe(target: str, overrides=None, source: str = "method config", *, trial: bool = False, data_dir=None,
-             timeout: float = DESCRIBE_TIMEOUT) -> dict:
+def describe(target: str, overrides=None, source: str = "method config", *, root: bool = True, trial: bool = False,
+             data_dir=None, timeout: float = DESCRIBE_TIMEOUT) -> dict:
     """{name, class, description, citation, needs, config, source_file, problems} of a method, from a child
-    that imports it (and, with `trial`, runs it on the tiny model); ConfigError when the child fails."""
-    key = (target, _file_digest(target), json.dumps(overrides, sort_keys=True, default=str), trial, str(data_dir))
+    that imports it (and, with `trial`, runs it on the tiny model); ConfigError when the child fails. `source`
+    names where the overrides came from in error messages: a file (`root`: 'overrides.yaml: ratio') or, with
+    root=False, a field of a card ('methods[0].config.ratio')."""
+    key = (target, _file_digest(target), json.dumps(overrides, sort_keys=True, default=str), source, root, trial,
+           str(data_dir))
     if key in _DESCRIBED:
         return _DESCRIBED[key]
-    request = {"target": absolute(target), "overrides": overrides or {}, "source": source, "trial": trial,
+    request = {"target": absolute(target), "overrides": overrides or {}, "source": source, "root": root, "trial": trial,
                "data_dir": str(data_dir) if data_dir else None}
     with tempfile.TemporaryDirectory(prefix="clbench-method-") as tmp:
         child = None
@@ -235,7 +238,7 @@ def info(target: str, overrides=None, where: str = "method") -> dict:
         config = dataclasses.asdict(build(cls.Config, overrides or {}, where.replace(".method", ".config")))
         return {"name": cls.name, "class": cls.__name__, "description": cls.description, "citation": cls.citation,
                 "needs": dataclasses.asdict(cls.needs), "config": config, "source_file": None, "problems": []}
-    described = describe(target, overrides, where.replace(".method", ".config"))
+    described = describe(target, overrides, where.replace(".method", ".config"), root=False)
     if described["problems"]:
         problems = (p.removeprefix(f"{target}: ") for p in described["problems"])  # each names the target once
         raise ConfigError(f"{where}: {target}: " + "; ".join(problems))

@@ -77,7 +77,7 @@ def _hook_problems(cls) -> list[str]:
     return out
 
 
-def _config_problems(cls, overrides: dict, source: str) -> list[str]:
+def _config_problems(cls, overrides: dict, source: str, root: bool) -> list[str]:
     config_cls = getattr(cls, "Config", None)
     where = _where(config_cls) if config_cls is not None else _where(cls)
     if not (inspect.isclass(config_cls) and dataclasses.is_dataclass(config_cls)):
@@ -94,7 +94,7 @@ def _config_problems(cls, overrides: dict, source: str) -> list[str]:
         return out + [f"{source}: expected a mapping of {config_cls.__name__} fields, got {type(overrides).__name__}"]
     for key, value in overrides.items():  # one at a time, so every bad field is reported
         try:
-            build(config_cls, {key: value}, source)
+            build(config_cls, {key: value}, source, root)
         except ConfigError as e:
             out.append(str(e))
         except TypeError:  # the value is fine; the config cannot be built without defaults (reported above)
@@ -140,7 +140,7 @@ def _trial(cls, config, data_dir, files: set[str]) -> list[str]:
     return []
 
 
-def static(target: str, overrides: dict, source: str) -> tuple[type | None, list[str]]:
+def static(target: str, overrides: dict, source: str, root: bool = True) -> tuple[type | None, list[str]]:
     """(the class or None, every problem the interface and config checks find) for a 'file.py:Class'
     or registered name."""
     try:
@@ -154,10 +154,10 @@ def static(target: str, overrides: dict, source: str) -> tuple[type | None, list
     if not issubclass(cls, Method):
         problems.append(_at(_where(cls), f"{cls.__name__} must subclass methods.base.Method "
                                          "(it supplies the hooks you do not override)"))
-    return cls, problems + _hook_problems(cls) + _config_problems(cls, overrides, source)
+    return cls, problems + _hook_problems(cls) + _config_problems(cls, overrides, source, root)
 
 
-def trial(cls, overrides: dict, source: str, data_dir=None) -> list[str]:
+def trial(cls, overrides: dict, source: str, data_dir=None, root: bool = True) -> list[str]:
     """The problem the trial on the tiny model meets, if any (call after `static` found none)."""
     files = {str(Path(inspect.getsourcefile(cls)).resolve())} if inspect.getsourcefile(cls) else set()
-    return _trial(cls, build(cls.Config, overrides, source), data_dir, files)
+    return _trial(cls, build(cls.Config, overrides, source, root), data_dir, files)
