@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..core.errors import ConfigError
 from ..core.json_file import read_json
-from ..spec.spec import RunSpec
+from ..spec.spec import RunSpec, check_method_file
 from ..store.store import Store
 from ..store.submissions import moved_copy
 
@@ -84,18 +84,22 @@ def _threads(run: dict) -> int | None:
 def located(spec: RunSpec, results, path) -> RunSpec:
     """The spec with its method file found, before any compute: where the run read it, or, for a submission's
     copy (<results>/submissions/<name>/<sha12>/<file>.py, an absolute path in the spec) in a results folder that
-    has moved since, the same copy under `results`, its SHA-256 checked against the folder's name."""
+    has moved since, the same copy under `results`, its SHA-256 checked against the folder's name and, for a
+    run that records it, the file's against the run's `method_sha256`."""
     if ".py:" not in spec.method:
         return spec
     file, _, cls = spec.method.rpartition(":")
     if Path(file).is_file():
+        check_method_file(spec, str(path))
         return spec
     moved, sha12 = moved_copy(file, results) or (None, None)
     if moved is not None and moved.is_file():
         if hashlib.sha256(moved.read_bytes()).hexdigest()[:12] != sha12:
             raise ConfigError(f"{path}: {moved} is not the file the run read (its SHA-256 does not begin with "
                               f"{sha12}); restore that submission's copy")
-        return dataclasses.replace(spec, method=f"{moved.resolve()}:{cls}")
+        found = dataclasses.replace(spec, method=f"{moved.resolve()}:{cls}")
+        check_method_file(found, str(path))
+        return found
     raise ConfigError(f"{path}: the run's method file {file} is not there" + (f", nor at {moved}" if moved else "")
                       + "; give the results folder that holds it (--results) or put the file back")
 

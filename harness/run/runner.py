@@ -22,7 +22,7 @@ from ..integrations import tracking as trackers
 from ..model import models
 from ..model.precision import autocast, linear_layers, pick_device, pick_precision, place_weights, weight_dtypes
 from ..spec.protocol import items_digest
-from ..spec.spec import RunSpec, content_hash
+from ..spec.spec import RunSpec, check_method_file, content_hash
 from ..store.files import SCHEMA_VERSION
 from ..store.provenance import git_commit, machine, package_versions, score_package_versions
 from ..store.store import Store
@@ -245,6 +245,7 @@ def _trainer(spec: RunSpec, setup: _Setup, data_dir, store: Store, sharding: dic
 
 def _execute(spec: RunSpec, store: Store, data_dir, result: dict, on_stage, save_models: bool, tracker,
              sharding: dict | None) -> None:
+    check_method_file(spec, f"run {spec.run_id}")
     setup = _Setup(spec, data_dir)
     unlisted = {"unlisted_data": setup.source.unlisted} if setup.source.unlisted else {}
     result["provenance"].update(data_checksums=setup.checksums, items_digest=setup.items,

@@ -4,7 +4,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from pathlib import Path
 
+from ..core.errors import ConfigError
 from ..core.typed import build
 from . import sandbox
 from .config import Budget, SweepConfig, seeds_of
@@ -25,6 +27,7 @@ class RunSpec:
     method_config: dict
     seed: int
     domains: dict = dataclasses.field(default_factory=dict)  # user domain name -> file path (SweepConfig.domains)
+    method_sha256: str = ""  # a 'file.py:Class' method: the file's SHA-256 (file_sha256), what the run id names
 
     @classmethod
     def from_dict(cls, data: dict) -> "RunSpec":
@@ -33,16 +36,24 @@ class RunSpec:
         return cls(**data)
 
     def as_dict(self) -> dict:
-        """The spec as stored. `domains` only when the stream has user domains, so the ids of runs over
-        built-in domains stay what they were before domain files."""
+        """The spec as stored. `domains` only when the stream has user domains and `method_sha256` only for a
+        method file, so the ids of runs of built-in methods over built-in domains stay what they were."""
         d = json.loads(json.dumps(dataclasses.asdict(self)))
-        if not d["domains"]:
-            del d["domains"]
+        for key in ("domains", "method_sha256"):
+            if not d[key]:
+                del d[key]
         return d
 
     @property
     def run_id(self) -> str:
-        return content_hash(self.as_dict())
+        """The hash of the spec. A method file counts by its name and content (`method_sha256`), not by the
+        folder it lies in: the same file run from a moved results folder or another clone keeps its run ids,
+        and an edited file gets new ones (runs stored before method_sha256 hash their path, as they did)."""
+        d = self.as_dict()
+        if self.method_sha256:
+            file, _, cls = self.method.rpartition(":")
+            d["method"] = f"{Path(file).name}:{cls}"
+        return content_hash(d)
 
     def budget_config(self) -> Budget:
         return build(Budget, self.budget, "budget")
@@ -54,13 +65,30 @@ class RunSpec:
         d = self.as_dict()
         for k in ("method", "label", "method_config", "seed"):
             d.pop(k)
-        d.pop("domains", None)  # paths differ between machines; what their items say is in the items digest
+        for k in ("method_sha256", "domains"):  # domains: paths differ between machines; what their items say
+            d.pop(k, None)                        # is in the items digest
         d["stream"] = sorted(d["stream"])
         return d
 
 
 def content_hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def file_sha256(method: str) -> str:
+    """The SHA-256 of a 'file.py:Class' method's file ('' for a registered name)."""
+    if ".py:" not in method:
+        return ""
+    return hashlib.sha256(Path(method.rpartition(":")[0]).read_bytes()).hexdigest()
+
+
+def check_method_file(spec: RunSpec, where: str) -> None:
+    """ConfigError when the spec's method file is not the content its run id names (edited since the runs were
+    planned). Before any compute: a run executes the code its id stands for."""
+    if spec.method_sha256 and (now := file_sha256(spec.method)) != spec.method_sha256:
+        raise ConfigError(f"{where}: {spec.method.rpartition(':')[0]} is not the file this run's id names (SHA-256 "
+                          f"{now[:12]}..., the run's {spec.method_sha256[:12]}...): it was edited since; run the "
+                          "card again to plan runs of the file as it is, or put the earlier file back")
 
 
 def expand(cfg: SweepConfig) -> list[RunSpec]:
@@ -73,5 +101,6 @@ def expand(cfg: SweepConfig) -> list[RunSpec]:
             specs.append(RunSpec(model=cfg.model, precision=cfg.precision, device=cfg.device, stream=tuple(order),
                                  probes=tuple(cfg.probes), scorer=cfg.scorer, budget=dataclasses.asdict(cfg.budget),
                                  data_seed=cfg.data_seed, method=entry.method, label=entry.label or entry.method,
-                                 method_config=method_config, seed=seed, domains=dict(cfg.domains)))
+                                 method_config=method_config, seed=seed, domains=dict(cfg.domains),
+                                 method_sha256=file_sha256(entry.method)))
     return specs
