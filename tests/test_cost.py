@@ -83,6 +83,31 @@ def test_the_expected_time_counts_the_runs_left_at_this_machines_rates(board, tm
     assert cost.rates(mixed.root, "cpu").device_name == f"2 machines ({', '.join(sorted([here, 'Another CPU']))})"
 
 
+def test_an_auto_card_is_costed_at_the_precision_its_runs_will_pick_here(board, tmp_path, monkeypatch):
+    """`precision: auto` took every stored run's rates, bf16 and fp32 alike (bf16 on a CPU without fast bf16 is
+    ~100x slower); now the runs in the precision a run would pick on this machine."""
+    cfg, run, _ = board
+    slow = json.loads(json.dumps(run))
+    slow["spec"]["precision"], slow["precision"] = "bf16", "bf16"
+    slow["run_id"] = RunSpec.from_dict(slow["spec"]).run_id
+    for k in ("train_seconds", "eval_seconds"):
+        slow["compute"][k] *= 100
+    store = Store(tmp_path / "both")
+    store.save_run(run)
+    store.save_run(slow)
+    auto = config.with_overrides(cfg, precision="auto")
+    for picked, scale in (("fp32", 1), ("bf16", 100)):
+        monkeypatch.setattr("harness.model.precision.pick_precision", lambda requested, device: (picked, {}))
+        e = cost.estimate(cost.workload(auto), cost.rates(store.root, "cpu", precision=picked))
+        assert cost.expected(auto, "cpu", [str(store.root)]).startswith(
+            f"expected time: {cost.duration(e['hours_per_sweep'] * 3600)} for 1 run(s)")
+        assert cost.rates(store.root, "cpu", precision=picked).train == pytest.approx(scale * cost.rates(
+            store.root, "cpu", precision="fp32").train)
+    monkeypatch.setattr("harness.model.precision.pick_precision", lambda requested, device: ("fp32", {}))
+    assert cost.expected(auto, "cpu", [str(tmp_path / "none")]) == "expected time: no stored runs on cpu in fp32 " \
+        "to measure rates on"
+
+
 def test_an_estimate_never_stops_a_sweep_and_reads_the_stored_runs_items_where_the_card_does(board, tmp_path,
                                                                                              monkeypatch, data_dir):
     """`clbench run` prints the expected time before its runs: a data folder it cannot read is said in that line

@@ -259,17 +259,21 @@ def describe(cfg: SweepConfig, boards: list[str]) -> str:
 def expected(cfg: SweepConfig, device: str, sources: list[str], left: int | None = None) -> str:
     """One line: about how long `cfg`'s sweep (or the `left` runs of it not yet finished) takes on `device`
     ('cpu' | 'cuda'), or why that is not known. Rates measured on this machine come first (the first source
-    holding runs made here), then the first source holding runs on the device kind at all. An estimate never
-    stops a sweep: what it cannot count (a model or data it cannot read) it says."""
+    holding runs made here), then the first source holding runs on the device kind at all, in the precision the
+    runs will use (a card's `precision: auto` resolved as a run resolves it here). An estimate never stops a
+    sweep: what it cannot count (a model or data it cannot read) it says."""
+    from ..model.precision import pick_precision
+
+    precision = pick_precision(cfg.precision, device)[0]
     try:
         w = workload(cfg)
         found = (r for m in dict.fromkeys((this_machine(device), None)) for s in sources
-                 if (r := rates(s, device, m, cfg.precision, cfg.data_dir)) is not None)
+                 if (r := rates(s, device, m, precision, cfg.data_dir)) is not None)
         r = next(found, None)
     except ClbenchError as e:
         return f"expected time: not counted ({e})"
     if r is None:
-        return f"expected time: no stored runs on {device}{_in_precision(cfg)} to measure rates on"
+        return f"expected time: no stored runs on {device} in {precision} to measure rates on"
     e = estimate(dataclasses.replace(w, runs=w.runs if left is None else left), r)
     what = f"{w.runs} run(s)" if left is None else f"the {left} of {w.runs} run(s) left"
     small = ("; fixed costs (model loading, Ray start-up, per-call overheads) are not counted and dominate at this "
