@@ -57,3 +57,18 @@ def test_a_run_of_an_edited_method_file_fails_before_any_compute(tmp_path, monke
     assert f"{path} is not the file this run's id names" in result["error"] and "edited since" in result["error"]
     with pytest.raises(ConfigError, match="edited since"):
         check_method_file(spec, "here")
+
+
+def test_a_method_files_runs_from_two_results_folders_are_one_board_row():
+    """Runs of one submission made in two results folders (their specs name two paths of one file) are seeds of one
+    row; another version of the file under the same label is a row of its own, never averaged with it."""
+    from harness.report.leaderboard import method_groups
+
+    def run(folder: str, sha: str, seed: int) -> dict:
+        return {"spec": {"label": "mine", "method": f"/{folder}/submissions/mine/{sha[:12]}/m.py:C",
+                         "method_config": {"lr": 1e-4}, "method_sha256": sha, "seed": seed}}
+
+    same = method_groups([run("lab-a", "a" * 64, 0), run("lab-b", "a" * 64, 1)])
+    assert list(same) == ["mine"] and len(same["mine"]) == 2
+    two = method_groups([run("lab-a", "a" * 64, 0), run("lab-a", "b" * 64, 0)])
+    assert len(two) == 2 and all(len(g) == 1 for g in two.values()), two

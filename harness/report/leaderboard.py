@@ -18,7 +18,7 @@ from scipy.stats import t as student_t
 from ..metrics import stats
 from ..metrics.run_metrics import run_row
 from ..spec.protocol import version_of
-from ..spec.spec import RunSpec, content_hash
+from ..spec.spec import RunSpec, content_hash, method_identity
 from ..store.provenance import score_packages_of
 from ..store.store import Store
 from . import tables
@@ -85,16 +85,19 @@ FORGETTING = "lp_forgetting"  # the forgetting measure each method is also compa
 def method_groups(runs: list[dict]) -> dict[str, list[dict]]:
     """Runs by (label, method, method config): one row each, named by its label, or, where one label covers
     several methods or configs (a config file reusing a name), by the label with the method and a hash of
-    its config, so that different methods are never averaged as seeds of one."""
+    its config, so that different methods are never averaged as seeds of one. A method file counts by its
+    name and content (`method_identity`), so runs of one submission made in two results folders are one row."""
     variants = defaultdict(list)
     for run in runs:
         spec = run["spec"]
-        variants[(spec["label"], spec["method"], content_hash(spec.get("method_config")))].append(run)
+        config = spec.get("method_config")
+        variant = content_hash([config, spec["method_sha256"]] if spec.get("method_sha256") else config)
+        variants[(spec["label"], method_identity(spec), variant)].append(run)
     per_label = defaultdict(int)
     for label, _, _ in variants:
         per_label[label] += 1
-    return {label if per_label[label] == 1 else f"{label} [{method} {config[:6]}]": group
-            for (label, method, config), group in variants.items()}
+    return {label if per_label[label] == 1 else f"{label} [{method} {variant[:6]}]": group
+            for (label, method, variant), group in variants.items()}
 
 
 def rows(runs: list[dict]) -> list[dict]:

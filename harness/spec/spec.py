@@ -50,9 +50,7 @@ class RunSpec:
         folder it lies in: the same file run from a moved results folder or another clone keeps its run ids,
         and an edited file gets new ones (runs stored before method_sha256 hash their path, as they did)."""
         d = self.as_dict()
-        if self.method_sha256:
-            file, _, cls = self.method.rpartition(":")
-            d["method"] = f"{Path(file).name}:{cls}"
+        d["method"] = method_identity(d)
         return content_hash(d)
 
     def budget_config(self) -> Budget:
@@ -73,6 +71,15 @@ class RunSpec:
 
 def content_hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def method_identity(spec: dict) -> str:
+    """A stored spec's method as its run id and board row count it: a registered name, or a method file's name and
+    class (its content is `method_sha256`), wherever the file lies."""
+    if not spec.get("method_sha256"):
+        return spec["method"]
+    file, _, cls = spec["method"].rpartition(":")
+    return f"{Path(file).name}:{cls}"
 
 
 def file_sha256(method: str) -> str:
