@@ -150,7 +150,7 @@ def rates(source: str | Path, device: str, machine: str | None = None, precision
     for r in runs:
         # the work is the card's, whatever the method, its settings and seed: one count per card, not per run
         spec = {**RunSpec.from_dict(r["spec"]).as_dict(), "method": "full", "label": "full", "method_config": {},
-                "seed": 0}
+                "seed": 0, "method_sha256": ""}
         w = _work_of(json.dumps(spec, sort_keys=True), data_dir)
         measured.append((r["compute"], w.params, w.eval_tokens))
     names = sorted({machine_of(r, device) or device for r in runs})

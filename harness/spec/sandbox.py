@@ -161,7 +161,7 @@ def _json_value(value, depth: int = 0) -> bool:
 
 # describe: what an untrusted method declares ---------------------------------------------------------------
 
-_DESCRIBED: dict = {}
+_DESCRIBED: dict = {}  # key -> ((source, root), description): one child per file, config and trial per process
 
 
 def _file_digest(target: str) -> str:
@@ -185,10 +185,10 @@ def describe(target: str, overrides=None, source: str = "method config", *, root
     that imports it (and, with `trial`, runs it on the tiny model); ConfigError when the child fails. `source`
     names where the overrides came from in error messages: a file (`root`: 'overrides.yaml: ratio') or, with
     root=False, a field of a card ('methods[0].config.ratio')."""
-    key = (target, _file_digest(target), json.dumps(overrides, sort_keys=True, default=str), source, root, trial,
-           str(data_dir))
-    if key in _DESCRIBED:
-        return _DESCRIBED[key]
+    key = (target, _file_digest(target), json.dumps(overrides, sort_keys=True, default=str), trial, str(data_dir))
+    said = _DESCRIBED.get(key)
+    if said is not None and (not said[1]["problems"] or said[0] == (source, root)):  # problems name their source
+        return said[1]
     request = {"target": absolute(target), "overrides": overrides or {}, "source": source, "root": root, "trial": trial,
                "data_dir": str(data_dir) if data_dir else None}
     with tempfile.TemporaryDirectory(prefix="clbench-method-") as tmp:
@@ -204,7 +204,7 @@ def describe(target: str, overrides=None, source: str = "method config", *, root
             if child:
                 child.close()
     described = _checked_description(message, target)
-    _DESCRIBED[key] = described
+    _DESCRIBED[key] = ((source, root), described)
     return described
 
 

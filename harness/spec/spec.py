@@ -86,7 +86,11 @@ def file_sha256(method: str) -> str:
     """The SHA-256 of a 'file.py:Class' method's file ('' for a registered name)."""
     if ".py:" not in method:
         return ""
-    return hashlib.sha256(Path(method.rpartition(":")[0]).read_bytes()).hexdigest()
+    file = method.rpartition(":")[0]
+    try:
+        return hashlib.sha256(Path(file).read_bytes()).hexdigest()
+    except OSError as e:
+        raise ConfigError(f"method file {file}: cannot be read ({type(e).__name__}: {e.strerror or e})") from None
 
 
 def check_method_file(spec: RunSpec, where: str) -> None:
@@ -104,10 +108,11 @@ def expand(cfg: SweepConfig) -> list[RunSpec]:
     specs = []
     for i, entry in enumerate(cfg.methods):
         method_config = sandbox.info(entry.method, entry.config, where=f"methods[{i}].method")["config"]
+        sha = file_sha256(entry.method)
         for seed, order in [(s, o) for o in [cfg.stream, *cfg.task_orders] for s in seeds_of(cfg, entry)]:
             specs.append(RunSpec(model=cfg.model, precision=cfg.precision, device=cfg.device, stream=tuple(order),
                                  probes=tuple(cfg.probes), scorer=cfg.scorer, budget=dataclasses.asdict(cfg.budget),
                                  data_seed=cfg.data_seed, method=entry.method, label=entry.label or entry.method,
                                  method_config=method_config, seed=seed, domains=dict(cfg.domains),
-                                 method_sha256=file_sha256(entry.method)))
+                                 method_sha256=sha))
     return specs

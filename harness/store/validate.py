@@ -8,6 +8,7 @@ from pathlib import Path
 from ..core.json_file import read_json
 from ..spec.spec import RunSpec
 from .files import READABLE_SCHEMAS, digest_problem
+from .submissions import SHA256
 
 STATUSES = {"running", "finished", "failed"}
 
@@ -35,6 +36,9 @@ def problem(path: Path) -> tuple[dict | None, str | None]:
         spec_id = spec.run_id
     except (TypeError, KeyError, ValueError, AttributeError) as e:
         return None, f"spec is not a RunSpec: {type(e).__name__}: {e}"
+    if spec.method_sha256 and not (isinstance(spec.method_sha256, str) and SHA256.fullmatch(spec.method_sha256)
+                                   and ".py:" in spec.method):
+        return None, "spec.method_sha256 is set but is not 64 hex digits of a 'file.py:Class' method's file"
     if spec_id != data["run_id"]:
         return None, f"run_id {data['run_id']} does not match the hash of its spec ({spec_id}): edited or corrupt"
     if Path(path).stem != data["run_id"]:

@@ -7,7 +7,7 @@ Preflight (nothing written when it fails): the name, ownership of the name, the 
 and the interface, every problem reported at once; then, when those pass, a trial on the tiny
 model (method_check). Then the protocol card's sweep runs
 with this one method under the label <name>, through the normal Ray path. Run ids hash the spec,
-which holds the label (the name) and the path of the copy (its SHA in the path), so a submission's
+which holds the label (the name) and the copy's file name and SHA-256 (not its folder), so a submission's
 runs can only ever share a file with the same name's runs of the same file; a name already used by
 other runs or by someone else's submission is refused, so no other method's results are touched.
 """

@@ -10,7 +10,7 @@ from ..core.errors import ConfigError
 from ..model.models import check_reachable
 from ..spec.config import SweepConfig
 from ..spec.protocol import stamp, version_of
-from ..spec.spec import RunSpec, expand
+from ..spec.spec import RunSpec, expand, method_identity
 from ..store.provenance import score_package_versions, score_packages_of
 from ..store.store import Store
 from ..store.submissions import read_record, stored_names
@@ -85,15 +85,25 @@ def label_problems(specs: list[RunSpec], results_dir) -> list[str]:
     fill with another method: a config cannot merge its runs into a submission's row."""
     owners = stored_names(results_dir)
     out = []
-    for label, method in sorted({(s.label, s.method) for s in specs}):
+    for label, method, sha in sorted({(s.label, s.method, s.method_sha256) for s in specs}):
         name = owners.get(label.casefold())
         if name is None:
             continue
         record, why = read_record(Path(results_dir) / "submissions" / name / "record.json")
-        if why or record["method"] != method or label != name:
+        if why or label != name or not _submitted(record, method, sha):
             out.append(f"label '{label}' is the submission '{name}' in {results_dir}/submissions; runs of {method} "
                        "under it would join that row: pick another label")
     return out
+
+
+def _submitted(record: dict, method: str, sha: str) -> bool:
+    """Whether runs of `method` (a method file with SHA-256 `sha`) are the submission's own: its entry point, or its
+    file wherever the copy now lies (by name, class and content, as the run id counts it)."""
+    if ".py:" not in record["method"]:
+        return method == record["method"]
+    theirs = {"method": record["method"], "method_sha256": record["file"]["sha256"]}
+    return sha == theirs["method_sha256"] and method_identity({"method": method, "method_sha256": sha}) == \
+        method_identity(theirs)
 
 
 def run_sweep(cfg: SweepConfig, results_dir, address: str | None = None, log=print,
