@@ -249,7 +249,8 @@ def describe(cfg: SweepConfig, boards: list[str]) -> str:
                       f"    hours_per_all_methods_sweep: {every['hours_per_sweep']:.3g}  # all {len(available())} "
                       "registered methods, the card's seeds and orders"]
     if measured["cuda"] is None:
-        lines.append(f"  gpu: no board measured on a GPU{_in_precision(cfg)} yet (scripts/gpu-check.sh writes "
+        made = "" if cfg.precision == "auto" else f" in {cfg.precision}"
+        lines.append(f"  gpu: no board measured on a GPU{made} yet (scripts/gpu-check.sh writes "
                      "results/bench/gpu-check-<device>.json, which --calibrate takes)")
     if not any(measured.values()):
         lines.append("  hours: no stored board to measure rates on; pass one with --calibrate")
@@ -281,11 +282,6 @@ def expected(cfg: SweepConfig, device: str, sources: list[str], left: int | None
     return (f"expected time: {duration(e['hours_per_sweep'] * 3600)} for {what}, "
             f"{duration(e['hours_per_run'] * 3600)} each (harness/report/cost.py: the median rates of {r.runs} run(s) "
             f"on {r.device_name} in {r.board}{small})")
-
-
-def _in_precision(cfg: SweepConfig) -> str:
-    """' in fp32' for a card that pins its precision ('' for auto): which stored runs can measure its rates."""
-    return "" if cfg.precision == "auto" else f" in {cfg.precision}"
 
 
 def duration(seconds: float) -> str:

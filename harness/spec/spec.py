@@ -63,8 +63,10 @@ class RunSpec:
         d = self.as_dict()
         for k in ("method", "label", "method_config", "seed"):
             d.pop(k)
-        for k in ("method_sha256", "domains"):  # domains: paths differ between machines; what their items say
-            d.pop(k, None)                        # is in the items digest
+        # a method file's content is the method's; domain paths differ between machines (the items digest holds
+        # what their items say)
+        for k in ("method_sha256", "domains"):
+            d.pop(k, None)
         d["stream"] = sorted(d["stream"])
         return d
 
