@@ -103,6 +103,10 @@ def test_an_auto_card_is_costed_at_the_precision_its_runs_will_pick_here(board, 
             f"expected time: {cost.duration(e['hours_per_sweep'] * 3600)} for 1 run(s)")
         assert cost.rates(store.root, "cpu", precision=picked).train == pytest.approx(scale * cost.rates(
             store.root, "cpu", precision="fp32").train)
+        # `clbench protocol show` costs the card at the same rates, and says which precision they are in
+        shown = cost.describe(auto, [str(store.root)])
+        hours = f"hours_per_run: {e['hours_per_run']:.3g}"
+        assert f"{picked} run(s) on" in shown and hours in shown, shown
     monkeypatch.setattr("harness.model.precision.pick_precision", lambda requested, device: ("fp32", {}))
     assert cost.expected(auto, "cpu", [str(tmp_path / "none")]) == "expected time: no stored runs on cpu in fp32 " \
         "to measure rates on"
@@ -143,7 +147,7 @@ def test_a_gpu_check_report_calibrates_the_gpu(board, tmp_path):
     assert e["train_hours_per_run"] * 3600 == pytest.approx(36.0)
     assert e["eval_hours_per_evaluation"] * 3600 == pytest.approx(72.0)
     shown = cost.describe(cfg, [str(f)])
-    assert "gpu:  # the median rates of 1 run(s) on Test GPU" in shown and "no board measured on a GPU" not in shown
+    assert "gpu:  # the median rates of 1 fp32 run(s) on Test GPU" in shown and "no board measured on a GPU" not in shown
     # a bf16 card is not costed at a report's fp32 rates
     assert "gpu: no board measured on a GPU in bf16 yet" in cost.describe(config.with_overrides(cfg, precision="bf16"),
                                                                           [str(f)])

@@ -226,10 +226,10 @@ def describe(cfg: SweepConfig, boards: list[str]) -> str:
              f"  eval_tokens_per_evaluation: {w.eval_tokens}  # read + at most decoded",
              f"  runs: {w.runs}  # methods x task orders x seeds (a method's own, else the card's), {w.stages} trained "
              "stages each"]
-    measured = {}
+    measured, precisions = {}, {device: runs_precision(cfg.precision, device) for device in ("cpu", "cuda")}
     for device in ("cpu", "cuda"):
         try:
-            measured[device] = next((r for r in (rates(b, device, precision=cfg.precision, data_dir=cfg.data_dir)
+            measured[device] = next((r for r in (rates(b, device, precision=precisions[device], data_dir=cfg.data_dir)
                                                  for b in boards) if r is not None), None)
         except DataError as e:  # a stored board whose items cannot be read counts nothing; the card still shows
             measured[device] = None
@@ -242,19 +242,31 @@ def describe(cfg: SweepConfig, boards: list[str]) -> str:
             every = estimate(dataclasses.replace(w, runs=per_method * len(available())), r)
             small = (" (under a minute: fixed costs, model loading, Ray start-up and per-call overheads, are not "
                      "counted and dominate here)" if e["hours_per_run"] * 3600 < 60 else "")
-            lines += [f"  {unit}:  # the median rates of {r.runs} run(s) on {r.device_name} in {r.board}",
+            lines += [f"  {unit}:  # the median rates of {r.runs} {precisions[device]} run(s) on {r.device_name} in "
+                      f"{r.board}",
                       f"    hours_per_run: {e['hours_per_run']:.3g}  # training {e['train_hours_per_run']:.3g}, "
                       f"{e['eval_hours_per_evaluation']:.3g} per evaluation{small}",
                       f"    hours_per_sweep: {e['hours_per_sweep']:.3g}  # the card's methods",
                       f"    hours_per_all_methods_sweep: {every['hours_per_sweep']:.3g}  # all {len(available())} "
                       "registered methods, the card's seeds and orders"]
     if measured["cuda"] is None:
-        made = "" if cfg.precision == "auto" else f" in {cfg.precision}"
-        lines.append(f"  gpu: no board measured on a GPU{made} yet (scripts/gpu-check.sh writes "
+        lines.append(f"  gpu: no board measured on a GPU in {precisions['cuda']} yet (scripts/gpu-check.sh writes "
                      "results/bench/gpu-check-<device>.json, which --calibrate takes)")
     if not any(measured.values()):
         lines.append("  hours: no stored board to measure rates on; pass one with --calibrate")
     return "\n".join(lines) + "\n"
+
+
+def runs_precision(requested: str, device: str) -> str:
+    """The precision a card's runs use on `device` ('cpu' | 'cuda'): `precision: auto` resolved as a run resolves it
+    on this machine; on a GPU that this machine lacks, bf16 (what auto picks on every GPU with bf16 support)."""
+    import torch
+
+    from ..model.precision import pick_precision
+
+    if requested == "auto" and device == "cuda" and not torch.cuda.is_available():
+        return "bf16"
+    return pick_precision(requested, device)[0]
 
 
 def expected(cfg: SweepConfig, device: str, sources: list[str], left: int | None = None) -> str:
@@ -263,9 +275,7 @@ def expected(cfg: SweepConfig, device: str, sources: list[str], left: int | None
     holding runs made here), then the first source holding runs on the device kind at all, in the precision the
     runs will use (a card's `precision: auto` resolved as a run resolves it here). An estimate never stops a
     sweep: what it cannot count (a model or data it cannot read) it says."""
-    from ..model.precision import pick_precision
-
-    precision = pick_precision(cfg.precision, device)[0]
+    precision = runs_precision(cfg.precision, device)
     try:
         w = workload(cfg)
         found = (r for m in dict.fromkeys((this_machine(device), None)) for s in sources
