@@ -68,6 +68,9 @@ class StageContext:
     # the run's tasks.data.DataSource: for methods that read data beyond the stream (general replay)
     data: Any = None
     tokenizer: Any = None  # the run's tokenizer, for methods that generate text (sdft)
+    # the length training examples are cut to (the budget's max_length; tasks.chat.encode_example): a method
+    # that writes its own replies (sdft) keeps only those that fit whole
+    max_length: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,6 +16,10 @@ probability wherever the pre-task model put it, which is what "do not forget" as
 KL would let the student drop modes of the old distribution. Teacher logits are computed per
 batch, on the fly: nothing is held for the whole dataset. method_stats records the stage's
 mean and last distillation term (before alpha).
+
+Deviation: LwF keeps one output head per task and distils the old heads' outputs on the new task's
+images; a language model has one head, the vocabulary, so the KL and the label loss act on the same
+softmax, at the new task's reply tokens (the usual adaptation of LwF to LLMs).
 """
 from __future__ import annotations
 

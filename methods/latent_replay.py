@@ -36,6 +36,9 @@ Further deviations from REMIND's code (tyler-hayes/REMIND, image_classification_
   states are reconstructions, and evaluation runs the whole model;
 - no augmentation: REMIND crops the decoded feature maps at random and mixes two replayed draws (mixup,
   alpha 0.1); neither has a counterpart for token sequences here;
+- when states enter the buffer: REMIND adds each new sample right after its update, so its replay draws
+  include earlier samples of the current class; here a task's states are stored after the task, so the
+  buffer holds earlier tasks only while a task trains (it trains on its own data directly, every epoch);
 - eviction: REMIND drops a random item of the class with the most items; here a reservoir over
   sequences (at the defaults, 100 a task and 1000 in all, the buffer never fills on 4-5 domains);
 - the optimiser is the harness's (AdamW at a constant lr 5e-5), where REMIND uses SGD with momentum

@@ -8,12 +8,15 @@ method and needs no loader hook; quantizing is deterministic, so a resumed run r
 base before its adapter checkpoint is restored.
 
 Defaults (paper, Sec. 4 and Appendix B): NF4 with double quantization (the block constants
-quantized again), bf16 compute on CUDA, LoRA r 64, alpha 16, dropout 0.1 (the paper's for
-models up to 13B) on all linear layers, lr 2e-4 (its 7B/13B rate). On a CPU the compute dtype is
-fp32 (bf16 there is the harness's autocast decision, measured). No gradient checkpointing: the
+quantized again), the compute dtype of the run's precision on CUDA (bf16 in a bf16 run: the reference's
+follows its --bf16/--fp16 flags), LoRA r 64, alpha 16, dropout 0.1 (the paper's for models up to 13B) on all
+linear layers, lr 2e-4 (its 7B/13B rate). On a CPU the compute dtype is fp32 (bf16 there is the harness's
+autocast decision, measured). No gradient checkpointing: the
 paper used it to fit 65B models in memory, ours fit without. Deviations: the harness clips the gradient
 norm at 1.0 with no warm-up, where the reference (artidoro/qlora, qlora.py) clips at 0.3 with a 3% warm-up
-(both at a constant rate), and plain AdamW where it uses paged AdamW (the same update, paged memory).
+(both at a constant rate), and plain AdamW where it uses paged AdamW (the same update, paged memory); in a
+bf16 run the adapters are fp32 master weights (harness.model.precision.place_weights), where the reference
+casts them to bf16 and updates them there.
 
 CPU pitfall: on a CPU with AVX512-BF16, bitsandbytes (0.50) repacks a Linear4bit's weight into an
 inference-only layout the first time it runs a no-grad forward in eval mode
@@ -44,7 +47,16 @@ class QLoRAConfig:
     dropout: float = field(0.1, "dropout on the adapter input", min=0.0, max=1.0)
     double_quant: bool = field(True, "quantize the NF4 block constants again (the paper's double quantization)")
     compute_dtype: Literal["auto", "bf16", "fp32"] = field(
-        "auto", "dtype of the 4-bit matmuls; auto: bf16 on CUDA (the paper's), fp32 on a CPU")
+        "auto", "dtype of the 4-bit matmuls; auto: the run's precision on CUDA (bf16 in a bf16 run), fp32 on a CPU")
+
+
+def matmul_dtype(setting: str, device: str, precision: str) -> torch.dtype:
+    """The 4-bit matmuls' compute dtype: `setting`, or for 'auto' bf16 on CUDA in a bf16 run (the reference sets it
+    from its --bf16 flag), else fp32 (on a CPU, and in an fp32 run on CUDA, where every other method computes
+    in fp32 too)."""
+    if setting == "auto":
+        return torch.bfloat16 if device.startswith("cuda") and precision == "bf16" else torch.float32
+    return {"bf16": torch.bfloat16, "fp32": torch.float32}[setting]
 
 
 def quantize_linear_layers(model, device: str, compute_dtype: torch.dtype, double_quant: bool) -> list[str]:
@@ -82,8 +94,7 @@ class QLoRA(Method):
         from peft import LoraConfig
 
         c = self.config
-        auto = torch.bfloat16 if ctx.device.startswith("cuda") else torch.float32
-        dtype = {"auto": auto, "bf16": torch.bfloat16, "fp32": torch.float32}[c.compute_dtype]
-        quantize_linear_layers(model, ctx.device, dtype, c.double_quant)
+        quantize_linear_layers(model, ctx.device, matmul_dtype(c.compute_dtype, ctx.device, ctx.precision),
+                               c.double_quant)
         return peft_wrap(model, LoraConfig(r=c.r, lora_alpha=c.alpha, lora_dropout=c.dropout,
                                       target_modules="all-linear", task_type="CAUSAL_LM"))

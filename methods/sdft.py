@@ -11,7 +11,9 @@ does the same for GSM8K, keeping the original when the final number differs):
   code: the rewrite's code (first fenced block, or all of it) passes the item's tests;
   generation: the domain's scorer finds the item's answer in the rewrite (for GSM8K's last_number, the
     reference code's own check).
-A rewrite that hit the token cap before its end-of-turn is rejected as cut off, and, as in the reference
+A rewrite that hit the token cap before its end-of-turn is rejected as cut off, as is one too long to be trained
+whole (the training example, cut to the budget's max_length, would end it early: the part the check approved may
+be the part cut; counted as `rewrites_too_long`), and, as in the reference
 (eval/gen_distilled_data.py, `verify`), so is one that talks about the prompt instead of answering: it
 contains "reference answer", "your response", "my response", "your own response" or "now it's your turn"
 (case ignored) or starts with "Your turn". How many rewrites were kept is stored per stage (`method_stats`).
@@ -34,6 +36,7 @@ import re
 
 from harness.core.typed import field
 from harness.model.scoring import generate
+from tasks.chat import IGNORE, encode_example, reply_ids
 from tasks.code_exec import extract_code, passes
 from tasks import answers
 from tasks.items import CodeItem, GenItem, MCItem
@@ -74,13 +77,19 @@ def agrees(item, rewrite: str) -> bool:
     """Whether a rewrite keeps the original answer of `item`."""
     if isinstance(item, MCItem):
         right = item.options[item.answer]
-        others = [o for k, o in enumerate(item.options) if k != item.answer and _norm(o) not in _norm(right)]
+        others = [o for k, o in enumerate(item.options) if k != item.answer and not mentions(right, o)]
         return mentions(rewrite, right) and not any(mentions(rewrite, o) for o in others)
     if isinstance(item, CodeItem):
         return passes(extract_code(rewrite), item.tests)
     if isinstance(item, GenItem):
         return answers.matches(item.scorer, rewrite, item.answer)
     raise TypeError(f"sdft: no agreement check for {type(item).__name__} items")
+
+
+def fits(tok, user: str, reply: str, max_length: int) -> bool:
+    """The whole of `reply` survives `encode_example`'s cut to `max_length` tokens."""
+    labels = encode_example(tok, user, reply, max_length)["labels"]
+    return sum(label != IGNORE for label in labels) - 1 == len(reply_ids(tok, reply))  # - 1: the EOS
 
 
 class SDFT(FullFineTune):
@@ -92,7 +101,7 @@ class SDFT(FullFineTune):
     def __init__(self, config=None):
         super().__init__(config)
         self.generator = None  # prompts -> [{'text', 'stopped'}]; None: greedy generation by the model
-        self.kept = self.total = 0
+        self.kept = self.total = self.too_long = 0
 
     def prepare(self, model, ctx):
         self.model = super().prepare(model, ctx)
@@ -111,14 +120,18 @@ class SDFT(FullFineTune):
         known = [k for k, p in enumerate(pairs) if (p["user"], p["reply"]) in items]
         replies = self.rewrite([TEMPLATE.format(user=pairs[k]["user"], reply=pairs[k]["reply"]) for k in known], ctx)
         out = list(pairs)
-        self.kept, self.total = 0, len(known)
+        self.kept, self.total, self.too_long = 0, len(known), 0
         for k, reply in zip(known, replies):
             text = reply["text"].strip()
-            if (text and reply["stopped"] and not talks_about_the_prompt(text)
+            if not (text and reply["stopped"] and not talks_about_the_prompt(text)
                     and agrees(items[(pairs[k]["user"], pairs[k]["reply"])], text)):
-                out[k] = dict(pairs[k], reply=text)
-                self.kept += 1
+                continue
+            if ctx.max_length is not None and not fits(ctx.tokenizer, pairs[k]["user"], text, ctx.max_length):
+                self.too_long += 1
+                continue
+            out[k] = dict(pairs[k], reply=text)
+            self.kept += 1
         return out
 
     def stats(self, ctx) -> dict:
-        return {"rewrites": self.total, "rewrites_kept": self.kept}
+        return {"rewrites": self.total, "rewrites_kept": self.kept, "rewrites_too_long": self.too_long}

@@ -10,7 +10,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from harness.model.scoring import cloze_scores
 from methods.base import StageContext, count_parameters
-from methods.qlora import QLoRA
+from methods.qlora import QLoRA, matmul_dtype
 from tasks.chat import prompt_ids
 from tasks.items import MCItem
 
@@ -72,10 +72,18 @@ def test_gradients_after_an_evaluation_equal_those_before_it_on_cpu(tiny):
         torch.testing.assert_close(after[n], before[n], msg=f"gradient of {n} changed after an evaluation")
 
 
+def test_the_4bit_matmuls_compute_in_the_runs_precision_on_cuda_and_fp32_on_a_cpu():
+    """auto was bf16 on any CUDA device: in an fp32 card's run qlora alone computed its base in bf16."""
+    assert matmul_dtype("auto", "cuda", "bf16") == torch.bfloat16
+    assert matmul_dtype("auto", "cuda:1", "fp32") == torch.float32
+    assert matmul_dtype("auto", "cpu", "bf16") == torch.float32
+    assert matmul_dtype("bf16", "cpu", "fp32") == torch.bfloat16
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_on_cuda_the_4bit_matmuls_compute_in_bf16(tiny):
+def test_on_cuda_in_a_bf16_run_the_4bit_matmuls_compute_in_bf16(tiny):
     model = QLoRA().prepare(copy.deepcopy(tiny[0]).to("cuda"),
-                            StageContext(stage=0, task=None, seen=[], device="cuda", seed=0))
+                            StageContext(stage=0, task=None, seen=[], device="cuda", seed=0, precision="bf16"))
     layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
     assert layers and all(m.compute_dtype == torch.bfloat16 and m.weight.device.type == "cuda" for m in layers)
     ids = torch.tensor([prompt_ids(tiny[1], ITEM.cloze_prompt())], device="cuda")

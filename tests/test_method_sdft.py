@@ -37,7 +37,7 @@ def test_mc_rewrite_with_the_answer_is_kept():
     out, method, prompts = run_with(["The capital of France is Paris."], [MC])
     assert out == [{"user": MC.cloze_prompt(), "reply": "The capital of France is Paris."}]
     assert prompts == [TEMPLATE.format(user=MC.cloze_prompt(), reply="Paris")]
-    assert method.stats(None) == {"rewrites": 1, "rewrites_kept": 1}
+    assert method.stats(None) == {"rewrites": 1, "rewrites_kept": 1, "rewrites_too_long": 0}
 
 
 @pytest.mark.parametrize("reply", ["The capital of France is Lyon.", "It is a city in Europe.",
@@ -45,7 +45,7 @@ def test_mc_rewrite_with_the_answer_is_kept():
 def test_mc_rewrite_without_the_answer_or_with_another_is_rejected(reply):
     out, method, _ = run_with([reply], [MC])
     assert out == [MC.training_pair()]
-    assert method.stats(None) == {"rewrites": 1, "rewrites_kept": 0}
+    assert method.stats(None) == {"rewrites": 1, "rewrites_kept": 0, "rewrites_too_long": 0}
 
 
 @pytest.mark.parametrize("reply", ["As the reference answer says, Paris.", "Paris. That is my response.",
@@ -69,7 +69,7 @@ def test_code_rewrite_kept_only_when_its_code_passes_the_tests():
     bad = "```python\ndef add(a, b):\n    return a * b\n```"
     out, method, _ = run_with([good, bad], [CODE, CODE])
     assert out == [{"user": CODE.prompt, "reply": good}, CODE.training_pair()]
-    assert method.stats(None) == {"rewrites": 2, "rewrites_kept": 1}
+    assert method.stats(None) == {"rewrites": 2, "rewrites_kept": 1, "rewrites_too_long": 0}
 
 
 def test_option_inside_the_correct_one_does_not_count_against_it():
@@ -77,6 +77,26 @@ def test_option_inside_the_correct_one_does_not_count_against_it():
     assert agrees(item, "The answer is not 4.")
     assert not agrees(item, "The answer is 4.")
     assert not agrees(MC, "Parisian")  # whole words only
+    # an option is inside the correct one as whole words only: '15' is not inside '150' (it was dropped from the
+    # check, so a rewrite naming both was kept)
+    numbers = MCItem(uid="m3", question="q", options=("150", "15", "1.5", "1500"), answer=0, source="t")
+    assert agrees(numbers, "It is 150.")
+    assert not agrees(numbers, "It is 15, not 150.")
+
+
+def test_a_rewrite_too_long_to_be_trained_whole_keeps_the_original(tiny):
+    """Training cuts an example to the budget's max_length from the reply's end: a rewrite checked whole (its
+    answer, its code) was trained cut short, ending early on the EOS, where the checked part may be the part cut."""
+    tok = tiny[1]
+    long = "The capital of France is Paris. " + "It has many museums and a long history. " * 40
+    method = SDFT()
+    method.generator = lambda prompts: [{"text": long, "stopped": True}]
+    task = Task("t", "mc", [MC], {})
+    for max_length, kept in ((2048, True), (128, False)):
+        ctx = StageContext(stage=1, task=task, seen=[], device="cpu", seed=0, tokenizer=tok, max_length=max_length)
+        out = method.train_examples([MC.training_pair()], ctx)
+        assert out == [dict(MC.training_pair(), reply=long.strip()) if kept else MC.training_pair()]
+        assert method.stats(ctx) == {"rewrites": 1, "rewrites_kept": int(kept), "rewrites_too_long": int(not kept)}
 
 
 def test_real_generation_on_tiny(tiny):
@@ -90,7 +110,7 @@ def test_real_generation_on_tiny(tiny):
     out = method.train_examples([MC.training_pair()], ctx)
     kept = replies[0]["stopped"] and agrees(MC, replies[0]["text"].strip())
     assert out == [dict(MC.training_pair(), reply=replies[0]["text"].strip()) if kept else MC.training_pair()]
-    assert method.stats(ctx) == {"rewrites": 1, "rewrites_kept": int(kept)}
+    assert method.stats(ctx) == {"rewrites": 1, "rewrites_kept": int(kept), "rewrites_too_long": 0}
     with pytest.raises(RuntimeError, match="tokenizer"):
         method.train_examples([MC.training_pair()], ctx_for(Task("t", "mc", [MC], {})))
 

@@ -135,7 +135,8 @@ def prepare(spec: RunSpec, setup: _Setup, method):
     """The method's `prepare` on the run's model, seeded as every run is, its weights then stored by role
     (harness.model.precision.place_weights)."""
     seed_everything(spec.seed)
-    ctx = StageContext(stage=0, task=None, seen=[], device=setup.device, seed=spec.seed, data=setup.source)
+    ctx = StageContext(stage=0, task=None, seen=[], device=setup.device, seed=spec.seed, precision=setup.precision,
+                       data=setup.source)
     model = method.prepare(setup.model, ctx)
     place_weights(model, setup.precision, setup.linears)
     return model
@@ -149,7 +150,7 @@ def train_stage(spec: RunSpec, setup: _Setup, method, model, stage: int, train_l
     seed_everything(spec.seed * 1000 + stage)
     ctx = StageContext(stage=stage, task=task, seen=setup.tasks[: stage - 1], device=device, seed=spec.seed,
                        precision=setup.precision, batches=_batcher(tok, budget, device), tokenizer=tok,
-                       data=setup.source)
+                       data=setup.source, max_length=budget.max_length)
     pairs = method.train_examples([i.training_pair() for i in task.learn], ctx)
     place_weights(model, setup.precision, setup.linears)  # what the method froze or added since is placed too
     encoded = encode_pairs(tok, pairs, budget.max_length)

@@ -121,7 +121,7 @@ def _trial(cls, config, data_dir, files: set[str]) -> list[str]:
         for stage, task in enumerate(tasks, start=1):
             ctx = StageContext(stage=stage, task=task, seen=tasks[: stage - 1], device="cpu", seed=0,
                                precision="fp32", batches=_batcher(tok, TRIAL_BUDGET, "cpu"), tokenizer=tok,
-                               data=source)
+                               data=source, max_length=TRIAL_BUDGET.max_length)
             step = f"train_examples (stage {stage})"
             pairs = method.train_examples([i.training_pair() for i in task.learn], ctx)
             encoded = encode_pairs(tok, pairs, TRIAL_BUDGET.max_length)
