@@ -105,7 +105,9 @@ def batch_loss(model, method, batch: dict, ctx):
 def train_task(model, method, examples: list[dict], ctx, *, epochs: int, batch_size: int, pad_id: int,
                device: str, precision: str, seed: int, desc: str) -> dict:
     """Train in place; return measured statistics of the stage, and under `losses` the loss of every step (the
-    training curve: the runner hands it to the tracker, harness.integrations.tracking, and does not store it)."""
+    training curve: the runner hands it to the tracker, harness.integrations.tracking, and does not store it).
+    A step's loss is the one optimised, the method's extra term included (ewc's penalty, distill's KL, olora's
+    penalty): it compares within a method, not with another method's label loss."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise RuntimeError(f"method '{method.name}' left no trainable parameters")
