@@ -55,7 +55,9 @@ def test_the_expected_time_counts_the_runs_left_at_this_machines_rates(board, tm
     elsewhere = json.loads(json.dumps(run))
     elsewhere["spec"]["seed"] = 1  # another run (a file's name is its spec's hash)
     elsewhere["run_id"] = RunSpec.from_dict(elsewhere["spec"]).run_id
-    elsewhere["provenance"]["machine"]["cpu"] = "Another CPU"
+    # another CPU of the same name (a virtual machine names CPU generations alike): its features tell it apart
+    elsewhere["provenance"]["machine"]["cpu_features"] = "family 6 model 1: avx2"
+    there_name = f"{elsewhere['provenance']['machine']['cpu']} (family 6 model 1: avx2)"
     for k in ("train_seconds", "eval_seconds"):
         elsewhere["compute"][k] *= 100
     other, mixed = Store(tmp_path / "other"), Store(tmp_path / "mixed")
@@ -65,7 +67,7 @@ def test_the_expected_time_counts_the_runs_left_at_this_machines_rates(board, tm
 
     # only another machine's runs: used, and named
     there = cost.expected(cfg, "cpu", [str(other.root)], left=1)
-    assert "for the 1 of 1 run(s) left" in there and "on Another CPU in" in there, there
+    assert "for the 1 of 1 run(s) left" in there and f"on {there_name} in" in there, there
     # this machine's come first, from whichever source holds them, and each machine's runs apart
     ours = cost.expected(cfg, "cpu", [str(other.root), str(mixed.root)])
     assert f"of 1 run(s) on {here} in {mixed.root}" in ours and "for 1 run(s)," in ours, ours
@@ -80,7 +82,7 @@ def test_the_expected_time_counts_the_runs_left_at_this_machines_rates(board, tm
         "rates on"
     assert cost.rates(mixed.root, "cpu", precision="bf16") is None
     assert cost.rates(mixed.root, "cpu", precision="fp32").runs == 2
-    assert cost.rates(mixed.root, "cpu").device_name == f"2 machines ({', '.join(sorted([here, 'Another CPU']))})"
+    assert cost.rates(mixed.root, "cpu").device_name == f"2 machines ({', '.join(sorted([here, there_name]))})"
 
 
 def test_an_auto_card_is_costed_at_the_precision_its_runs_will_pick_here(board, tmp_path, monkeypatch):

@@ -31,6 +31,19 @@ def test_a_stored_run_reproduces_on_the_same_machine(stored, data_dir, capsys):
     assert " 0 differ" in out and "same machine and thread count" in out
 
 
+def test_a_cpu_of_the_same_name_with_other_features_is_another_machine(stored, data_dir, capsys, tmp_path):
+    """A virtual machine names CPU generations alike ('AMD EPYC': AVX2 only, or AVX-512 with BF16); their float
+    kernels differ, so a run from the other one is held to another machine's rule, and the line names both."""
+    root, result = stored
+    other = json.loads(json.dumps(result))
+    other["provenance"]["machine"]["cpu_features"] = "family 23 model 49: avx2 fma"
+    Store(tmp_path).save_run(other)
+    assert main(["reproduce", result["run_id"], "--results", str(tmp_path), "--data", str(data_dir)]) == 0
+    out = capsys.readouterr().out
+    cpu = result["provenance"]["machine"]["cpu"]
+    assert "same machine" not in out and f"another machine or thread count ({cpu} (family 23 model 49: avx2 fma)" in out
+
+
 def test_an_edited_score_is_named_even_with_its_digest_recomputed(stored, data_dir, capsys, tmp_path):
     root, result = stored
     forged = json.loads(json.dumps(result))

@@ -28,7 +28,7 @@ from tasks.items import ChatItem, CodeItem, GenItem, MCItem
 
 from ..core.errors import ClbenchError, ConfigError, DataError
 from ..spec.config import SweepConfig, seeds_of
-from ..store.provenance import cpu_name
+from ..store.provenance import cpu_features, cpu_label, cpu_name
 
 
 RESULTS = Path(__file__).resolve().parents[2] / "results"  # the repository's committed results
@@ -112,10 +112,11 @@ class Rates:
 
 
 def machine_of(run: dict, device: str) -> str | None:
-    """The machine a stored run ran on: its GPU's name (cuda) or its CPU's (cpu)."""
+    """The machine a stored run ran on: its GPU's name (cuda) or its CPU's with its features (cpu: a virtual
+    machine may name two CPU generations alike)."""
     if device == "cuda":
         return (run.get("compute") or {}).get("device_name")
-    return ((run.get("provenance") or {}).get("machine") or {}).get("cpu")
+    return cpu_label((run.get("provenance") or {}).get("machine") or {})
 
 
 def this_machine(device: str) -> str | None:
@@ -124,7 +125,7 @@ def this_machine(device: str) -> str | None:
         import torch
 
         return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return cpu_name()
+    return cpu_label({"cpu": cpu_name(), "cpu_features": cpu_features()})
 
 
 def rates(source: str | Path, device: str, machine: str | None = None, precision: str = "auto",

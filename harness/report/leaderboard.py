@@ -19,7 +19,7 @@ from ..metrics import stats
 from ..metrics.run_metrics import run_row
 from ..spec.protocol import version_of
 from ..spec.spec import RunSpec, content_hash, method_identity
-from ..store.provenance import score_packages_of
+from ..store.provenance import cpu_label, score_packages_of
 from ..store.store import Store
 from . import tables
 from .tables import COLUMNS, cost_key
@@ -271,7 +271,7 @@ def header(runs: list[dict]) -> dict:
     hardware = set()
     for r in runs:
         m = r["provenance"].get("machine") or {}
-        hardware.add(" + ".join(str(x) for x in (m.get("cpu"), m.get("gpu")) if x) or "unknown")
+        hardware.add(" + ".join(str(x) for x in (cpu_label(m), m.get("gpu")) if x) or "unknown")
     return {"sweeps": sweeps, "hardware": sorted(hardware), "runs": len(runs)}
 
 

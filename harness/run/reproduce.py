@@ -109,7 +109,7 @@ def reproduce(run_id: str, results="results", data_dir=None, log=print) -> int:
     cell equal, or, on another machine, within NOISE_SE item standard errors), 1 otherwise."""
     import torch
 
-    from ..store.provenance import machine
+    from ..store.provenance import cpu_label, machine
     from .runner import execute
 
     store = Store(results)
@@ -131,7 +131,9 @@ def reproduce(run_id: str, results="results", data_dir=None, log=print) -> int:
         log(f"the run failed this time: {fresh['error']}")
         return 1
     was, now = (stored.get("provenance") or {}).get("machine") or {}, machine(fresh.get("device", "cpu"))
-    same = all(was.get(k) == now.get(k) for k in ("cpu", "gpu", "torch_threads")) and \
+    # the CPU's features too: a virtual machine names CPUs of other generations (other float kernels) alike; a run
+    # stored before they were recorded is checked as from another machine
+    same = all(was.get(k) == now.get(k) for k in ("cpu", "cpu_features", "gpu", "torch_threads")) and \
         stored.get("precision") == fresh.get("precision")
     rows = compare(stored, fresh)
     equal = [r for r in rows if r["stored"] == r["now"]]
@@ -144,6 +146,6 @@ def reproduce(run_id: str, results="results", data_dir=None, log=print) -> int:
     log(f"{len(rows)} cells: {len(equal)} bit-equal, {len(rows) - len(equal) - len(differ)} within float32 rounding, "
         f"{len(differ)} differ, {len(beyond)} by more than "
         f"{NOISE_SE:g} item standard errors (or without one); "
-        + (SAME if same else f"another machine or thread count ({was.get('cpu')}, {was.get('torch_threads')} "
-                              f"threads then; {now.get('cpu')}, {now.get('torch_threads')} now)"))
+        + (SAME if same else f"another machine or thread count ({cpu_label(was)}, {was.get('torch_threads')} "
+                              f"threads then; {cpu_label(now)}, {now.get('torch_threads')} now)"))
     return 0 if not differ or (not same and not beyond) else 1

@@ -56,10 +56,47 @@ def cpu_name() -> str | None:
         return platform.processor() or None
 
 
+# The instruction-set extensions that decide which float kernels a CPU runs (so which sums, in which order, and
+# whether bf16 is fast): a virtual machine often names two CPU generations alike ("AMD EPYC": one with AVX2 only,
+# one with AVX-512 and AVX512-BF16 ran runs of one tune).
+KERNEL_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8",
+                "asimd", "sve", "sve2", "bf16", "i8mm")
+
+
+def cpu_features() -> str | None:
+    """'family 25 model 17: avx2 avx512f ...': the CPU's family and model numbers and which KERNEL_FLAGS it has,
+    from /proc/cpuinfo (None where it cannot be read)."""
+    fields = {}
+    try:
+        for line in open("/proc/cpuinfo"):
+            if not line.strip():
+                break  # the first processor's block
+            key, _, value = line.partition(":")
+            fields[key.strip()] = value.strip()
+    except OSError:
+        return None
+    flags = set((fields.get("flags") or fields.get("Features") or "").split())
+    ids = " ".join(f"{k.replace('cpu ', '')} {fields[k]}" for k in ("cpu family", "model", "CPU part") if k in fields)
+    if not flags and not ids:
+        return None
+    return f"{ids}: {' '.join(f for f in KERNEL_FLAGS if f in flags) or 'none of ' + '/'.join(KERNEL_FLAGS)}"
+
+
+def cpu_label(machine: dict) -> str | None:
+    """A machine record's CPU as runs are told apart by: its name, and its features where they were recorded
+    ('AMD EPYC (family 25 model 17: avx2 fma avx512f avx512_bf16)'); runs made before they were recorded give
+    the name alone, which no machine recording them matches."""
+    if not isinstance(machine, dict):  # a stored file is untrusted
+        return None
+    cpu, features = machine.get("cpu"), machine.get("cpu_features")
+    return f"{cpu} ({features})" if cpu and features else cpu
+
+
 def machine(device: str) -> dict:
     import torch
 
     info = {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu_name(),
+            "cpu_features": cpu_features(),
             "cpu_count": __import__("os").cpu_count(), "torch_threads": torch.get_num_threads(), "device": device}
     from tasks.confine import available
     info["code_confinement"] = available()  # what held model-written code in (tasks/code_exec.py)

@@ -11,7 +11,7 @@ from ..model.models import check_reachable
 from ..spec.config import SweepConfig
 from ..spec.protocol import stamp, version_of
 from ..spec.spec import RunSpec, expand, method_identity
-from ..store.provenance import score_package_versions, score_packages_of
+from ..store.provenance import cpu_label, score_package_versions, score_packages_of
 from ..store.store import Store
 from ..store.submissions import read_record, stored_names
 
@@ -69,7 +69,7 @@ def pending(specs: list[RunSpec], store: Store, log=print, protocol: dict | None
         stale = protocol is not None and done is not None and version_of(done) != protocol["version"]
         if done is not None and done.get("status") == "finished" and not stale:
             stored = done.get("provenance", {}).get("machine", {})
-            machine = stored.get("gpu") or stored.get("cpu")
+            machine = stored.get("gpu") or cpu_label(stored)
             log(f"skip {spec.label} seed {spec.seed}: finished ({done.get('precision')} on {machine}) in "
                 f"{store.run_path(spec.run_id)}{_other_stack(done)}")
         else:
