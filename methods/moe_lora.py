@@ -39,8 +39,8 @@ loop draws examples in.
 Defaults: 8 experts, rank 4, alpha 32, dropout 0.05, lr 2e-4 from the reference's run_loramoe.sh;
 beta 0.1 and delta 0.1, our choice (the reference script sets blc_weight and blc_alpha to 0, i.e. no
 constraint, and the paper's own values could not be checked against its text here: a setting to
-confirm; `clbench tune` tunes moe_lora's learning rate only, so beta and delta stay at these); the group split is the reference's: half the experts each. Deviations from
-the reference:
+confirm; `clbench tune` tunes moe_lora's learning rate only, so beta and delta stay at these); the group
+split is the reference's: half the experts each. Deviations from the reference:
   - Q is the mean of the router weight over a sample's real tokens; the reference sums it over
     every position, padding included (its collator pads a batch to its longest row, so every row sums over
     the same length and a shorter sample's Q takes in the router's weights at its pad positions; at its
