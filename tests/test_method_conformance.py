@@ -91,3 +91,29 @@ def test_a_peft_method_prepares_without_a_librarys_deprecation_noise(name, tiny)
         warnings.simplefilter("always")
         method.prepare(copy.deepcopy(tiny[0]), StageContext(stage=0, task=None, seen=[], device="cpu", seed=0))
     assert [str(w.message) for w in caught if issubclass(w.category, FutureWarning)] == []
+
+
+CONTEXT_SPY = '''
+from methods.full import FullFineTune
+
+
+class ContextSpy(FullFineTune):
+    name = "context_spy"
+    description = "test method: stores the length its training examples are cut to, as its hooks are told it"
+
+    def stats(self, ctx):
+        return {"max_length": ctx.max_length}
+'''
+
+
+def test_a_methods_hooks_are_told_the_length_training_examples_are_cut_to(tmp_path, data_dir):
+    """StageContext.max_length is the budget's (sdft keeps only rewrites that fit whole), in a run's stages."""
+    path = tmp_path / "spy.py"
+    path.write_text(CONTEXT_SPY)
+    f = tmp_path / "c.yaml"
+    f.write_text(f"model: tiny\nprecision: fp32\nstream: [stem]\nprobes: [general]\nmethods: ['{path}:ContextSpy']\n"
+                 "budget: {learn_items: 2, transfer_items: 1, general_items: 2, epochs: 1, max_length: 160}\n")
+    spec = expand(config.load(str(f)))[0]
+    result = execute(spec, Store(tmp_path / "res"), data_dir=str(data_dir))
+    assert result["status"] == "finished", result["traceback"]
+    assert result["stages"][-1]["method_stats"] == {"max_length": 160}
