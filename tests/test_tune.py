@@ -341,3 +341,17 @@ def test_tune_end_to_end_writes_the_grid_and_a_card_run_accepts(tmp_path, data_d
                      done.stdout), done.stdout[:2000]
     assert len(rows) == 3 or re.search(r"for the 1 of 4 run\(s\) left, .* on [^\n]* in " + re.escape(str(results)),
                                        done.stdout), done.stdout[-3000:]
+
+
+def test_progress_names_stored_runs_outside_its_grid_and_creates_no_folder(tmp_path, data_dir):
+    """`--progress` with fewer --methods than the tune ran would otherwise overwrite progress.md with a subset
+    that never mentions the rest; a misspelt --results would read as a tune with nothing run."""
+    card = config.with_overrides(config.load("tiny"), data_dir=str(data_dir))
+    missing = tmp_path / "tunee"
+    with pytest.raises(ConfigError, match="tunee does not exist"):
+        tune.progress(card, str(missing), ["full"])
+    assert not missing.exists()
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "0123456789abcdef.json").write_text("{}")  # another method's point
+    _, line = tune.progress(card, str(tmp_path), ["full"])
+    assert line.startswith("0 of 3 grid points finished") and "1 stored run file(s) are no point of this grid" in line

@@ -367,13 +367,21 @@ def progress(card: SweepConfig, results: str, names: list[str] | None = None,
     that counts them."""
     from ..model.precision import pick_device
     from ..report import cost
+    from ..spec.spec import expand
 
+    if not Path(results).is_dir():  # a typo would read as a tune with nothing run, and write a folder for it
+        raise ConfigError(f"tune --progress: results folder {results} does not exist; give the folder the tune "
+                          "writes (--results)")
     rows, state, cfg = standing(card, results, names)
+    points = {spec.run_id for spec in expand(cfg)}
+    others = sum(p.stem not in points for p in (Path(results) / "runs").glob("*.json"))
     done = sum(s.startswith(FINISHED) for s in state.values())
     again = sum(s.endswith("runs it again") or s.startswith("unreadable") for s in state.values())
     variants = {r["variant"] for r in rows}
     line = (f"{done} of {len(state)} grid points finished" + (f" ({again} to run again)" if again else "") +
             f"; {sum(r['chosen'] for r in rows)} of {len(variants)} variants chosen" +
+            (f"; {others} stored run file(s) are no point of this grid (other methods or settings: name their "
+             "methods in --methods to count them)" if others else "") +
             (f"; {cost.expected(cfg, pick_device(cfg.device), [results, *cost_sources], left=len(state) - done)}"
              if done < len(state) and cost_sources is not None else ""))
     lines = [f"# Tuning grid of {md_escape(card.name)} so far", "",
@@ -384,7 +392,6 @@ def progress(card: SweepConfig, results: str, names: list[str] | None = None,
     if choices := [_choice(r) for r in rows if r["chosen"]]:
         lines += ["", "How firm each choice is:", "", *choices]
     path = Path(results) / "progress.md"
-    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
     return path, line
 
