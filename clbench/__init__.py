@@ -45,10 +45,11 @@ def run(cfg: SweepConfig | str, results: str = "results", address: str | None = 
 
 
 def load_runs(results: str = "results") -> list[dict]:
-    """Every valid stored run file of a results folder (a bad one is skipped with a warning naming it)."""
-    from harness.store.store import Store
+    """Every valid stored run file of a results folder (a bad one is skipped with a warning naming it); a path that
+    is no results folder raises ConfigError saying what it is."""
+    from harness.store.store import Store, results_folder
 
-    return Store(results).runs()
+    return Store(results_folder(results)).runs()
 
 
 def leaderboard(results: str = "results") -> list[dict]:

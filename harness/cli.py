@@ -58,10 +58,10 @@ def _tune(args) -> int:
 
 
 def _existing(results: str) -> str:
-    """A results folder the command reads: named when it is missing (a typo would read as an empty board)."""
-    if not Path(results).is_dir():
-        raise ConfigError(f"results folder {results} does not exist; give the folder `clbench run --results` wrote "
-                          "(default: results)")
+    """A results folder the command reads (a typo would read as an empty board)."""
+    from .store.store import results_folder
+
+    results_folder(results)
     return results
 
 

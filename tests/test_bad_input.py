@@ -254,6 +254,31 @@ def test_a_results_folder_that_does_not_exist_is_named_not_read_as_empty(tmp_pat
     assert not missing.exists()  # nothing created under a typo
 
 
+@pytest.mark.parametrize("command", [["leaderboard"], ["figures"], ["power"], ["validate"], ["reproduce", "abc"]])
+def test_a_path_that_is_no_results_folder_is_named_not_read_as_empty(tmp_path, command, capsys):
+    """The runs/ folder itself (an easy slip), a file, a folder without runs/: each one line, and nothing written
+    there (leaderboard wrote an empty board into runs/)."""
+    from harness import cli
+
+    (tmp_path / "results" / "runs").mkdir(parents=True)
+    (tmp_path / "notes.md").write_text("")
+    for given, says in [(tmp_path / "results" / "runs", f"is the runs/ folder of a results folder; give "
+                                                        f"{tmp_path / 'results'}"),
+                        (tmp_path / "notes.md", "is a file, not a folder"), (tmp_path, "holds no runs/ folder")]:
+        assert cli.main([*command, "--results", str(given)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and says in err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["notes.md", "results", "runs"]
+
+
+def test_the_api_refuses_a_path_that_is_no_results_folder(tmp_path):
+    import clbench
+
+    for read in (clbench.load_runs, clbench.leaderboard):
+        with pytest.raises(ConfigError, match="does not exist"):
+            read(str(tmp_path / "nope"))
+
+
 def test_ctrl_c_ends_in_one_line_that_says_how_to_resume(tmp_path, monkeypatch, capsys):
     from harness import cli
 

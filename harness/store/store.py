@@ -16,9 +16,24 @@ import time
 import warnings
 from pathlib import Path
 
-from ..core.errors import StoreError
+from ..core.errors import ConfigError, StoreError
 from ..core.json_file import read_json
 from .files import _FIX, digest, digest_problem, write_json_atomic, write_text_atomic
+
+
+def results_folder(results) -> Path:
+    """A results folder a command reads, or a one-line ConfigError saying what was given instead: a missing path,
+    a file, or a folder without runs/ (its own runs/ folder, say) would otherwise read as an empty board."""
+    path, fix = Path(results), "give the folder `clbench run --results` wrote (default: results), which holds runs/"
+    if not path.exists():
+        raise ConfigError(f"results folder {results} does not exist; {fix}")
+    if not path.is_dir():
+        raise ConfigError(f"results folder {results} is a file, not a folder; {fix}")
+    if not (path / "runs").is_dir():
+        if path.name == "runs" and (path.parent / "runs").is_dir():
+            raise ConfigError(f"{results} is the runs/ folder of a results folder; give {path.parent}")
+        raise ConfigError(f"results folder {results} holds no runs/ folder; {fix}")
+    return path
 
 
 class Store:
