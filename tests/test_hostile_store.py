@@ -32,6 +32,11 @@ def test_hostile_files_are_named_and_neither_validate_nor_leaderboard_crashes_or
     assert any("zero.json" in x and "not a regular file" in x for x in lines)
     board = _cli("leaderboard", "--results", str(tmp_path))
     assert board.returncode == 0 and "| full |" in board.stdout, board.stderr[-2000:]
+    # a file the board could not read changes it (a method's row goes): every format says so, not a stderr warning
+    for name in ("leaderboard.md", "leaderboard.tex", "leaderboard.html"):
+        text = (tmp_path / name).read_text()
+        assert "3 run file(s) that cannot be read" in text and "fifo" in text and "zero" in text, name
+    assert "UserWarning" not in board.stderr
 
 
 @pytest.mark.parametrize("damage", ["truncate", "another run's file"])

@@ -265,17 +265,19 @@ def sections(runs: list[dict]) -> list[dict]:
             for i, (key, group) in enumerate(ordered)]
 
 
-def header(runs: list[dict]) -> dict:
-    """Which sweeps (presets) and hardware produced the runs."""
+def header(runs: list[dict], skipped: list[tuple[Path, str]] = ()) -> dict:
+    """Which sweeps (presets) and hardware produced the runs, and which run files could not be read."""
     sweeps = sorted({r.get("sweep") or "" for r in runs} - {""})
     hardware = set()
     for r in runs:
         m = r["provenance"].get("machine") or {}
         hardware.add(" + ".join(str(x) for x in (cpu_label(m), m.get("gpu")) if x) or "unknown")
-    return {"sweeps": sweeps, "hardware": sorted(hardware), "runs": len(runs)}
+    return {"sweeps": sweeps, "hardware": sorted(hardware), "runs": len(runs),
+            "skipped": [f"runs/{path.name} ({why})" for path, why in skipped]}
 
 
 def write(results_dir, out_dir=None) -> Path:
     """Write leaderboard.md, .csv, .tex and .html; returns the Markdown path."""
-    runs = Store(results_dir).runs()
-    return tables.write_all(sections(runs), header(runs), Path(out_dir or results_dir))
+    skipped = []  # a run file that cannot be read changes the board (a method's row goes): the board says so
+    runs = Store(results_dir).runs(skipped)
+    return tables.write_all(sections(runs), header(runs, skipped), Path(out_dir or results_dir))

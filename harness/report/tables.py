@@ -155,8 +155,12 @@ def stack_line(section: dict) -> str:
 
 
 def _header_line(header: dict, escape) -> str:
+    skipped = header.get("skipped") or []
     return (f"Sweeps: {escape(', '.join(header['sweeps']) or '–')}; "
-            f"hardware: {escape('; '.join(header['hardware']) or '–')}; {header['runs']} run files.")
+            f"hardware: {escape('; '.join(header['hardware']) or '–')}; {header['runs']} run files." +
+            (f" Not on this board: {len(skipped)} run file(s) that cannot be read, "
+             f"{escape('; '.join(skipped[:5]) + (f'; {len(skipped) - 5} more' if len(skipped) > 5 else ''))} "
+             "(`clbench validate` names each)." if skipped else ""))
 
 
 HEADERS = ["Rank", "Method", *[name for _, name, _ in COLUMNS], "vs full", "Forgetting vs full", "Seeds", "Pareto", "Status"]

@@ -101,17 +101,20 @@ class Store:
         warnings.warn(f"{path}: {why}; moved aside to {aside.name}, the run is computed again")
         return None
 
-    def runs(self) -> list[dict]:
-        """Every valid run file; a bad one is skipped with a warning that names it and why."""
+    def runs(self, skipped: list | None = None) -> list[dict]:
+        """Every valid run file; a bad one is skipped with a warning that names it and why, or, given `skipped`,
+        listed there as (path, why) for the caller to say (a board says which files it could not read)."""
         from .validate import problem
 
         out = []
         for path in sorted((self.root / "runs").glob("*.json")):
             data, why = problem(path)
-            if why:
+            if why and skipped is not None:
+                skipped.append((path, why))
+            elif why:
                 warnings.warn(f"{path}: skipped: {why} (see `clbench validate`)")
-                continue
-            out.append(data)
+            else:
+                out.append(data)
         return out
 
     def stage0_path(self, key: str) -> Path:
