@@ -170,6 +170,17 @@ def _protocol_show(args) -> int:
     return 0
 
 
+def _count(text: str) -> int:
+    """A count given on the command line: a whole number of at least 1 (0 items or runs divides by zero)."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .metrics.stats import BOOTSTRAPPED
 
@@ -220,8 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     pw = sub.add_parser("power", help="interval widths and minimum detectable differences for other item and seed "
                                       "counts, from the stored per-item results")
     pw.add_argument("--results", default="results")
-    pw.add_argument("--items", type=int, nargs="+", default=[8, 32, 128], help="items per view to project to")
-    pw.add_argument("--seeds", type=int, nargs="+", default=[1, 3, 5], help="runs per method to project to")
+    pw.add_argument("--items", type=_count, nargs="+", default=[8, 32, 128], help="items per view to project to "
+                    "(what n counts depends on --measure; the report's first line says)")
+    pw.add_argument("--seeds", type=_count, nargs="+", default=[1, 3, 5], help="runs per method to project to")
     pw.add_argument("--measure", choices=BOOTSTRAPPED, help="the metric to analyse (default: the ranked score); "
                     "lp_forgetting for the forgetting measure")
     pw.set_defaults(func=_power)

@@ -77,3 +77,31 @@ def test_the_measure_is_chosen_and_the_observed_difference_is_set_beside_the_det
     assert "+0.75" in full
     with pytest.raises(SystemExit):
         main(["power", "--results", str(folder), "--measure", "nonsense"])
+
+
+def _fewer_probe_items(run, n):
+    """The run with its general probe cut to its first n items in every stage (a card's probes are not its
+    learned items' size: standard has 40 learned items per task and 16 general ones)."""
+    for stage in run["stages"]:
+        view = stage["probes"]["general"]["heldout"]
+        view["items"] = {k: v[:n] for k, v in view["items"].items()}
+        view.update(n=n, score=sum(view["items"]["correct"]) / n)
+    return run
+
+
+def test_n_counts_the_items_of_the_view_the_measure_reads(tmp_path):
+    runs = [_fewer_probe_items(synthetic_run("full", s, _R([f, 0.75]), items=N), 16) for s, f in enumerate((0.25, 0.5))]
+    assert power.components(runs, "general")["methods"]["full"]["n0"] == 16  # the probe's items, not the 40 learned
+    assert power.components(runs, "headline")["methods"]["full"]["n0"] == N
+    text = power.report(_store(tmp_path, runs), [16, 64], [2], "general")
+    assert "n: the general probe's items" in text.splitlines()[0] and "| 16, 2 |" in text
+
+
+@pytest.mark.parametrize("flag", ["--items", "--seeds"])
+def test_a_count_of_zero_is_refused_in_one_line(tmp_path, flag, capsys):
+    from harness.cli import main
+
+    folder = _store(tmp_path, [synthetic_run("full", 0, _R([0.25, 0.75]), items=N)])
+    with pytest.raises(SystemExit) as end:
+        main(["power", "--results", str(folder), flag, "0"])
+    assert end.value.code == 2 and "'0' is not a whole number of at least 1" in capsys.readouterr().err

@@ -46,7 +46,7 @@ def components(runs: list[dict], key: str) -> dict | None:
         if label not in means:
             continue
         values = [run_row(r)[key] for r in group]
-        out[label] = {"n0": _items_per_view(group[0]), "runs": len(group), "mean": float(np.mean(values)),
+        out[label] = {"n0": _items_per_view(group[0], key), "runs": len(group), "mean": float(np.mean(values)),
                       "v_item": float(np.var(means[label], ddof=1)),
                       "v_seed": float(np.var(values, ddof=1)) if len(values) > 1 else None,
                       "diff_v_item": (float(np.var(means[label] - means[reference], ddof=1))
@@ -60,10 +60,25 @@ def components(runs: list[dict], key: str) -> dict | None:
     return {"reference": reference if reference in out else None, "key": key, "methods": out}
 
 
-def _items_per_view(run: dict) -> int:
-    """Items of the first task's recall view: the n0 that item counts scale from."""
-    task = run["spec"]["stream"][0]
-    return run["stages"][0]["scores"][task]["recall"]["n"]
+# the view whose item count n stands for, by measure: a probe's own items, the transfer views', else the learned
+# items (recall views); every other view the measure reads scales by the same factor
+PROBE_VIEWS = {"general": ("general", "heldout"), "instruct_change": ("instruct", "reference")}
+
+
+def counted_view(key: str) -> str:
+    """What `n` counts for `key`, in words."""
+    if key in PROBE_VIEWS:
+        return f"the {PROBE_VIEWS[key][0]} probe's items"
+    return "the transfer items per task" if key == "transfer" else "the learned items per task (the first task's)"
+
+
+def _items_per_view(run: dict, key: str) -> int:
+    """The stored n0 that item counts scale from for `key` (counted_view)."""
+    stage = run["stages"][0]
+    if key in PROBE_VIEWS:
+        probe, view = PROBE_VIEWS[key]
+        return stage["probes"][probe][view]["n"]
+    return stage["scores"][run["spec"]["stream"][0]]["transfer" if key == "transfer" else "recall"]["n"]
 
 
 def project(c: dict, reference: dict | None, n: int, k: int) -> dict:
@@ -95,8 +110,9 @@ def report(results_dir, items: list[int], seeds: list[int], measure: str | None 
                 "no power analysis; rerun them with this clbench")
     ref = c["methods"].get(c["reference"]) if c["reference"] else None
     lines = [f"power analysis of {key} ({len(runs)} runs; reference {c['reference'] or 'none'}): 95% interval "
-             f"half-width and minimum detectable difference from {REFERENCE} (alpha 0.05 two-sided, power 0.8)",
-             "method | stored items/view, runs | mean | observed diff from full | V_item | V_seed | " +
+             f"half-width and minimum detectable difference from {REFERENCE} (alpha 0.05 two-sided, power 0.8); "
+             f"n: {counted_view(key)}, every other view the measure reads scaled alike",
+             "method | stored n, runs | mean | observed diff from full | V_item | V_seed | " +
              " | ".join(f"n={n}, k={k}: half-width / MDD" for n in items for k in seeds)]
     for label, m in sorted(c["methods"].items()):
         cells = []
@@ -110,6 +126,8 @@ def report(results_dir, items: list[int], seeds: list[int], measure: str | None 
         lines.append(f"{label} | {m['n0']}, {m['runs']} | {m['mean']:+.3g} | {diff} | {m['v_item']:.3g} | {v_seed} | "
                      + " | ".join(cells))
     if any(m["v_seed"] is None for m in c["methods"].values()):
-        lines.append("V_seed – : one run; the pooled V_seed of the methods with several stands in; (≥): no seed "
-                     "variance known at all, so the figure is a lower bound from the items alone")
+        pooled = any(m["v_seed"] is not None for m in c["methods"].values())
+        lines.append("V_seed – : one run; " + ("the pooled V_seed of the methods with several stands in" if pooled else
+                     "(≥): no method has several runs, so no seed variance is known and each figure is a lower "
+                     "bound from the items alone"))
     return "\n".join(lines)
