@@ -57,6 +57,7 @@ def test_the_command_prints_the_table_and_names_schema_1(tmp_path):
     text = power.report(folder, [40, 160], [1, 3])
     assert text.splitlines()[0].startswith("power analysis of headline (2 runs; reference full)")
     assert "n=160, k=3" in text and text.count("(≥)") >= 4  # one run each: no seed variance known
+    assert "pooled" not in text and "no method has several runs" in text  # so no pooled one stands in
     old = _store(tmp_path / "v1", [synthetic_run("full", 0, _R([0.25, 0.75]))])
     assert "no per-item records" in power.report(old, [40], [1])
     assert main(["power", "--results", str(folder), "--items", "80"]) == 0
