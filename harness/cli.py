@@ -165,6 +165,9 @@ def _protocol_show(args) -> int:
     from .spec import config, protocol
 
     cfg = config.load(args.config or args.preset or "quick")
+    for source in args.calibrate or ():  # a typo would read as a folder without runs, and be passed over
+        if not os.path.exists(source):
+            raise ConfigError(f"--calibrate {source}: no such results folder or gpu check report")
     print(protocol.show(cfg), end="")
     print(cost.describe(cfg, args.calibrate or cost.default_sources()), end="")
     return 0

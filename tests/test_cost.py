@@ -83,6 +83,9 @@ def test_the_expected_time_counts_the_runs_left_at_this_machines_rates(board, tm
     assert cost.rates(mixed.root, "cpu", precision="bf16") is None
     assert cost.rates(mixed.root, "cpu", precision="fp32").runs == 2
     assert cost.rates(mixed.root, "cpu").device_name == f"2 machines ({', '.join(sorted([here, there_name]))})"
+    # `clbench protocol show` plans at the same rates: this machine's first (it took the first source's, whoever's)
+    shown = cost.describe(cfg, [str(other.root), str(mixed.root)])
+    assert f"the median rates of 1 fp32 run(s) on {here} in {mixed.root}" in shown, shown
 
 
 def test_an_auto_card_is_costed_at_the_precision_its_runs_will_pick_here(board, tmp_path, monkeypatch):
@@ -185,3 +188,7 @@ def test_protocol_show_prints_the_cost(board, data_dir, tmp_path):
         assert "cost:\n  model_parameters: " in out.stdout and "hours_per_all_methods_sweep" in out.stdout
     # a tiny-model run takes about a minute of fixed costs the first-order count leaves out: said, not hidden
     assert "under a minute: fixed costs" in out.stdout
+    typo = subprocess.run([sys.executable, "-m", "harness.cli", "protocol", "show", "--preset", "tiny", "--calibrate",
+                           str(tmp_path / "nope")], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
+    assert typo.returncode == 2 and typo.stdout == "" and typo.stderr.strip().endswith(
+        "nope: no such results folder or gpu check report"), typo.stderr

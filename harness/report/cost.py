@@ -230,8 +230,7 @@ def describe(cfg: SweepConfig, boards: list[str]) -> str:
     measured, precisions = {}, {device: runs_precision(cfg.precision, device) for device in ("cpu", "cuda")}
     for device in ("cpu", "cuda"):
         try:
-            measured[device] = next((r for r in (rates(b, device, precision=precisions[device], data_dir=cfg.data_dir)
-                                                 for b in boards) if r is not None), None)
+            measured[device] = measured_rates(boards, device, precisions[device], cfg.data_dir)
         except DataError as e:  # a stored board whose items cannot be read counts nothing; the card still shows
             measured[device] = None
             lines.append(f"  {device}: rates not measured ({e})")
@@ -270,18 +269,23 @@ def runs_precision(requested: str, device: str) -> str:
     return pick_precision(requested, device)[0]
 
 
+def measured_rates(sources: list[str], device: str, precision: str, data_dir: str | None) -> Rates | None:
+    """The rates to plan with: those of the first source holding runs made on this machine, else of the first
+    holding runs on the device kind at all (a virtual machine's name may cover CPUs of other speeds)."""
+    found = (r for m in dict.fromkeys((this_machine(device), None)) for s in sources
+             if (r := rates(s, device, m, precision, data_dir)) is not None)
+    return next(found, None)
+
+
 def expected(cfg: SweepConfig, device: str, sources: list[str], left: int | None = None) -> str:
     """One line: about how long `cfg`'s sweep (or the `left` runs of it not yet finished) takes on `device`
-    ('cpu' | 'cuda'), or why that is not known. Rates measured on this machine come first (the first source
-    holding runs made here), then the first source holding runs on the device kind at all, in the precision the
-    runs will use (a card's `precision: auto` resolved as a run resolves it here). An estimate never stops a
-    sweep: what it cannot count (a model or data it cannot read) it says."""
+    ('cpu' | 'cuda'), or why that is not known, at `measured_rates` in the precision the runs will use (a card's
+    `precision: auto` resolved as a run resolves it here). An estimate never stops a sweep: what it cannot count
+    (a model or data it cannot read) it says."""
     precision = runs_precision(cfg.precision, device)
     try:
         w = workload(cfg)
-        found = (r for m in dict.fromkeys((this_machine(device), None)) for s in sources
-                 if (r := rates(s, device, m, precision, cfg.data_dir)) is not None)
-        r = next(found, None)
+        r = measured_rates(sources, device, precision, cfg.data_dir)
     except ClbenchError as e:
         return f"expected time: not counted ({e})"
     if r is None:
