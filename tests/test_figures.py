@@ -41,6 +41,11 @@ def test_every_figure_in_pdf_and_png_at_its_size(tmp_path, monkeypatch, capsys):
     captions = (tmp_path / "fig" / "README.md").read_text()
     assert "6 finished runs of 3 methods, tiny on stem → humanities" in captions
     assert all(f"`{n}.png`" in captions for n in figures.FIGURES)
+    # drawn again from the same runs: the same bytes (a PDF carried its creation time, so every redraw of the
+    # committed figures showed as a change)
+    drawn = {p.name: p.read_bytes() for p in (tmp_path / "fig").iterdir()}
+    assert cli.main(["figures", "--results", str(results), "--out", str(tmp_path / "fig")]) == 0
+    assert {p.name: p.read_bytes() for p in (tmp_path / "fig").iterdir()} == drawn
 
 
 def test_unmeasured_figures_are_skipped_with_a_note(tmp_path, monkeypatch, capsys):

@@ -108,8 +108,8 @@ def _save(fig, out: Path, name: str, notes: list[str]) -> list[Path]:
     if overlaps := text_overlaps(fig):
         notes.append(f"{name}: {len(overlaps)} overlapping text pair(s), e.g. {overlaps[0][0]!r} / {overlaps[0][1]!r}")
     paths = [out / f"{name}.pdf", out / f"{name}.png"]
-    for p in paths:
-        fig.savefig(p)
+    for p in paths:  # no creation date in a PDF: the same runs draw the same bytes, so a redraw changes no file
+        fig.savefig(p, metadata={"CreationDate": None} if p.suffix == ".pdf" else None)
     plt.close(fig)
     return paths
 
