@@ -271,6 +271,20 @@ def test_a_path_that_is_no_results_folder_is_named_not_read_as_empty(tmp_path, c
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["notes.md", "results", "runs"]
 
 
+def test_reproduce_takes_a_run_id_not_a_path(tmp_path, capsys):
+    """A run file's path was read as <results>/runs/<path>.json (and '../' walked out of runs/)."""
+    from harness import cli
+
+    (tmp_path / "results" / "runs").mkdir(parents=True)
+    results = str(tmp_path / "results")
+    for given, says in [("results/runs/00315c63d8cb6a2f.json", "for that file: clbench reproduce 00315c63d8cb6a2f "
+                                                               "--results results"),
+                        ("../../secret", "not a run id (16 hex digits")]:
+        assert cli.main(["reproduce", given, "--results", results]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and says in err, err
+
+
 def test_the_api_refuses_a_path_that_is_no_results_folder(tmp_path):
     import clbench
 

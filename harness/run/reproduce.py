@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import re
 import tempfile
 from pathlib import Path
 
@@ -112,6 +113,12 @@ def reproduce(run_id: str, results="results", data_dir=None, log=print) -> int:
     from ..store.provenance import cpu_label, machine
     from .runner import execute
 
+    if not re.fullmatch(r"[0-9a-f]{16}", run_id):  # a path would be read as <results>/runs/<path>.json
+        given = Path(run_id)
+        hint = (f"; for that file: clbench reproduce {given.stem} --results {given.parent.parent}"
+                if given.suffix == ".json" and given.parent.name == "runs" else "")
+        raise ConfigError(f"reproduce {run_id}: not a run id (16 hex digits, the name of <results>/runs/<run_id>.json)"
+                          f"{hint}")
     store = Store(results)
     path = store.run_path(run_id)
     stored, why = read_json(path)
