@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from .core.errors import ClbenchError, ConfigError
+from .core.suggest import closest
 
 
 def _run(args) -> int:
@@ -286,7 +287,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # a misspelt flag: the command's own usage, and the flag it was probably meant to be
+        command = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]
+        flags = [flag for action in command._actions for flag in action.option_strings]
+        flag = next((x.split("=")[0] for x in extra if x.startswith("-")), None)
+        near = closest(flag, flags) if flag else None
+        command.error(f"unrecognized arguments: {' '.join(extra)}" + (f"; did you mean '{near}'?" if near else ""))
     if args.command != "submit" and getattr(args, "config", None) and getattr(args, "preset", None):
         parser.error("give --config or --preset, not both: the config file would silently win")
     try:

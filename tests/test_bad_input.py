@@ -285,6 +285,16 @@ def test_reproduce_takes_a_run_id_not_a_path(tmp_path, capsys):
         assert err.count("\n") == 0 and says in err, err
 
 
+def test_a_misspelt_flag_gets_its_commands_usage_and_the_flag_it_was_meant_to_be(capsys):
+    from harness import cli
+
+    with pytest.raises(SystemExit) as end:
+        cli.main(["leaderboard", "--resluts", "x"])
+    err = capsys.readouterr().err
+    assert end.value.code == 2 and err.startswith("usage: clbench leaderboard")
+    assert err.strip().endswith("unrecognized arguments: --resluts x; did you mean '--results'?")
+
+
 def test_the_api_refuses_a_path_that_is_no_results_folder(tmp_path):
     import clbench
 

@@ -2,8 +2,12 @@
 import difflib
 
 
+def closest(name: str, known) -> str | None:
+    """The known name `name` was most likely meant to be, if one is close."""
+    close = difflib.get_close_matches(str(name), sorted(known), n=1)
+    return close[0] if close else None
+
+
 def did_you_mean(name: str, known) -> str:
-    known = sorted(known)
-    close = difflib.get_close_matches(str(name), known, n=1)
-    hint = f"did you mean '{close[0]}'? " if close else ""
-    return f"{hint}known: {', '.join(known)}"
+    near = closest(name, known)
+    return ("" if near is None else f"did you mean '{near}'? ") + f"known: {', '.join(sorted(known))}"
