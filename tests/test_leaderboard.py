@@ -206,6 +206,11 @@ def test_latex_golden(board):
     assert r"\textless{}script\textgreater{}alert(1)\textless{}/script\textgreater{}" in tex
     assert r"\textbackslash{}input\{/etc/passwd\} \& \$x\$ \% \# \textasciitilde{} \textasciicircum{} | *y* \_z\_" in tex
     assert r"\input" not in tex and "<script>" not in tex
+    assert "a single run, no interval" not in tex  # a single run's bootstrap row has one: the items'
+    runs = _runs()
+    section = leaderboard.sections(runs)[0]  # an unbounded upper end (a retention ratio over a zero baseline)
+    section["rows"] = [{**row, "interval": {**row["interval"], "overall": (0.5, math.inf)}} for row in section["rows"]]
+    assert r", \infty]$" in tables.latex([section], leaderboard.header(runs))
     body = [line for line in tex.splitlines() if line.endswith(r" \\")]
     assert all(len(re.split(r"(?<!\\)&", line)) == len(tables.HEADERS) for line in body)  # no cell broke out
     if shutil.which("pdflatex"):

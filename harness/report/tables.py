@@ -305,13 +305,15 @@ def latex(sections: list[dict], header: dict) -> str:
                 " & ".join(tex_escape(h) for h in HEADERS) + r" \\", r"\midrule"]
         for r in section["rows"]:
             cells = [str(r["rank"] or "--"), tex_escape(r["label"]),
-                     *["--" if r[k] is None else "$" + _value(r, k, s, r" \pm ") + "$" for k, _, s in COLUMNS],
+                     *["--" if r[k] is None else "$" + _value(r, k, s, r" \pm ").replace("inf", r"\infty") + "$"
+                       for k, _, s in COLUMNS],
                      tex_escape(_versus(r)), tex_escape(_versus(r, "forgetting_vs_reference")),
                      str(r["seeds"]) + (r"$^{\dagger}$" if r["seeds"] == 1 else ""),
                      r"$\star$" if r["pareto"] else "", tex_escape(_status(r))]
             out.append(" & ".join(cells) + r" \\")
         out += [r"\bottomrule", r"\end{tabular}"]
-    out.append(r"% $^{\dagger}$ a single run, no interval; $\star$ on the Pareto front")
+    out.append(r"% $^{\dagger}$ a single run: a [lo, hi] interval resamples its items alone, and no $\pm$ interval "
+               r"(over runs) is given; $\star$ on the Pareto front")
     return "\n".join(out) + "\n"
 
 
