@@ -133,9 +133,65 @@ def test_equal_values_with_no_spread_get_a_readable_axis(tmp_path, monkeypatch):
     table = leaderboard.sections(runs)[0]["rows"]
     drawn = []
     monkeypatch.setattr(figures, "_save", lambda fig, out, name, notes: drawn.append(fig) or [])
-    figures.retention_repetition(table, tmp_path, [])
+    figures.retention_repetition(table, tmp_path, [], [])
     ax = drawn[0].axes[1]
     drawn[0].canvas.draw()
     lo, hi = ax.get_ylim()
     assert hi - lo >= 0.05 and lo < 12 / 13 < hi
     assert ax.yaxis.get_major_formatter().get_offset() == ""
+
+
+def _drawn(monkeypatch):
+    drawn = []
+    monkeypatch.setattr(figures, "_save", lambda fig, out, name, notes: drawn.append(fig) or [])
+    return drawn
+
+
+def test_a_pareto_front_of_one_point_is_drawn_and_keys_show_each_methods_marker(tmp_path, monkeypatch):
+    """One method dominating the rest made a front of one point: a line through it drew nothing, though the
+    legend named it; error-bar legend keys hid the marker shapes that tell methods sharing a colour apart."""
+    use_stored_metrics(monkeypatch)
+    from harness.report import leaderboard
+
+    runs = [synthetic_run(label, 0, [[0.3, 0.4], [0.6 - d, 0.4], [0.5 - d, 0.7 - d]], method=label,
+                          synthetic_metrics={"gpu_hours": 1.0 + d})
+            for label, d in (("full", 0.0), ("lora", 0.1), ("replay", 0.2))]
+    table = leaderboard.sections(runs)[0]["rows"]
+    drawn = _drawn(monkeypatch)
+    figures.stability_plasticity(table, tmp_path, [], [])
+    figures.cost_vs_score(table, tmp_path, [])
+    for fig in drawn:
+        front = next(line for line in fig.axes[0].get_lines() if line.get_label() == "Pareto front")
+        assert len(front.get_xdata()) == 1 and front.get_marker() == "o"  # one point, ringed
+    keys = drawn[1].legends[0].legend_handles
+    assert [k.get_marker() for k in keys[:3]] == [figures._look(i)["marker"] for i in range(3)]
+
+
+def test_an_unbounded_interval_is_an_arrow_to_the_edge_and_the_caption_says_so(tmp_path, monkeypatch):
+    use_stored_metrics(monkeypatch)
+    from harness.report import leaderboard
+
+    runs = [synthetic_run("full", s, [[0.3, 0.4], [0.6, 0.4], [0.5, 0.7]], synthetic_metrics={
+        "general_retention": 1.2, "tail_repetition": 0.1}) for s in range(2)]
+    table = leaderboard.sections(runs)[0]["rows"]
+    table[0]["interval"]["general_retention"] = (0.8, float("inf"))
+    drawn, remarks = _drawn(monkeypatch), []
+    figures.retention_repetition(table, tmp_path, [], remarks)
+    arrows = [t for t in drawn[0].axes[0].texts if getattr(t, "arrow_patch", None) is not None]
+    assert len(arrows) == 1 and arrows[0].xy[1] == drawn[0].axes[0].get_ylim()[1]
+    assert remarks == ["full's general retention (final / base) interval has no upper end (a redrawn baseline "
+                       "accuracy of 0): its bar is an arrow to the panel's edge."]
+
+
+def test_a_forgetting_band_stays_within_what_an_accuracy_can_be(tmp_path, monkeypatch):
+    """Two runs at 0.5 and 1.0 give a t-interval far past 1; the panel's fixed scale cut it off unmarked."""
+    use_stored_metrics(monkeypatch)
+    from harness.report import leaderboard
+
+    runs = [synthetic_run("full", s, [[0.3, 0.4], [v, 0.4], [v, 0.7]]) for s, v in enumerate((0.5, 1.0))]
+    section = leaderboard.sections(runs)[0]
+    drawn = _drawn(monkeypatch)
+    figures.forgetting_curves(section["rows"], figures._matrices(runs, ["stem", "humanities"]), ["stem", "humanities"],
+                              tmp_path, [])
+    ys = [y for ax in drawn[0].axes[:2] for band in ax.collections for _, y in band.get_paths()[0].vertices]
+    assert ys and min(ys) >= 0.0 and max(ys) == 1.0

@@ -163,8 +163,8 @@ def forgetting_curves(table, mats, tasks, out, notes):
             stats = [mean_ci(m[s][t] for m in group) for s in range(len(group[0]))]
             xs, ys = [s - 0.1 + i * dodge for s in range(len(stats))], [m for m, _, _ in stats]
             ax.plot(xs, ys, label=label, lw=1.1, ms=3, **_look(i))
-            lo = [m - (h or 0) for m, h, _ in stats]
-            hi = [m + (h or 0) for m, h, _ in stats]
+            lo = [max(0.0, m - (h or 0)) for m, h, _ in stats]  # an accuracy's t-interval clipped to what it can be
+            hi = [min(1.0, m + (h or 0)) for m, h, _ in stats]
             ax.fill_between(xs, lo, hi, color=_look(i)["color"], alpha=0.15, lw=0)
         ax.set_title(task)
         ax.set_ylim(-0.03, 1.03)  # one scale for every task
@@ -175,6 +175,11 @@ def forgetting_curves(table, mats, tasks, out, notes):
     axes.flat[0].set_ylabel("recall accuracy")
     _legend_below(fig, axes.flat[0], "forgetting_curves")
     return _save(fig, out, "forgetting_curves", notes)
+
+
+# the Pareto front: a dashed line through rings around its points (a front of one point drew no line at all, with
+# its key in the legend)
+FRONT = {"color": "0.4", "lw": 0.8, "ls": "--", "marker": "o", "ms": 10, "mfc": "none", "mec": "0.4", "mew": 0.8}
 
 
 def _front(points):
@@ -214,7 +219,7 @@ def stability_plasticity(table, out, notes, remarks):
             ax.scatter(r["plasticity"] + d, r["bwt"] + d, s=size(r[cost]) if r[cost] is not None else 30,
                        label=r["label"], alpha=0.85, **_point(i))
     front = _front([(r["plasticity"], r["bwt"]) for r in rows])
-    ax.plot(*zip(*front), color="0.4", lw=0.8, ls="--", label="Pareto front")
+    ax.plot(*zip(*front), label="Pareto front", **FRONT)
     ax.axhline(0, color="0.6", lw=0.6)  # BWT 0: nothing forgotten
     if top:  # a size key: what a marker's area stands for
         for v in (top / 4, top):
@@ -232,7 +237,7 @@ def _labelled_axis(ax, rows):
                   ha="center" if vertical else "right")
 
 
-def retention_repetition(table, out, notes):
+def retention_repetition(table, out, notes, remarks):
     keys = [("general_retention", "general retention (final / base)", 1.0), ("tail_repetition", "tail repetition", None)]
     if all(r[k] is None for r in table for k, _, _ in keys):
         notes.append("retention_repetition: skipped, no run measured general retention or tail repetition")
@@ -243,16 +248,24 @@ def retention_repetition(table, out, notes):
         if not rows:
             notes.append(f"retention_repetition: {key} measured in no run; its panel says so")
             ax.text(0.5, 0.5, f"{name}: not measured", ha="center", va="center", transform=ax.transAxes)
+        unbounded = []
         for x, (i, r) in enumerate(rows):
             ax.errorbar(x, r[key], yerr=_err(r, key), fmt=_look(i)["marker"], color=_look(i)["color"], capsize=2)
-            if not all(math.isfinite(v) for v in r["interval"].get(key, ())):
-                notes.append(f"retention_repetition: {r['label']}'s {key} interval is unbounded (a redrawn baseline of "
-                             "0); drawn without that end")
+            ends = r["interval"].get(key, ())
+            if not all(math.isfinite(v) for v in ends):
+                unbounded.append((x, i, r, ends))
         if neutral is not None:
             ax.axhline(neutral, color="0.6", lw=0.6)  # 1: the probe's accuracy kept
         _labelled_axis(ax, rows)
         _readable_range(ax)
         ax.set_ylabel(name)
+        for x, i, r, ends in unbounded:  # no end that way: an arrow from the point to the panel's edge
+            for end, edge in zip(ends, ax.get_ylim()):
+                if not math.isfinite(end):
+                    ax.annotate("", xy=(x, edge), xytext=(x, r[key]), arrowprops={
+                        "arrowstyle": "->", "color": _look(i)["color"], "lw": 0.8, "shrinkA": 0, "shrinkB": 0})
+            remarks.append(f"{r['label']}'s {name} interval has no {'upper' if ends[1] == math.inf else 'lower'} end "
+                           "(a redrawn baseline accuracy of 0): its bar is an arrow to the panel's edge.")
     return _save(fig, out, "retention_repetition", notes)
 
 
@@ -288,10 +301,11 @@ def cost_vs_score(table, out, notes):
     fig, axes = _new("cost_vs_score", legend_entries=[r["label"] for _, r in rows] + ["Pareto front"])
     ax = axes[0, 0]
     for i, r in rows:
-        ax.errorbar(r[cost], r[key], xerr=_err(r, cost), yerr=_err(r, key), label=r["label"],
-                    fmt=_look(i)["marker"], color=_look(i)["color"], capsize=2, ms=4)
+        ax.errorbar(r[cost], r[key], xerr=_err(r, cost), yerr=_err(r, key), fmt=_look(i)["marker"],
+                    color=_look(i)["color"], capsize=2, ms=4)
+        ax.plot([], [], ls="", ms=4, label=r["label"], **_point(i))  # its legend key: the marker, no error-bar cross
     front = sorted((r[cost], r[key]) for _, r in rows if r["pareto"])
-    ax.plot(*zip(*front), color="0.4", lw=0.8, ls="--", label="Pareto front", drawstyle="steps-post")
+    ax.plot(*zip(*front), label="Pareto front", drawstyle="steps-post", **FRONT)
     ax.set_xlabel(COST_NAME[cost])
     ax.set_ylabel(SCORE_NAME[key])
     _legend_below(fig, ax, "cost_vs_score")
@@ -337,7 +351,8 @@ CAPTIONS = {
     "accuracy_matrices": "Recall accuracy R[stage][task] per method (mean over its runs): rows the model after each "
                          "stage, columns the tasks.",
     "forgetting_curves": "Each task's recall accuracy after every stage, one line per method (band: 95% t-interval over "
-                         "runs); the dotted line marks the stage that trained on the task.",
+                         "runs, clipped to [0, 1]; none for a single run); the dotted line marks the stage that trained "
+                         "on the task.",
     "stability_plasticity": "Plasticity (accuracy gained by training on a task) against BWT (accuracy kept after "
                             "later tasks); marker area: training cost, with its key.",
     "retention_repetition": "General retention (final / baseline accuracy of the accuracy probes; 1 = kept) and tail "
@@ -379,9 +394,9 @@ def write(results_dir, out_dir=None) -> tuple[list[Path], list[str]]:
     with plt.rc_context(STYLE):
         paths += accuracy_matrices(table, mats, tasks, out, notes)
         paths += forgetting_curves(table, mats, tasks, out, notes)
-        remarks = {"stability_plasticity": []}
+        remarks = {"stability_plasticity": [], "retention_repetition": []}
         paths += stability_plasticity(table, out, notes, remarks["stability_plasticity"])
-        paths += retention_repetition(table, out, notes)
+        paths += retention_repetition(table, out, notes, remarks["retention_repetition"])
         paths += cost_vs_score(table, out, notes)
         paths += versus_full(table, out, notes)
     paths.append(_captions(out, paths, section, remarks))
