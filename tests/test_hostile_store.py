@@ -86,3 +86,75 @@ def test_a_type_mutated_file_fails_validate_instead_of_crashing_the_leaderboard(
     assert problem(path)[1] is not None
     with pytest.warns(UserWarning, match="skipped"):
         assert leaderboard.sections(Store(tmp_path).runs()) == []
+
+
+def _deep(levels: int) -> dict:
+    out: dict = {}
+    for _ in range(levels):
+        out = {"x": out}
+    return out
+
+
+def _uid(r):
+    r["stages"][2]["scores"]["stem"]["recall"]["items"]["uid"][0] = "other"
+
+
+@pytest.mark.parametrize("mutate, says", [
+    (lambda r: [s["scores"]["stem"]["recall"].update(gold_logprob=5.0) for s in r["stages"][1:]],
+     "gold_logprob is 5.0, not the mean of its items' gold_logprob"),  # moved the headline, not its interval
+    (lambda r: r["stages"][1]["scores"]["stem"]["recall"]["items"]["correct"].__setitem__(0, float("nan")),
+     "holds a non-number (or NaN"),
+    (lambda r: r["stages"][1]["scores"]["stem"]["recall"]["items"]["gold_logprob"].__setitem__(0, float("inf")),
+     "holds a non-number (or NaN"),
+    (lambda r: r["spec"].update(label=12345), "spec.label is 12345, not a str"),
+    (lambda r: r["spec"].update(seed="zero"), "spec.seed is 'zero', not a int"),
+    (lambda r: r.update(sweep=7), "field 'sweep' must be a string"),
+    (lambda r: r["provenance"].update(machine="evil"), "provenance.machine an object"),
+    (lambda r: r["spec"].update(stream=["stem", "stem"]) or r.update(run_id=RunSpec.from_dict(r["spec"]).run_id),
+     "names a task twice"),  # a figure's panels crashed on it
+    (lambda r: r.update(trainable_params=10**20), "not a count"),
+    (lambda r: r.update(trainable_params=200, total_params=100), "exceeds 'total_params'"),
+    (lambda r: r.update(total_params=10**400), "not a count"),
+    (lambda r: r.update(compute={"train_seconds": 9.0, "eval_seconds": 3.0, "peak_memory_mb": 900.0, "stages": 2,
+                                 "train_tokens": 10**400, "device_count": 1, "cpu_hours": 0.01}), "not a positive number"),
+    (lambda r: r.update(status="failed") or r["stages"][1].update(probes=["x"]), "stages[1].probes is not an object"),
+    (_uid, "its items are not stage 0's"),  # every interval of the section went, unsaid
+    (lambda r: r["spec"].update(method_config=_deep(500)), "spec is not a RunSpec: RecursionError"),
+], ids=["view-logprob", "nan-item", "inf-item", "label", "seed", "sweep", "machine", "stream", "huge-count",
+        "trainable>total", "overflow-count", "overflow-compute", "probes-list", "uid", "deep-config"])
+def test_a_file_whose_numbers_a_report_would_misread_fails_validate(tmp_path, mutate, says):
+    """Each edit, with the file's digest recomputed, passed `clbench validate` and then moved a number on the board
+    or crashed a reader (#16's review): now each is named, and the board leaves the file out."""
+    from harness.report import leaderboard
+    from harness.store.validate import problem
+
+    run = synthetic_run("full", 0, [[0.25, 0.25], [0.75, 0.25], [0.5, 0.75]], items=8)
+    mutate(run)
+    path = Store(tmp_path).save_run(run)
+    why = problem(path)[1]
+    assert why is not None and says in why, why
+    skipped = []
+    assert leaderboard.sections(Store(tmp_path).runs(skipped)) == [] and len(skipped) == 1
+
+
+def test_a_number_of_more_digits_than_python_converts_is_named_not_raised(tmp_path):
+    from harness.core.json_file import read_json
+
+    path = tmp_path / "run.json"
+    path.write_text('{"zz": ' + "9" * 5000 + "}")
+    data, why = read_json(path)
+    assert data is None and why.startswith("not readable JSON")
+
+
+def test_a_stage0_record_whose_means_are_not_its_items_is_computed_again(tmp_path):
+    """Its digest deleted and every recall log-probability set to -50: later runs took it as their baseline."""
+    store = Store(tmp_path)
+    stage = synthetic_run("full", 0, [[0.25, 0.25], [0.75, 0.25], [0.5, 0.75]], items=8)["stages"][0]
+    store.save_stage0("k", {"scores": stage["scores"], "probes": stage["probes"]})
+    record = json.loads(store.stage0_path("k").read_text())
+    del record["digest"]
+    for views in record["scores"].values():
+        views["recall"]["gold_logprob"] = -50.0
+    store.stage0_path("k").write_text(json.dumps(record))
+    with pytest.warns(UserWarning, match="not the mean of its items' gold_logprob"):
+        assert store.load_stage0("k") is None

@@ -33,5 +33,7 @@ def read_json(path) -> tuple[object, str | None]:
         return json.loads(text), None
     except json.JSONDecodeError as e:
         return None, f"not valid JSON (truncated?): {e}"
+    except ValueError as e:  # an integer literal of more digits than Python converts (4300)
+        return None, f"not readable JSON: {e}"
     except RecursionError:
         return None, "JSON nested too deeply to be a result file"

@@ -3,6 +3,7 @@ after writing shows), a well-formed body, and a run_id equal to the hash of the 
 config cannot pass as the original run)."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from ..core.json_file import read_json
@@ -11,6 +12,12 @@ from .files import READABLE_SCHEMAS, digest_problem
 from .submissions import SHA256
 
 STATUSES = {"running", "finished", "failed"}
+# a view's summary -> the item column it is the mean of; the evaluation averages in float32, so a stored mean may
+# differ from float64's by a few 1e-7 (1e-5 relative on a mean near 0): the bounds leave room for more items,
+# far below any edit that would move a board
+MEANS = {"gold_logprob": "gold_logprob", "reference_logprob": "reference_logprob", "mean_logprob": "logprob",
+         "truncated": "truncated", "stop_rate": "stopped", "tail_repetition": "tail_repetition", "mean_length": "length"}
+MEAN_TOLERANCE = 1e-4
 
 
 def problem(path: Path) -> tuple[dict | None, str | None]:
@@ -34,8 +41,12 @@ def problem(path: Path) -> tuple[dict | None, str | None]:
     try:
         spec = RunSpec.from_dict(data["spec"])
         spec_id = spec.run_id
-    except (TypeError, KeyError, ValueError, AttributeError) as e:
-        return None, f"spec is not a RunSpec: {type(e).__name__}: {e}"
+    except (TypeError, KeyError, ValueError, AttributeError, RecursionError) as e:
+        return None, f"spec is not a RunSpec: {type(e).__name__}: {str(e)[:200]}"
+    for field, kind in (("label", str), ("method", str), ("seed", int)):  # what the reports group and sort by
+        value = getattr(spec, field)
+        if isinstance(value, bool) or not isinstance(value, kind):
+            return None, f"spec.{field} is {value!r}, not a {kind.__name__}"
     if spec.method_sha256 and not (isinstance(spec.method_sha256, str) and SHA256.fullmatch(spec.method_sha256)
                                    and ".py:" in spec.method):
         return None, "spec.method_sha256 is set but is not 64 hex digits of a 'file.py:Class' method's file"
@@ -48,6 +59,10 @@ def problem(path: Path) -> tuple[dict | None, str | None]:
     stages = data["stages"]
     if not isinstance(spec.stream, tuple) or not all(isinstance(t, str) for t in spec.stream):
         return None, "spec.stream is not a list of task names"
+    if len(set(spec.stream)) != len(spec.stream):
+        return None, f"spec.stream names a task twice: {list(spec.stream)}"
+    if not isinstance(data.get("sweep", ""), str) or not isinstance(data["provenance"].get("machine", {}), dict):
+        return None, "field 'sweep' must be a string and provenance.machine an object"
     if data["status"] == "finished" and len(stages) != len(spec.stream) + 1:
         return None, f"finished with {len(stages)} stages, its stream needs {len(spec.stream) + 1}"
     for i, stage in enumerate(stages):
@@ -58,7 +73,8 @@ def problem(path: Path) -> tuple[dict | None, str | None]:
                     return None, f"stages[{i}].scores.{task}.recall.score is {score!r}, not in [0, 1]"
         except (KeyError, TypeError, IndexError):
             return None, f"stages[{i}] lacks scores for every task of its stream"
-        if data["schema_version"] >= 2 and (why := items_problem(stage, f"stages[{i}]")):
+        if data["schema_version"] >= 2 and (why := items_problem(stage, f"stages[{i}]")
+                                            or uids_problem(stage, stages[0], f"stages[{i}]")):
             return None, why
     info = data.get("method_info", {})
     if not isinstance(info, dict) or not all(isinstance(info.get(k, ""), str) for k in ("description", "citation")):
@@ -79,8 +95,10 @@ def report_problem(data: dict) -> str | None:
         return "field 'protocol' must be an object with a string 'version'"
     for key in ("trainable_params", "total_params"):
         value = data.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 10**15):
             return f"field '{key}' is {value!r}, not a count"
+    if (data.get("trainable_params") or 0) > (data.get("total_params") or math.inf):
+        return "field 'trainable_params' exceeds 'total_params'"
     packages = (data["provenance"].get("packages") or {})
     if not isinstance(packages, dict) or not all(isinstance(v, (str, type(None))) for v in packages.values()):
         return "provenance.packages must map package names to version strings"
@@ -90,7 +108,7 @@ def report_problem(data: dict) -> str | None:
 
     try:
         run_row(data)
-    except (KeyError, TypeError, ValueError, IndexError, AttributeError, ZeroDivisionError) as e:
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, ArithmeticError) as e:
         return f"its metrics cannot be computed from it: {type(e).__name__}: {e}"
     return None
 
@@ -99,6 +117,8 @@ def items_problem(stage: dict, where: str) -> str | None:
     """What is wrong with a stage's per-item records (schema_version 2): every task and probe view that
     has a score has `items`, columns of one length n with string uids, and a score that is their mean."""
     for group in ("scores", "probes"):
+        if not isinstance(stage.get(group) or {}, dict):
+            return f"{where}.{group} is not an object"
         for task, views in (stage.get(group) or {}).items():
             if not isinstance(views, dict):
                 return f"{where}.{group}.{task} is not an object"
@@ -116,14 +136,34 @@ def items_problem(stage: dict, where: str) -> str | None:
                     if not isinstance(column, list) or len(column) != n:
                         return f"{at}.items.{name} is not a list of {n} values"
                     if name != "uid" and not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                                 for v in column):
-                        return f"{at}.items.{name} holds a non-number"
+                                                 and math.isfinite(v) for v in column):
+                        return f"{at}.items.{name} holds a non-number (or NaN, or an infinity)"
                 if record.get("n", n) != n:
                     return f"{at}: n is {record.get('n')!r} but {n} items are recorded"
+                for field, column in MEANS.items():  # what the metrics read: the mean of what the items say
+                    value = record.get(field)
+                    if field in record and column in items and n and not (
+                            isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+                            and math.isclose(value, sum(items[column]) / n, rel_tol=MEAN_TOLERANCE, abs_tol=1e-5)):
+                        return (f"{at}.{field} is {value!r}, not the mean of its items' {column} "
+                                f"({sum(items[column]) / n!r})")
                 outcome = next((items[k] for k in ("correct", "passed") if k in items), None)
                 score = record.get("score")
                 if outcome is not None and n and isinstance(score, (int, float)) and abs(sum(outcome) / n - score) > 1e-9:
                     return f"{at}: score {score!r} is not the mean of its per-item outcomes ({sum(outcome) / n!r})"
+    return None
+
+
+def uids_problem(stage: dict, first: dict, where: str) -> str | None:
+    """A view whose items differ from the same view's at stage 0: every stage answers the same items (the
+    bootstrap pairs them; one changed uid dropped every interval of the board's section, unsaid)."""
+    for group in ("scores", "probes"):
+        for task, views in stage.get(group, {}).items():
+            for view, record in views.items():
+                other = ((first.get(group) or {}).get(task) or {}).get(view)
+                if isinstance(record, dict) and isinstance(other, dict) and "items" in record and "items" in other \
+                        and record["items"]["uid"] != other["items"].get("uid"):
+                    return f"{where}.{group}.{task}.{view}: its items are not stage 0's (items.uid differs)"
     return None
 
 
@@ -135,10 +175,10 @@ def compute_problem(c) -> str | None:
         return None  # no trained stage yet
     for key in ("train_seconds", "eval_seconds", "peak_memory_mb", "train_tokens", "device_count", "stages"):
         value = c.get(key)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e15:
             return f"compute.{key} is {value!r}, not a positive number"
     hours = [k for k in ("gpu_hours", "cpu_hours") if c.get(k) is not None]
-    if len(hours) != 1 or not isinstance(c[hours[0]], (int, float)) or not c[hours[0]] > 0:
+    if len(hours) != 1 or not isinstance(c[hours[0]], (int, float)) or not 0 < c[hours[0]] < 1e15:
         return f"compute needs exactly one positive gpu_hours or cpu_hours, has {hours}"
     return None
 
