@@ -62,3 +62,24 @@ def test_resources_no_node_has_are_refused_instead_of_queued_forever(tmp_path, d
     with pytest.raises(ConfigError, match=r"resources.memory_gb: a run asks for 100000.0 GB"):
         run_sweep(cfg, tmp_path / "results", log=lambda line: None)
     assert not any((tmp_path / "results" / "runs").glob("*.json"))
+
+
+BASE = "model: tiny\nstream: [stem]\nmethods: [full]\n"
+
+
+@pytest.mark.parametrize("line, match", [
+    ("name: ../../../../tmp/escaped", "is not a plain name"),  # clbench tune wrote to results/tune/<name>
+    ("name: a/b", "is not a plain name"),
+    ("name: x\ndata_seed: " + "9" * 5000, "a value cannot be read"),  # a ValueError traceback
+    ("name: x\nmethods: [{method: full, config: {lr: " + "9" * 400 + "}}]", "lr: 9+\\.\\.\\. is too large"),
+])
+def test_a_name_that_walks_out_or_a_number_python_cannot_hold_is_refused(tmp_path, line, match):
+    text = BASE.replace("methods: [full]\n", "") + line + ("\n" if "methods" in line else "\nmethods: [full]\n")
+    _refused(tmp_path, text, match)
+
+
+def test_a_set_value_of_more_digits_than_python_converts_is_refused(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("name: x\n" + BASE)
+    with pytest.raises(ConfigError, match="--set 'data_seed=9+': the value cannot be read"):
+        config.load(str(f), ["data_seed=" + "9" * 5000])

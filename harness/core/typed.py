@@ -62,9 +62,13 @@ def _check(value, tp, where: str):
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
-        if not math.isfinite(value):  # NaN passes every range check (x < min is False)
+        try:
+            number = float(value)  # an integer past 1e308 has no float
+        except OverflowError:
+            raise ConfigError(f"{where}: {str(value)[:20]}... is too large to be a number") from None
+        if not math.isfinite(number):  # NaN passes every range check (x < min is False)
             raise ConfigError(f"{where}: {value!r} is not a finite number")
-        return float(value)
+        return number
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{where}: expected an integer, got {type(value).__name__} {value!r}")

@@ -52,5 +52,7 @@ def read_yaml(path: Path):
         return loader.get_single_data()
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
+    except ValueError as e:  # an integer of more digits than Python converts (4300)
+        raise ConfigError(f"{path}: a value cannot be read: {str(e)[:120]}") from None
     finally:
         loader.dispose()

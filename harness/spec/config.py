@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -15,6 +16,7 @@ from ..core.typed import build, field
 from ..core.yaml_file import read_yaml
 
 PRESET_DIR = Path(__file__).parent / "presets"
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # a card's name: it names folders and board sections
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +73,7 @@ class MethodEntry:
 class SweepConfig:
     """A benchmark sweep: one model, one stream, methods x seeds."""
 
-    name: str = field("custom", "sweep name, recorded in every result")
+    name: str = field("custom", "sweep name, recorded in every result (letters, digits, ., _ and -)")
     model: str = field("smollm2-135m-instruct", "'smollm2-135m-instruct', 'tiny', a hub id (owner/name, or "
                        "owner/name@revision to pin a commit or tag) or a local model dir")
     precision: Literal["auto", "bf16", "fp32"] = field("auto", "auto = bf16 on CUDA, and on CPU only where a measured bf16 matmul is faster")
@@ -186,6 +188,9 @@ def check(cfg: SweepConfig, source: str) -> None:
 
     from . import sandbox
 
+    if not NAME.fullmatch(cfg.name):  # it names folders (clbench tune's default results/tune/<name>) and sections
+        raise ConfigError(f"{source}: name {cfg.name[:80]!r} is not a plain name; use letters, digits, '.', '_' and "
+                          "'-' (at most 100, starting with a letter or digit)")
     check_model(cfg.model, source)
     if cfg.tracking == "tensorboard":
         from ..integrations import tracking
@@ -276,6 +281,8 @@ def with_sets(data, sets: list[str], source: str) -> dict:
             value = yaml.safe_load(text) if text.strip() else ""
         except yaml.YAMLError as e:
             raise ConfigError(f"--set {item!r}: the value is not YAML: {' '.join(str(e).split())}") from None
+        except ValueError as e:  # an integer of more digits than Python converts
+            raise ConfigError(f"--set {item[:60]!r}: the value cannot be read: {str(e)[:120]}") from None
         *parents, leaf = key.strip().split(".")
         node = data
         for i, part in enumerate(parents):
