@@ -195,3 +195,23 @@ def test_a_forgetting_band_stays_within_what_an_accuracy_can_be(tmp_path, monkey
                               tmp_path, [])
     ys = [y for ax in drawn[0].axes[:2] for band in ax.collections for _, y in band.get_paths()[0].vertices]
     assert ys and min(ys) >= 0.0 and max(ys) == 1.0
+
+
+def test_a_figure_that_fails_half_way_leaves_the_one_before_whole(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    use_stored_metrics(monkeypatch)
+    results = _store(tmp_path / "results", measured=True)
+    out = tmp_path / "fig"
+    out.mkdir()
+    (out / "accuracy_matrices.pdf").write_bytes(b"%PDF- the figure before")
+
+    def half(self, path, **kw):
+        open(path, "wb").write(b"%PDF- half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", half)
+    with pytest.raises(OSError):
+        figures.write(results, out)
+    assert (out / "accuracy_matrices.pdf").read_bytes() == b"%PDF- the figure before"
+    assert [p.name for p in out.iterdir()] == ["accuracy_matrices.pdf"]  # no half file left beside it

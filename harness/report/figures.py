@@ -11,6 +11,7 @@ per figure, naming the runs it was drawn from.
 from __future__ import annotations
 
 import math
+import os
 import textwrap
 from collections import defaultdict
 from pathlib import Path
@@ -109,7 +110,12 @@ def _save(fig, out: Path, name: str, notes: list[str]) -> list[Path]:
         notes.append(f"{name}: {len(overlaps)} overlapping text pair(s), e.g. {overlaps[0][0]!r} / {overlaps[0][1]!r}")
     paths = [out / f"{name}.pdf", out / f"{name}.png"]
     for p in paths:  # no creation date in a PDF: the same runs draw the same bytes, so a redraw changes no file
-        fig.savefig(p, metadata={"CreationDate": None} if p.suffix == ".pdf" else None)
+        tmp = p.with_name(f".{p.name}.tmp")  # drawn beside it, then renamed: a reader never sees half a figure
+        try:
+            fig.savefig(tmp, format=p.suffix[1:], metadata={"CreationDate": None} if p.suffix == ".pdf" else None)
+            os.replace(tmp, p)
+        finally:
+            tmp.unlink(missing_ok=True)
     plt.close(fig)
     return paths
 

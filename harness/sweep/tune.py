@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import itertools
 import math
 import os
@@ -50,6 +51,7 @@ from ..core.errors import ConfigError
 from ..metrics import stats
 from ..report.tables import md_escape
 from ..spec.config import MethodEntry, SweepConfig, check, methods_named
+from ..store.files import write_text_atomic
 
 LR_FACTORS = (0.3, 1.0, 3.0)
 LR_STEP, WIDEN_STEPS = 3.0, 2  # a choice at the grid's learning-rate edge: up to 2 more points, 3x apart
@@ -271,12 +273,12 @@ def _table(rows: list[dict], state: dict[str, str] | None = None) -> list[str]:
 
 def write(card: SweepConfig, methods: list[MethodEntry], rows: list[dict], out: Path) -> dict[str, Path]:
     """grid.csv, grid.md and tuned.yaml in `out`."""
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "grid.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(COLUMNS)
-        for r in rows:
-            w.writerow([r[c] if r[c] is not None else "" for c in COLUMNS])
+    table = io.StringIO()
+    w = csv.writer(table)
+    w.writerow(COLUMNS)
+    for r in rows:
+        w.writerow([r[c] if r[c] is not None else "" for c in COLUMNS])
+    write_text_atomic(out / "grid.csv", table.getvalue())  # each output whole or not at all: a reader never sees half
 
     lines = [f"# Tuning grid of `{card.name}` on its validation stream", "",
              "Each method's learning rate (and strength knob) chosen by the highest headline on a stream of other "
@@ -285,7 +287,7 @@ def write(card: SweepConfig, methods: list[MethodEntry], rows: list[dict], out: 
     choices = [_choice(r) for r in rows if r["chosen"]]
     if choices:
         lines += ["", "How firm each choice is:", "", *choices]
-    (out / "grid.md").write_text("\n".join(lines) + "\n")
+    write_text_atomic(out / "grid.md", "\n".join(lines) + "\n")
     chosen = {r["variant"]: r for r in rows if r["chosen"]}
     named = {e.label or e.method for e in card.methods}  # the card's variants run its seeds; the others one
     listed = list(card.methods) + [e for e in methods if (e.label or e.method) not in named]
@@ -304,7 +306,7 @@ def write(card: SweepConfig, methods: list[MethodEntry], rows: list[dict], out: 
               f"{', '.join(sorted(chosen)) or 'no method'} (grid: grid.md beside this file).\n")
     if untuned:
         header += f"# Not tuned (no finished grid point, or not asked for): {', '.join(untuned)}; their configs are the card's.\n"
-    (out / "tuned.yaml").write_text(header + yaml.safe_dump(doc, sort_keys=False, width=120))
+    write_text_atomic(out / "tuned.yaml", header + yaml.safe_dump(doc, sort_keys=False, width=120))
     return {"grid": out / "grid.md", "csv": out / "grid.csv", "tuned": out / "tuned.yaml"}
 
 
@@ -392,7 +394,7 @@ def progress(card: SweepConfig, results: str, names: list[str] | None = None,
     if choices := [_choice(r) for r in rows if r["chosen"]]:
         lines += ["", "How firm each choice is:", "", *choices]
     path = Path(results) / "progress.md"
-    path.write_text("\n".join(lines) + "\n")
+    write_text_atomic(path, "\n".join(lines) + "\n")
     return path, line
 
 
