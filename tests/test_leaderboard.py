@@ -167,7 +167,8 @@ def test_cpu_only_runs_rank_on_cpu_hours(monkeypatch):
     secs = leaderboard.sections(runs)
     assert leaderboard.cost_key(secs[0]["rows"]) == "cpu_hours"
     assert [(r["label"], r["pareto"], r["gpu_hours"]) for r in secs[0]["rows"]] == [("a", True, None), ("b", False, None)]
-    assert "; by OP; Pareto: OP vs CPU-hours" in tables.markdown(secs, leaderboard.header(runs))
+    assert "; by OP (its runs lack the Headline's log-probabilities: result schema 1); Pareto: OP vs CPU-hours" in \
+        tables.markdown(secs, leaderboard.header(runs))  # the section says why it is not ranked by the Headline
 
 
 def test_csv_golden_and_formula_injection(board):

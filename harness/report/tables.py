@@ -146,7 +146,8 @@ def _title(section: dict) -> str:
     key = f"{facts['Model']} on {facts['Stream']}" if facts else section["key"][:16]
     kind = "Ranked" if section["reason"] is None else "Not ranked with the first"
     ranked = {"headline": "Headline", "overall": "OP"}[section["rows"][0]["ranked_by"]] if section["rows"] else "OP"
-    return f"{kind}: {key}; by {ranked}; Pareto: {ranked} vs {cost}"
+    why = " (its runs lack the Headline's log-probabilities: result schema 1)" if ranked == "OP" else ""
+    return f"{kind}: {key}; by {ranked}{why}; Pareto: {ranked} vs {cost}"
 
 
 def stack_line(section: dict) -> str:
