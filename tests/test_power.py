@@ -86,7 +86,7 @@ def _fewer_probe_items(run, n):
     for stage in run["stages"]:
         view = stage["probes"]["general"]["heldout"]
         view["items"] = {k: v[:n] for k, v in view["items"].items()}
-        view.update(n=n, score=sum(view["items"]["correct"]) / n)
+        view.update(n=n, score=sum(view["items"]["correct"]) / n, gold_logprob=sum(view["items"]["gold_logprob"]) / n)
     return run
 
 
