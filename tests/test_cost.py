@@ -194,3 +194,14 @@ def test_protocol_show_prints_the_cost(board, data_dir, tmp_path):
                            str(tmp_path / "nope")], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
     assert typo.returncode == 2 and typo.stdout == "" and typo.stderr.strip().endswith(
         "nope: no such results folder or gpu check report"), typo.stderr
+
+
+def test_the_default_models_count_reads_no_weights(smollm2, monkeypatch, capfd):
+    """protocol show and a tune's expected time printed a weight-loading progress bar: the count reads the config."""
+    from harness.model import models
+
+    capfd.readouterr()
+    monkeypatch.setattr(models, "load", lambda *a, **k: pytest.fail("the weights were loaded to count them"))
+    _, params = cost.model_facts(models.SMOLLM2)
+    assert params == sum(p.numel() for p in smollm2[0].parameters())
+    assert "Loading weights" not in "".join(capfd.readouterr())

@@ -51,18 +51,18 @@ class Workload:
 
 @functools.lru_cache(maxsize=8)
 def model_facts(name: str):
-    """(tokenizer, parameter count) of a model name as clbench loads it; the weights are not needed for the
-    count of a hub model (its config, on the meta device)."""
+    """(tokenizer, parameter count) of a model name as clbench loads it. The count comes from the model's config on
+    the meta device (no weights are read, and nothing is printed while they load); the tiny model is made."""
     import torch
 
     from ..model import models
 
-    if name in (models.SMOLLM2, models.TINY):
+    if name == models.TINY:
         model, tok = models.load(name)
         return tok, sum(p.numel() for p in model.parameters())
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    repo, revision = models.hub_revision(name)
+    repo, revision = (str(models.smollm2_dir()), None) if name == models.SMOLLM2 else models.hub_revision(name)
     try:
         tok = AutoTokenizer.from_pretrained(repo, revision=revision)
         with torch.device("meta"):
