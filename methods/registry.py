@@ -69,14 +69,18 @@ def available() -> dict[str, str]:
     return found
 
 
+def check_name(name: str, where: str = "method") -> None:
+    """A clear error for a name that is neither registered nor 'file.py:Class' (nothing is imported)."""
+    if ".py:" not in name and name not in (known := available()):
+        raise ConfigError(f"{where}: unknown method '{name}'; {did_you_mean(name, known)}")
+
+
 def load_class(name: str, where: str = "method"):
     """What a registered name or 'file.py:Class' points at, not yet checked to be a Method."""
     if ".py:" in name:
         return _from_file(name, where)
-    known = available()
-    if name not in known:
-        raise ConfigError(f"{where}: unknown method '{name}'; {did_you_mean(name, known)}")
-    return _load_target(known[name])
+    check_name(name, where)
+    return _load_target(available()[name])
 
 
 def resolve_method(name: str, where: str = "method"):

@@ -9,6 +9,7 @@ import pytest
 
 from harness.core.errors import ConfigError, DataError
 from harness.spec import config
+from methods.registry import available
 from tasks.data import ALLOW_UNLISTED, DataSource
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,7 +103,17 @@ def test_unknown_method_did_you_mean(tmp_path, data_dir):
     out = clbench("run", "--config", str(cfg), "--data", str(data_dir), "--results", str(results))
     assert out.returncode == 2
     assert "unknown method 'ful'" in out.stderr and "did you mean 'full'" in out.stderr
-    assert out.stderr.count("ful: ") == 1  # the name once, not once per wrapper
+    assert "ful:" not in out.stderr  # named once, as 'ful', not also by every wrapper ("ful: unknown method 'ful'")
+    _assert_nothing_written(results)
+
+
+@pytest.mark.parametrize("command", ["run", "tune"])
+def test_a_misspelt_methods_flag_is_said_once_before_anything_runs(command, tmp_path, data_dir):
+    results = tmp_path / "results"
+    out = clbench(command, "--preset", "tiny", "--methods", "lroa", "--data", str(data_dir), "--results", str(results))
+    assert out.returncode == 2 and out.stderr.strip().splitlines()[-1] == (
+        "clbench: error: --methods: unknown method 'lroa'; did you mean 'lora'? known: " +
+        ", ".join(sorted(available()))), out.stderr
     _assert_nothing_written(results)
 
 

@@ -297,8 +297,13 @@ def with_sets(data, sets: list[str], source: str) -> dict:
 def methods_named(cfg: SweepConfig, names: list[str]) -> list[MethodEntry]:
     """The card's entries of the named methods (matched by label, then by method), in the order named; a name the
     card does not list runs that method at its defaults."""
+    from methods.registry import check_name
+
     by_label = {e.label or e.method: e for e in cfg.methods}
     by_method = {e.method: e for e in reversed(cfg.methods)}
+    for n in names:
+        if n not in by_label:
+            check_name(n, "--methods")
     return [by_label.get(n) or by_method.get(n) or MethodEntry(method=n) for n in names]
 
 

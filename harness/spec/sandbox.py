@@ -238,6 +238,9 @@ def info(target: str, overrides=None, where: str = "method") -> dict:
         config = dataclasses.asdict(build(cls.Config, overrides or {}, where.replace(".method", ".config")))
         return {"name": cls.name, "class": cls.__name__, "description": cls.description, "citation": cls.citation,
                 "needs": dataclasses.asdict(cls.needs), "config": config, "source_file": None, "problems": []}
+    from methods.registry import check_name
+
+    check_name(target, where)  # a misspelt name is said here, once, before a child is started for it
     described = describe(target, overrides, where.replace(".method", ".config"), root=False)
     if described["problems"]:
         problems = (p.removeprefix(f"{target}: ") for p in described["problems"])  # each names the target once
