@@ -209,3 +209,14 @@ def test_an_interval_stays_within_what_its_measure_can_be():
             for s, op in enumerate((1.0, 0.975, 0.95))]
     lo, hi = stats.interval(stats.bootstrap({"full": runs})["full"]["overall"])
     assert lo < 0.975 and hi == 1.0
+
+
+def test_rank_bands_separate_a_dozen_methods_far_apart():
+    """With 2,000 replicates a pair's p is at least 2/2001, and Holm over the 66 pairs of 12 methods multiplies it
+    past 0.05: every method shared rank 1 however far apart (an 18-method board would have been unranked)."""
+    items, step = 200, 16  # each method gets 16 more of the first task's 200 items right than the one before
+    groups = {f"m{j:02d}": [synthetic_run(f"m{j:02d}", 0, _R([step * j / items, 0.75]), items=items)]
+              for j in range(12)}
+    reps = stats.bootstrap(groups)
+    assert len(reps["m00"]["overall"]) == stats.replicates_for(12) > stats.REPLICATES
+    assert stats.rank_bands(reps, "overall") == {f"m{j:02d}": 12 - j for j in range(12)}

@@ -58,7 +58,7 @@ def test_the_highest_validation_headline_is_chosen_ties_going_to_the_defaults(mo
     labels = [e.label for e, _ in tune.grid(entries[0], card)]
     headlines = dict(zip(labels, [0.5, 0.7, 0.7]))  # lr 0.3x, 1x, 3x: 1x and 3x tie
     monkeypatch.setattr("harness.metrics.run_metrics.run_row", lambda run: {"headline": headlines[run["label"]]})
-    monkeypatch.setattr(tune.stats, "bootstrap", lambda groups: None)  # as for runs without per-item records
+    monkeypatch.setattr(tune.stats, "bootstrap", lambda groups, replicates=None: None)  # as for runs without per-item records
     runs = {label: {"status": "finished", "label": label} for label in labels}
     rows = tune.choose(card, entries, runs)
     assert [r["chosen"] for r in rows] == [False, True, False]
@@ -76,8 +76,8 @@ def test_the_grid_says_how_firm_a_choice_is_and_when_it_sits_on_the_grids_edge(s
     monkeypatch.setattr("harness.metrics.run_metrics.run_row", lambda run: {"headline": headlines[run["label"]]})
     noise = np.random.default_rng(0).normal(0, spread, size=(len(labels), 2000))
     monkeypatch.setattr(tune.stats, "bootstrap",  # replicates around each point; the item noise is shared by the pair
-                        lambda groups: {label: {"headline": headlines[label] + noise[i] + noise[0]}
-                                        for i, label in enumerate(labels) if label in groups})
+                        lambda groups, replicates=None: {label: {"headline": headlines[label] + noise[i] + noise[0]}
+                                                         for i, label in enumerate(labels) if label in groups})
     rows = tune.choose(card, entries, {label: {"status": "finished", "label": label} for label in labels})
     best = next(r for r in rows if r["chosen"])
     assert best["label"] == labels[-1] and best["edges"] == ["highest learning rate", "highest ratio"]
@@ -99,7 +99,7 @@ def test_the_grid_says_how_firm_a_choice_is_and_when_it_sits_on_the_grids_edge(s
 def test_a_choice_at_the_learning_rate_edge_widens_the_grid_from_the_chosen_point_up_to_a_cap(monkeypatch):
     card = config.load("tiny")
     entries = [MethodEntry(method="lora"), MethodEntry(method="replay")]
-    monkeypatch.setattr(tune.stats, "bootstrap", lambda groups: None)
+    monkeypatch.setattr(tune.stats, "bootstrap", lambda groups, replicates=None: None)
     best = {"lora": 1e9, "replay": 0.0}  # headline = -|log lr - log best|: lora's best lies far above its grid
 
     def rows(widened):
@@ -136,7 +136,7 @@ def test_the_tuned_card_runs_the_cards_methods_on_its_seeds_and_the_others_on_it
 
     card = config.with_overrides(config.load("tiny"), seeds=[0, 1, 2])
     entries = [MethodEntry(method="full"), MethodEntry(method="l2sp")]  # tiny names full and lora
-    monkeypatch.setattr(tune.stats, "bootstrap", lambda groups: None)
+    monkeypatch.setattr(tune.stats, "bootstrap", lambda groups, replicates=None: None)
     monkeypatch.setattr("harness.metrics.run_metrics.run_row", lambda run: {"headline": 1.0})
     runs = {e.label: {"status": "finished", "label": e.label} for m in entries for e, _ in tune.grid(m, card)}
     tune.write(card, entries, tune.choose(card, entries, runs), tmp_path)
@@ -158,7 +158,7 @@ def test_the_stated_grids_labels_are_those_a_stored_tune_resumes_by():
 def test_a_failed_point_beyond_the_choice_keeps_it_at_the_edge_and_is_not_proposed_again(monkeypatch):
     card = config.load("tiny")
     entries = [MethodEntry(method="lora"), MethodEntry(method="lora", label="lora-r4", config={"r": 4})]
-    monkeypatch.setattr(tune.stats, "bootstrap", lambda groups: None)
+    monkeypatch.setattr(tune.stats, "bootstrap", lambda groups, replicates=None: None)
     monkeypatch.setattr("harness.metrics.run_metrics.run_row", lambda run: {"headline": run["h"]})
     widened = {"lora": ((9.0, 1.0),)}
     runs = {}
@@ -178,7 +178,7 @@ def test_tune_widens_until_the_choice_is_inside_and_a_second_call_runs_nothing_n
     from harness.spec import spec as spec_module
 
     card = config.load("tiny")
-    monkeypatch.setattr(tune.stats, "bootstrap", lambda groups: None)
+    monkeypatch.setattr(tune.stats, "bootstrap", lambda groups, replicates=None: None)
     monkeypatch.setattr(tune, "validation_config", lambda c, methods, widened=None: dataclasses.replace(
         c, methods=[e for m in methods for e, _ in tune.grid(m, c, (widened or {}).get(m.label or m.method, ()))]))
     stored, swept = {}, []
@@ -217,7 +217,7 @@ def test_progress_runs_nothing_and_marks_a_choice_only_once_all_its_points_have_
     and another failed (the tune runs a failed point again: full stays open)."""
     card = config.with_overrides(config.load("tiny"), data_dir=str(data_dir))
     entries = [MethodEntry(method="full"), MethodEntry(method="lora"), MethodEntry(method="replay")]
-    monkeypatch.setattr(tune.stats, "bootstrap", lambda groups: None)
+    monkeypatch.setattr(tune.stats, "bootstrap", lambda groups, replicates=None: None)
     labels = {e.method: [x.label for x, _ in tune.grid(e, card)] for e in entries}
     finished = [labels["full"][0], *labels["lora"], *labels["replay"]]
     headline = {**{label: float(i) for i, label in enumerate(labels["lora"])},  # lora: the highest rate leads
@@ -291,7 +291,7 @@ def test_progress_sees_a_stored_point_as_the_tunes_resume_does_and_moves_no_file
 def test_the_tuned_card_keeps_a_variants_own_seeds(monkeypatch, tmp_path):
     card = config.parse({"model": "tiny", "stream": ["stem"], "seeds": [0, 1, 2],
                          "methods": ["full", {"method": "ewc", "seeds": [1]}]}, "card.yaml")
-    monkeypatch.setattr(tune.stats, "bootstrap", lambda groups: None)
+    monkeypatch.setattr(tune.stats, "bootstrap", lambda groups, replicates=None: None)
     monkeypatch.setattr("harness.metrics.run_metrics.run_row", lambda run: {"headline": 1.0})
     tune.write(card, list(card.methods), tune.choose(card, list(card.methods), {}), tmp_path)
     tuned = config.load(str(tmp_path / "tuned.yaml"))

@@ -20,7 +20,8 @@ interval: the one its items give.
   p = min(1, 2 min(P(d <= 0), P(d >= 0))), counted with +1 so that it is never 0; Holm's step-down
   correction over the methods compared with the reference.
 - rank band: 1 + the number of methods significantly better (pairwise paired tests, Holm-corrected
-  over all pairs): methods that cannot be told apart share a rank.
+  over all pairs): methods that cannot be told apart share a rank. A section of many methods draws enough
+  replicates that p's floor cannot decide this (replicates_for).
 
 Runs without per-item records (schema 1) get none of this; the leaderboard then falls back to
 intervals over seeds and ranks ties equally.
@@ -34,7 +35,8 @@ import numpy as np
 from . import metrics
 from .run_metrics import NOT_ACCURACY
 
-REPLICATES = 2000
+REPLICATES = 2000  # at least: a section of many methods draws more (replicates_for)
+FLOOR_SHARE = 0.2  # the smallest p a pair can get, times the pairs Holm corrects over, is at most this share of ALPHA
 ALPHA = 0.05
 SEED = 0  # the bootstrap's draws are fixed: a board rebuilt from the same runs gives the same intervals
 BOOTSTRAPPED = ("headline", "lp_gain", "instruct_change", "overall", "bwt", "fwt", "plasticity", "transfer", "general",
@@ -170,10 +172,20 @@ def item_replicates(groups: dict[str, list[dict]], replicates: int = REPLICATES)
     return out
 
 
-def bootstrap(groups: dict[str, list[dict]], replicates: int = REPLICATES) -> dict[str, dict] | None:
+def replicates_for(labels: int) -> int:
+    """B for a section of `labels` methods: REPLICATES, or more where the rank bands' Holm correction over all
+    L(L - 1)/2 pairs needs it. A pair's p is at least 2/(B + 1) (module docstring), so with 2,000 replicates
+    Holm over the 55 pairs of 11 methods could separate none of them, however far apart; B is raised until
+    that floor times the pairs is at most FLOOR_SHARE of ALPHA (30,600 replicates for 18 methods)."""
+    pairs = labels * (labels - 1) // 2
+    return max(REPLICATES, math.ceil(2 * pairs / (FLOOR_SHARE * ALPHA)))
+
+
+def bootstrap(groups: dict[str, list[dict]], replicates: int | None = None) -> dict[str, dict] | None:
     """{label: {metric: [B] replicates}} for the finished runs of each label of one section, the items and
-    each label's runs redrawn; None when a run lacks per-item records or the runs did not answer the same
-    items."""
+    each label's runs redrawn, B = `replicates` or replicates_for(the labels); None when a run lacks per-item
+    records or the runs did not answer the same items."""
+    replicates = replicates or replicates_for(len(groups))
     per_run = item_replicates(groups, replicates)
     if per_run is None:
         return None

@@ -197,7 +197,8 @@ def choose(card: SweepConfig, methods: list[MethodEntry], runs_by_label: dict,
                            "headline_lo": None, "headline_hi": None, **{k: metrics.get(k) for k in METRICS}})
         scored = sorted((p for p in points if p["headline"] is not None),
                         key=lambda p: (p["headline"], -p["distance"]), reverse=True)
-        reps = stats.bootstrap({p["label"]: [p["run"]] for p in scored}) if scored else None
+        # REPLICATES: the paired differences reported here are two per method, not a Holm family over all pairs
+        reps = stats.bootstrap({p["label"]: [p["run"]] for p in scored}, stats.REPLICATES) if scored else None
         for p in scored:
             p["edges"] = _edges(p, scored)
             if reps and "headline" in reps[p["label"]]:
