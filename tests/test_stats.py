@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy.stats import t as student_t
 from synthetic_runs import synthetic_run
 
 from harness.metrics import stats
@@ -191,15 +192,17 @@ def test_a_replicate_on_the_items_as_drawn_is_the_point_estimate(path):
 
 
 @pytest.mark.parametrize("n", [2, 3])
-def test_the_seed_term_of_an_interval_is_not_shrunk_by_resampling_few_runs(n):
+def test_the_seed_term_of_an_interval_is_the_student_t_interval_over_the_runs(n):
     """Second source: runs whose items all agree (no item variance) and whose last task is learned or not by
-    seed. The mean of n runs then has variance s^2 / n (s^2 the runs' unbiased variance, what `clbench power`
-    projects with); resampling n runs with replacement alone gives (n - 1) / n of it: half at two seeds."""
+    seed. The interval is then the Student-t interval of the runs' mean, t(0.975, n - 1) s / sqrt(n), as the board's
+    `± h` over runs. Resampling the runs (before) gave about 0.7 s at two seeds, where t gives 9 s."""
     runs = [synthetic_run("full", s, _R([1.0, op], base=(0.0, 0.0), after1=(1.0, 0.0)), items=N)
             for s, op in enumerate((1.0, 0.0, 1.0)[:n])]
     values = [run_row(r)["lp_plasticity"] for r in runs]  # 1.5 or 0.75 nats: unbounded, never clipped
-    reps = stats.bootstrap({"full": runs})["full"]["lp_plasticity"]
-    assert np.var(reps) == pytest.approx(np.var(values, ddof=1) / n, rel=0.1)
+    lo, hi = stats.interval(stats.bootstrap({"full": runs})["full"]["lp_plasticity"])
+    half = student_t.ppf(0.975, n - 1) * np.std(values, ddof=1) / math.sqrt(n)
+    assert (hi - lo) / 2 == pytest.approx(half, rel=0.15)
+    assert (hi + lo) / 2 == pytest.approx(np.mean(values), abs=0.1 * half)
 
 
 def test_an_interval_stays_within_what_its_measure_can_be():
