@@ -1,6 +1,7 @@
 """`clbench power`: variance components from per-item results, projected to other item and seed counts (#14)."""
 import math
 
+import numpy as np
 import pytest
 from synthetic_runs import synthetic_run
 
@@ -37,8 +38,12 @@ def test_components_and_their_projection_by_hand(tmp_path):
     more = power.project(full, None, 4 * N, 3)
     now = power.project(full, None, N, 3)
     assert more["half_width"] < now["half_width"]
-    assert more["half_width"] == pytest.approx(1.959964 * math.sqrt(full["v_item"] / 4 + full["v_seed"] / 3))
-    versus = power.project(keeps, full, N, 1)
+    # second source: the 97.5th percentile of normal item noise plus Student's t (2 df) seed noise, sampled
+    noise = np.random.default_rng(0)
+    draws = (noise.normal(size=400_000) * math.sqrt(full["v_item"] / 4) +
+             noise.standard_t(2, size=400_000) * math.sqrt(full["v_seed"] / 3))
+    assert more["half_width"] == pytest.approx(np.percentile(draws, 97.5), rel=0.02)
+    versus = power.project(keeps, full, N, 1)  # one run each: no seed df to count, the normal quantiles
     assert versus["mdd"] == pytest.approx((1.959964 + 0.841621) * math.sqrt(keeps["diff_v_item"] + 2 * full["v_seed"]))
 
 
@@ -47,6 +52,15 @@ def test_the_item_variance_agrees_with_the_bootstrap_interval(tmp_path):
     c = power.components([run], "overall")["methods"]["full"]
     lo, hi = stats.interval(stats.bootstrap({"full": [run]})["full"]["overall"])
     assert 2 * 1.959964 * math.sqrt(c["v_item"]) == pytest.approx(hi - lo, rel=0.1)
+
+
+def test_the_projected_half_width_at_the_stored_counts_is_the_boards():
+    """Three runs whose items agree, so the seeds are the only noise: the board's interval is Student's t over the
+    runs, and the projection at the stored counts says the same (with the normal 1.96 it said 46% of it)."""
+    runs = [synthetic_run("full", s, [[0.0, 0.0], [1.0, 0.0], [1.0, op]], items=N) for s, op in enumerate((1.0, 0.0, 1.0))]
+    c = power.components(runs, "lp_plasticity")["methods"]["full"]
+    lo, hi = stats.interval(stats.bootstrap({"full": runs})["full"]["lp_plasticity"])
+    assert power.project(c, None, c["n0"], 3)["half_width"] == pytest.approx((hi - lo) / 2, rel=0.15)
 
 
 def test_the_command_prints_the_table_and_names_schema_1(tmp_path):

@@ -19,7 +19,8 @@ paired across methods), which can only widen a paired difference's interval.
 - interval: the 2.5th and 97.5th percentiles of the replicates (percentile bootstrap). A general retention
   ratio whose redrawn baseline accuracy is 0 is unbounded (inf) where the final accuracy is not 0, so an upper
   end can be inf; where both are 0 it is undefined, and such replicates are left out (of p-values too).
-- paired difference of a method and a reference (`full`): the replicates' differences; two-sided
+- paired difference of a method and a reference (`full`): on each replicate's items, the difference of their
+  means plus a seed term with Welch's degrees of freedom (`difference`: paired on the items, not on seeds); two-sided
   p = min(1, 2 min(P(d <= 0), P(d >= 0))), counted with +1 so that it is never 0; Holm's step-down
   correction over the methods compared with the reference.
 - rank band: 1 + the number of methods significantly better (pairwise paired tests, Holm-corrected
@@ -32,6 +33,7 @@ intervals over seeds and ranks ties equally.
 from __future__ import annotations
 
 import math
+import zlib
 
 import numpy as np
 
@@ -184,7 +186,16 @@ def replicates_for(labels: int) -> int:
     return max(REPLICATES, math.ceil(2 * pairs / (FLOOR_SHARE * ALPHA)))
 
 
-def bootstrap(groups: dict[str, list[dict]], replicates: int | None = None) -> dict[str, dict] | None:
+class Replicates(dict):
+    """{label: {metric: [B] replicates}}, what `bootstrap` returns, with each label's per-run item replicates
+    ({metric: [runs, B]}) kept for `difference`."""
+
+    def __init__(self, marginal: dict, per_run: dict):
+        super().__init__(marginal)
+        self.per_run = per_run
+
+
+def bootstrap(groups: dict[str, list[dict]], replicates: int | None = None) -> Replicates | None:
     """{label: {metric: [B] replicates}} for the finished runs of each label of one section, the items and
     each label's runs redrawn, B = `replicates` or replicates_for(the labels); None when a run lacks per-item
     records or the runs did not answer the same items."""
@@ -199,12 +210,37 @@ def bootstrap(groups: dict[str, list[dict]], replicates: int | None = None) -> d
         seed_t = rng.standard_t(n - 1, size=replicates) if n > 1 else np.zeros(replicates)  # T of the seed term
         out[label] = {}
         for key, matrix in metrics_of.items():
-            mean = matrix.mean(axis=0)  # [B]: all runs, on the replicate's items
+            mean, seed_var = _mean_and_seed_variance(matrix)
             with np.errstate(invalid="ignore"):  # an unbounded ratio (inf) has no seed term: it stays inf
-                sd = matrix.std(axis=0, ddof=1) if n > 1 else np.zeros(replicates)
-                reps = np.where(np.isfinite(mean) & np.isfinite(sd), mean + sd / math.sqrt(n) * seed_t, mean)
+                reps = np.where(np.isfinite(mean) & np.isfinite(seed_var), mean + np.sqrt(seed_var) * seed_t, mean)
             out[label][key] = np.clip(reps, *BOUNDS[key]) if key in BOUNDS else reps
-    return out
+    return Replicates(out, per_run)
+
+
+def _mean_and_seed_variance(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """[B] each: the mean of a label's runs on each replicate's items, and its seed variance s^2 / n (0 for one
+    run)."""
+    n = len(matrix)
+    with np.errstate(invalid="ignore"):
+        return matrix.mean(axis=0), (matrix.var(axis=0, ddof=1) / n if n > 1 else np.zeros(matrix.shape[1]))
+
+
+def difference(reps: dict, a: str, b: str, key: str) -> np.ndarray:
+    """[B] replicates of label a's `key` minus label b's, on the same redrawn items. From `bootstrap`: the
+    difference of their means on each replicate's items plus sqrt(s_a^2/n_a + s_b^2/n_b) T, T a draw of Student's
+    t with the Welch-Satterthwaite degrees of freedom (seeds are not paired across methods); two single runs
+    differ by their item replicates alone. From any other {label: {key: [B]}}: the replicates subtracted."""
+    if not isinstance(reps, Replicates):
+        return reps[a][key] - reps[b][key]
+    (ma, va), (mb, vb) = (_mean_and_seed_variance(reps.per_run[x][key]) for x in (a, b))
+    na, nb = len(reps.per_run[a][key]), len(reps.per_run[b][key])
+    m, v = ma - mb, va + vb
+    with np.errstate(invalid="ignore", divide="ignore"):
+        df = v ** 2 / ((va ** 2 / (na - 1) if na > 1 else 0) + (vb ** 2 / (nb - 1) if nb > 1 else 0))
+        usable = np.isfinite(m) & np.isfinite(v) & (v > 0) & np.isfinite(df)
+    rng = np.random.default_rng([SEED + 3, zlib.crc32(f"{a}\0{b}\0{key}".encode())])  # fixed per pair and measure
+    seed_t = rng.standard_t(np.where(usable, df, 1.0))
+    return np.where(usable, m + np.sqrt(np.where(usable, v, 0.0)) * seed_t, m)
 
 
 def interval(reps: np.ndarray) -> tuple[float, float] | None:
@@ -242,7 +278,8 @@ def compare(reps: dict[str, dict], key: str, reference: str) -> dict[str, dict]:
     """Each label against `reference` on metric `key`: {label: {diff_lo, diff_hi, p, p_holm, significant}}."""
     if reference not in reps or key not in reps[reference]:
         return {}
-    diffs = {label: r[key] - reps[reference][key] for label, r in reps.items() if label != reference and key in r}
+    diffs = {label: difference(reps, label, reference, key) for label, r in reps.items()
+             if label != reference and key in r}
     pvalues = {label: p_value(d) for label, d in diffs.items()}
     adjusted = holm(pvalues)
     return {label: dict(zip(("diff_lo", "diff_hi"), interval(d) or (math.nan, math.nan)), p=pvalues[label],
@@ -252,10 +289,10 @@ def compare(reps: dict[str, dict], key: str, reference: str) -> dict[str, dict]:
 def rank_bands(reps: dict[str, dict], key: str) -> dict[str, int]:
     """{label: 1 + the number of labels significantly better on `key`} (pairwise, Holm over all pairs)."""
     labels = sorted(label for label, r in reps.items() if key in r)
-    pairs = {(a, b): p_value(reps[a][key] - reps[b][key]) for i, a in enumerate(labels) for b in labels[i + 1:]}
-    adjusted = holm(pairs)
+    diffs = {(a, b): difference(reps, a, b, key) for i, a in enumerate(labels) for b in labels[i + 1:]}
+    adjusted = holm({pair: p_value(d) for pair, d in diffs.items()})
     better = {label: 0 for label in labels}
     for (a, b), p in adjusted.items():
         if p < ALPHA:
-            better[b if np.nanmean(reps[a][key] - reps[b][key]) > 0 else a] += 1
+            better[b if np.nanmean(diffs[(a, b)]) > 0 else a] += 1
     return {label: 1 + n for label, n in better.items()}

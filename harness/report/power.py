@@ -14,8 +14,12 @@ fixes them), so its variance has two parts:
 
 A paired difference from `full` takes V_item from the bootstrap of the difference itself (the two
 methods answered the same items, so their item errors partly cancel) and V_seed of both methods. The
-95% half-width is 1.96 sqrt(Var); the minimum detectable difference at alpha 0.05 (two-sided) with power
-0.8 is (1.96 + 0.84) sqrt(Var_diff).
+noise of a value is taken as the board's intervals take it: normal over the items, plus Student's t over the
+seeds (k - 1 degrees of freedom; a difference's with Welch's) times sqrt(V_seed / k), and q(p) is a quantile of
+that sum. The 95% half-width is q(0.975); the minimum detectable difference at alpha 0.05 (two-sided) with
+power 0.8 is q(0.975) + q(0.8). At k = 1 or without a seed variance the seeds' part is normal: 1.96 and 0.84
+standard errors. With few seeds it is much wider: seed variance alone at 3 seeds gives 2.78 + 0.94 for a
+difference (Welch's 4 degrees of freedom).
 """
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ from ..metrics.run_metrics import run_row
 from ..store.store import Store
 from .leaderboard import REFERENCE, method_groups, ranking_key, sections
 
-Z_HALF, Z_POWER = 1.959964, 0.841621  # normal quantiles 0.975 and 0.8
+HALF, POWER = 0.975, 0.8  # the quantiles of the half-width and of the power
 
 
 def components(runs: list[dict], key: str) -> dict | None:
@@ -86,14 +90,36 @@ def project(c: dict, reference: dict | None, n: int, k: int) -> dict:
     n items per view and k runs; seed terms left out where unknown (then `lower_bound` is True)."""
     scale = c["n0"] / n
     seed = c["v_seed_used"]
-    var = c["v_item"] * scale + (seed / k if seed is not None else 0.0)
-    out = {"half_width": Z_HALF * math.sqrt(var), "mdd": None, "lower_bound": seed is None}
+    terms = [seed / k] if seed is not None else []
+    item = c["v_item"] * scale
+    out = {"half_width": _quantile(HALF, item, terms, k), "mdd": None, "lower_bound": seed is None}
     if reference is not None and c["diff_v_item"] is not None:
-        seeds = [s for s in (seed, reference["v_seed_used"]) if s is not None]
-        diff = c["diff_v_item"] * scale + sum(seeds) / k
-        out["mdd"] = (Z_HALF + Z_POWER) * math.sqrt(diff)
-        out["lower_bound"] = out["lower_bound"] or len(seeds) < 2
+        terms = [s / k for s in (seed, reference["v_seed_used"]) if s is not None]
+        item = c["diff_v_item"] * scale
+        out["mdd"] = _quantile(HALF, item, terms, k) + _quantile(POWER, item, terms, k)
+        out["lower_bound"] = out["lower_bound"] or len(terms) < 2
     return out
+
+
+def _quantile(q: float, item: float, seed_terms: list[float], k: int) -> float:
+    """The q-quantile of N(0, item) + sqrt(sum(seed_terms)) T, T Student's t with the Welch-Satterthwaite degrees
+    of freedom of the seed terms (each with k - 1); T normal at k = 1 (the board has no seed term to count)."""
+    from scipy import integrate, optimize
+    from scipy.stats import norm, t
+
+    seed = sum(seed_terms)
+    if k < 2 or seed <= 0:
+        return float(norm.ppf(q)) * math.sqrt(item + seed)
+    df = seed * seed / (sum(v * v for v in seed_terms) / (k - 1))
+    if item <= 0:
+        return float(t.ppf(q, df)) * math.sqrt(seed)
+    sd_item, sd_seed = math.sqrt(item), math.sqrt(seed)
+
+    def cdf(x):
+        return integrate.quad(lambda u: norm.cdf((x - sd_seed * u) / sd_item) * t.pdf(u, df), -math.inf, math.inf)[0]
+
+    top = float(norm.ppf(q)) * sd_item + float(t.ppf(q, df)) * sd_seed  # the quantiles' sum bounds the sum's
+    return float(optimize.brentq(lambda x: cdf(x) - q, 0.0, top))
 
 
 def report(results_dir, items: list[int], seeds: list[int], measure: str | None = None) -> str:

@@ -220,7 +220,7 @@ def _paired(a: dict, b: dict, reps: dict | None) -> dict | None:
     both (None for runs without per-item records)."""
     if not reps or a["headline_lo"] is None or b["headline_lo"] is None:
         return None
-    diff = reps[a["label"]]["headline"] - reps[b["label"]]["headline"]
+    diff = stats.difference(reps, a["label"], b["label"], "headline")
     lo, hi = stats.interval(diff)
     return {"over": b["label"], "diff": a["headline"] - b["headline"], "lo": lo, "hi": hi, "p": stats.p_value(diff)}
 
