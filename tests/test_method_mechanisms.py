@@ -4,11 +4,12 @@ import copy
 import pytest
 import torch
 
-from harness.run.training import collate
+from harness.run.training import batch_loss, collate
 from methods.base import StageContext
 from methods.distill import distill_kl
 from methods.ewc import EWC
 from methods.freeze import Freeze
+from methods.full import FullFineTune
 from methods.l2sp import L2SP
 from methods.replay import Replay
 from tasks.chat import IGNORE, encode_example
@@ -121,6 +122,23 @@ def test_l2sp_penalty_zero_at_start_and_quadratic(tiny):
         for p in model.parameters():
             p.add_(0.5)
     assert method.penalty().item() == pytest.approx(2.0 / 2 * n * 0.25, rel=1e-4)
+
+
+def test_l2sp_penalty_is_in_the_loss_that_training_optimises(tiny):
+    """The penalty test above calls penalty() itself: an extra_loss that returned None passed it, and l2sp trained
+    as full fine-tuning. Here the training loss of a batch is the label loss plus alpha/2 ||w - w0||^2."""
+    model, tok = copy.deepcopy(tiny[0]), tiny[1]
+    method = L2SP(L2SP.Config(alpha=2.0))
+    method.prepare(model, None)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01)
+    batch = collate([encode_example(tok, "Q?", "an answer", 64)], tok.pad_token_id, "cpu")
+    ctx = _ctx(tok, None, 1)
+    label_loss = batch_loss(model, FullFineTune(), batch, ctx)
+    assert batch_loss(model, method, batch, ctx).item() == pytest.approx(
+        label_loss.item() + method.penalty().item(), rel=1e-5)
+    assert method.penalty().item() > 0.1 * label_loss.item()
 
 
 def test_distillation_is_zero_when_student_equals_teacher_and_positive_otherwise(tiny):
