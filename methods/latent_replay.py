@@ -42,7 +42,8 @@ Further deviations from REMIND's code (tyler-hayes/REMIND, image_classification_
 - eviction: REMIND drops a random item of the class with the most items; here a reservoir over
   sequences (at the defaults, 100 a task and 1000 in all, the buffer never fills on 4-5 domains);
 - the optimiser is the harness's (AdamW at a constant lr 5e-5), where REMIND uses SGD with momentum
-  0.9 at lr 0.1 decayed stepwise.
+  0.9 at lr 0.1 decayed stepwise;
+- with tied embeddings (SmolLM2) the output layer stays frozen (above), where REMIND trains its classifier.
 """
 from __future__ import annotations
 

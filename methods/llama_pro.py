@@ -12,9 +12,10 @@ finetune_cosmopedia.sh) and 2e-5 (fine-tuning), with a linear schedule and warm-
 the rate constant; `clbench tune` picks it on the validation stream.
 
 Where the copies go: the reference (TencentARC/LLaMA-Pro scripts/block_expansion.py) copies every
-`split`-th block, split = layers / new blocks, which places the last copy on the top block only when split
-divides the layer count (it asserts that split divides the layer count, and LLaMA-Factory's port refuses
-other counts too). Here `every` sets the share, about
+`split`-th block, split = int(layers / new blocks), which places the last copy on the top block only when
+split divides the layer count; it then asserts that the expanded model has the requested number of layers,
+which other counts can pass (30 -> 37 layers: split 4, 7 copies, none above the top two blocks) or fail
+(30 -> 38: split 3 makes 10 copies). LLaMA-Factory's port refuses counts that do not divide. Here `every` sets the share, about
 one new block per `every` original ones (round(layers / every) new blocks), and the copies close groups of
 the stack that are as even as whole blocks allow, the top block's included: the reference's placement
 when `every` divides the layer count, and on SmolLM2's 30 blocks with every 4, 8 copies (after blocks 4,

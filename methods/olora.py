@@ -4,7 +4,10 @@ the new task's A is pushed out of the earlier tasks' row spaces by
 
     lambda1 * mean_modules sum_{i < t} sum |A_t A_i^T|   +   lambda2 * mean_modules (||A_t|| + ||B_t||)
 
-(Wang et al. 2023, arXiv:2310.14152).
+(Wang et al. 2023, arXiv:2310.14152). A here is peft's lora_A, the down-projection [r, in], as in the
+reference code; the paper writes the constraint on its own A, the up-projection [out, r] (peft's lora_B):
+the code keeps the new update's row space apart, the paper its column space (cmnfriend/O-LoRA issues #9 and
+#39, where the authors call lora_A the basis of the update). This port follows the code.
 
 What the reference code does (github.com/cmnfriend/O-LoRA, read for this port):
 - Initialisation (src/peft/tuners/lora.py, LoraLayer.reset_lora_parameters): the new task's

@@ -18,7 +18,9 @@ be the part cut; counted as `rewrites_too_long`), and, as in the reference
 contains "reference answer", "your response", "my response", "your own response" or "now it's your turn"
 (case ignored) or starts with "Your turn". How many rewrites were kept is stored per stage (`method_stats`).
 
-Deviations: rewrites are decoded greedily with at most 256 new tokens (the reference's rewrite step runs
+Deviations: the rewriter is the model before each task, where the reference rewrites the whole data set once
+with the seed model (it fine-tunes once); rejecting a rewrite cut off at the token cap or too long to train
+whole is this port's rule (the reference's `verify` has none); rewrites are decoded greedily with at most 256 new tokens (the reference's rewrite step runs
 LLaMA-Factory's defaults: sampling at temperature 0.95, top-p 0.7, top-k 50, up to 512 new tokens), and
 every domain uses `alpaca_distill_refer` (the reference uses it for its code and function-calling data,
 `gsm8k_distill` for GSM8K and `alpaca_distill_using` for general instruction data).
