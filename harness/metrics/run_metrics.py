@@ -14,7 +14,7 @@ leaderboard aggregates these over seeds. Keys (None where the run did not measur
                                                  not mixed in: it is reported as instruct_change
     general_retention_base                       the same against the unprepared base model (differs only
                                                  where `prepare` changed the model's function)
-    stop_rate_change                             final stop rate minus the base model's (`stop` probe)
+    stop_rate_change                             final stop rate minus stage 0's, the prepared model's (`stop` probe)
     tail_repetition                              final tail-repetition share (`stop` probe)
     gpu_hours, cpu_hours                         device time of the trained stages (harness.run.compute)
     train_tflops                                 estimated training FLOPs / 1e12: trained tokens x (4 N + 2 N_t),
