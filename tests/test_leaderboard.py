@@ -14,6 +14,7 @@ import sys
 from html.parser import HTMLParser
 
 import pytest
+from scipy.stats import ttest_ind
 from synthetic_runs import CHECKSUMS, PACKAGES, synthetic_run, use_stored_metrics
 
 from harness.report import leaderboard, tables
@@ -109,7 +110,10 @@ def test_markdown_golden(board):
     assert lora["OP"] == "0.450 ± 0.000" and lora["Status"] == "1 failed" and lora["Pareto"] == "\\*"
     assert lora["General retention"] == "0.900 ± 0.000" and lora["Stop-rate change"] == "-0.250 ± 0.000"
     assert lora["Tail repetition"] == "0.100 ± 0.000"
-    assert by_label["slow"]["Pareto"] == "" and by_label["slow"]["Rank"] == "4"  # dominated by lora
+    assert by_label["slow"]["Pareto"] == "" and by_label["slow"]["Rank"] == "2"  # dominated by lora
+    # schema-1 rank bands, Welch's t over runs: lora's 3 equal runs above slow's 2 equal ones separate them; full's
+    # spread (0.6, 0.65, 0.5) separates it from neither (p 0.053 against slow), and a single run from none
+    assert [by_label[k]["Rank"] for k in ("full", "lora", "&lt;script&gt;alert(1)&lt;/script&gt;")] == ["1"] * 3
     single = by_label["&lt;script&gt;alert(1)&lt;/script&gt;"]
     assert single["Seeds"] == "1 !" and single["OP"] == "0.550" and single["Pareto"] == "–"  # no cost measured
     unfinished = rows[-1]
@@ -339,3 +343,19 @@ def test_two_card_versions_that_differ_only_in_what_runs_do_not_record_say_what_
     a["protocol"], b["protocol"] = {"name": "card", "version": "v-seeds-0"}, {"name": "card", "version": "v-seeds-01"}
     secs = leaderboard.sections([a, b])
     assert len(secs) == 2 and "seeds or task orders" in secs[1]["reason"]
+
+
+def test_runs_without_per_item_records_rank_by_welch_not_by_their_means(monkeypatch):
+    """Schema-1 rows used to rank 1 + the rows with a higher mean: single runs one item apart got ranks 1 and 4.
+    Now single-run rows share rank 1, and rows of three runs each are told apart by Welch's t only where it
+    separates them (second source: scipy's Welch test)."""
+    use_stored_metrics(monkeypatch)
+    single = [synthetic_run(label, 0, _R([op, 0.5])) for label, op in (("a", 0.9), ("b", 0.8), ("c", 0.2))]
+    assert [r["rank"] for r in leaderboard.rows(single)] == [1, 1, 1]
+    seeds = {"hi": (0.90, 0.91, 0.92), "mid": (0.50, 0.52, 0.54), "near": (0.49, 0.60, 0.41)}
+    runs = [synthetic_run(label, s, _R([op, 0.5])) for label, ops in seeds.items() for s, op in enumerate(ops)]
+    ranks = {r["label"]: r["rank"] for r in leaderboard.rows(runs)}
+    values = {label: [(op + 0.5) / 2 for op in ops] for label, ops in seeds.items()}  # OP: mean of the final row
+    assert ttest_ind(values["hi"], values["mid"], equal_var=False).pvalue * 3 < 0.05  # Holm's first step
+    assert ttest_ind(values["mid"], values["near"], equal_var=False).pvalue > 0.05
+    assert ranks == {"hi": 1, "mid": 2, "near": 2}

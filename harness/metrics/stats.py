@@ -28,7 +28,7 @@ paired across methods), which can only widen a paired difference's interval.
   replicates that p's floor cannot decide this (replicates_for).
 
 Runs without per-item records (schema 1) get none of this; the leaderboard then falls back to
-intervals over seeds and ranks ties equally.
+intervals over seeds and rank bands by Welch's t over runs (welch_bands).
 """
 from __future__ import annotations
 
@@ -284,6 +284,31 @@ def compare(reps: dict[str, dict], key: str, reference: str) -> dict[str, dict]:
     adjusted = holm(pvalues)
     return {label: dict(zip(("diff_lo", "diff_hi"), interval(d) or (math.nan, math.nan)), p=pvalues[label],
                         p_holm=adjusted[label], significant=adjusted[label] < ALPHA) for label, d in diffs.items()}
+
+
+def welch_bands(values: dict[str, list[float]]) -> dict[str, int]:
+    """{label: 1 + the number of labels significantly better} from per-run values alone (runs without per-item
+    records): Welch's t test of every pair of labels with two runs or more each, Holm-corrected over those
+    pairs. A label of one run has no variance to test with, so it is told apart from none: single-run rows
+    share rank 1, where ranking their means would rank noise."""
+    from scipy.stats import ttest_ind
+
+    def settled(v):  # runs equal but for float rounding are equal: rounding is no variance to test with
+        return [float(np.mean(v))] * len(v) if np.ptp(v) <= 1e-9 * max(1.0, abs(float(np.mean(v)))) else list(v)
+
+    values = {label: settled(v) for label, v in values.items() if v}
+    labels = sorted(values)
+    pvalues = {}
+    for i, a in enumerate(labels):
+        for b in labels[i + 1:]:
+            if len(values[a]) > 1 and len(values[b]) > 1:
+                p = float(ttest_ind(values[a], values[b], equal_var=False).pvalue)
+                pvalues[(a, b)] = p if math.isfinite(p) else 1.0  # nan: two constant groups of one value
+    better = {label: 0 for label in labels}
+    for (a, b), p in holm(pvalues).items():
+        if p < ALPHA:
+            better[b if np.mean(values[a]) > np.mean(values[b]) else a] += 1
+    return {label: 1 + n for label, n in better.items()}
 
 
 def rank_bands(reps: dict[str, dict], key: str) -> dict[str, int]:

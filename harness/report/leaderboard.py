@@ -107,17 +107,17 @@ def rows(runs: list[dict]) -> list[dict]:
     below two runs) and, where every run has per-item records, `interval[key]` the 95% bootstrap interval over
     items and runs (harness.metrics.stats); `task_forgetting` {task: mean forgetting on the log-probability
     matrix}, with `task_forgetting_interval` {task: its bootstrap interval}.
-    rank: with per-item records, the rank band (1 + the methods significantly better on the headline metric);
-    without, 1 + the rows with a strictly higher mean (ties share a rank). `vs_reference`: the paired difference
+    rank: the rank band, 1 + the methods significantly better on the headline metric: with per-item records by
+    the paired item bootstrap, without by Welch's t over runs (a single-run row is then told from none). `vs_reference`: the paired difference
     from the `full` row on the headline metric, when there is one and per-item records; `forgetting_vs_reference`
     the same on the forgetting measure (FORGETTING), where a method that mitigates forgetting shows a negative
     difference."""
     groups = method_groups(runs)
     finished = {label: [r for r in group if r["status"] == "finished"] for label, group in groups.items()}
     reps = stats.bootstrap({label: group for label, group in finished.items() if group})
-    out = []
+    out, values = [], {}
     for label, group in groups.items():
-        per_run = [run_row(r) for r in finished[label]]
+        per_run = values[label] = [run_row(r) for r in finished[label]]
         failed, running = _status(group)
         row = {"label": label, "method": group[0]["spec"]["method"], **_info(group), "settings": settings(group),
                "seeds": len(per_run),
@@ -137,7 +137,7 @@ def rows(runs: list[dict]) -> list[dict]:
         out.append(row)
     key = ranking_key(out)
     out.sort(key=lambda r: (r[key] is None, -(r[key] or 0), r["label"]))
-    _rank(out, reps, key)
+    _rank(out, reps, key, {label: [p[key] for p in per_run if p[key] is not None] for label, per_run in values.items()})
     _mark_pareto(out, key)
     return out
 
@@ -182,21 +182,18 @@ def ranking_key(table: list[dict]) -> str:
     return HEADLINE if any(r.get(HEADLINE) is not None for r in table) else FALLBACK
 
 
-def _rank(table: list[dict], reps: dict | None, key: str) -> None:
+def _rank(table: list[dict], reps: dict | None, key: str, values: dict[str, list[float]]) -> None:
+    """Rank bands from the item bootstrap where every run has per-item records, else from the runs alone
+    (`welch_bands`); `values` holds each label's per-run values of `key`."""
     usable = reps if reps and all(key in r for r in reps.values()) else None
-    bands = stats.rank_bands(usable, key) if usable else {}
+    bands = stats.rank_bands(usable, key) if usable else stats.welch_bands(values)
     reference = next((r["label"] for r in table if r["method"] == REFERENCE and r["label"] in (usable or {})), None)
     versus = stats.compare(usable, key, reference) if reference else {}
     forgets = reps if reps and all(FORGETTING in r for r in reps.values()) else None
     forgetting = stats.compare(forgets, FORGETTING, reference) if reference and forgets else {}
     for row in table:
         row["ranked_by"] = key
-        if row[key] is None:
-            row["rank"] = None
-        elif bands:
-            row["rank"] = bands.get(row["label"])
-        else:
-            row["rank"] = 1 + sum(o[key] is not None and o[key] > row[key] for o in table)
+        row["rank"] = None if row[key] is None else bands.get(row["label"])
         row["vs_reference"] = versus.get(row["label"]) and {"reference": reference, **versus[row["label"]]}
         row["forgetting_vs_reference"] = (forgetting.get(row["label"])
                                           and {"reference": reference, **forgetting[row["label"]]})
