@@ -241,3 +241,23 @@ def test_a_difference_between_methods_of_few_seeds_is_welchs_t_interval():
     assert (lo, hi) == pytest.approx((welch.low, welch.high), rel=0.15)
     assert stats.compare(reps, "lp_plasticity", "b")["a"]["p"] == pytest.approx(
         scipy_stats.ttest_ind(va, vb, equal_var=False).pvalue, abs=0.02)
+
+
+def test_a_single_run_beside_methods_of_several_takes_their_pooled_seed_variance():
+    """A single-seed row beside rows of three seeds: its seed term is their pooled variance with their 4 degrees of
+    freedom (the 18-method board runs most methods once). Before, it had none: its interval and its differences
+    were the items' alone, however large the seeds' noise, and the bands ranked that noise."""
+    def runs(label, ops, method="full"):
+        return [synthetic_run(label, s, _R([1.0, op], base=(0.0, 0.0), after1=(1.0, 0.0)), items=N, method=method)
+                for s, op in enumerate(ops)]
+    groups = {"a": runs("a", (1.0, 0.0, 1.0)), "b": runs("b", (0.0, 1.0, 0.0), "replay"),
+              "one": runs("one", (1.0,), "lora")}
+    reps = stats.bootstrap(groups)
+    per_seed = {label: [run_row(r)["lp_plasticity"] for r in g] for label, g in groups.items()}
+    pooled = (np.var(per_seed["a"], ddof=1) + np.var(per_seed["b"], ddof=1)) / 2
+    lo, hi = stats.interval(reps["one"]["lp_plasticity"])
+    assert (hi - lo) / 2 == pytest.approx(student_t.ppf(0.975, 4) * math.sqrt(pooled), rel=0.15)
+    lo, hi = stats.interval(stats.difference(reps, "one", "a", "lp_plasticity"))
+    v_one, v_a = pooled, np.var(per_seed["a"], ddof=1) / 3
+    df = (v_one + v_a) ** 2 / (v_one ** 2 / 4 + v_a ** 2 / 2)
+    assert (hi - lo) / 2 == pytest.approx(student_t.ppf(0.975, df) * math.sqrt(v_one + v_a), rel=0.15)

@@ -12,9 +12,11 @@ standard deviation on those items (unbiased; `clbench power` projects with s^2 t
 t with n - 1 degrees of freedom: with items that agree, the interval is then the Student-t interval over
 the runs, t(0.975, n - 1) s / sqrt(n). Resampling 2 or 3 runs instead (as this did before) is bounded by the
 runs seen, and covered a seed-only mean 61% and 80% of the time at a nominal 95%. A bounded measure is
-clipped to what it can be (BOUNDS: a share stays in [0, 1]). A single-seed row therefore still has an
-interval: the one its items give. Methods' seed terms are drawn independently (runs of one seed are not
-paired across methods), which can only widen a paired difference's interval.
+clipped to what it can be (BOUNDS: a share stays in [0, 1]). A single-seed row's seed term takes the seed
+variance pooled over the section's methods of several runs, with its degrees of freedom (the assumption that
+methods' seed variances are alike, as `clbench power` makes it); in a section of single runs only, a row's
+interval is the one its items give, a lower bound. Runs of one seed are not paired across methods: a
+difference's seed term is Welch's (`difference`).
 
 - interval: the 2.5th and 97.5th percentiles of the replicates (percentile bootstrap). A general retention
   ratio whose redrawn baseline accuracy is 0 is unbounded (inf) where the final accuracy is not 0, so an upper
@@ -187,56 +189,74 @@ def replicates_for(labels: int) -> int:
 
 
 class Replicates(dict):
-    """{label: {metric: [B] replicates}}, what `bootstrap` returns, with each label's per-run item replicates
-    ({metric: [runs, B]}) kept for `difference`."""
+    """{label: {metric: [B] replicates}}, what `bootstrap` returns, with what `difference` needs: each label's
+    per-run item replicates ({metric: [runs, B]}) and the section's pooled seed variance (`pooled_seed`)."""
 
-    def __init__(self, marginal: dict, per_run: dict):
+    def __init__(self, marginal: dict, per_run: dict, pooled: dict, pooled_df: int):
         super().__init__(marginal)
-        self.per_run = per_run
+        self.per_run, self.pooled, self.pooled_df = per_run, pooled, pooled_df
+
+    def seed_term(self, label: str, key: str) -> tuple[np.ndarray, np.ndarray, int]:
+        """[B], [B], df: the label's mean on each replicate's items, the seed variance of that mean and its degrees
+        of freedom: s^2 / n with n - 1 over its own runs; for a single run the pooled s^2 with the pooled df
+        (0 and 0 where the section has no label of several runs)."""
+        matrix = self.per_run[label][key]
+        n = len(matrix)
+        with np.errstate(invalid="ignore"):
+            if n > 1:
+                return matrix.mean(axis=0), matrix.var(axis=0, ddof=1) / n, n - 1
+        if key in self.pooled:
+            return matrix[0], self.pooled[key], self.pooled_df
+        return matrix[0], np.zeros(matrix.shape[1]), 0
+
+
+def pooled_seed(per_run: dict) -> tuple[dict, int]:
+    """({metric: [B]}, df): the seed variance pooled over a section's labels of several runs, sum (n - 1) s^2 /
+    sum (n - 1) on each replicate's items, and its degrees of freedom; what a single-run label's seed term takes
+    (the assumption, as `clbench power` makes it: methods' seed variances are alike). ({}, 0) without such labels."""
+    several = [m for m in per_run.values() if m and len(next(iter(m.values()))) > 1]
+    df = sum(len(next(iter(m.values()))) - 1 for m in several)
+    keys = set.intersection(*(set(m) for m in several)) if several else set()
+    with np.errstate(invalid="ignore"):
+        pooled = {key: sum((len(m[key]) - 1) * m[key].var(axis=0, ddof=1) for m in several) / df for key in keys}
+    return pooled, df
 
 
 def bootstrap(groups: dict[str, list[dict]], replicates: int | None = None) -> Replicates | None:
     """{label: {metric: [B] replicates}} for the finished runs of each label of one section, the items and
-    each label's runs redrawn, B = `replicates` or replicates_for(the labels); None when a run lacks per-item
-    records or the runs did not answer the same items."""
+    each label's seed term redrawn (`Replicates.seed_term`), B = `replicates` or replicates_for(the labels); None
+    when a run lacks per-item records or the runs did not answer the same items."""
     replicates = replicates or replicates_for(len(groups))
     per_run = item_replicates(groups, replicates)
     if per_run is None:
         return None
+    out = Replicates({}, per_run, *pooled_seed(per_run))
     rng = np.random.default_rng(SEED + 1)
-    out = {}
     for label, metrics_of in per_run.items():
         n = len(groups[label])
-        seed_t = rng.standard_t(n - 1, size=replicates) if n > 1 else np.zeros(replicates)  # T of the seed term
+        df = n - 1 if n > 1 else out.pooled_df
+        seed_t = rng.standard_t(df, size=replicates) if df else np.zeros(replicates)  # T of the seed term
         out[label] = {}
-        for key, matrix in metrics_of.items():
-            mean, seed_var = _mean_and_seed_variance(matrix)
+        for key in metrics_of:
+            mean, seed_var, _ = out.seed_term(label, key)
             with np.errstate(invalid="ignore"):  # an unbounded ratio (inf) has no seed term: it stays inf
                 reps = np.where(np.isfinite(mean) & np.isfinite(seed_var), mean + np.sqrt(seed_var) * seed_t, mean)
             out[label][key] = np.clip(reps, *BOUNDS[key]) if key in BOUNDS else reps
-    return Replicates(out, per_run)
-
-
-def _mean_and_seed_variance(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """[B] each: the mean of a label's runs on each replicate's items, and its seed variance s^2 / n (0 for one
-    run)."""
-    n = len(matrix)
-    with np.errstate(invalid="ignore"):
-        return matrix.mean(axis=0), (matrix.var(axis=0, ddof=1) / n if n > 1 else np.zeros(matrix.shape[1]))
+    return out
 
 
 def difference(reps: dict, a: str, b: str, key: str) -> np.ndarray:
     """[B] replicates of label a's `key` minus label b's, on the same redrawn items. From `bootstrap`: the
-    difference of their means on each replicate's items plus sqrt(s_a^2/n_a + s_b^2/n_b) T, T a draw of Student's
-    t with the Welch-Satterthwaite degrees of freedom (seeds are not paired across methods); two single runs
-    differ by their item replicates alone. From any other {label: {key: [B]}}: the replicates subtracted."""
+    difference of their means on each replicate's items plus sqrt(v_a + v_b) T, v the seed variances of the means
+    (`Replicates.seed_term`) and T a draw of Student's t with the Welch-Satterthwaite degrees of freedom (seeds are
+    not paired across methods); without seed terms the item replicates alone. From any other {label: {key: [B]}}:
+    the replicates subtracted."""
     if not isinstance(reps, Replicates):
         return reps[a][key] - reps[b][key]
-    (ma, va), (mb, vb) = (_mean_and_seed_variance(reps.per_run[x][key]) for x in (a, b))
-    na, nb = len(reps.per_run[a][key]), len(reps.per_run[b][key])
+    (ma, va, da), (mb, vb, db) = (reps.seed_term(x, key) for x in (a, b))
     m, v = ma - mb, va + vb
     with np.errstate(invalid="ignore", divide="ignore"):
-        df = v ** 2 / ((va ** 2 / (na - 1) if na > 1 else 0) + (vb ** 2 / (nb - 1) if nb > 1 else 0))
+        df = v ** 2 / ((va ** 2 / da if da else 0) + (vb ** 2 / db if db else 0))
         usable = np.isfinite(m) & np.isfinite(v) & (v > 0) & np.isfinite(df)
     rng = np.random.default_rng([SEED + 3, zlib.crc32(f"{a}\0{b}\0{key}".encode())])  # fixed per pair and measure
     seed_t = rng.standard_t(np.where(usable, df, 1.0))
