@@ -190,3 +190,28 @@ def test_p_tuning_v2s_prefix_starts_at_the_models_init_scale(tiny):
     model = method.prepare(copy.deepcopy(tiny[0]), StageContext(stage=0, task=None, seen=[], device="cpu", seed=0))
     weight = next(iter(model.prompt_encoder.values())).embedding.weight
     assert weight.std().item() == pytest.approx(model.config.initializer_range, rel=0.05)
+
+
+def _encoder(tiny, method):
+    torch.manual_seed(0)
+    model = method.prepare(copy.deepcopy(tiny[0]), StageContext(stage=0, task=None, seen=[], device="cpu", seed=0))
+    return model, next(iter(model.prompt_encoder.values()))
+
+
+def test_the_defaults_build_what_each_source_builds(tiny):
+    """The sources' structures at the defaults (a changed default passed every other test): prefix tuning's prefix
+    comes from an MLP 512 wide over 10 positions (Li & Liang's reparameterisation), P-tuning v2 trains 16 positions
+    directly with no MLP, and prompt tuning's 100 prompt rows start as rows of the vocabulary's embeddings."""
+    cfg = tiny[0].config
+    layers, width = cfg.num_hidden_layers, cfg.num_key_value_heads * (cfg.hidden_size // cfg.num_attention_heads)
+    _, prefix = _encoder(tiny, PrefixTuning(PrefixTuning.Config()))
+    assert prefix.embedding.weight.shape[0] == 10
+    linear = [m for m in prefix.transform if isinstance(m, torch.nn.Linear)]
+    assert [m.out_features for m in linear][0] == 512 and linear[-1].out_features == layers * 2 * width
+    _, v2 = _encoder(tiny, PTuningV2(PTuningV2.Config()))
+    assert not hasattr(v2, "transform") or v2.transform is None
+    assert v2.embedding.weight.shape == (16, layers * 2 * width)
+    model, prompt = _encoder(tiny, PromptTuning(PromptTuning.Config()))
+    rows = prompt.embedding.weight
+    vocab = model.get_input_embeddings().weight
+    assert rows.shape[0] == 100 and all(bool((vocab == row).all(dim=1).any()) for row in rows)

@@ -90,3 +90,10 @@ def test_on_cuda_in_a_bf16_run_the_4bit_matmuls_compute_in_bf16(tiny):
     out = model(input_ids=ids, labels=ids)
     out.loss.backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_the_defaults_are_the_papers():
+    """QLoRA's settings for models up to 13B (Dettmers et al. 2023, Sec. 4 and Appendix B, as methods/qlora.py says):
+    r 64, alpha 16, dropout 0.1, lr 2e-4, NF4 with double quantization. No other test reads these."""
+    c = QLoRA.Config()
+    assert (c.r, c.alpha, c.dropout, c.lr, c.double_quant) == (64, 16, 0.1, 2e-4, True)
