@@ -8,8 +8,9 @@ by the parameter's RMS and by min(lr, 1/sqrt(t)) (the relative step), so at the 
 SmolLM2 embedding (RMS 0.14) by 0.04 where t5x steps it by 0.3 (0.14 of it), less and less after step 11.
 
 Per parameter, at step t = 1, 2, ... (t5x's defaults where the gin does not set them: no momentum,
-update clipping at 1.0, epsilon1 1e-30, factoring only where the two largest dimensions are both at
-least 128, so a prompt of 100 tokens keeps a full second moment):
+update clipping at 1.0, epsilon1 1e-30; factoring only where the two largest dimensions are both at
+least 128, where the gin's logical_factor_rules never factor the prompt: the two agree for prompts
+shorter than 128 tokens, so the default of 100 keeps a full second moment either way):
 
     beta = 1 - t^(-decay_rate);  v = beta * v + (1 - beta) * (g^2 + epsilon1)   (factored: row/col means)
     y = g / sqrt(v);  y /= max(1, RMS(y) / clipping_threshold)

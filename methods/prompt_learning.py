@@ -28,8 +28,9 @@
   re-initialises every module missing from the checkpoint, the prefix included, with the model's
   `_init_weights` (N(0, 0.02) for RoBERTa). peft keeps the N(0, 1) draw, whose keys and values moved
   SmolLM2's cloze scores of a sample question from about -4 to -16 nats before any training; this port
-  redraws it. Deviation: the reference's QA script applies dropout 0.2 to the prefix's keys and values;
-  peft has no prefix dropout.
+  redraws it. Deviations: the reference's QA script applies dropout 0.2 to the prefix's keys and values
+  (peft has no prefix dropout), and its --hidden_dropout_prob 0.2 raises the backbone's dropout too; it
+  trains a task head (qa_outputs) beside the prefix, where here the LM head stays frozen.
 
 peft puts the virtual tokens in front of every call's input, also one that continues from a
 cache; harness.model.scoring therefore continues the cloze scorer's cached question on the model
