@@ -261,3 +261,7 @@ def test_a_single_run_beside_methods_of_several_takes_their_pooled_seed_variance
     v_one, v_a = pooled, np.var(per_seed["a"], ddof=1) / 3
     df = (v_one + v_a) ** 2 / (v_one ** 2 / 4 + v_a ** 2 / 2)
     assert (hi - lo) / 2 == pytest.approx(student_t.ppf(0.975, df) * math.sqrt(v_one + v_a), rel=0.15)
+    groups["two"] = runs("two", (0.0,), "ewc")  # two single runs: one pooled estimate, so its 4 degrees of freedom
+    reps = stats.bootstrap(groups)
+    lo, hi = stats.interval(stats.difference(reps, "one", "two", "lp_plasticity"))
+    assert (hi - lo) / 2 == pytest.approx(student_t.ppf(0.975, 4) * math.sqrt(2 * pooled), rel=0.15)

@@ -249,7 +249,8 @@ def difference(reps: dict, a: str, b: str, key: str) -> np.ndarray:
     """[B] replicates of label a's `key` minus label b's, on the same redrawn items. From `bootstrap`: the
     difference of their means on each replicate's items plus sqrt(v_a + v_b) T, v the seed variances of the means
     (`Replicates.seed_term`) and T a draw of Student's t with the Welch-Satterthwaite degrees of freedom (seeds are
-    not paired across methods); without seed terms the item replicates alone. From any other {label: {key: [B]}}:
+    not paired across methods; two single runs share the pooled estimate, so its own degrees of freedom); without
+    seed terms the item replicates alone. From any other {label: {key: [B]}}:
     the replicates subtracted."""
     if not isinstance(reps, Replicates):
         return reps[a][key] - reps[b][key]
@@ -257,6 +258,8 @@ def difference(reps: dict, a: str, b: str, key: str) -> np.ndarray:
     m, v = ma - mb, va + vb
     with np.errstate(invalid="ignore", divide="ignore"):
         df = v ** 2 / ((va ** 2 / da if da else 0) + (vb ** 2 / db if db else 0))
+        if all(len(reps.per_run[x][key]) == 1 for x in (a, b)):  # both terms are the one pooled estimate
+            df = np.full_like(v, float(reps.pooled_df))
         usable = np.isfinite(m) & np.isfinite(v) & (v > 0) & np.isfinite(df)
     rng = np.random.default_rng([SEED + 3, zlib.crc32(f"{a}\0{b}\0{key}".encode())])  # fixed per pair and measure
     seed_t = rng.standard_t(np.where(usable, df, 1.0))
