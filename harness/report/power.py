@@ -69,20 +69,21 @@ def components(runs: list[dict], key: str) -> dict | None:
 PROBE_VIEWS = {"general": ("general", "heldout"), "instruct_change": ("instruct", "reference")}
 
 
-def counted_view(key: str) -> str:
-    """What `n` counts for `key`, in words."""
+def counted_view(key: str) -> tuple[str, str | None, str]:
+    """What `n` counts for `key`: (in words, the probe or None for the stream's first task, the view)."""
     if key in PROBE_VIEWS:
-        return f"the {PROBE_VIEWS[key][0]} probe's items"
-    return "the transfer items per task" if key == "transfer" else "the learned items per task (the first task's)"
+        probe, view = PROBE_VIEWS[key]
+        return f"the {probe} probe's items", probe, view
+    if key == "transfer":
+        return "the transfer items per task", None, "transfer"
+    return "the learned items per task (the first task's)", None, "recall"
 
 
 def _items_per_view(run: dict, key: str) -> int:
     """The stored n0 that item counts scale from for `key` (counted_view)."""
+    _, probe, view = counted_view(key)
     stage = run["stages"][0]
-    if key in PROBE_VIEWS:
-        probe, view = PROBE_VIEWS[key]
-        return stage["probes"][probe][view]["n"]
-    return stage["scores"][run["spec"]["stream"][0]]["transfer" if key == "transfer" else "recall"]["n"]
+    return (stage["probes"][probe] if probe else stage["scores"][run["spec"]["stream"][0]])[view]["n"]
 
 
 def project(c: dict, reference: dict | None, n: int, k: int) -> dict:
@@ -137,7 +138,7 @@ def report(results_dir, items: list[int], seeds: list[int], measure: str | None 
     ref = c["methods"].get(c["reference"]) if c["reference"] else None
     lines = [f"power analysis of {key} ({len(runs)} runs; reference {c['reference'] or 'none'}): 95% interval "
              f"half-width and minimum detectable difference from {REFERENCE} (alpha 0.05 two-sided, power 0.8); "
-             f"n: {counted_view(key)}, every other view the measure reads scaled alike",
+             f"n: {counted_view(key)[0]}, every other view the measure reads scaled alike",
              "method | stored n, runs | mean | observed diff from full | V_item | V_seed | " +
              " | ".join(f"n={n}, k={k}: half-width / MDD" for n in items for k in seeds)]
     for label, m in sorted(c["methods"].items()):
