@@ -3,6 +3,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy.stats import t as student_t
 from synthetic_runs import synthetic_run
 
 from harness.metrics import stats
@@ -120,3 +121,12 @@ def test_a_count_of_zero_is_refused_in_one_line(tmp_path, flag, capsys):
     with pytest.raises(SystemExit) as end:
         main(["power", "--results", str(folder), flag, "0"])
     assert end.value.code == 2 and "'0' is not a whole number of at least 1" in capsys.readouterr().err
+
+
+def test_items_that_agree_up_to_rounding_project_without_a_crash():
+    """A measure whose items all agree has a paired item variance of float rounding (3e-33 in a review's case),
+    and the root search of the quantile raised ValueError: such a variance counts as 0."""
+    c = {"n0": N, "v_item": 0.0, "v_seed_used": 0.01, "diff_v_item": 3e-33}
+    out = power.project(c, {"v_seed_used": 0.01}, N, 3)
+    seeds = 0.02 / 3  # two seed terms of 0.01 / 3, Welch's df 4: the t quantiles alone
+    assert out["mdd"] == pytest.approx((student_t.ppf(0.975, 4) + student_t.ppf(0.8, 4)) * math.sqrt(seeds))

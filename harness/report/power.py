@@ -58,9 +58,11 @@ def components(runs: list[dict], key: str) -> dict | None:
     if reference in out:
         for label, c in out.items():
             c["observed_diff"] = c["mean"] - out[reference]["mean"] if label != reference else None
-    pooled = [c["v_seed"] for c in out.values() if c["v_seed"] is not None]
+    several = [c for c in out.values() if c["v_seed"] is not None]
+    pooled_df = sum(c["runs"] - 1 for c in several)  # as the board pools (stats.pooled_seed): weighted by df
+    pooled = sum((c["runs"] - 1) * c["v_seed"] for c in several) / pooled_df if several else None
     for c in out.values():
-        c["v_seed_used"] = c["v_seed"] if c["v_seed"] is not None else (float(np.mean(pooled)) if pooled else None)
+        c["v_seed_used"] = c["v_seed"] if c["v_seed"] is not None else pooled
     return {"reference": reference if reference in out else None, "key": key, "methods": out}
 
 
@@ -88,7 +90,9 @@ def _items_per_view(run: dict, key: str) -> int:
 
 def project(c: dict, reference: dict | None, n: int, k: int) -> dict:
     """Half-width of one method's 95% interval and the minimum detectable difference from the reference at
-    n items per view and k runs; seed terms left out where unknown (then `lower_bound` is True)."""
+    n items per view and k runs; seed terms left out where unknown (then `lower_bound` is True). At k = 1 the
+    quantiles are normal: optimistic where the board gives a single run beside multi-seed rows the pooled seed
+    variance with its few degrees of freedom (docs/metrics.md)."""
     scale = c["n0"] / n
     seed = c["v_seed_used"]
     terms = [seed / k] if seed is not None else []
@@ -104,15 +108,17 @@ def project(c: dict, reference: dict | None, n: int, k: int) -> dict:
 
 def _quantile(q: float, item: float, seed_terms: list[float], k: int) -> float:
     """The q-quantile of N(0, item) + sqrt(sum(seed_terms)) T, T Student's t with the Welch-Satterthwaite degrees
-    of freedom of the seed terms (each with k - 1); T normal at k = 1 (the board has no seed term to count)."""
+    of freedom of the seed terms (each with k - 1); T normal at k = 1. A variance below 1e-12 of the other counts
+    as 0: float rounding of an exact 0 (items that all agree) is no variance, and broke the root search."""
     from scipy import integrate, optimize
     from scipy.stats import norm, t
 
     seed = sum(seed_terms)
-    if k < 2 or seed <= 0:
+    item = 0.0 if item <= 1e-12 * seed else item
+    if k < 2 or seed <= 1e-12 * item:
         return float(norm.ppf(q)) * math.sqrt(item + seed)
     df = seed * seed / (sum(v * v for v in seed_terms) / (k - 1))
-    if item <= 0:
+    if item == 0:
         return float(t.ppf(q, df)) * math.sqrt(seed)
     sd_item, sd_seed = math.sqrt(item), math.sqrt(seed)
 
