@@ -79,8 +79,10 @@ def load_class(name: str, where: str = "method"):
     """What a registered name or 'file.py:Class' points at, not yet checked to be a Method."""
     if ".py:" in name:
         return _from_file(name, where)
-    check_name(name, where)
-    return _load_target(available()[name])
+    known = available()
+    if name not in known:
+        check_name(name, where)  # raises: the one message for a name neither registered nor a file
+    return _load_target(known[name])
 
 
 def resolve_method(name: str, where: str = "method"):

@@ -108,7 +108,8 @@ def rows(runs: list[dict]) -> list[dict]:
     items and runs (harness.metrics.stats); `task_forgetting` {task: mean forgetting on the log-probability
     matrix}, with `task_forgetting_interval` {task: its bootstrap interval}.
     rank: the rank band, 1 + the methods significantly better on the headline metric: with per-item records by
-    the paired item bootstrap, without by Welch's t over runs (a single-run row is then told from none). `vs_reference`: the paired difference
+    the paired item bootstrap, without by Welch's t over runs (a single-run row is then told from none).
+    `vs_reference`: the paired difference
     from the `full` row on the headline metric, when there is one and per-item records; `forgetting_vs_reference`
     the same on the forgetting measure (FORGETTING), where a method that mitigates forgetting shows a negative
     difference."""
