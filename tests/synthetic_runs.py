@@ -7,6 +7,8 @@ each view of schema 2 holds `items` correct answers of which the first round(sco
 (the same items at every stage), and its score is their mean; a right answer's gold log-probability is
 -0.5, a wrong one's -2.0.
 synthetic_metrics: what the run claims to have measured beyond accuracy (see use_stored_metrics)."""
+import numpy as np
+
 from harness.spec.spec import RunSpec, content_hash
 
 TASKS = ("stem", "humanities")
@@ -60,3 +62,19 @@ def use_stored_metrics(monkeypatch):
         return {**real(run), **run.get("synthetic_metrics", {})}
 
     monkeypatch.setattr(leaderboard, "run_row", run_row)
+
+
+def coin_flip_runs(label: str, method: str, seeds: int, p: float = 0.5, items: int = 200) -> list[dict]:
+    """Runs whose final stem answers are each run's own coin flips (probability p), the same for every item, and
+    whose other answers all agree: the items have no effect of their own, the runs only their own item noise."""
+    rng = np.random.default_rng(sum(map(ord, label)))
+    runs = []
+    for s in range(seeds):
+        run = synthetic_run(label, s, [[0.0, 0.0], [1.0, 0.0], [0.5, 1.0]], items=items, method=method)
+        right = (rng.random(items) < p).astype(int)
+        view = run["stages"][-1]["scores"]["stem"]["recall"]
+        view["items"].update(correct=[int(x) for x in right], gold_logprob=[-0.5 if x else -2.0 for x in right],
+                             margin=[1.0 if x else -1.0 for x in right])
+        view.update(score=float(right.mean()), gold_logprob=float(np.mean(view["items"]["gold_logprob"])))
+        runs.append(run)
+    return runs

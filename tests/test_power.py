@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 from scipy.stats import t as student_t
-from synthetic_runs import synthetic_run
+from synthetic_runs import coin_flip_runs, synthetic_run
 
 from harness.metrics import stats
 from harness.report import power
@@ -39,10 +39,12 @@ def test_components_and_their_projection_by_hand(tmp_path):
     more = power.project(full, None, 4 * N, 3)
     now = power.project(full, None, N, 3)
     assert more["half_width"] < now["half_width"]
-    # second source: the 97.5th percentile of normal item noise plus Student's t (2 df) seed noise, sampled
+    # second source: the 97.5th percentile of normal item noise plus Student's t (2 df) seed noise, sampled; at 4
+    # times the items the runs' own item noise (part of V_seed) is a quarter
+    assert 0 < full["v_own"] < full["v_seed"]
     noise = np.random.default_rng(0)
     draws = (noise.normal(size=400_000) * math.sqrt(full["v_item"] / 4) +
-             noise.standard_t(2, size=400_000) * math.sqrt(full["v_seed"] / 3))
+             noise.standard_t(2, size=400_000) * math.sqrt((full["v_seed"] - 0.75 * full["v_own"]) / 3))
     assert more["half_width"] == pytest.approx(np.percentile(draws, 97.5), rel=0.02)
     versus = power.project(keeps, full, N, 1)  # one run each: no seed df to count, the normal quantiles
     assert versus["mdd"] == pytest.approx((1.959964 + 0.841621) * math.sqrt(keeps["diff_v_item"] + 2 * full["v_seed"]))
@@ -62,6 +64,26 @@ def test_the_projected_half_width_at_the_stored_counts_is_the_boards():
     c = power.components(runs, "lp_plasticity")["methods"]["full"]
     lo, hi = stats.interval(stats.bootstrap({"full": runs})["full"]["lp_plasticity"])
     assert power.project(c, None, c["n0"], 3)["half_width"] == pytest.approx((hi - lo) / 2, rel=0.15)
+
+
+def test_runs_own_item_noise_is_counted_once_and_shrinks_with_the_items():
+    """Runs that differ only by their own item noise (coin flips): by hand, a run's OP then moves with variance
+    p(1 - p) / items / 4 (one of two tasks flips), which shrinks with the items; V_item, the items' main effect, is
+    about 0 (it held the runs' own noise too, before). The projection at the stored counts is the board's where
+    s^2 is not below V_own (`other`'s; a lower s^2 is projected as V_own)."""
+    runs, other = coin_flip_runs("full", "full", 3), coin_flip_runs("other", "replay", 3)
+    c = power.components([*runs, *other], "overall")
+    full, versus = c["methods"]["full"], c["methods"]["other"]
+    assert full["v_own"] == pytest.approx(0.25 / 200 / 4, rel=0.15)
+    assert full["v_item"] < 0.2 * full["v_own"] / 3  # what the runs' own noise added to it before
+    reps = stats.bootstrap({"full": runs, "other": other})
+    lo, hi = stats.interval(reps["other"]["overall"])
+    assert versus["v_seed"] > versus["v_own"]
+    assert power.project(versus, None, versus["n0"], 3)["half_width"] == pytest.approx((hi - lo) / 2, rel=0.15)
+    assert full["v_seed"] < full["v_own"] and power._seed_part(full, 0.25) == pytest.approx(full["v_own"] / 4)
+    lo, hi = stats.interval(stats.difference(reps, "other", "full", "overall"))
+    half = power._quantile(power.HALF, versus["diff_v_item"], [full["v_seed"] / 3, versus["v_seed"] / 3], 3)
+    assert half == pytest.approx((hi - lo) / 2, rel=0.15)
 
 
 def test_the_command_prints_the_table_and_names_schema_1(tmp_path):
@@ -126,7 +148,7 @@ def test_a_count_of_zero_is_refused_in_one_line(tmp_path, flag, capsys):
 def test_items_that_agree_up_to_rounding_project_without_a_crash():
     """A measure whose items all agree has a paired item variance of float rounding (3e-33 in a review's case),
     and the root search of the quantile raised ValueError: such a variance counts as 0."""
-    c = {"n0": N, "v_item": 0.0, "v_seed_used": 0.01, "diff_v_item": 3e-33}
-    out = power.project(c, {"v_seed_used": 0.01}, N, 3)
+    c = {"n0": N, "v_item": 0.0, "v_seed_used": 0.01, "v_own_used": 0.0, "diff_v_item": 3e-33}
+    out = power.project(c, {"v_seed_used": 0.01, "v_own_used": 0.0}, N, 3)
     seeds = 0.02 / 3  # two seed terms of 0.01 / 3, Welch's df 4: the t quantiles alone
     assert out["mdd"] == pytest.approx((student_t.ppf(0.975, 4) + student_t.ppf(0.8, 4)) * math.sqrt(seeds))

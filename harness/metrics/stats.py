@@ -6,23 +6,26 @@ items with replacement, the same draw for every method of a leaderboard section 
 same items, so they are compared on the same resampled items: a paired bootstrap), and recomputes each
 run's metrics from the redrawn outcomes by the same functions as the point estimate (harness.metrics.metrics):
 the task-view measures (BOOTSTRAPPED), each task's forgetting on the log-probability matrix (TASK_FORGETTING
-+ task) and the probes' measures (PROBE_MEASURES). Then, for each method of n runs (seeds and task orders), its
-replicate is the mean of its runs on the replicate's items plus a seed term s / sqrt(n) * T, s the runs'
-standard deviation on those items (unbiased; `clbench power` projects with s^2 too) and T a draw of Student's
-t with n - 1 degrees of freedom: with items that agree, the interval is then the Student-t interval over
-the runs, t(0.975, n - 1) s / sqrt(n). Resampling 2 or 3 runs instead (as this did before) is bounded by the
-runs seen, and covered a seed-only mean 61% and 80% of the time at a nominal 95%. A bounded measure is
-clipped to what it can be (BOUNDS: a share stays in [0, 1]). A single-seed row's seed term takes the seed
-variance pooled over the section's methods of several runs, with its degrees of freedom (the assumption that
-methods' seed variances are alike, as `clbench power` makes it); in a section of single runs only, a row's
-interval is the one its items give, a lower bound. Runs of one seed are not paired across methods: a
-difference's seed term is Welch's (`difference`).
++ task) and the probes' measures (PROBE_MEASURES). Then each method of n runs (seeds and task orders) gets
+its `Part`s: the mean of its runs' values, the items' main effect (the deviation of the runs' mean on the
+replicate's items, scaled so that its variance leaves out each run's own item noise) and a seed term s / sqrt(n)
+* T, s the runs' standard deviation (seeds, and with them each run's own item noise: counted here once) and T a
+draw of Student's t with n - 1 degrees of freedom. With items that agree, or items with no effect of their own,
+the interval is then the Student-t interval over the runs, t(0.975, n - 1) s / sqrt(n). Resampling 2 or 3 runs
+instead (as this did at first) is bounded by the runs seen, and covered a seed-only mean 61% and 80% of the time
+at a nominal 95%; counting the runs' own item noise in the item bootstrap as well (as it did next) made
+accuracy intervals 1.2-1.5 times as wide as needed. A bounded measure is clipped to what it can be (BOUNDS: a
+share stays in [0, 1]). A single-seed row's seed term takes the seed variance and own item noise pooled over
+the section's methods of several runs, with their degrees of freedom (the assumption that methods' seed
+variances are alike, as `clbench power` makes it); in a section of single runs only, a row's interval is the
+one its items give, a lower bound. Runs of one seed are not paired across methods: a difference's seed term is
+Welch's (`difference`).
 
 - interval: the 2.5th and 97.5th percentiles of the replicates (percentile bootstrap). A general retention
   ratio whose redrawn baseline accuracy is 0 is unbounded (inf) where the final accuracy is not 0, so an upper
   end can be inf; where both are 0 it is undefined, and such replicates are left out (of p-values too).
-- paired difference of a method and a reference (`full`): on each replicate's items, the difference of their
-  means plus a seed term with Welch's degrees of freedom (`difference`: paired on the items, not on seeds); two-sided
+- paired difference of a method and a reference (`full`): the difference of their Parts, on the same redrawn
+  items, its seed term with Welch's degrees of freedom (`difference`: paired on the items, not on seeds); two-sided
   p = min(1, 2 min(P(d <= 0), P(d >= 0))), counted with +1 so that it is never 0; Holm's step-down
   correction over the methods compared with the reference.
 - rank band: 1 + the number of methods significantly better (pairwise paired tests, Holm-corrected
@@ -150,9 +153,18 @@ def _probe_measures(run: dict, views: dict, resampled, stages: int) -> dict:
     return out
 
 
-def item_replicates(groups: dict[str, list[dict]], replicates: int = REPLICATES) -> dict[str, dict] | None:
-    """{label: {metric: [runs, B]}}: each run's metrics under the section's shared item draws (runs fixed);
-    None when a run lacks per-item records or the runs did not answer the same items."""
+class ItemReplicates(dict):
+    """{label: {metric: [runs, B]}}: each run's metrics under the section's shared item draws (runs fixed), and
+    in `points` {label: {metric: [runs]}} each run's metrics on its items as drawn (its point values)."""
+
+    def __init__(self, replicates: dict, points: dict):
+        super().__init__(replicates)
+        self.points = points
+
+
+def item_replicates(groups: dict[str, list[dict]], replicates: int = REPLICATES) -> ItemReplicates | None:
+    """The runs' ItemReplicates under the section's shared item draws; None when a run lacks per-item records
+    or the runs did not answer the same items."""
     runs = [r for group in groups.values() for r in group]
     if not runs:
         return None
@@ -170,13 +182,16 @@ def item_replicates(groups: dict[str, list[dict]], replicates: int = REPLICATES)
              for key, uids in sorted(shared.items()) if key != STOP}
     if STOP in shared:  # its own generator: the task views' draws stay those of boards made before it was drawn
         draws[STOP] = np.random.default_rng(SEED + 2).integers(0, len(shared[STOP]), (replicates, len(shared[STOP])))
+    as_drawn = {key: np.arange(len(uids))[None, :] for key, uids in shared.items()}
     by_run = {id(r): _run_replicates(r, v, draws) for r, v in zip(runs, views)}
-    out = {}
+    points = {id(r): _run_replicates(r, v, as_drawn) for r, v in zip(runs, views)}
+    out, point_out = {}, {}
     for label, group in sorted(groups.items()):
         keys = {key for r in group for key in by_run[id(r)]}
-        per_key = {key: [by_run[id(r)].get(key) for r in group] for key in sorted(keys)}
-        out[label] = {key: np.stack(v) for key, v in per_key.items() if all(x is not None for x in v)}
-    return out
+        keys = sorted(key for key in keys if all(by_run[id(r)].get(key) is not None for r in group))
+        out[label] = {key: np.stack([by_run[id(r)][key] for r in group]) for key in keys}
+        point_out[label] = {key: np.array([float(points[id(r)][key][0]) for r in group]) for key in keys}
+    return ItemReplicates(out, point_out)
 
 
 def replicates_for(labels: int) -> int:
@@ -188,44 +203,104 @@ def replicates_for(labels: int) -> int:
     return max(REPLICATES, math.ceil(2 * pairs / (FLOOR_SHARE * ALPHA)))
 
 
+class Part:
+    """One label's value on a measure, or a difference of two labels', in the parts its interval adds up:
+
+    - mean: the mean over the label's runs (each run's value the mean of its replicates);
+    - deviations: [B] the deviation of the runs' mean on each replicate's items from `mean`; of their variance,
+      `noise` is the runs' own item noise (own / n), the rest the items' main effect (`items`);
+    - seed: the seed variance of the mean, s^2 / n, s^2 the runs' variance (seeds, and each run's own item noise,
+      on these items), with its degrees of freedom df (0 and 0: unknown);
+    - own, s2: each run's own item noise and s^2 (what a single run's Part pools; None for a difference).
+
+    The interval's replicates are mean + items + sqrt(seed) T, T a draw of Student's t with df: the runs' own
+    item noise is counted once, in s^2. Counting it in the item bootstrap too made accuracy intervals about
+    twice as wide as needed at 2-3 seeds (docs/metrics.md)."""
+
+    def __init__(self, mean, deviations, noise, seed, df, own=None, s2=None):
+        self.mean, self.deviations, self.noise, self.seed, self.df = mean, deviations, noise, seed, df
+        self.own, self.s2 = own, s2
+
+    def __sub__(self, other: "Part") -> "Part":
+        """The difference, seed terms with Welch-Satterthwaite's degrees of freedom."""
+        v = self.seed + other.seed
+        den = sum(x.seed ** 2 / x.df for x in (self, other) if x.df)
+        df = v * v / den if v > 0 and den > 0 else 0.0
+        return Part(self.mean - other.mean, self.deviations - other.deviations, self.noise + other.noise, v, df)
+
+    @property
+    def items(self) -> np.ndarray:
+        """[B] the item main effect: the deviations scaled so that their variance is theirs less `noise` (>= 0)."""
+        finite = np.isfinite(self.deviations)
+        total = float(np.var(self.deviations[finite], ddof=1)) if finite.sum() > 1 else 0.0
+        if total <= 0 or not self.noise > 0:
+            return self.deviations
+        return self.deviations * math.sqrt(max(0.0, total - self.noise) / total)
+
+    def draw(self, seed_t: np.ndarray) -> np.ndarray:
+        """[B] replicates, mean + items + sqrt(seed) T for the given draws of T (an inf or nan replicate stays so)."""
+        usable = np.isfinite(self.seed) and self.seed > 0
+        with np.errstate(invalid="ignore"):
+            return self.mean + self.items + (math.sqrt(self.seed) * seed_t if usable else 0.0)
+
+
+def _runs(matrix: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, float]:
+    """Of a [runs, B] replicate matrix and the runs' point values: the deviation of the runs' mean on each
+    replicate from their mean ([B]; inf or nan where a replicate is), and each run's own item noise (the runs'
+    variance about their point values on each replicate, averaged over the replicates where all are finite; 0 for
+    one run)."""
+    with np.errstate(invalid="ignore"):
+        about = matrix - values[:, None]
+        every = np.isfinite(about).all(axis=0)
+    own = float(about[:, every].var(axis=0, ddof=1).mean()) if len(matrix) > 1 and every.any() else 0.0
+    return about.mean(axis=0), own
+
+
 class Replicates(dict):
     """{label: {metric: [B] replicates}}, what `bootstrap` returns, with what `difference` needs: each label's
     per-run item replicates ({metric: [runs, B]}) and the section's pooled seed variance (`pooled_seed`)."""
 
-    def __init__(self, marginal: dict, per_run: dict, pooled: dict, pooled_df: int):
+    def __init__(self, marginal: dict, per_run: ItemReplicates, pooled: dict, pooled_df: int):
         super().__init__(marginal)
         self.per_run, self.pooled, self.pooled_df = per_run, pooled, pooled_df
 
-    def seed_term(self, label: str, key: str) -> tuple[np.ndarray, np.ndarray, int]:
-        """[B], [B], df: the label's mean on each replicate's items, the seed variance of that mean and its degrees
-        of freedom: s^2 / n with n - 1 over its own runs; for a single run the pooled s^2 with the pooled df
-        (0 and 0 where the section has no label of several runs)."""
-        matrix = self.per_run[label][key]
-        n = len(matrix)
-        with np.errstate(invalid="ignore"):
-            if n > 1:
-                return matrix.mean(axis=0), matrix.var(axis=0, ddof=1) / n, n - 1
-        if key in self.pooled:
-            return matrix[0], self.pooled[key], self.pooled_df
-        return matrix[0], np.zeros(matrix.shape[1]), 0
+    def part(self, label: str, key: str) -> Part:
+        """The label's Part on `key`: its own runs' s^2 with n - 1 degrees of freedom; for a single run the pooled
+        s^2 and own item noise with the pooled df (0 and 0 where the section has no label of several runs)."""
+        values = self.per_run.points[label][key]
+        deviations, own = _runs(self.per_run[label][key], values)
+        n = len(values)
+        if n > 1:
+            s2, df = float(np.var(values, ddof=1)), n - 1
+        elif key in self.pooled:
+            (s2, own), df = self.pooled[key], self.pooled_df
+        else:
+            s2, own, df = 0.0, 0.0, 0
+        return Part(float(np.mean(values)), deviations, own / n, s2 / n, df, own, s2)
 
 
-def pooled_seed(per_run: dict) -> tuple[dict, int]:
-    """({metric: [B]}, df): the seed variance pooled over a section's labels of several runs, sum (n - 1) s^2 /
-    sum (n - 1) on each replicate's items, and its degrees of freedom; what a single-run label's seed term takes
-    (the assumption, as `clbench power` makes it: methods' seed variances are alike). ({}, 0) without such labels."""
-    several = [m for m in per_run.values() if m and len(next(iter(m.values()))) > 1]
-    df = sum(len(next(iter(m.values()))) - 1 for m in several)
-    keys = set.intersection(*(set(m) for m in several)) if several else set()
-    with np.errstate(invalid="ignore"):
-        pooled = {key: sum((len(m[key]) - 1) * m[key].var(axis=0, ddof=1) for m in several) / df for key in keys}
+def pooled_seed(per_run: ItemReplicates) -> tuple[dict, int]:
+    """({metric: (s^2, own item noise)}, df): a section's labels of several runs pooled, sum (n - 1) x / sum (n - 1),
+    and its degrees of freedom; what a single-run label's seed term takes (the assumption, as `clbench power` makes
+    it: methods' seed variances are alike). ({}, 0) without such labels."""
+    several = [label for label, m in per_run.items() if m and len(next(iter(m.values()))) > 1]
+    df = sum(len(next(iter(per_run[label].values()))) - 1 for label in several)
+    keys = set.intersection(*(set(per_run[label]) for label in several)) if several else set()
+    pooled = {}
+    for key in keys:
+        s2, own = 0.0, 0.0
+        for label in several:
+            values = per_run.points[label][key]
+            s2 += (len(values) - 1) * float(np.var(values, ddof=1))
+            own += (len(values) - 1) * _runs(per_run[label][key], values)[1]
+        pooled[key] = (s2 / df, own / df)
     return pooled, df
 
 
 def bootstrap(groups: dict[str, list[dict]], replicates: int | None = None) -> Replicates | None:
-    """{label: {metric: [B] replicates}} for the finished runs of each label of one section, the items and
-    each label's seed term redrawn (`Replicates.seed_term`), B = `replicates` or replicates_for(the labels); None
-    when a run lacks per-item records or the runs did not answer the same items."""
+    """{label: {metric: [B] replicates}} for the finished runs of each label of one section: each label's
+    Part (`Replicates.part`), mean + items + sqrt(seed) T, T a draw of Student's t with its df; B = `replicates` or
+    replicates_for(the labels); None when a run lacks per-item records or the runs did not answer the same items."""
     replicates = replicates or replicates_for(len(groups))
     per_run = item_replicates(groups, replicates)
     if per_run is None:
@@ -238,32 +313,26 @@ def bootstrap(groups: dict[str, list[dict]], replicates: int | None = None) -> R
         seed_t = rng.standard_t(df, size=replicates) if df else np.zeros(replicates)  # T of the seed term
         out[label] = {}
         for key in metrics_of:
-            mean, seed_var, _ = out.seed_term(label, key)
-            with np.errstate(invalid="ignore"):  # an unbounded ratio (inf) has no seed term: it stays inf
-                reps = np.where(np.isfinite(mean) & np.isfinite(seed_var), mean + np.sqrt(seed_var) * seed_t, mean)
+            reps = out.part(label, key).draw(seed_t)
             out[label][key] = np.clip(reps, *BOUNDS[key]) if key in BOUNDS else reps
     return out
 
 
 def difference(reps: dict, a: str, b: str, key: str) -> np.ndarray:
     """[B] replicates of label a's `key` minus label b's, on the same redrawn items. From `bootstrap`: the
-    difference of their means on each replicate's items plus sqrt(v_a + v_b) T, v the seed variances of the means
-    (`Replicates.seed_term`) and T a draw of Student's t with the Welch-Satterthwaite degrees of freedom (seeds are
-    not paired across methods; two single runs share the pooled estimate, so its own degrees of freedom); without
-    seed terms the item replicates alone. From any other {label: {key: [B]}}:
-    the replicates subtracted."""
+    difference of their Parts (`Replicates.part`): of their means, plus the item main effect of the difference
+    (its item deviations less both labels' own item noise), plus sqrt(seed_a + seed_b) T, T a draw of Student's t
+    with the Welch-Satterthwaite degrees of freedom (seeds are not paired across methods; two single runs share
+    the pooled estimate, so its own degrees of freedom). From any other {label: {key: [B]}}: the replicates
+    subtracted."""
     if not isinstance(reps, Replicates):
         return reps[a][key] - reps[b][key]
-    (ma, va, da), (mb, vb, db) = (reps.seed_term(x, key) for x in (a, b))
-    m, v = ma - mb, va + vb
-    with np.errstate(invalid="ignore", divide="ignore"):
-        df = v ** 2 / ((va ** 2 / da if da else 0) + (vb ** 2 / db if db else 0))
-        if all(len(reps.per_run[x][key]) == 1 for x in (a, b)):  # both terms are the one pooled estimate
-            df = np.full_like(v, float(reps.pooled_df))
-        usable = np.isfinite(m) & np.isfinite(v) & (v > 0) & np.isfinite(df)
+    part = reps.part(a, key) - reps.part(b, key)
+    if all(len(reps.per_run[x][key]) == 1 for x in (a, b)):  # both seed terms are the one pooled estimate
+        part.df = float(reps.pooled_df)
     rng = np.random.default_rng([SEED + 3, zlib.crc32(f"{a}\0{b}\0{key}".encode())])  # fixed per pair and measure
-    seed_t = rng.standard_t(np.where(usable, df, 1.0))
-    return np.where(usable, m + np.sqrt(np.where(usable, v, 0.0)) * seed_t, m)
+    size = len(part.deviations)
+    return part.draw(rng.standard_t(part.df, size) if np.isfinite(part.df) and part.df > 0 else np.zeros(size))
 
 
 def interval(reps: np.ndarray) -> tuple[float, float] | None:

@@ -1,25 +1,29 @@
 """How many items and seeds a protocol needs: variance components from stored per-item results.
 
 A method's value is the mean over its k runs, which all answer the same n items per view (`data_seed`
-fixes them), so its variance has two parts:
+fixes them), so its variance has three parts (the board's intervals take them alike, harness.metrics.stats.Part):
 
-    Var(n, k) = V_item * n0 / n  +  V_seed / k
+    Var(n, k) = V_item * n0 / n  +  (max(V_seed, V_own) - V_own + V_own * n0 / n) / k
 
-- V_item: the variance of the mean over the method's runs when only the items are redrawn (the
-  bootstrap of harness.metrics.stats with the runs fixed), measured at the stored n0 items per view; it shrinks
-  as 1/n when every view grows by the same factor.
-- V_seed: the sample variance of the metric across the method's runs (seeds, task orders); it needs two
-  runs. Where a method has one, the pooled V_seed of the methods that have several stands in for it;
+- V_item: the items' main effect, what the items do to every run alike: the variance of the mean over the
+  method's runs when only the items are redrawn (the bootstrap of harness.metrics.stats with the runs fixed),
+  less the runs' own item noise, measured at the stored n0 items per view; it shrinks as 1/n when every view
+  grows by the same factor.
+- V_seed: the sample variance of the metric across the method's runs (seeds, task orders) at n0 items; it
+  needs two runs. It holds each run's own item noise V_own (how a run's value moves when the items are redrawn,
+  beyond what moves every run's), which shrinks as 1/n too; the rest is the seeds'. s^2 is at least V_own in
+  expectation, so a V_seed below it (a low draw: two runs give it one degree of freedom) is taken as V_own.
+  Where a method has one run, the pooled V_seed and V_own of the methods that have several stand in for it;
   where none has, the figures are lower bounds from the items alone, and say so.
 
 A paired difference from `full` takes V_item from the bootstrap of the difference itself (the two
-methods answered the same items, so their item errors partly cancel) and V_seed of both methods. The
-noise of a value is taken as the board's intervals take it: normal over the items, plus Student's t over the
-seeds (k - 1 degrees of freedom; a difference's with Welch's) times sqrt(V_seed / k), and q(p) is a quantile of
-that sum. The 95% half-width is q(0.975); the minimum detectable difference at alpha 0.05 (two-sided) with
-power 0.8 is q(0.975) + q(0.8). At k = 1 or without a seed variance the seeds' part is normal: 1.96 and 0.84
-standard errors. With few seeds it is much wider: seed variance alone at 3 seeds gives 2.78 + 0.94 for a
-difference (Welch's 4 degrees of freedom).
+methods answered the same items, so their item errors partly cancel) and the seed parts of both methods. The
+noise of a value is taken as the board's intervals take it: normal over the items' main effect, plus Student's t
+over the seed part (k - 1 degrees of freedom; a difference's with Welch's) times sqrt of it, and q(p) is a
+quantile of that sum. The 95% half-width is q(0.975); the minimum detectable difference at alpha 0.05
+(two-sided) with power 0.8 is q(0.975) + q(0.8). At k = 1 or without a seed variance the seeds' part is normal:
+1.96 and 0.84 standard errors. With few seeds it is much wider: seed variance alone at 3 seeds gives 2.78 + 0.94
+for a difference (Welch's 4 degrees of freedom).
 """
 from __future__ import annotations
 
@@ -36,34 +40,37 @@ HALF, POWER = 0.975, 0.8  # the quantiles of the half-width and of the power
 
 
 def components(runs: list[dict], key: str) -> dict | None:
-    """{label: {n0, runs, v_item, v_seed, diff_v_item}} for one section's finished runs; None without
-    per-item records."""
+    """{label: {n0, runs, mean, v_item, v_seed, v_own, v_seed_used, diff_v_item, observed_diff}} for one section's
+    finished runs (module docstring; v_seed and v_own the method's own, None for one run; v_seed_used and
+    v_own_used pooled for it); None without per-item records."""
     groups = {label: [r for r in g if r["status"] == "finished"] for label, g in method_groups(runs).items()}
     groups = {label: g for label, g in groups.items() if g}
     per_run = stats.item_replicates(groups)
     if per_run is None:
         return None
+    reps = stats.Replicates({}, per_run, *stats.pooled_seed(per_run))
     reference = next((label for label, g in groups.items() if g[0]["spec"]["method"] == REFERENCE), None)
-    means = {label: m[key].mean(axis=0) for label, m in per_run.items() if key in m}  # [B]: runs fixed
+    parts = {label: reps.part(label, key) for label, m in per_run.items() if key in m}
     out = {}
-    for label, group in groups.items():
-        if label not in means:
-            continue
-        values = [run_row(r)[key] for r in group]
-        out[label] = {"n0": _items_per_view(group[0], key), "runs": len(group), "mean": float(np.mean(values)),
-                      "v_item": float(np.var(means[label], ddof=1)),
-                      "v_seed": float(np.var(values, ddof=1)) if len(values) > 1 else None,
-                      "diff_v_item": (float(np.var(means[label] - means[reference], ddof=1))
-                                      if reference in means and label != reference else None)}
+    for label, part in parts.items():
+        group = groups[label]
+        several = len(group) > 1
+        out[label] = {"n0": _items_per_view(group[0], key), "runs": len(group),
+                      "mean": float(np.mean([run_row(r)[key] for r in group])),
+                      "v_item": _variance(part.items), "v_seed": part.s2 if several else None,
+                      "v_own": part.own if several else None,
+                      "v_seed_used": part.s2 if part.df else None, "v_own_used": part.own if part.df else 0.0,
+                      "diff_v_item": (_variance((part - parts[reference]).items)
+                                      if reference in parts and label != reference else None)}
     if reference in out:
         for label, c in out.items():
             c["observed_diff"] = c["mean"] - out[reference]["mean"] if label != reference else None
-    several = [c for c in out.values() if c["v_seed"] is not None]
-    pooled_df = sum(c["runs"] - 1 for c in several)  # as the board pools (stats.pooled_seed): weighted by df
-    pooled = sum((c["runs"] - 1) * c["v_seed"] for c in several) / pooled_df if several else None
-    for c in out.values():
-        c["v_seed_used"] = c["v_seed"] if c["v_seed"] is not None else pooled
     return {"reference": reference if reference in out else None, "key": key, "methods": out}
+
+
+def _variance(values: np.ndarray) -> float:
+    """The sample variance of the finite values."""
+    return float(np.var(values[np.isfinite(values)], ddof=1))
 
 
 # the view whose item count n stands for, by measure: a probe's own items, the transfer views', else the learned
@@ -94,16 +101,21 @@ def project(c: dict, reference: dict | None, n: int, k: int) -> dict:
     quantiles are normal: optimistic where the board gives a single run beside multi-seed rows the pooled seed
     variance with its few degrees of freedom (docs/metrics.md)."""
     scale = c["n0"] / n
-    seed = c["v_seed_used"]
-    terms = [seed / k] if seed is not None else []
-    item = c["v_item"] * scale
-    out = {"half_width": _quantile(HALF, item, terms, k), "mdd": None, "lower_bound": seed is None}
+    own = [_seed_part(c, scale) / k] if c["v_seed_used"] is not None else []
+    out = {"half_width": _quantile(HALF, c["v_item"] * scale, own, k), "mdd": None, "lower_bound": not own}
     if reference is not None and c["diff_v_item"] is not None:
-        terms = [s / k for s in (seed, reference["v_seed_used"]) if s is not None]
+        terms = own + ([_seed_part(reference, scale) / k] if reference["v_seed_used"] is not None else [])
         item = c["diff_v_item"] * scale
         out["mdd"] = _quantile(HALF, item, terms, k) + _quantile(POWER, item, terms, k)
-        out["lower_bound"] = out["lower_bound"] or len(terms) < 2
+        out["lower_bound"] = len(terms) < 2
     return out
+
+
+def _seed_part(c: dict, scale: float) -> float:
+    """A run's seed part at `scale` = n0 / n: the seeds' variance, V_seed - V_own, and the run's own item noise,
+    which shrinks with the items. V_seed is taken as at least V_own: s^2 is at least that in expectation, and a low
+    draw of it (two runs give it one degree of freedom) would promise what the board cannot give."""
+    return max(0.0, c["v_seed_used"] - c["v_own_used"]) + c["v_own_used"] * scale
 
 
 def _quantile(q: float, item: float, seed_terms: list[float], k: int) -> float:
@@ -145,7 +157,7 @@ def report(results_dir, items: list[int], seeds: list[int], measure: str | None 
     lines = [f"power analysis of {key} ({len(runs)} runs; reference {c['reference'] or 'none'}): 95% interval "
              f"half-width and minimum detectable difference from {REFERENCE} (alpha 0.05 two-sided, power 0.8); "
              f"n: {counted_view(key)[0]}, every other view the measure reads scaled alike",
-             "method | stored n, runs | mean | observed diff from full | V_item | V_seed | " +
+             "method | stored n, runs | mean | observed diff from full | V_item | V_seed | V_own | " +
              " | ".join(f"n={n}, k={k}: half-width / MDD" for n in items for k in seeds)]
     for label, m in sorted(c["methods"].items()):
         cells = []
@@ -154,13 +166,14 @@ def report(results_dir, items: list[int], seeds: list[int], measure: str | None 
                 p = project(m, ref, n, k)
                 mdd = "–" if p["mdd"] is None else f"{p['mdd']:.3g}"
                 cells.append(f"{p['half_width']:.3g} / {mdd}{' (≥)' if p['lower_bound'] else ''}")
-        v_seed = "–" if m["v_seed"] is None else f"{m['v_seed']:.3g}"
+        v_seed, v_own = ("–" if m[v] is None else f"{m[v]:.3g}" for v in ("v_seed", "v_own"))
         diff = "–" if m.get("observed_diff") is None else f"{m['observed_diff']:+.3g}"
         lines.append(f"{label} | {m['n0']}, {m['runs']} | {m['mean']:+.3g} | {diff} | {m['v_item']:.3g} | {v_seed} | "
-                     + " | ".join(cells))
+                     f"{v_own} | " + " | ".join(cells))
     if any(m["v_seed"] is None for m in c["methods"].values()):
         pooled = any(m["v_seed"] is not None for m in c["methods"].values())
-        lines.append("V_seed – : one run; " + ("the pooled V_seed of the methods with several stands in" if pooled else
-                     "(≥): no method has several runs, so no seed variance is known and each figure is a lower "
-                     "bound from the items alone"))
+        lines.append("V_seed – : one run; " + (
+            "the pooled V_seed and V_own of the methods with several stand in" if pooled else
+            "(≥): no method has several runs, so no seed variance is known and each figure is a lower bound from "
+            "the items alone"))
     return "\n".join(lines)
