@@ -46,8 +46,12 @@ def test_components_and_their_projection_by_hand(tmp_path):
     draws = (noise.normal(size=400_000) * math.sqrt(full["v_item"] / 4) +
              noise.standard_t(2, size=400_000) * math.sqrt((full["v_seed"] - 0.75 * full["v_own"]) / 3))
     assert more["half_width"] == pytest.approx(np.percentile(draws, 97.5), rel=0.02)
-    versus = power.project(keeps, full, N, 1)  # one run each: no seed df to count, the normal quantiles
-    assert versus["mdd"] == pytest.approx((1.959964 + 0.841621) * math.sqrt(keeps["diff_v_item"] + 2 * full["v_seed"]))
+    # one run each: the board gives single runs the pooled seed variance of the 3-seed rows, with their 2 degrees of
+    # freedom, and so does the projection (it took normal quantiles, 1.96 + 0.84 standard errors, before)
+    versus = power.project(keeps, full, N, 1)
+    draws = (noise.normal(size=400_000) * math.sqrt(keeps["diff_v_item"]) +
+             noise.standard_t(2, size=400_000) * math.sqrt(2 * full["v_seed"]))
+    assert versus["mdd"] == pytest.approx(np.percentile(draws, 97.5) + np.percentile(draws, 80), rel=0.02)
 
 
 def test_the_item_variance_agrees_with_the_bootstrap_interval(tmp_path):
@@ -82,7 +86,9 @@ def test_runs_own_item_noise_is_counted_once_and_shrinks_with_the_items():
     assert power.project(versus, None, versus["n0"], 3)["half_width"] == pytest.approx((hi - lo) / 2, rel=0.15)
     assert full["v_seed"] < full["v_own"] and power._seed_part(full, 0.25) == pytest.approx(full["v_own"] / 4)
     lo, hi = stats.interval(stats.difference(reps, "other", "full", "overall"))
-    half = power._quantile(power.HALF, versus["diff_v_item"], [full["v_seed"] / 3, versus["v_seed"] / 3], 3)
+    terms = [full["v_seed"] / 3, versus["v_seed"] / 3]
+    welch = sum(terms) ** 2 / sum(v * v / 2 for v in terms)
+    half = power._quantile(power.HALF, versus["diff_v_item"], terms, welch)
     assert half == pytest.approx((hi - lo) / 2, rel=0.15)
 
 

@@ -21,8 +21,9 @@ methods answered the same items, so their item errors partly cancel) and the see
 noise of a value is taken as the board's intervals take it: normal over the items' main effect, plus Student's t
 over the seed part (k - 1 degrees of freedom; a difference's with Welch's) times sqrt of it, and q(p) is a
 quantile of that sum. The 95% half-width is q(0.975); the minimum detectable difference at alpha 0.05
-(two-sided) with power 0.8 is q(0.975) + q(0.8). At k = 1 or without a seed variance the seeds' part is normal:
-1.96 and 0.84 standard errors. With few seeds it is much wider: seed variance alone at 3 seeds gives 2.78 + 0.94
+(two-sided) with power 0.8 is q(0.975) + q(0.8). At k = 1 the seeds' part takes the stored section's pooled
+degrees of freedom, as the board gives a single run beside multi-seed rows (normal without them: 1.96 and 0.84
+standard errors). With few seeds it is much wider: seed variance alone at 3 seeds gives 2.78 + 0.94
 for a difference (Welch's 4 degrees of freedom).
 """
 from __future__ import annotations
@@ -40,9 +41,10 @@ HALF, POWER = 0.975, 0.8  # the quantiles of the half-width and of the power
 
 
 def components(runs: list[dict], key: str) -> dict | None:
-    """{label: {n0, runs, mean, v_item, v_seed, v_own, v_seed_used, diff_v_item, observed_diff}} for one section's
-    finished runs (module docstring; v_seed and v_own the method's own, None for one run; v_seed_used and
-    v_own_used pooled for it); None without per-item records."""
+    """{label: {n0, runs, mean, v_item, v_seed, v_own, v_seed_used, v_own_used, pooled_df, diff_v_item,
+    observed_diff}} for one section's finished runs (module docstring; v_seed and v_own the method's own, None for
+    one run; v_seed_used and v_own_used pooled for it, with the pooled degrees of freedom); None without per-item
+    records."""
     groups = {label: [r for r in g if r["status"] == "finished"] for label, g in method_groups(runs).items()}
     groups = {label: g for label, g in groups.items() if g}
     per_run = stats.item_replicates(groups)
@@ -60,6 +62,7 @@ def components(runs: list[dict], key: str) -> dict | None:
                       "v_item": _variance(part.items), "v_seed": part.s2 if several else None,
                       "v_own": part.own if several else None,
                       "v_seed_used": part.s2 if part.df else None, "v_own_used": part.own if part.df else 0.0,
+                      "pooled_df": reps.pooled_df,
                       "diff_v_item": (_variance((part - parts[reference]).items)
                                       if reference in parts and label != reference else None)}
     if reference in out:
@@ -97,16 +100,20 @@ def _items_per_view(run: dict, key: str) -> int:
 
 def project(c: dict, reference: dict | None, n: int, k: int) -> dict:
     """Half-width of one method's 95% interval and the minimum detectable difference from the reference at
-    n items per view and k runs; seed terms left out where unknown (then `lower_bound` is True). At k = 1 the
-    quantiles are normal: optimistic where the board gives a single run beside multi-seed rows the pooled seed
-    variance with its few degrees of freedom (docs/metrics.md)."""
+    n items per view and k runs; seed terms left out where unknown (then `lower_bound` is True). The seed terms'
+    degrees of freedom: k - 1 each (Welch's for a difference); at k = 1 the board gives a single run the pooled seed
+    variance of its multi-seed rows, so a single run takes the stored section's pooled degrees of freedom (as if
+    its multi-seed rows stay as they are; `pooled_df`, and normal quantiles without them)."""
     scale = c["n0"] / n
+    df = k - 1 if k > 1 else c["pooled_df"]
     own = [_seed_part(c, scale) / k] if c["v_seed_used"] is not None else []
-    out = {"half_width": _quantile(HALF, c["v_item"] * scale, own, k), "mdd": None, "lower_bound": not own}
+    out = {"half_width": _quantile(HALF, c["v_item"] * scale, own, df), "mdd": None, "lower_bound": not own}
     if reference is not None and c["diff_v_item"] is not None:
         terms = own + ([_seed_part(reference, scale) / k] if reference["v_seed_used"] is not None else [])
         item = c["diff_v_item"] * scale
-        out["mdd"] = _quantile(HALF, item, terms, k) + _quantile(POWER, item, terms, k)
+        if k > 1 and len(terms) == 2:
+            df = sum(terms) ** 2 / sum(v * v / (k - 1) for v in terms)  # Welch-Satterthwaite
+        out["mdd"] = _quantile(HALF, item, terms, df) + _quantile(POWER, item, terms, df)
         out["lower_bound"] = len(terms) < 2
     return out
 
@@ -118,18 +125,17 @@ def _seed_part(c: dict, scale: float) -> float:
     return max(0.0, c["v_seed_used"] - c["v_own_used"]) + c["v_own_used"] * scale
 
 
-def _quantile(q: float, item: float, seed_terms: list[float], k: int) -> float:
-    """The q-quantile of N(0, item) + sqrt(sum(seed_terms)) T, T Student's t with the Welch-Satterthwaite degrees
-    of freedom of the seed terms (each with k - 1); T normal at k = 1. A variance below 1e-12 of the other counts
-    as 0: float rounding of an exact 0 (items that all agree) is no variance, and broke the root search."""
+def _quantile(q: float, item: float, seed_terms: list[float], df: float) -> float:
+    """The q-quantile of N(0, item) + sqrt(sum(seed_terms)) T, T Student's t with df degrees of freedom (normal
+    where df is 0). A variance below 1e-12 of the other counts as 0: float rounding of an exact 0 (items that all
+    agree) is no variance, and broke the root search."""
     from scipy import integrate, optimize
     from scipy.stats import norm, t
 
     seed = sum(seed_terms)
     item = 0.0 if item <= 1e-12 * seed else item
-    if k < 2 or seed <= 1e-12 * item:
+    if not df or seed <= 1e-12 * item:
         return float(norm.ppf(q)) * math.sqrt(item + seed)
-    df = seed * seed / (sum(v * v for v in seed_terms) / (k - 1))
     if item == 0:
         return float(t.ppf(q, df)) * math.sqrt(seed)
     sd_item, sd_seed = math.sqrt(item), math.sqrt(seed)
