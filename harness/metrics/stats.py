@@ -206,16 +206,18 @@ def replicates_for(labels: int) -> int:
 class Part:
     """One label's value on a measure, or a difference of two labels', in the parts its interval adds up:
 
-    - mean: the mean over the label's runs (each run's value the mean of its replicates);
+    - mean: the mean over the label's runs' values (each on its items as drawn);
     - deviations: [B] the deviation of the runs' mean on each replicate's items from `mean`; of their variance,
       `noise` is the runs' own item noise (own / n), the rest the items' main effect (`items`);
     - seed: the seed variance of the mean, s^2 / n, s^2 the runs' variance (seeds, and each run's own item noise,
-      on these items), with its degrees of freedom df (0 and 0: unknown);
-    - own, s2: each run's own item noise and s^2 (what a single run's Part pools; None for a difference).
+      on these items; at least `own`, which it is in expectation: runs that tie by chance do not make the seeds
+      vanish), with its degrees of freedom df (0 and 0: unknown);
+    - own, s2: each run's own item noise and s^2 as measured (what a single run's Part pools; None for a
+      difference).
 
     The interval's replicates are mean + items + sqrt(seed) T, T a draw of Student's t with df: the runs' own
-    item noise is counted once, in s^2. Counting it in the item bootstrap too made accuracy intervals about
-    twice as wide as needed at 2-3 seeds (docs/metrics.md)."""
+    item noise is counted once, in s^2. Counting it in the item bootstrap too made accuracy intervals 1.2-1.5
+    times as wide as needed at 2-5 seeds (docs/metrics.md)."""
 
     def __init__(self, mean, deviations, noise, seed, df, own=None, s2=None):
         self.mean, self.deviations, self.noise, self.seed, self.df = mean, deviations, noise, seed, df
@@ -235,7 +237,8 @@ class Part:
         total = float(np.var(self.deviations[finite], ddof=1)) if finite.sum() > 1 else 0.0
         if total <= 0 or not self.noise > 0:
             return self.deviations
-        return self.deviations * math.sqrt(max(0.0, total - self.noise) / total)
+        scale = math.sqrt(max(0.0, total - self.noise) / total)
+        return np.where(finite, np.where(finite, self.deviations, 0.0) * scale, self.deviations)  # inf stays inf
 
     def draw(self, seed_t: np.ndarray) -> np.ndarray:
         """[B] replicates, mean + items + sqrt(seed) T for the given draws of T (an inf or nan replicate stays so)."""
@@ -266,9 +269,14 @@ class Replicates(dict):
 
     def part(self, label: str, key: str) -> Part:
         """The label's Part on `key`: its own runs' s^2 with n - 1 degrees of freedom; for a single run the pooled
-        s^2 and own item noise with the pooled df (0 and 0 where the section has no label of several runs)."""
-        values = self.per_run.points[label][key]
-        deviations, own = _runs(self.per_run[label][key], values)
+        s^2 and own item noise with the pooled df (0 and 0 where the section has no label of several runs). Where a
+        run's value is unbounded or undefined (a retention ratio over a baseline of 0), the runs' mean on each
+        replicate's items as it is, without a seed term."""
+        values, matrix = self.per_run.points[label][key], self.per_run[label][key]
+        if not np.isfinite(values).all():
+            with np.errstate(invalid="ignore"):
+                return Part(0.0, matrix.mean(axis=0), 0.0, 0.0, 0)
+        deviations, own = _runs(matrix, values)
         n = len(values)
         if n > 1:
             s2, df = float(np.var(values, ddof=1)), n - 1
@@ -276,16 +284,18 @@ class Replicates(dict):
             (s2, own), df = self.pooled[key], self.pooled_df
         else:
             s2, own, df = 0.0, 0.0, 0
-        return Part(float(np.mean(values)), deviations, own / n, s2 / n, df, own, s2)
+        return Part(float(np.mean(values)), deviations, own / n, max(s2, own) / n, df, own, s2)
 
 
 def pooled_seed(per_run: ItemReplicates) -> tuple[dict, int]:
     """({metric: (s^2, own item noise)}, df): a section's labels of several runs pooled, sum (n - 1) x / sum (n - 1),
     and its degrees of freedom; what a single-run label's seed term takes (the assumption, as `clbench power` makes
-    it: methods' seed variances are alike). ({}, 0) without such labels."""
+    it: methods' seed variances are alike). ({}, 0) without such labels; a measure some run's value of which is
+    unbounded or undefined is not pooled."""
     several = [label for label, m in per_run.items() if m and len(next(iter(m.values()))) > 1]
     df = sum(len(next(iter(per_run[label].values()))) - 1 for label in several)
     keys = set.intersection(*(set(per_run[label]) for label in several)) if several else set()
+    keys = {key for key in keys if all(np.isfinite(per_run.points[label][key]).all() for label in several)}
     pooled = {}
     for key in keys:
         s2, own = 0.0, 0.0

@@ -1,7 +1,7 @@
 """How many items and seeds a protocol needs: variance components from stored per-item results.
 
 A method's value is the mean over its k runs, which all answer the same n items per view (`data_seed`
-fixes them), so its variance has three parts (the board's intervals take them alike, harness.metrics.stats.Part):
+fixes them), so its variance has three parts (as the board's intervals take them, harness.metrics.stats.Part):
 
     Var(n, k) = V_item * n0 / n  +  (max(V_seed, V_own) - V_own + V_own * n0 / n) / k
 
@@ -72,8 +72,9 @@ def components(runs: list[dict], key: str) -> dict | None:
 
 
 def _variance(values: np.ndarray) -> float:
-    """The sample variance of the finite values."""
-    return float(np.var(values[np.isfinite(values)], ddof=1))
+    """The sample variance of the finite values (0 with fewer than two)."""
+    finite = values[np.isfinite(values)]
+    return float(np.var(finite, ddof=1)) if len(finite) > 1 else 0.0
 
 
 # the view whose item count n stands for, by measure: a probe's own items, the transfer views', else the learned
