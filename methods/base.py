@@ -21,11 +21,18 @@ bit-identical (the conformance tests check this).
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Any, Callable, ClassVar, Iterator
 
 import torch
 
 from harness.core.typed import field
+
+# bitsandbytes, imported by peft and by QLoRA, warns on CPUs with AVX512-BF16 that it could not fetch a 4-bit
+# kernel from the hub through the `kernels` package, and asks for it to be installed. That package downloads and
+# runs code at run time, which clbench does not (its stack is locked and offline): bitsandbytes then uses its
+# own kernel, and the warning, printed into every LoRA run's progress, says nothing about the run.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 
 def peft_wrap(model, peft_config):

@@ -97,3 +97,16 @@ def test_the_defaults_are_the_papers():
     r 64, alpha 16, dropout 0.1, lr 2e-4, NF4 with double quantization. No other test reads these."""
     c = QLoRA.Config()
     assert (c.r, c.alpha, c.dropout, c.lr, c.double_quant) == (64, 16, 0.1, 2e-4, True)
+
+
+def test_bitsandbytes_does_not_ask_for_a_kernel_from_the_hub():
+    """On a CPU with AVX512-BF16 bitsandbytes warned, in every LoRA run's progress, that it could not fetch a
+    4-bit kernel from the hub and asked for the `kernels` package (which downloads code at run time). Importing
+    the methods quiets it. (On other CPUs it never warns, and this passes either way.)"""
+    import subprocess
+    import sys
+
+    code = "import methods.base, bitsandbytes, peft"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "gemm_4bit_forward" not in done.stderr
