@@ -203,6 +203,12 @@ def replicates_for(labels: int) -> int:
     return max(REPLICATES, math.ceil(2 * pairs / (FLOOR_SHARE * ALPHA)))
 
 
+def finite_variance(values: np.ndarray) -> float:
+    """The sample variance of the finite values (0 with fewer than two)."""
+    finite = values[np.isfinite(values)]
+    return float(np.var(finite, ddof=1)) if len(finite) > 1 else 0.0
+
+
 class Part:
     """One label's value on a measure, or a difference of two labels', in the parts its interval adds up:
 
@@ -235,7 +241,7 @@ class Part:
     def items(self) -> np.ndarray:
         """[B] the item main effect: the deviations scaled so that their variance is theirs less `noise` (>= 0)."""
         finite = np.isfinite(self.deviations)
-        total = float(np.var(self.deviations[finite], ddof=1)) if finite.sum() > 1 else 0.0
+        total = finite_variance(self.deviations)
         if total <= 0 or not self.noise > 0:
             return self.deviations
         scale = math.sqrt(max(0.0, total - self.noise) / total)

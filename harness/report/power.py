@@ -59,22 +59,16 @@ def components(runs: list[dict], key: str) -> dict | None:
         several = len(group) > 1
         out[label] = {"n0": _items_per_view(group[0], key), "runs": len(group),
                       "mean": float(np.mean([run_row(r)[key] for r in group])),
-                      "v_item": _variance(part.items), "v_seed": part.s2 if several else None,
+                      "v_item": stats.finite_variance(part.items), "v_seed": part.s2 if several else None,
                       "v_own": part.own if several else None,
                       "v_seed_used": part.s2 if part.df else None, "v_own_used": part.own if part.df else 0.0,
                       "pooled_df": reps.pooled_df,
-                      "diff_v_item": (_variance((part - parts[reference]).items)
+                      "diff_v_item": (stats.finite_variance((part - parts[reference]).items)
                                       if reference in parts and label != reference else None)}
     if reference in out:
         for label, c in out.items():
             c["observed_diff"] = c["mean"] - out[reference]["mean"] if label != reference else None
     return {"reference": reference if reference in out else None, "key": key, "methods": out}
-
-
-def _variance(values: np.ndarray) -> float:
-    """The sample variance of the finite values (0 with fewer than two)."""
-    finite = values[np.isfinite(values)]
-    return float(np.var(finite, ddof=1)) if len(finite) > 1 else 0.0
 
 
 # the view whose item count n stands for, by measure: a probe's own items, the transfer views', else the learned
