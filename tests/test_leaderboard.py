@@ -15,7 +15,7 @@ from html.parser import HTMLParser
 
 import pytest
 from scipy.stats import ttest_ind
-from synthetic_runs import CHECKSUMS, PACKAGES, synthetic_run, use_stored_metrics
+from synthetic_runs import CHECKSUMS, PACKAGES, coin_flip_runs, synthetic_run, use_stored_metrics
 
 from harness.report import leaderboard, tables
 from harness.store.store import Store
@@ -162,6 +162,20 @@ def test_runs_of_another_package_stack_rank_apart_and_the_board_names_the_packag
     assert "transformers 5.24.0" in md
     rows = list(csv.DictReader(io.StringIO(tables.csv_text(secs, leaderboard.header(runs)))))
     assert [(r["label"], r["transformers_version"]) for r in rows] == [("full", "5.23.0"), ("lora", "5.24.0")]
+
+
+def test_csv_half_width_only_where_the_board_shows_one():
+    """Where a value has an interval that resamples the items, the CSV's `_ci95` is empty, as the Markdown
+    shows no `± h` there: a seeds-only half-width beside it (7x narrower on the standard board's headline)
+    would be read as the value's uncertainty."""
+    runs = coin_flip_runs("full", "full", 3, p=0.6, items=40)
+    section = leaderboard.sections(runs)[0]
+    row = next(r for r in csv.DictReader(io.StringIO(tables.csv_text([section], leaderboard.header(runs)))))
+    assert "overall" in section["rows"][0]["interval"] and row["overall_lo"] and row["overall_hi"]
+    assert row["overall_ci95"] == "" and row["headline_ci95"] == ""
+    shown = {k for k, _, _ in tables.COLUMNS if row[f"{k}_ci95"]}
+    assert shown and shown == {k for k, _, _ in tables.COLUMNS
+                               if k not in section["rows"][0]["interval"] and section["rows"][0]["ci"][k] is not None}
 
 
 def test_cpu_only_runs_rank_on_cpu_hours(monkeypatch):

@@ -278,7 +278,8 @@ def csv_text(sections: list[dict], header: dict) -> str:
             w.writerow([csv_cell(section["key"]), section["reason"] is None, csv_cell(section["reason"] or ""),
                         r["rank"] or "", csv_cell(r["label"]), csv_cell(r["method"]),
                         *[_csv_num(v) for k, _, _ in COLUMNS
-                          for v in (r[k], r["ci"][k], *(r["interval"].get(k) or (None, None)))],
+                          for v in (r[k], None if k in r["interval"] else r["ci"][k],
+                                    *(r["interval"].get(k) or (None, None)))],
                         *_csv_versus(r, "vs_reference"), *_csv_versus(r, "forgetting_vs_reference"),
                         r["seeds"], r["failed"], r["running"], r["unverified"], "" if r["pareto"] is None else r["pareto"],
                         csv_cell(r["description"]), csv_cell(r["citation"]),
