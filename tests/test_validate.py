@@ -106,3 +106,50 @@ def test_per_item_records_are_checked_and_schema_1_files_are_still_read(good_run
     assert check(bare) == "stages[0].probes.general.heldout has no per-item records (items.uid)"
     assert check({**bare, "schema_version": 1}) is None
     assert "this clbench reads [1, 2]" in check({**result, "schema_version": [2]})
+
+
+def test_a_record_the_readers_cannot_read_is_named_not_crashed_on(good_run, tmp_path):
+    """Hand edits (digest recomputed) that the readers (stats, power, figures) crashed on while validate passed or
+    crashed itself: a stage's `probes` or a view that is not an object, a bad value in `base_model` (which was not
+    checked), a view's mean with its item column gone or the reverse. Each is named, path and field."""
+    from harness.store.validate import problem
+
+    _, result = good_run
+    path = tmp_path / f"{result['run_id']}.json"
+
+    def check(edit):
+        data = json.loads(json.dumps(result))
+        edit(data)
+        path.write_text(json.dumps({**data, "digest": digest(data)}))
+        return problem(path)[1]
+
+    def put(*keys, value):
+        def edit(data):
+            target = data
+            for k in keys[:-1]:
+                target = target[k]
+            target[keys[-1]] = value
+        return edit
+
+    def base_model(data):
+        data["base_model"] = json.loads(json.dumps(data["stages"][0]))
+        data["base_model"]["scores"]["stem"]["recall"]["items"]["correct"][0] = "x"
+
+    def drop(*keys):
+        def edit(data):
+            target = data
+            for k in keys[:-1]:
+                target = target[k]
+            del target[keys[-1]]
+        return edit
+
+    assert check(put("stages", 1, "probes", value=None)) == "stages[1].probes is not an object"
+    assert check(put("stages", 1, "probes", value=[])) == "stages[1].probes is not an object"
+    assert check(put("stages", 1, "probes", "general", "heldout", value=[])) == \
+        "stages[1].probes.general.heldout is not an object"
+    assert check(put("stages", 1, value="x")) == "stages[1] is not an object"
+    assert check(base_model) == "base_model.scores.stem.recall.items.correct holds a non-number (or NaN, or an infinity)"
+    assert check(drop("stages", 0, "scores", "stem", "recall", "gold_logprob")) == \
+        "stages[0].scores.stem.recall has items.gold_logprob but no gold_logprob (the mean the reports read)"
+    assert check(drop("stages", 0, "scores", "stem", "recall", "items", "gold_logprob")) == \
+        "stages[0].scores.stem.recall has gold_logprob but no items.gold_logprob"

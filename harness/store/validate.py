@@ -66,6 +66,8 @@ def problem(path: Path) -> tuple[dict | None, str | None]:
     if data["status"] == "finished" and len(stages) != len(spec.stream) + 1:
         return None, f"finished with {len(stages)} stages, its stream needs {len(spec.stream) + 1}"
     for i, stage in enumerate(stages):
+        if not isinstance(stage, dict):
+            return None, f"stages[{i}] is not an object"
         try:
             for task in spec.stream:
                 score = stage["scores"][task]["recall"]["score"]
@@ -75,6 +77,13 @@ def problem(path: Path) -> tuple[dict | None, str | None]:
             return None, f"stages[{i}] lacks scores for every task of its stream"
         if data["schema_version"] >= 2 and (why := items_problem(stage, f"stages[{i}]")
                                             or uids_problem(stage, stages[0], f"stages[{i}]")):
+            return None, why
+    if "base_model" in data and data["base_model"] is not None:  # the unprepared model's scores, read as stage 0's
+        base = data["base_model"]
+        if not isinstance(base, dict):
+            return None, "base_model is not an object"
+        if data["schema_version"] >= 2 and stages and (why := items_problem(base, "base_model")
+                                                       or uids_problem(base, stages[0], "base_model")):
             return None, why
     info = data.get("method_info", {})
     if not isinstance(info, dict) or not all(isinstance(info.get(k, ""), str) for k in ("description", "citation")):
@@ -117,13 +126,15 @@ def items_problem(stage: dict, where: str) -> str | None:
     """What is wrong with a stage's per-item records (schema_version 2): every task and probe view that
     has a score has `items`, columns of one length n with string uids, and a score that is their mean."""
     for group in ("scores", "probes"):
-        if not isinstance(stage.get(group) or {}, dict):
+        if not isinstance(stage.get(group, {}), dict):
             return f"{where}.{group} is not an object"
-        for task, views in (stage.get(group) or {}).items():
+        for task, views in stage.get(group, {}).items():
             if not isinstance(views, dict):
                 return f"{where}.{group}.{task} is not an object"
             for view, record in views.items():
-                if view == "lm_eval" or not isinstance(record, dict):
+                if not isinstance(record, dict):
+                    return f"{where}.{group}.{task}.{view} is not an object"
+                if view == "lm_eval":
                     continue
                 at = f"{where}.{group}.{task}.{view}"
                 items = record.get("items")
@@ -141,6 +152,9 @@ def items_problem(stage: dict, where: str) -> str | None:
                 if record.get("n", n) != n:
                     return f"{at}: n is {record.get('n')!r} but {n} items are recorded"
                 for field, column in MEANS.items():  # what the metrics read: the mean of what the items say
+                    if (field in record) != (column in items):
+                        return (f"{at} has items.{column} but no {field} (the mean the reports read)"
+                                if column in items else f"{at} has {field} but no items.{column}")
                     value = record.get(field)
                     if field in record and column in items and n and not (
                             isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
