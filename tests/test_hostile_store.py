@@ -158,3 +158,31 @@ def test_a_stage0_record_whose_means_are_not_its_items_is_computed_again(tmp_pat
     store.stage0_path("k").write_text(json.dumps(record))
     with pytest.warns(UserWarning, match="not the mean of its items' gold_logprob"):
         assert store.load_stage0("k") is None
+
+
+def test_a_stage0_record_missing_a_task_or_view_is_computed_again(tmp_path):
+    """A stage-0 file with a task or a view deleted (digest recomputed) was taken as whole: every run of the sweep
+    then trained in full and was moved aside as unreadable ('stages[0] lacks scores for every task'), each time
+    the sweep ran. The runner names what it must hold; a record that lacks any of it, or holds a view that is
+    not an object, is computed again."""
+    from harness.store.files import digest
+
+    store = Store(tmp_path)
+    stage = synthetic_run("full", 0, [[0.25, 0.25], [0.75, 0.25], [0.5, 0.75]], items=8)["stages"][0]
+    expected = {"scores": {task: sorted(views) for task, views in stage["scores"].items()},
+                "probes": {probe: None for probe in stage["probes"]}}
+    store.save_stage0("k", {"scores": stage["scores"], "probes": stage["probes"]})
+    assert store.load_stage0("k", expected) is not None
+
+    def damaged(edit, why):
+        record = json.loads(json.dumps({"scores": stage["scores"], "probes": stage["probes"]}))
+        edit(record)
+        store.stage0_path("k").write_text(json.dumps({**record, "digest": digest(record)}))
+        with pytest.warns(UserWarning, match=why):
+            assert store.load_stage0("k", expected) is None
+
+    task = next(iter(stage["scores"]))
+    damaged(lambda r: r["scores"].pop(task), f"lacks scores.{task}")
+    damaged(lambda r: r["scores"][task].pop("transfer"), f"lacks scores.{task}.transfer")
+    damaged(lambda r: r["probes"].clear(), "lacks probes.")
+    damaged(lambda r: r["scores"][task].update(recall="x"), f"scores.{task}.recall is not an object")

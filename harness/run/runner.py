@@ -73,7 +73,8 @@ class _Setup:
     def stage0(self, spec: RunSpec, store: Store) -> dict:
         """The stored base-model evaluation of this protocol, unless it was made under another package
         stack (provenance.SCORE_PACKAGES, stored beside it) or none is stored: then it is computed."""
-        packages, stored = score_package_versions(), store.load_stage0(self.key)
+        expected = {"scores": {t.name: list(t.views) for t in self.tasks}, "probes": {p.name: None for p in self.probes}}
+        packages, stored = score_package_versions(), store.load_stage0(self.key, expected)
         if stored is not None and stored.get("packages") == packages:
             return {k: v for k, v in stored.items() if k != "packages"}
         base = evaluate(self.model, self.tok, self.tasks, self.probes, desc=f"eval base {spec.model}", **self.eval_kw)

@@ -36,6 +36,18 @@ def results_folder(results) -> Path:
     return path
 
 
+def _missing(record: dict, expected: dict) -> str | None:
+    """What of `expected` ({group: {task: view names or None}}) a stage-0 record lacks, as 'lacks scores.law'."""
+    for group, tasks in expected.items():
+        for task, views in tasks.items():
+            held = record[group].get(task)
+            if not isinstance(held, dict):
+                return f"it lacks {group}.{task}"
+            if absent := [v for v in views or () if v not in held]:
+                return f"it lacks {group}.{task}.{absent[0]}"
+    return None
+
+
 class Store:
     def __init__(self, root):
         self.root = Path(root)
@@ -120,9 +132,10 @@ class Store:
     def stage0_path(self, key: str) -> Path:
         return self.root / "stage0" / f"{key}.json"
 
-    def load_stage0(self, key: str) -> dict | None:
+    def load_stage0(self, key: str, expected: dict | None = None) -> dict | None:
         """The stored base-model evaluation, or None when there is none or it is not a readable JSON object
-        with scores and probes whose digest holds and whose per-item records are whole (then it is computed
+        with scores and probes whose digest holds, whose per-item records are whole and which holds what
+        `expected` names ({'scores' or 'probes': {task: its view names, or None for any}}; then it is computed
         again and replaced)."""
         from .validate import items_problem
 
@@ -132,7 +145,7 @@ class Store:
         data, why = read_json(path)
         if why is None and isinstance(data, dict) and isinstance(data.get("scores"), dict) \
                 and isinstance(data.get("probes"), dict):
-            why = digest_problem(data) or items_problem(data, "stage 0")
+            why = digest_problem(data) or items_problem(data, "stage 0") or _missing(data, expected or {})
             if why is None:
                 return {k: v for k, v in data.items() if k != "digest"}
         warnings.warn(f"{path}: {why or 'not a stage-0 record'}; it is computed again")
