@@ -83,3 +83,9 @@ def test_a_set_value_of_more_digits_than_python_converts_is_refused(tmp_path):
     f.write_text("name: x\n" + BASE)
     with pytest.raises(ConfigError, match="--set 'data_seed=9+': the value cannot be read"):
         config.load(str(f), ["data_seed=" + "9" * 5000])
+
+
+def test_a_key_given_twice_is_refused_not_overwritten(tmp_path):
+    """PyYAML keeps the last of two equal keys: `epochs: 4, epochs: 1` ran one epoch without a word."""
+    text = "model: tiny\nstream: [stem]\nmethods: [full]\nbudget:\n  epochs: 4\n  epochs: 1\n"
+    assert "line 6: the key 'epochs' appears twice in one mapping; keep one" in _refused(tmp_path, text, "twice")

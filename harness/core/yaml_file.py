@@ -32,6 +32,21 @@ class _BoundedLoader(yaml.SafeLoader):
         finally:
             self.depth -= 1
 
+    def construct_mapping(self, node, deep=False):
+        """A mapping, refused where a key appears twice (PyYAML keeps the last silently: `budget: {epochs: 4,
+        epochs: 1}` ran 1 epoch without a word)."""
+        if isinstance(node, yaml.MappingNode):
+            seen = set()
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode):
+                    continue  # a list or mapping as a key: the config's checks name it
+                key = self.construct_object(key_node, deep=True)
+                if key in seen:
+                    raise ConfigError(f"{self.name}: line {key_node.start_mark.line + 1}: the key {key!r} appears "
+                                      "twice in one mapping; keep one")
+                seen.add(key)
+        return super().construct_mapping(node, deep)
+
 
 def read_yaml(path: Path):
     """A config file's YAML, refused in one line naming the file when it is missing, not a regular file, too
