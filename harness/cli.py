@@ -66,10 +66,17 @@ def _existing(results: str) -> str:
     return results
 
 
+def _out_folder(out: str | None) -> str | None:
+    """An --out folder the command writes into, refused before any work where a file (not a folder) has its name."""
+    if out is not None and os.path.lexists(out) and not os.path.isdir(out):
+        raise ConfigError(f"--out {out}: a file, not a folder; give a folder to write into (it is created if missing)")
+    return out
+
+
 def _leaderboard(args) -> int:
     from .report import leaderboard
 
-    path = leaderboard.write(_existing(args.results), args.out)
+    path = leaderboard.write(_existing(args.results), _out_folder(args.out))
     print(path.read_text())
     print(f"written: {path} (and .csv, .tex, .html beside it)")
     return 0
@@ -78,7 +85,7 @@ def _leaderboard(args) -> int:
 def _figures(args) -> int:
     from .report import figures
 
-    paths, notes = figures.write(_existing(args.results), args.out)
+    paths, notes = figures.write(_existing(args.results), _out_folder(args.out))
     for note in notes:
         print(f"note: {note}")
     for path in paths:
@@ -116,7 +123,7 @@ def _export_lm_eval(args) -> int:
     from .spec import config
 
     cfg = config.with_overrides(config.load(args.config or args.preset or "quick"), data_dir=args.data)
-    names = export(cfg, Path(args.out))
+    names = export(cfg, Path(_out_folder(args.out)))
     print(f"wrote {len(names)} lm-eval tasks to {Path(args.out).resolve()}: {', '.join(names)}")
     print(f"score a stage's model (saved by `clbench run --set save_models=true` under "
           f"<results>/models/<run_id>/stage<k>): lm_eval --model hf --model_args pretrained=<results>/models/<run_id>/"

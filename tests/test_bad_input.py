@@ -282,6 +282,22 @@ def test_a_path_that_is_no_results_folder_is_named_not_read_as_empty(tmp_path, c
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["notes.md", "results", "runs"]
 
 
+@pytest.mark.parametrize("command", [["leaderboard", "--results", "results/reference/quick-demo"],
+                                     ["figures", "--results", "results/reference/quick-demo"], ["export-lm-eval"]])
+def test_an_out_that_is_a_file_is_named_before_any_work(tmp_path, command, capsys, monkeypatch, data_dir):
+    """figures and export-lm-eval raised FileExistsError; leaderboard said to free space."""
+    from harness import cli
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("CLBENCH_DATA", str(data_dir))
+    out = tmp_path / "afile"
+    out.write_text("mine")
+    assert cli.main([*command, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"--out {out}: a file, not a folder" in err
+    assert out.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
 def test_reproduce_takes_a_run_id_not_a_path(tmp_path, capsys):
     """A run file's path was read as <results>/runs/<path>.json (and '../' walked out of runs/)."""
     from harness import cli
