@@ -172,7 +172,9 @@ def _protocol_show(args) -> int:
     from .report import cost
     from .spec import config, protocol
 
-    cfg = config.load(args.config or args.preset or "quick")
+    if args.card and (args.preset or args.config):
+        raise ConfigError(f"give the card once: `protocol show {args.card}` or --preset/--config, not both")
+    cfg = config.load(args.config or args.preset or args.card or "quick")
     for source in args.calibrate or ():  # a typo would read as a folder without runs, and be passed over
         if not os.path.exists(source):
             raise ConfigError(f"--calibrate {source}: no such results folder or gpu check report")
@@ -282,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     show = pr.add_subparsers(dest="action", required=True).add_parser(
         "show", help="print a protocol card with its version, items digest and data checksums, and what it costs "
                      "(harness/report/cost.py)")
+    show.add_argument("card", nargs="?", help="the card's name, as --preset takes it (`clbench protocol show standard`)")
     show.add_argument("--preset", help="preset (protocol card) name: quick (default), standard, standard-gpu, tiny")
     show.add_argument("--config", help="a sweep YAML file (instead of --preset)")
     show.add_argument("--calibrate", nargs="+", metavar="SOURCE",

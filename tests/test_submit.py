@@ -206,6 +206,10 @@ def test_protocol_version_follows_card_and_items(data_dir, capsys):
     shown = yaml.safe_load(capsys.readouterr().out)
     assert shown["version"] == v and shown["items_digest"] == digest and shown["data_checksums"] == checksums
     assert shown["card"] == protocol.card(cfg)
+    assert main(["protocol", "show", "tiny"]) == 0  # the card named as the command reads, without --preset
+    assert yaml.safe_load(capsys.readouterr().out)["version"] == v
+    assert main(["protocol", "show", "tiny", "--preset", "quick"]) == 2
+    assert "give the card once" in capsys.readouterr().err
 
 
 def test_runs_under_another_protocol_version_are_rerun(tmp_path):
