@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from .core.errors import ClbenchError, ConfigError
@@ -295,7 +296,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _one_line(message, category, filename, lineno, line=None) -> str:
+    """A warning as a command prints it: one line (Python's form adds the warning's class and a second line of the
+    source that raised it, which a user cannot act on)."""
+    return f"clbench: warning: {message}\n"
+
+
 def main(argv=None) -> int:
+    warnings.formatwarning = _one_line
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # a misspelt flag: the command's own usage, and the flag it was probably meant to be

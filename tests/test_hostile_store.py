@@ -37,6 +37,10 @@ def test_hostile_files_are_named_and_neither_validate_nor_leaderboard_crashes_or
         text = (tmp_path / name).read_text()
         assert "3 run file(s) that cannot be read" in text and "fifo" in text and "zero" in text, name
     assert "UserWarning" not in board.stderr
+    power = _cli("power", "--results", str(tmp_path))  # it names the files it skips on stderr: one line each
+    skipped = [x for x in power.stderr.splitlines() if "json" in x]
+    assert len(skipped) == 3 and all(x.startswith("clbench: warning: ") for x in skipped), power.stderr[-2000:]
+    assert "UserWarning" not in power.stderr
 
 
 @pytest.mark.parametrize("damage", ["truncate", "another run's file"])
