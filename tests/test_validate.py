@@ -123,25 +123,20 @@ def test_a_record_the_readers_cannot_read_is_named_not_crashed_on(good_run, tmp_
         path.write_text(json.dumps({**data, "digest": digest(data)}))
         return problem(path)[1]
 
+    def parent(data, keys):
+        for k in keys[:-1]:
+            data = data[k]
+        return data
+
     def put(*keys, value):
-        def edit(data):
-            target = data
-            for k in keys[:-1]:
-                target = target[k]
-            target[keys[-1]] = value
-        return edit
+        return lambda data: parent(data, keys).__setitem__(keys[-1], value)
+
+    def drop(*keys):
+        return lambda data: parent(data, keys).__delitem__(keys[-1])
 
     def base_model(data):
         data["base_model"] = json.loads(json.dumps(data["stages"][0]))
         data["base_model"]["scores"]["stem"]["recall"]["items"]["correct"][0] = "x"
-
-    def drop(*keys):
-        def edit(data):
-            target = data
-            for k in keys[:-1]:
-                target = target[k]
-            del target[keys[-1]]
-        return edit
 
     assert check(put("stages", 1, "probes", value=None)) == "stages[1].probes is not an object"
     assert check(put("stages", 1, "probes", value=[])) == "stages[1].probes is not an object"

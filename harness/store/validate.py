@@ -78,8 +78,7 @@ def problem(path: Path) -> tuple[dict | None, str | None]:
         if data["schema_version"] >= 2 and (why := items_problem(stage, f"stages[{i}]")
                                             or uids_problem(stage, stages[0], f"stages[{i}]")):
             return None, why
-    if "base_model" in data and data["base_model"] is not None:  # the unprepared model's scores, read as stage 0's
-        base = data["base_model"]
+    if (base := data.get("base_model")) is not None:  # the unprepared model's scores, read as stage 0's
         if not isinstance(base, dict):
             return None, "base_model is not an object"
         if data["schema_version"] >= 2 and stages and (why := items_problem(base, "base_model")
@@ -156,7 +155,7 @@ def items_problem(stage: dict, where: str) -> str | None:
                         return (f"{at} has items.{column} but no {field} (the mean the reports read)"
                                 if column in items else f"{at} has {field} but no items.{column}")
                     value = record.get(field)
-                    if field in record and column in items and n and not (
+                    if field in record and n and not (
                             isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
                             and math.isclose(value, sum(items[column]) / n, rel_tol=MEAN_TOLERANCE, abs_tol=1e-5)):
                         return (f"{at}.{field} is {value!r}, not the mean of its items' {column} "
