@@ -342,6 +342,25 @@ def test_ctrl_c_ends_in_one_line_that_says_how_to_resume(tmp_path, monkeypatch, 
     assert err.count("\n") == 0 and "interrupted" in err and "resume" in err
 
 
+def test_a_method_config_that_cannot_apply_to_the_model_is_named_before_stage_0(tmp_path, data_dir):
+    """A LoRA target or freeze pattern the model lacks: found by trying `prepare` on the model's skeleton, not
+    after the base model is evaluated."""
+    card = tmp_path / "card.yaml"
+    card.write_text((ROOT / "harness/spec/presets/tiny.yaml").read_text().replace(
+        "methods: [full, lora]", "methods: [full, {method: lora, config: {target_modules: [no_proj]}}, "
+        "{method: freeze, label: top, config: {patterns: [nothing]}}, qlora]"))
+    results = tmp_path / "results"
+    out = clbench("run", "--config", str(card), "--data", str(data_dir), "--results", str(results))
+    assert out.returncode == 2
+    err = out.stderr.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in out.stderr and "Ray" not in out.stderr
+    assert "methods[1].config (label 'lora', method lora) cannot apply to model 'tiny'" in err[0]
+    assert "{'no_proj'} not found" in err[0]
+    assert "methods[2].config (label 'top', method freeze)" in err[0] and "no parameter matches ['nothing']" in err[0]
+    assert "'full'" not in err[0] and "qlora" not in err[0]
+    _assert_nothing_written(results)
+
+
 def test_a_hub_model_that_is_not_there_is_named_before_any_run(tmp_path, data_dir):
     results = tmp_path / "results"
     out = clbench("run", "--preset", "tiny", "--model", "nonexistent-owner/model-xyz", "--data", str(data_dir),

@@ -169,16 +169,40 @@ def tiny_tokenizer():
     return tok
 
 
+def _tiny_config(tok):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(vocab_size=len(tok), hidden_size=96, intermediate_size=256, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+                       tie_word_embeddings=True, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                       bos_token_id=None)
+
+
 def tiny_model():
     """A random-initialised 2-layer Llama (about 200k parameters), the same weights every time."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
     tok = tiny_tokenizer()
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=96, intermediate_size=256, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-                         tie_word_embeddings=True, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                         bos_token_id=None)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model = LlamaForCausalLM(config)
+        model = LlamaForCausalLM(_tiny_config(tok))
     return model, tok
+
+
+def skeleton(name: str):
+    """The model's modules on the meta device: its module names and shapes without weights, made from its config
+    alone (SmolLM2's converted copy is made first if it is not cached; a hub model's config must be cached or
+    reachable, see check_reachable)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if name == TINY:
+        config = _tiny_config(tiny_tokenizer())
+    else:
+        path, revision = (str(smollm2_dir()), None) if name == SMOLLM2 else hub_revision(name)
+        try:
+            config = AutoConfig.from_pretrained(path, revision=revision)
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"model '{name}': cannot read its config ({e}); use '{SMOLLM2}', '{TINY}', a local "
+                              "path or a reachable hub id") from None
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config)

@@ -50,6 +50,42 @@ def preflight(cfg: SweepConfig) -> list[RunSpec]:
     return specs
 
 
+def prepare_problems(cfg: SweepConfig, specs: list[RunSpec]) -> list[str]:
+    """A built-in method's `prepare` tried at each run's config on the model's skeleton (the meta device: module
+    names and shapes, no weights), so that a config that cannot apply to the model (a LoRA target it lacks, a
+    freeze pattern that matches nothing) is named before any run starts, not after its stage 0 is computed. Not
+    tried: a submitted method (its own trial runs confined, harness.spec.sandbox) and one that quantizes the base
+    model (Needs.quantized_base: quantizing reads the weights)."""
+    import copy
+
+    import torch
+    from methods.base import StageContext
+    from methods.registry import resolve_method
+
+    from ..core.typed import build
+    from ..model.models import skeleton
+    from ..spec import sandbox
+
+    base, problems = None, {}
+    entry = {e.label or e.method: i for i, e in enumerate(cfg.methods)}
+    for spec in specs:
+        key = (spec.label, spec.method, repr(spec.method_config))
+        if key in problems or not sandbox.trusted(spec.method) or resolve_method(spec.method).needs.quantized_base:
+            continue
+        cls = resolve_method(spec.method)
+        base = base if base is not None else skeleton(spec.model)
+        ctx = StageContext(stage=0, task=None, seen=[], device="meta", seed=spec.seed)
+        try:
+            with torch.random.fork_rng(devices=[]):
+                cls(build(cls.Config, spec.method_config, "method_config")).prepare(copy.deepcopy(base), ctx)
+            problems[key] = None
+        except Exception as e:  # whatever the method raises for this model is the config's problem to name
+            problems[key] = (f"methods[{entry.get(spec.label, '?')}].config (label '{spec.label}', method "
+                             f"{spec.method}) cannot apply to model '{spec.model}': {type(e).__name__}: "
+                             f"{' '.join(str(e).split()).rstrip('.')}; change the config or the model")
+    return [why for why in problems.values() if why]
+
+
 def _other_stack(run: dict) -> str:
     """Where a stored run's score-changing packages differ from the installed ones: which, and what follows."""
     stored, now = score_packages_of(run), score_package_versions()
@@ -124,6 +160,8 @@ def run_sweep(cfg: SweepConfig, results_dir, address: str | None = None, log=pri
         if not todo:
             return []
         check_reachable(cfg.model)  # only when something is left to run: a finished sweep needs no model
+        if problems := prepare_problems(cfg, todo):
+            raise ConfigError("; ".join(problems))
         if cost_sources is not None:
             from ..model.precision import pick_device
             from ..report import cost
