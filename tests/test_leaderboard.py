@@ -189,6 +189,14 @@ def test_cpu_only_runs_rank_on_cpu_hours(monkeypatch):
         tables.markdown(secs, leaderboard.header(runs))  # the section says why it is not ranked by the Headline
 
 
+def test_a_section_of_failed_runs_says_none_finished_not_that_they_are_old(monkeypatch):
+    use_stored_metrics(monkeypatch)
+    failed = synthetic_run("lora", 0, _R([0.5, 0.7]), method="lora", status="failed")
+    failed["stages"] = failed["stages"][:1]
+    text = tables.markdown(leaderboard.sections([failed]), leaderboard.header([failed]))
+    assert "; by OP (no run has finished); Pareto" in text and "result schema 1" not in text.split("## ")[1]
+
+
 def test_csv_golden_and_formula_injection(board):
     rows = list(csv.DictReader(io.StringIO(board["csv"])))
     full = next(r for r in rows if r["label"] == "full" and r["ranked"] == "True")

@@ -148,7 +148,9 @@ def _title(section: dict) -> str:
     key = f"{facts['Model']} on {facts['Stream']}" if facts else section["key"][:16]
     kind = "Ranked" if section["reason"] is None else "Not ranked with the first"
     ranked = {"headline": "Headline", "overall": "OP"}[section["rows"][0]["ranked_by"]] if section["rows"] else "OP"
-    why = " (its runs lack the Headline's log-probabilities: result schema 1)" if ranked == "OP" else ""
+    finished = any(r["seeds"] for r in section["rows"])
+    why = ("" if ranked != "OP" else " (its runs lack the Headline's log-probabilities: result schema 1)" if finished
+           else " (no run has finished)")
     return f"{kind}: {key}; by {ranked}{why}; Pareto: {ranked} vs {cost}"
 
 
