@@ -148,3 +148,30 @@ def test_a_record_the_readers_cannot_read_is_named_not_crashed_on(good_run, tmp_
         "stages[0].scores.stem.recall has items.gold_logprob but no gold_logprob (the mean the reports read)"
     assert check(drop("stages", 0, "scores", "stem", "recall", "items", "gold_logprob")) == \
         "stages[0].scores.stem.recall has gold_logprob but no items.gold_logprob"
+
+
+@pytest.mark.parametrize("field, value, said", [
+    ("budget", "x", "spec.budget is 'x', not an object"),
+    ("budget", {"epochs": [1]}, "spec.budget.epochs is not a number or a string"),
+    ("probes", [3], "spec.probes is [3], not a list of names"),
+    ("model", None, "spec.model is None, not a string"),
+    ("data_seed", "0", "spec.data_seed is '0', not an integer"),
+    ("method_config", [], "spec.method_config is [], not an object")])
+def test_a_spec_field_of_the_wrong_kind_is_named_with_its_run_id_recomputed(good_run, tmp_path, field, value, said):
+    """A spec field the reports print or group by (the board's facts line joined `budget.items()`), of the wrong
+    kind in a file whose run_id and digest were recomputed to match: validate names it, the board skips it."""
+    from harness.spec.spec import content_hash, method_identity
+    from harness.store.validate import problem
+
+    _, result = good_run
+    data = json.loads(json.dumps(result))
+    data["spec"][field] = value
+    data["run_id"] = content_hash({**data["spec"], "method": method_identity(data["spec"])})
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    path = runs / f"{data['run_id']}.json"
+    path.write_text(json.dumps({**data, "digest": digest(data)}))
+    assert problem(path)[1] == said
+    (runs / f"{result['run_id']}.json").write_text(json.dumps(result))
+    text = leaderboard.write(tmp_path).read_text()
+    assert f"runs/{data['run_id']}.json (spec." in text and "| full |" in text  # named on the board, not crashed on

@@ -3,6 +3,7 @@ after writing shows), a well-formed body, and a run_id equal to the hash of the 
 config cannot pass as the original run)."""
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -18,6 +19,9 @@ STATUSES = {"running", "finished", "failed"}
 MEANS = {"gold_logprob": "gold_logprob", "reference_logprob": "reference_logprob", "mean_logprob": "logprob",
          "truncated": "truncated", "stop_rate": "stopped", "tail_repetition": "tail_repetition", "mean_length": "length"}
 MEAN_TOLERANCE = 1e-4
+# a RunSpec field's annotation -> the kind its stored value must be, as said in a problem
+SPEC_KINDS = {"str": (str, "a string"), "int": (int, "an integer"), "tuple": (tuple, "a list"),
+              "dict": (dict, "an object")}
 
 
 def problem(path: Path) -> tuple[dict | None, str | None]:
@@ -43,10 +47,15 @@ def problem(path: Path) -> tuple[dict | None, str | None]:
         spec_id = spec.run_id
     except (TypeError, KeyError, ValueError, AttributeError, RecursionError) as e:
         return None, f"spec is not a RunSpec: {type(e).__name__}: {str(e)[:200]}"
-    for field, kind in (("label", str), ("method", str), ("seed", int)):  # what the reports group and sort by
-        value = getattr(spec, field)
+    for field in dataclasses.fields(RunSpec):  # the reports group, sort and print by every one of them
+        kind, said = SPEC_KINDS[field.type]
+        value = getattr(spec, field.name)
         if isinstance(value, bool) or not isinstance(value, kind):
-            return None, f"spec.{field} is {value!r}, not a {kind.__name__}"
+            return None, f"spec.{field.name} is {repr(value)[:80]}, not {said}"
+    if bad := [k for k in ("stream", "probes") if not all(isinstance(t, str) for t in getattr(spec, k))]:
+        return None, f"spec.{bad[0]} is {list(getattr(spec, bad[0]))!r}, not a list of names"
+    if bad := [k for k, v in spec.budget.items() if isinstance(v, (dict, list))]:
+        return None, f"spec.budget.{bad[0]} is not a number or a string"
     if spec.method_sha256 and not (isinstance(spec.method_sha256, str) and SHA256.fullmatch(spec.method_sha256)
                                    and ".py:" in spec.method):
         return None, "spec.method_sha256 is set but is not 64 hex digits of a 'file.py:Class' method's file"
@@ -57,8 +66,6 @@ def problem(path: Path) -> tuple[dict | None, str | None]:
     if data["status"] not in STATUSES:
         return None, f"status {data['status']!r} is not one of {sorted(STATUSES)}"
     stages = data["stages"]
-    if not isinstance(spec.stream, tuple) or not all(isinstance(t, str) for t in spec.stream):
-        return None, "spec.stream is not a list of task names"
     if len(set(spec.stream)) != len(spec.stream):
         return None, f"spec.stream names a task twice: {list(spec.stream)}"
     if not isinstance(data.get("sweep", ""), str) or not isinstance(data["provenance"].get("machine", {}), dict):
