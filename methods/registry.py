@@ -35,6 +35,7 @@ BUILTIN = {
     "selective_tokens": "methods.selective_tokens:SelectiveTokens",
 }
 ENTRY_POINT_GROUP = "clbench.methods"
+MAX_FILE_BYTES = 1 << 20  # the most of a method file read to name its classes
 
 
 def _load_target(target: str):
@@ -71,8 +72,28 @@ def available() -> dict[str, str]:
 
 def check_name(name: str, where: str = "method") -> None:
     """A clear error for a name that is neither registered nor 'file.py:Class' (nothing is imported)."""
+    if name.endswith(".py"):
+        classes, why = _classes_in(Path(name))
+        listed = why or "its classes: " + ", ".join(classes)
+        fix = f"'{name}:{classes[0]}'" if len(classes) == 1 else f"'{name}:ClassName' ({listed})"
+        raise ConfigError(f"{where}: '{name}' names a file, not the class in it; give it as {fix}")
     if ".py:" not in name and name not in (known := available()):
         raise ConfigError(f"{where}: unknown method '{name}'; {did_you_mean(name, known)}")
+
+
+def _classes_in(path: Path) -> tuple[list[str], str | None]:
+    """The top-level classes a method file defines, read with `ast` (the file is not run), or why there are none."""
+    import ast
+
+    if not path.is_file():
+        return [], f"{path} is not a file"
+    try:
+        with path.open("rb") as f:
+            tree = ast.parse(f.read(MAX_FILE_BYTES + 1)[:MAX_FILE_BYTES])
+    except (SyntaxError, ValueError, RecursionError, MemoryError, OSError) as e:
+        return [], f"its classes cannot be read: {type(e).__name__}"
+    names = [n.name for n in tree.body if isinstance(n, ast.ClassDef)]
+    return names, None if names else "it defines no class"
 
 
 def load_class(name: str, where: str = "method"):

@@ -1,5 +1,6 @@
 """Bad input gets a clear error naming the file, field or line, and nothing is written."""
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -104,6 +105,28 @@ def test_unknown_method_did_you_mean(tmp_path, data_dir):
     assert out.returncode == 2
     assert "unknown method 'ful'" in out.stderr and "did you mean 'full'" in out.stderr
     assert "ful:" not in out.stderr  # named once, as 'ful', not also by every wrapper ("ful: unknown method 'ful'")
+    _assert_nothing_written(results)
+
+
+def test_a_method_file_given_without_its_class_is_told_the_class(tmp_path, data_dir):
+    """'file.py' for 'file.py:Class': the classes are read from the file with ast (it is not run), in a config and
+    in `clbench submit` (whose check runs in a child in another folder)."""
+    (tmp_path / "mine.py").write_text("from methods.full import FullFineTune\n\n\nclass Mine(FullFineTune):\n"
+                                      "    name = 'mine'\nraise SystemExit('the file was run')\n")
+    (tmp_path / "two.py").write_text("class A:\n    pass\n\n\nclass B:\n    pass\n")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model: tiny\nmethods: [mine.py]\n")
+    results = tmp_path / "results"
+    out = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--config", str(cfg), "--data", str(data_dir),
+                          "--results", str(results)], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 2
+    assert out.stderr.strip() == (f"clbench: error: {cfg}: methods[0].method: 'mine.py' names a file, not the class "
+                                  "in it; give it as 'mine.py:Mine'")
+    _assert_nothing_written(results)
+    out = clbench("submit", str(tmp_path / "two.py"), "--preset", "tiny", "--results", str(results))
+    assert out.returncode == 2 and "names a file, not the class in it" in out.stderr
+    assert f"give it as '{tmp_path / 'two.py'}:ClassName' (its classes: A, B)" in out.stderr
     _assert_nothing_written(results)
 
 

@@ -172,7 +172,10 @@ def _file_digest(target: str) -> str:
 
 
 def absolute(target: str) -> str:
-    """A 'file.py:Class' target with its path made absolute (a child runs in its scratch folder)."""
+    """A 'file.py:Class' target (or a 'file.py' given without its class) with its path made absolute (a child
+    runs in its scratch folder)."""
+    if target.endswith(".py"):
+        return str(Path(target).resolve())
     if ".py:" not in target:
         return target
     path, _, cls = target.rpartition(":")
