@@ -176,6 +176,15 @@ def test_a_bad_domain_file_is_refused_before_any_data_is_read(tmp_path, text, me
     assert str(path) in str(e.value) and message in str(e.value)
 
 
+def test_a_missing_domain_file_is_named_with_the_config_and_its_stream_entry(tmp_path):
+    path = card(tmp_path, "[stem, ./mine/trivia.yaml]")
+    with pytest.raises(ConfigError) as e:
+        config.load(str(path))
+    assert str(e.value) == (f"{path}: stream[1]: {tmp_path / 'cards' / 'mine' / 'trivia.yaml'}: file not found (a "
+                            "domain file's path is relative to the config's folder, or to the working directory "
+                            "for --set)")
+
+
 def test_a_users_domain_cannot_take_a_built_in_name(tmp_path):
     write(tmp_path / "rows.jsonl", mc_rows())
     write(tmp_path / "stem.yaml", MC_DOMAIN.replace("name: trivia", "name: stem"))

@@ -52,7 +52,7 @@ def read_yaml(path: Path):
     """A config file's YAML, refused in one line naming the file when it is missing, not a regular file, too
     large, not UTF-8, not YAML, aliased or nested too deep."""
     if not path.exists():
-        raise ConfigError(f"{path}: config file not found")
+        raise ConfigError(f"{path}: file not found")
     if not path.is_file():
         raise ConfigError(f"{path}: not a regular file; give the path of a YAML file")
     if path.stat().st_size > MAX_YAML_BYTES:

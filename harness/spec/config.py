@@ -142,7 +142,12 @@ def _domain_names(data: dict, source: str) -> dict:
     names = {}
     for i, entry in enumerate(stream):
         if isinstance(entry, str) and domain_spec.is_path(entry):
-            spec = domain_spec.read(Path(entry))
+            try:
+                spec = domain_spec.read(Path(entry))
+            except ConfigError as e:  # the file's own problem, said where the config names it
+                hint = ("" if Path(entry).exists() else " (a domain file's path is relative to the config's folder, "
+                        "or to the working directory for --set)")
+                raise ConfigError(f"{source}: stream[{i}]: {e}{hint}") from None
             if spec.name in names.values() or spec.name in [e for e in stream if not domain_spec.is_path(str(e))]:
                 raise ConfigError(f"{source}: stream[{i}]: {entry} is named '{spec.name}', like another task of the "
                                   "stream; give each domain its own name")
