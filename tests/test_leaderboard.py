@@ -197,6 +197,23 @@ def test_a_section_of_failed_runs_says_none_finished_not_that_they_are_old(monke
     assert "; by OP (no run has finished); Pareto" in text and "result schema 1" not in text.split("## ")[1]
 
 
+def test_a_row_scored_by_its_own_method_is_shown_but_never_ranked(monkeypatch):
+    """A submitted method whose model does not fit the base architecture is scored in its own process: what it
+    says it scored cannot take a rank, the Pareto front or a difference from full."""
+    use_stored_metrics(monkeypatch)
+    runs = [synthetic_run("full", s, _R([0.5, 0.6]), synthetic_metrics={"cpu_hours": 1.0}) for s in (0, 1)]
+    runs += [synthetic_run("mine", s, _R([0.99, 0.99]), method="mine.py:Mine", synthetic_metrics={"cpu_hours": 1.0})
+             for s in (0, 1)]
+    for r in runs[2:]:
+        r["verified"], r["unverified"] = False, "its model's weights differ in name or shape"
+    table = leaderboard.rows(runs)
+    mine = next(r for r in table if r["label"] == "mine")
+    assert mine["overall"] == pytest.approx(0.99) and mine["unverified"] == 2
+    assert (mine["rank"], mine["pareto"], mine["vs_reference"]) == (None, None, None)
+    full = next(r for r in table if r["label"] == "full")
+    assert (full["rank"], full["pareto"]) == (1, True)  # not dominated by numbers nobody checked
+
+
 def test_csv_golden_and_formula_injection(board):
     rows = list(csv.DictReader(io.StringIO(board["csv"])))
     full = next(r for r in rows if r["label"] == "full" and r["ranked"] == "True")

@@ -115,7 +115,9 @@ def rows(runs: list[dict]) -> list[dict]:
     difference."""
     groups = method_groups(runs)
     finished = {label: [r for r in group if r["status"] == "finished"] for label, group in groups.items()}
-    reps = stats.bootstrap({label: group for label, group in finished.items() if group})
+    # a row with a run scored by its own method's child (harness.run.sandboxed) shows those numbers, unranked
+    ranked = {label for label, group in finished.items() if group and all(r.get("verified") is not False for r in group)}
+    reps = stats.bootstrap({label: finished[label] for label in ranked})
     out, values = [], {}
     for label, group in groups.items():
         per_run = values[label] = [run_row(r) for r in finished[label]]
@@ -138,8 +140,9 @@ def rows(runs: list[dict]) -> list[dict]:
         out.append(row)
     key = ranking_key(out)
     out.sort(key=lambda r: (r[key] is None, -(r[key] or 0), r["label"]))
-    _rank(out, reps, key, {label: [p[key] for p in per_run if p[key] is not None] for label, per_run in values.items()})
-    _mark_pareto(out, key)
+    _rank(out, reps, key, {label: [p[key] for p in per_run if p[key] is not None] for label, per_run in values.items()
+                           if label in ranked})
+    _mark_pareto(out, key, ranked)
     return out
 
 
@@ -200,11 +203,11 @@ def _rank(table: list[dict], reps: dict | None, key: str, values: dict[str, list
                                           and {"reference": reference, **forgetting[row["label"]]})
 
 
-def _mark_pareto(table: list[dict], key: str) -> None:
+def _mark_pareto(table: list[dict], key: str, ranked: set) -> None:
     """row['pareto']: True when no other row has the ranked score `key` >= and cost <= with one strictly
-    better; None when the row lacks the score or the cost."""
+    better; None when the row lacks the score or the cost, or is not among the `ranked` labels."""
     cost = cost_key(table)
-    points = [r for r in table if r[key] is not None and r[cost] is not None]
+    points = [r for r in table if r[key] is not None and r[cost] is not None and r["label"] in ranked]
     for r in table:
         r["pareto"] = None
     for r in points:

@@ -96,7 +96,8 @@ HELP = {
     "Forgetting vs full": ("lower", "paired difference of Forgetting (log-prob) from full: below 0 forgets less"),
     "Seeds": (None, "finished runs (seeds and task orders); ! a single run"),
     "Pareto": (None, "* no other row has a ranked score >= at a training cost <="),
-    "Status": (None, "failed, unfinished or unverified runs of the row"),
+    "Status": (None, "failed, unfinished or unverified runs of the row (unverified: scored by the method's own "
+                     "confined process, as its model does not fit the base architecture; shown, never ranked)"),
 }
 ARROW = {"higher": " ↑", "lower": " ↓", None: ""}
 
