@@ -1,6 +1,7 @@
 """#16: a method clbench did not write cannot touch scores: it is imported and run only in a confined child,
 and its model is scored by a process that never imported it."""
 import dataclasses
+import os
 import socket
 import sys
 
@@ -121,6 +122,63 @@ def test_import_time_hangs_and_exits_are_named_in_one_line(tmp_path, body, expec
     assert expected in str(e.value).splitlines()[0]
 
 
+PROBE = '''
+import fcntl, os, socket
+T = {target!r}
+tried = []
+
+
+def attempt(name, call):
+    try:
+        call()
+        tried.append(name + ":done")
+    except OSError as e:
+        tried.append(name + ":" + type(e).__name__)
+
+
+attempt("fork", lambda: os.fork() or os._exit(0))
+attempt("chmod", lambda: os.chmod(T, 0o777))
+attempt("utime", lambda: os.utime(T, (0, 0)))
+attempt("setxattr", lambda: os.setxattr(T, "user.x", b"1"))
+attempt("flock", lambda: fcntl.flock(os.open(T, os.O_RDONLY), fcntl.LOCK_EX))
+attempt("lockf", lambda: fcntl.lockf(os.open(T, os.O_RDONLY), fcntl.LOCK_SH))
+attempt("unix", lambda: socket.socket(socket.AF_UNIX).close())
+attempt("raw", lambda: socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP).close())
+attempt("udp", lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM).close())
+attempt("thread", lambda: __import__("threading").Thread(target=lambda: None).start())
+tried.append("secret:" + str(os.environ.get("MY_API_TOKEN")))
+tried.append("CapEff:" + next(l.split()[1] for l in open("/proc/self/status") if l.startswith("CapEff")))
+raise RuntimeError(" ".join(tried))
+'''
+
+
+def test_a_methods_process_starts_no_process_and_changes_no_file_or_lock_outside(tmp_path, monkeypatch):
+    """What Landlock leaves open is closed by dropped capabilities and the seccomp filter (tasks/confine.py): a
+    process that would outlive the command, a file's mode, times or attributes, a lock on a results folder, a UNIX
+    or raw socket; the caller's environment stays with the caller. Threads and UDP sockets still work."""
+    target = tmp_path / "outside.txt"
+    target.write_text("x")
+    before = target.stat()
+    path = tmp_path / "probe.py"
+    path.write_text(PROBE.format(target=str(target)))
+    monkeypatch.setenv("MY_API_TOKEN", "hunter2")
+    problems = sandbox.describe(f"{path}:X", timeout=60)["problems"]
+    said = dict(word.split(":", 1) for word in problems[0].rsplit("RuntimeError: ", 1)[1].split())
+    assert said == {"fork": "PermissionError", "chmod": "PermissionError", "utime": "PermissionError",
+                    "setxattr": "PermissionError", "flock": "PermissionError", "lockf": "PermissionError",
+                    "unix": "PermissionError", "raw": "PermissionError", "udp": "done", "thread": "done",
+                    "secret": "None", "CapEff": "0000000000000000"}
+    after = target.stat()
+    assert (after.st_mode, after.st_mtime_ns) == (before.st_mode, before.st_mtime_ns)
+
+
+def test_a_log_swapped_for_a_fifo_does_not_hang_the_parent(tmp_path):
+    path = tmp_path / "fifo.py"
+    path.write_text("import os\nos.unlink('child.log')\nos.mkfifo('child.log')\nos._exit(3)\n")
+    with pytest.raises(ConfigError, match=r"exited \(code 3\) before reporting"):
+        sandbox.describe(f"{path}:X", timeout=60)
+
+
 def test_a_handed_over_file_must_be_the_base_architecture(tmp_path, tiny):
     from safetensors.torch import save_file
 
@@ -136,6 +194,15 @@ def test_a_handed_over_file_must_be_the_base_architecture(tmp_path, tiny):
             sandboxed.load_handover(path, model)
     path.unlink()
     path.symlink_to("/dev/zero")
+    with pytest.raises(sandbox.SandboxError, match="regular file"):
+        sandboxed.load_handover(path, model)
+    path.unlink()
+    save_file(state, str(tmp_path / "elsewhere.safetensors"))
+    path.symlink_to(tmp_path / "elsewhere.safetensors")  # a link, even to a good file: not what the child wrote
+    with pytest.raises(sandbox.SandboxError, match="regular file"):
+        sandboxed.load_handover(path, model)
+    path.unlink()
+    os.mkfifo(path)  # opened without blocking, refused on what was opened
     with pytest.raises(sandbox.SandboxError, match="regular file"):
         sandboxed.load_handover(path, model)
 

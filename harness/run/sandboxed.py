@@ -10,10 +10,10 @@ is scored by the child instead, and the run is marked unverified.
 """
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 
+from ..core.json_file import Refused, read_regular
 from ..spec.sandbox import STAGE_TIMEOUT, Child, SandboxError, _json_value, _text, absolute
 
 
@@ -44,15 +44,16 @@ def load_handover(path: Path, model) -> None:
     """Load a child's safetensors file into `model` (the base architecture) after checking it: a regular file
     no larger than the model's own weights in fp32 (plus 1 MB), the same keys and shapes, floating tensors."""
     import torch
-    from safetensors.torch import load_file
+    from safetensors.torch import load
 
     expected = model.state_dict()
     limit = sum(t.numel() * 4 for t in expected.values()) + (1 << 20)
-    st = os.lstat(path)
-    if not (path.is_file() and not path.is_symlink()) or st.st_size > limit:
-        raise SandboxError(f"handed over {path.name}, which is not a regular file of at most {limit} bytes")
+    try:  # copied, not mapped: the child is still alive and could truncate a mapped file under the reader
+        data = read_regular(path, limit, follow=False)
+    except (OSError, Refused):
+        raise SandboxError(f"handed over {path.name}, which is not a regular file of at most {limit} bytes") from None
     try:
-        state = load_file(str(path))
+        state = load(data)
     except Exception as e:  # a malformed header or body
         raise SandboxError(f"handed over an unreadable safetensors file: {type(e).__name__}: {e}") from None
     if state.keys() != expected.keys():
@@ -74,7 +75,7 @@ class SandboxedTrainer:
 
     def __init__(self, spec, setup, data_dir):
         self.setup, self.spec = setup, spec
-        self._tmp = tempfile.TemporaryDirectory(prefix="clbench-run-")
+        self._tmp = tempfile.TemporaryDirectory(prefix="clbench-run-", ignore_cleanup_errors=True)
         self.scratch = Path(self._tmp.name)
         request = {"spec": {**spec.as_dict(), "method": absolute(spec.method)}, "data_dir": data_dir,
                    "precision": setup.precision}

@@ -10,8 +10,11 @@ plugin) is never imported by the driver, a Ray worker or anything that scores:
 - training: `SandboxedTrainer` (harness.run.sandboxed) has a child run the method's hooks and training stage
   by stage and hand the model over as plain weights of the base architecture, scored by the parent.
 
-Every child starts in a new session, its process group killed when it is done; Landlock confines it to
-write only beneath its scratch folder and open no TCP connection (tasks/confine.py); its stdout and
+Every child starts in a new session, its process group killed when it is done, with none of the caller's
+environment but what locates data, caches and libraries; it has no capabilities, Landlock confines it to
+write only beneath its scratch folder and open no TCP connection, and a seccomp filter lets it start no
+process, change no file's metadata, take no lock and open no socket but an IPv4/IPv6 one (tasks/confine.py);
+what it leaves is read as a regular file, copied, on the open descriptor; its stdout and
 stderr go to a log in that folder, and it reports over a pipe of its own (JSON lines of at most 1 MB),
 so what a method prints cannot pass for a message. Each message is checked before use. This keeps
 scores and the results folder out of the method's reach; it is not a hardened sandbox (reads are not
@@ -32,14 +35,19 @@ import time
 from pathlib import Path
 
 from methods.registry import BUILTIN
-from tasks.confine import confine
+from tasks.confine import confine, no_new_processes
 
 from ..core.errors import ConfigError
+from ..core.json_file import Refused, read_regular
 
 DESCRIBE_TIMEOUT = 300.0  # seconds for a child to import a method and check it (with the tiny-model trial)
 STAGE_TIMEOUT = 6 * 3600.0  # seconds for a child's prepare or one stage of training
 MAX_MESSAGE = 1 << 20  # bytes in one message
 MAX_TEXT = 4000  # characters kept of a string a child reports
+# the variables a child inherits: paths, locale, threads, devices and the caches' places (never HF_TOKEN)
+ENV_KEEP = {"PATH", "HOME", "LANG", "LANGUAGE", "TZ", "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES", "HF_HOME",
+            "HF_HUB_CACHE", "HF_DATASETS_CACHE", "TRANSFORMERS_CACHE", "XDG_CACHE_HOME", "TOKENIZERS_PARALLELISM"}
+ENV_KEEP_PREFIXES = ("CLBENCH_", "LC_", "OMP_", "MKL_", "KMP_", "NVIDIA_", "CUDA_")
 
 
 class SandboxError(RuntimeError):
@@ -60,10 +68,17 @@ def trusted(target: str) -> bool:
 
 
 def _env(scratch: Path) -> dict:
-    env = dict(os.environ, TMPDIR=str(scratch), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-               TQDM_DISABLE="1", PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-    env.pop("PYTHONSTARTUP", None)
-    return env
+    """The child's environment: what locates the data, the caches and the libraries and sets the threads, not
+    the caller's other variables (a token or a password there is no method's business)."""
+    keep = {k: v for k, v in os.environ.items() if k in ENV_KEEP or k.startswith(ENV_KEEP_PREFIXES)}
+    return dict(keep, TMPDIR=str(scratch), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TQDM_DISABLE="1",
+                PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+
+
+def _confine(scratch: Path) -> None:
+    """In the child, between fork and exec: capabilities dropped, Landlock, the seccomp filter (tasks/confine.py)."""
+    confine(str(scratch), devnull=True)
+    no_new_processes()
 
 
 class Child:
@@ -78,7 +93,7 @@ class Child:
                     [sys.executable, "-m", "harness.sandbox_child", command, str(write_fd)], cwd=scratch,
                     env=_env(scratch), stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
                     pass_fds=(write_fd,), start_new_session=True,
-                    preexec_fn=lambda: confine(str(scratch), devnull=True))
+                    preexec_fn=lambda: _confine(scratch))
         except BaseException:
             os.close(read_fd)
             raise
@@ -126,9 +141,9 @@ class Child:
         return f"exited (code {self.proc.returncode}) before reporting" + (f"; the end of its output:\n{tail}" if tail else "")
 
     def log_tail(self, size: int = 2000) -> str:
-        with contextlib.suppress(OSError), open(self.log, "rb") as f:
-            f.seek(max(0, os.fstat(f.fileno()).st_size - size))
-            return f.read().decode("utf-8", "replace")
+        """The end of the child's log; '' where the child left something else there (a FIFO would hang this)."""
+        with contextlib.suppress(OSError, Refused):
+            return read_regular(self.log, size, tail=True, follow=False).decode("utf-8", "replace")
         return ""
 
     def close(self) -> None:
@@ -194,7 +209,7 @@ def describe(target: str, overrides=None, source: str = "method config", *, root
         return said[1]
     request = {"target": absolute(target), "overrides": overrides or {}, "source": source, "root": root, "trial": trial,
                "data_dir": str(data_dir) if data_dir else None}
-    with tempfile.TemporaryDirectory(prefix="clbench-method-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="clbench-method-", ignore_cleanup_errors=True) as tmp:
         child = None
         try:
             child = Child("describe", request, Path(tmp))
