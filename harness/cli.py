@@ -296,10 +296,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _printable(text) -> str:
+    """Text for the terminal: control characters but newline and tab written as escapes (an error can quote what a
+    method or a stored file said; an escape sequence there would move the cursor, retitle or clear the terminal)."""
+    return "".join(c if c.isprintable() or c in "\n\t" else repr(c)[1:-1] for c in str(text))
+
+
 def _one_line(message, category, filename, lineno, line=None) -> str:
     """A warning as a command prints it: one line (Python's form adds the warning's class and a second line of the
     source that raised it, which a user cannot act on)."""
-    return f"clbench: warning: {message}\n"
+    return f"clbench: warning: {_printable(message)}\n"
 
 
 def main(argv=None) -> int:
@@ -317,7 +323,7 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except ClbenchError as e:
-        print(f"clbench: error: {e}", file=sys.stderr)
+        print(f"clbench: error: {_printable(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C: what is stored stays; a run, tune or submission resumes where it stopped
         print("clbench: interrupted" + ("; finished stages are stored, and the same command run again resumes from them"

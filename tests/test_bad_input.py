@@ -335,6 +335,18 @@ def test_reproduce_takes_a_run_id_not_a_path(tmp_path, capsys):
         assert err.count("\n") == 0 and says in err, err
 
 
+def test_an_error_quoting_control_characters_cannot_drive_the_terminal(tmp_path, capsys):
+    """An error can quote what a method or a stored file said: escape sequences are printed as escapes."""
+    from harness.cli import main
+
+    (tmp_path / "loud.py").write_text("raise RuntimeError('x\\x1b[2K\\x1b]0;owned\\x07')\n")
+    card = tmp_path / "c.yaml"
+    card.write_text(f"model: tiny\nmethods: ['{tmp_path / 'loud.py'}:Loud']\n")
+    assert main(["run", "--config", str(card), "--results", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\x07" not in err and "\\x1b[2K\\x1b]0;owned\\x07" in err
+
+
 def test_a_misspelt_flag_gets_its_commands_usage_and_the_flag_it_was_meant_to_be(capsys):
     from harness import cli
 
