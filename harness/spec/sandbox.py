@@ -18,7 +18,9 @@ what it leaves is read as a regular file, copied, on the open descriptor; its st
 stderr go to a log in that folder, and it reports over a pipe of its own (JSON lines of at most 1 MB),
 so what a method prints cannot pass for a message. Each message is checked before use. This keeps
 scores and the results folder out of the method's reach; it is not a hardened sandbox (reads are not
-restricted, see tasks/code_exec.py), and timings and training losses a child reports are its word.
+restricted, nor memory and disk, see tasks/code_exec.py), and what a child reports of its training is its word:
+losses, steps, tokens, parameter counts and peak memory (so the board's training-TFLOPs estimate for a
+submitted method is too; its training seconds are the parent's clock).
 """
 from __future__ import annotations
 
