@@ -237,6 +237,21 @@ def test_replace_touches_only_the_submissions_own_folder(tmp_path):
     assert outside.is_dir()
 
 
+def test_replace_deletes_only_runs_stored_under_the_submissions_name(tmp_path):
+    """A record listing other labels' runs (edited, or written by hand) cannot make --replace delete them."""
+    from harness.submit.submission import _drop_earlier
+    from synthetic_runs import synthetic_run
+
+    store = Store(tmp_path / "results")
+    full, mine = synthetic_run("full", 0, [[0.5, 0.5]] * 3), synthetic_run("mine", 0, [[0.5, 0.5]] * 3)
+    for run in (full, mine):
+        store.save_run(run)
+    record = {"name": "mine", "author": "me", "method": "m.py:M", "file": {"sha256": "0" * 64},
+              "run_ids": [full["run_id"], mine["run_id"]]}
+    _drop_earlier(store.root, record, "b" * 64)
+    assert store.load_run(full["run_id"]) is not None and store.load_run(mine["run_id"]) is None
+
+
 def test_a_name_taken_while_a_submission_was_in_preflight_is_refused(tmp_path, data_dir, monkeypatch):
     """Two `submit --name shared` at once: the second to reach the submissions lock finds the first's record."""
     import json

@@ -153,13 +153,15 @@ def _inside(path: Path, folder: Path) -> bool:
 
 def _drop_earlier(results, old: dict, sha: str) -> None:
     """--replace: the earlier file's runs and copy go, so the name's row holds the new file only. Only paths
-    inside the results folder's runs/ and the submission's own folder are touched (checked after resolving)."""
+    inside the results folder's runs/ and the submission's own folder are touched (checked after resolving), and
+    of the runs its record lists only those stored under the submission's name: the record is a file anyone
+    could have edited, and a run of another label is not the submission's to delete."""
     if old["file"]["sha256"] == sha:
         return
     store = Store(results)
     for run_id in old.get("run_ids", []):
-        path = store.run_path(run_id)
-        if _inside(path, store.root / "runs"):
+        path, run = store.run_path(run_id), store.load_run(run_id)
+        if _inside(path, store.root / "runs") and run is not None and run.get("spec", {}).get("label") == old["name"]:
             path.unlink(missing_ok=True)
     folder = _record_path(results, old["name"]).parent
     copy = folder / old["file"]["sha256"][:12]
