@@ -190,3 +190,24 @@ def test_a_stage0_record_missing_a_task_or_view_is_computed_again(tmp_path):
     damaged(lambda r: r["scores"][task].pop("transfer"), f"lacks scores.{task}.transfer")
     damaged(lambda r: r["probes"].clear(), "lacks probes.")
     damaged(lambda r: r["scores"][task].update(recall="x"), f"scores.{task}.recall is not an object")
+
+
+@pytest.mark.parametrize("kind", ["symlink", "fifo", "folder"])
+def test_a_lock_file_that_is_not_the_folders_own_is_refused_and_nothing_outside_is_touched(tmp_path, kind):
+    """A `.clbench.lock` linked to a file elsewhere was opened and truncated (a helper's review emptied a file
+    outside the results folder); a FIFO gave 'cannot open: None'."""
+    from harness.core.errors import StoreError
+
+    store, victim = Store(tmp_path / "results"), tmp_path / "victim.txt"
+    store.root.mkdir()
+    victim.write_text("keep me")
+    lock = store.root / ".clbench.lock"
+    {"symlink": lambda: lock.symlink_to(victim), "fifo": lambda: os.mkfifo(lock), "folder": lock.mkdir}[kind]()
+    with pytest.raises(StoreError, match=r"\.clbench\.lock: .*remove it"):
+        with store.sweep_lock(log=lambda line: None):
+            pass
+    assert victim.read_text() == "keep me"
+    good = Store(tmp_path / "good")
+    with good.sweep_lock(log=lambda line: None):  # the folder's own lock file: created, held, emptied after
+        assert (good.root / ".clbench.lock").read_text() == f"pid {os.getpid()}\n"
+    assert (good.root / ".clbench.lock").read_text() == ""

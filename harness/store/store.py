@@ -10,8 +10,10 @@ read-only folder raises StoreError naming the file, and no partial file is left 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
+import stat
 import time
 import warnings
 from pathlib import Path
@@ -59,12 +61,17 @@ class Store:
         is an flock, so it is released when its holder exits, even by SIGKILL. `clbench submit` holds
         another one (`file`) while it takes a name, so two submissions of one name are serialised."""
         path = self.root / file
-        try:
+        try:  # not through a link, not blocking on a FIFO: the lock file is written, and is the folder's own
             self.root.mkdir(parents=True, exist_ok=True)
-            f = open(path, "a+")
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
         except OSError as e:
-            raise StoreError(f"{path}: cannot open: {e.strerror}; {_FIX}") from e
-        with f:
+            why = "a symbolic link" if e.errno == errno.ELOOP else e.strerror
+            raise StoreError(f"{path}: cannot open it as the folder's lock file: {why}; remove it (no clbench "
+                             f"command is using it unless one is running on this folder) or {_FIX}") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise StoreError(f"{path}: the folder's lock file is not a regular file; remove it")
+        with os.fdopen(fd, "r+") as f:
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
