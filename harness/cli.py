@@ -111,10 +111,9 @@ def _validate(args) -> int:
     from .store.validate import validate_dir
 
     results = _existing(args.folder or args.results)
-    bad = validate_dir(results)
+    bad, total = validate_dir(results)
     for path, why in bad:
         print(f"{path}: {why}")
-    total = len(list((Path(results) / "runs").glob("*.json")))
     print(f"{total - len(bad)} of {total} run files valid")
     return 1 if bad else 0
 

@@ -211,3 +211,36 @@ def test_a_lock_file_that_is_not_the_folders_own_is_refused_and_nothing_outside_
     with good.sweep_lock(log=lambda line: None):  # the folder's own lock file: created, held, emptied after
         assert (good.root / ".clbench.lock").read_text() == f"pid {os.getpid()}\n"
     assert (good.root / ".clbench.lock").read_text() == ""
+
+
+def test_a_runs_folder_that_cannot_be_listed_is_named_and_the_board_is_left_alone(tmp_path, monkeypatch):
+    """Read as empty, it made validate say '0 of 0 run files valid' and the leaderboard replace a good board with
+    an empty one (a helper's review, `chmod 000 runs` without CAP_DAC_OVERRIDE)."""
+    from harness.core.errors import StoreError
+    from harness.report import leaderboard
+
+    store = Store(tmp_path)
+    store.save_run(synthetic_run("full", 0, [[0.5, 0.5]] * 3))
+    board = leaderboard.write(tmp_path).read_text()
+    real = os.scandir
+
+    def denied(path):
+        if str(path).endswith("runs"):
+            raise PermissionError(13, "Permission denied")
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", denied)
+    with pytest.raises(StoreError, match=r"runs: cannot list its run files: Permission denied"):
+        leaderboard.write(tmp_path)
+    assert (tmp_path / "leaderboard.md").read_text() == board
+
+
+def test_a_run_file_name_that_is_not_utf8_is_named_not_crashed_on(tmp_path):
+    store = Store(tmp_path)
+    store.save_run(synthetic_run("full", 0, [[0.5, 0.5]] * 3))
+    (tmp_path / "runs" / os.fsdecode(b"x\xff.json")).write_text("{}")
+    out = _cli("validate", "--results", str(tmp_path))
+    assert out.returncode == 1 and "x\ufffd.json: its file name is not UTF-8; rename it" in out.stdout
+    assert "1 of 2 run files valid" in out.stdout
+    board = _cli("leaderboard", "--results", str(tmp_path))
+    assert board.returncode == 0 and "x\ufffd.json" in (tmp_path / "leaderboard.md").read_text()

@@ -43,6 +43,24 @@ def write_text_atomic(path: Path, text: str) -> None:
 _FIX = "free space or make the results folder writable (or pass another --results) and run again"
 
 
+def run_files(results_dir) -> list[tuple[Path, str | None]]:
+    """(path, None) for each run file of a results folder (runs/*.json, hidden ones not), sorted; a file whose name
+    is not UTF-8 comes as (its name with U+FFFD, why), so no report that prints it can crash. [] without runs/;
+    StoreError where runs/ cannot be listed (read as empty, a board would drop every row)."""
+    folder = Path(results_dir) / "runs"
+    try:
+        names = sorted(e.name for e in os.scandir(folder) if e.name.endswith(".json") and e.name[0] != ".")
+    except FileNotFoundError:
+        return []
+    except OSError as e:
+        raise StoreError(f"{folder}: cannot list its run files: {e.strerror}") from None
+    out = []
+    for name in names:
+        shown = name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        out.append((folder / name, None) if shown == name else (folder / shown, "its file name is not UTF-8; rename it"))
+    return out
+
+
 def write_json_atomic(path: Path, data) -> None:
     write_text_atomic(path, json.dumps(data, indent=1, sort_keys=True))
 

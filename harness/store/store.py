@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..core.errors import ConfigError, StoreError
 from ..core.json_file import read_json
-from .files import _FIX, digest, digest_problem, write_json_atomic, write_text_atomic
+from .files import _FIX, digest, digest_problem, run_files, write_json_atomic, write_text_atomic
 
 
 def results_folder(results) -> Path:
@@ -126,8 +126,8 @@ class Store:
         from .validate import problem
 
         out = []
-        for path in sorted((self.root / "runs").glob("*.json")):
-            data, why = problem(path)
+        for path, why in run_files(self.root):
+            data, why = (None, why) if why else problem(path)
             if why and skipped is not None:
                 skipped.append((path, why))
             elif why:

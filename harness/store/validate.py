@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..core.json_file import read_json
 from ..spec.spec import RunSpec
-from .files import READABLE_SCHEMAS, digest_problem
+from .files import READABLE_SCHEMAS, digest_problem, run_files
 from .submissions import SHA256
 
 STATUSES = {"running", "finished", "failed"}
@@ -203,5 +203,7 @@ def compute_problem(c) -> str | None:
     return None
 
 
-def validate_dir(results_dir) -> list[tuple[Path, str]]:
-    return [(p, why) for p in sorted((Path(results_dir) / "runs").glob("*.json")) for _, why in [problem(p)] if why]
+def validate_dir(results_dir) -> tuple[list[tuple[Path, str]], int]:
+    """(each run file that fails a check, with why; how many run files there are)."""
+    files = run_files(results_dir)
+    return [(p, why) for p, named in files for why in [named or problem(p)[1]] if why], len(files)

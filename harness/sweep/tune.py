@@ -51,7 +51,7 @@ from ..core.errors import ConfigError
 from ..metrics import stats
 from ..report.tables import md_escape
 from ..spec.config import MethodEntry, SweepConfig, check, methods_named
-from ..store.files import write_text_atomic
+from ..store.files import run_files, write_text_atomic
 
 LR_FACTORS = (0.3, 1.0, 3.0)
 LR_STEP, WIDEN_STEPS = 3.0, 2  # a choice at the grid's learning-rate edge: up to 2 more points, 3x apart
@@ -377,7 +377,7 @@ def progress(card: SweepConfig, results: str, names: list[str] | None = None,
                           "writes (--results)")
     rows, state, cfg = standing(card, results, names)
     points = {spec.run_id for spec in expand(cfg)}
-    others = sum(p.stem not in points for p in (Path(results) / "runs").glob("*.json"))
+    others = sum(p.stem not in points for p, _ in run_files(results))
     done = sum(s.startswith(FINISHED) for s in state.values())
     again = sum(s.endswith("runs it again") or s.startswith("unreadable") for s in state.values())
     variants = {r["variant"] for r in rows}
