@@ -154,6 +154,9 @@ def test_a_misspelt_methods_flag_is_said_once_before_anything_runs(command, tmp_
     ("methods: [full]\nbudget: {epochs: 1.5}\n", "budget.epochs: expected an integer"),
     ("methods: [full]\nprecision: fp8\n", "'fp8' is not allowed"),
     ("- just\n- a list\n", "top level must be a mapping"),
+    ("methods: [{method: full, label: \"x\\udcffy\"}]\n", "methods[0].label 'x\\udcffy' is not plain text"),
+    ("methods: [{method: full, label: \"a\\u202eb\"}]\n", "methods[0].label 'a\\u202eb' is not plain text"),
+    ("methods: [{method: full, label: \" \"}]\n", "methods[0].label ' ' is not plain text"),
 ])
 def test_config_errors_name_the_field(tmp_path, text, message):
     f = tmp_path / "bad.yaml"

@@ -156,7 +156,8 @@ def test_a_record_the_readers_cannot_read_is_named_not_crashed_on(good_run, tmp_
     ("probes", [3], "spec.probes is [3], not a list of names"),
     ("model", None, "spec.model is None, not a string"),
     ("data_seed", "0", "spec.data_seed is '0', not an integer"),
-    ("method_config", [], "spec.method_config is [], not an object")])
+    ("method_config", [], "spec.method_config is [], not an object"),
+    ("label", "lo\udcffra", "spec.label holds text that is not UTF-8 (a lone surrogate)")])
 def test_a_spec_field_of_the_wrong_kind_is_named_with_its_run_id_recomputed(good_run, tmp_path, field, value, said):
     """A spec field the reports print or group by (the board's facts line joined `budget.items()`), of the wrong
     kind in a file whose run_id and digest were recomputed to match: validate names it, the board skips it."""

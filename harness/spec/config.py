@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import unicodedata
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -162,6 +163,17 @@ def _domain_names(data: dict, source: str) -> dict:
     return data
 
 
+def _plain_text(text: str) -> bool:
+    """Text a board can show as it is: UTF-8, printable (no control, bidirectional or other formatting
+    character), not blank at either end."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate
+        return False
+    return bool(text) and text.isprintable() and text == text.strip() and all(
+        unicodedata.category(c) != "Cf" for c in text)
+
+
 def parse(data: dict, source: str) -> SweepConfig:
     """Validate a config mapping; every error names `source` and the field."""
     if not isinstance(data, dict):
@@ -246,6 +258,9 @@ def check(cfg: SweepConfig, source: str) -> None:
     for i, entry in enumerate(cfg.methods):
         sandbox.info(entry.method, entry.config, where=f"{source}: methods[{i}].method")  # untrusted: in a child
         label = entry.label or entry.method
+        if not _plain_text(label):
+            raise ConfigError(f"{source}: methods[{i}].label {label!r} is not plain text (empty, blank at an end, a "
+                              "control or formatting character, or not UTF-8); use letters, digits and punctuation")
         clash = next((n for n in available() if n.casefold() == label.casefold() and n != entry.method), None)
         if clash:
             raise ConfigError(f"{source}: methods[{i}].label '{label}' is the name of the method '{clash}'; a "

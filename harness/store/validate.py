@@ -52,6 +52,10 @@ def problem(path: Path) -> tuple[dict | None, str | None]:
         value = getattr(spec, field.name)
         if isinstance(value, bool) or not isinstance(value, kind):
             return None, f"spec.{field.name} is {repr(value)[:80]}, not {said}"
+    if bad := [k for k in ("label", "method", "model") if not _utf8(getattr(spec, k))]:
+        return None, f"spec.{bad[0]} holds text that is not UTF-8 (a lone surrogate)"
+    if isinstance(data.get("sweep"), str) and not _utf8(data["sweep"]):
+        return None, "sweep is not UTF-8 text"
     if bad := [k for k in ("stream", "probes") if not all(isinstance(t, str) for t in getattr(spec, k))]:
         return None, f"spec.{bad[0]} is {list(getattr(spec, bad[0]))!r}, not a list of names"
     if bad := [k for k, v in spec.budget.items() if isinstance(v, (dict, list))]:
@@ -201,6 +205,14 @@ def compute_problem(c) -> str | None:
     if len(hours) != 1 or not isinstance(c[hours[0]], (int, float)) or not 0 < c[hours[0]] < 1e15:
         return f"compute needs exactly one positive gpu_hours or cpu_hours, has {hours}"
     return None
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def validate_dir(results_dir) -> tuple[list[tuple[Path, str]], int]:
