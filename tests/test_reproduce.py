@@ -1,10 +1,12 @@
 """#16: `clbench reproduce RUN_ID` runs a stored spec again and names every cell that differs."""
 import json
+import re
 
 import pytest
 
 from harness.cli import main
 from harness.core.errors import ConfigError
+from harness.run.reproduce import reproduce
 from harness.run.runner import execute
 from harness.spec import config
 from harness.spec.spec import expand
@@ -56,6 +58,22 @@ def test_an_edited_score_is_named_even_with_its_digest_recomputed(stored, data_d
     assert main(["reproduce", result["run_id"], "--results", str(tmp_path), "--data", str(data_dir)]) == 1
     out = capsys.readouterr().out
     assert f"stage 2 scores.stem.recall.score: stored {cell['score']!r}, now" in out and " 1 differ" in out
+
+
+@pytest.mark.parametrize("edit, said", [
+    (lambda r: r["stages"].__setitem__(1, 5), "its stages are not a list of objects"),
+    (lambda r: r["spec"].__setitem__("seed", "zero"), "spec.seed is 'zero', not an integer"),
+    (lambda r: r["spec"].pop("seed"), "spec is not a RunSpec"),
+])
+def test_a_run_file_that_fails_validate_is_refused_before_any_compute(stored, data_dir, capsys, tmp_path, edit, said):
+    """Anything validate refuses but an edit the digest shows: reproduce computed for seconds, then raised."""
+    root, result = stored
+    broken = json.loads(json.dumps(result))
+    edit(broken)
+    (tmp_path / "runs").mkdir()
+    Store(tmp_path).run_path(result["run_id"]).write_text(json.dumps(broken))
+    with pytest.raises(ConfigError, match=f"cannot reproduce: {re.escape(said)}"):
+        reproduce(result["run_id"], tmp_path, data_dir, log=lambda line: None)
 
 
 def _with_method(result: dict, method: str) -> dict:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import os
 import re
 import tempfile
 from pathlib import Path
@@ -23,6 +24,7 @@ from ..core.json_file import read_json
 from ..spec.spec import RunSpec, check_method_file
 from ..store.store import Store
 from ..store.submissions import moved_copy
+from ..store.validate import spec_problem
 
 SAME = "same machine and thread count: every cell should agree"
 ROUNDING = 1e-5  # relative: float32 sums in another order
@@ -76,10 +78,21 @@ def _rounding(row: dict) -> bool:
     return x is not None and y is not None and abs(x - y) <= ROUNDING * max(1.0, abs(x))
 
 
+def _shape_problem(stored) -> str | None:
+    """Why a stored record cannot be reproduced and compared whatever its scores say, or None."""
+    if not isinstance(stored, dict) or not isinstance(stored.get("spec"), dict):
+        return "not a run file with a spec"
+    if not isinstance(stored.get("stages"), list) or not all(isinstance(s, dict) for s in stored["stages"]):
+        return "its stages are not a list of objects"
+    return None
+
+
 def _threads(run: dict) -> int | None:
     machine = (run.get("provenance") or {}).get("machine") or {}
     threads = machine.get("torch_threads")
-    return threads if isinstance(threads, int) and not isinstance(threads, bool) and threads > 0 else None
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+        return None
+    return min(threads, os.cpu_count() or 1)  # a stored file cannot oversubscribe this machine
 
 
 def located(spec: RunSpec, results, path) -> RunSpec:
@@ -121,10 +134,11 @@ def reproduce(run_id: str, results="results", data_dir=None, log=print) -> int:
                           f"{hint}")
     store = Store(results)
     path = store.run_path(run_id)
-    stored, why = read_json(path)
-    if why or not isinstance(stored, dict) or not isinstance(stored.get("spec"), dict):
-        raise ConfigError(f"{path}: cannot reproduce: {why or 'not a run file with a spec'}")
-    spec = RunSpec.from_dict(stored["spec"])
+    stored, why = read_json(path)  # its scores may have been edited (that is what reproduce shows), not its shape
+    why = why or _shape_problem(stored)
+    spec, why = (None, why) if why else spec_problem(stored)
+    if why:
+        raise ConfigError(f"{path}: cannot reproduce: {why}")
     if stored.get("status") != "finished":
         raise ConfigError(f"{path}: the run is {stored.get('status')!r}, not finished; nothing to compare")
     spec = located(spec, results, path)

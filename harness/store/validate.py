@@ -24,27 +24,12 @@ SPEC_KINDS = {"str": (str, "a string"), "int": (int, "an integer"), "tuple": (tu
               "dict": (dict, "an object")}
 
 
-def problem(path: Path) -> tuple[dict | None, str | None]:
-    """(data, None) for a good file, (None, reason) for a bad one."""
-    data, why = read_json(path)
-    if why:
-        return None, why
-    if not isinstance(data, dict):
-        return None, "not a JSON object"
-    version = data.get("schema_version")
-    if isinstance(version, bool) or not isinstance(version, int) or version not in READABLE_SCHEMAS:
-        return None, (f"schema_version {data.get('schema_version')!r}, this clbench reads {sorted(READABLE_SCHEMAS)}: "
-                      "written by another clbench version")
-    for key, kind in (("run_id", str), ("spec", dict), ("status", str), ("stages", list), ("provenance", dict)):
-        if key not in data:
-            return None, f"missing field '{key}'"
-        if not isinstance(data[key], kind):
-            return None, f"field '{key}' is a {type(data[key]).__name__}, not a {kind.__name__}"
-    if why := digest_problem(data):
-        return None, f"{why}; `clbench reproduce {data.get('run_id')}` recomputes its results"
+def spec_problem(data: dict) -> tuple[RunSpec | None, str | None]:
+    """(the RunSpec of a run record's `spec`, None), or (None, why) where it is not one every reader can use: a
+    field of the wrong kind, text that is not UTF-8, a malformed method hash. The record's `sweep` too."""
     try:
         spec = RunSpec.from_dict(data["spec"])
-        spec_id = spec.run_id
+        spec.run_id  # hashing walks the config: one nested deeper than the recursion limit raises here
     except (TypeError, KeyError, ValueError, AttributeError, RecursionError) as e:
         return None, f"spec is not a RunSpec: {type(e).__name__}: {str(e)[:200]}"
     for field in dataclasses.fields(RunSpec):  # the reports group, sort and print by every one of them
@@ -63,6 +48,31 @@ def problem(path: Path) -> tuple[dict | None, str | None]:
     if spec.method_sha256 and not (isinstance(spec.method_sha256, str) and SHA256.fullmatch(spec.method_sha256)
                                    and ".py:" in spec.method):
         return None, "spec.method_sha256 is set but is not 64 hex digits of a 'file.py:Class' method's file"
+    return spec, None
+
+
+def problem(path: Path) -> tuple[dict | None, str | None]:
+    """(data, None) for a good file, (None, reason) for a bad one."""
+    data, why = read_json(path)
+    if why:
+        return None, why
+    if not isinstance(data, dict):
+        return None, "not a JSON object"
+    version = data.get("schema_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version not in READABLE_SCHEMAS:
+        return None, (f"schema_version {data.get('schema_version')!r}, this clbench reads {sorted(READABLE_SCHEMAS)}: "
+                      "written by another clbench version")
+    for key, kind in (("run_id", str), ("spec", dict), ("status", str), ("stages", list), ("provenance", dict)):
+        if key not in data:
+            return None, f"missing field '{key}'"
+        if not isinstance(data[key], kind):
+            return None, f"field '{key}' is a {type(data[key]).__name__}, not a {kind.__name__}"
+    if why := digest_problem(data):
+        return None, f"{why}; `clbench reproduce {data.get('run_id')}` recomputes its results"
+    spec, why = spec_problem(data)
+    if why:
+        return None, why
+    spec_id = spec.run_id
     if spec_id != data["run_id"]:
         return None, f"run_id {data['run_id']} does not match the hash of its spec ({spec_id}): edited or corrupt"
     if Path(path).stem != data["run_id"]:
