@@ -298,6 +298,16 @@ def test_the_tuned_card_keeps_a_variants_own_seeds(monkeypatch, tmp_path):
     assert [(m.label, m.seeds) for m in tuned.methods] == [("full", []), ("ewc", [1])]
 
 
+def test_a_label_that_reads_as_a_spreadsheet_formula_is_written_as_text(monkeypatch, tmp_path):
+    card = config.parse({"model": "tiny", "stream": ["stem"], "methods": [{"method": "full", "label": "=1+1"}]},
+                        "card.yaml")
+    monkeypatch.setattr(tune.stats, "bootstrap", lambda groups, replicates=None: None)
+    monkeypatch.setattr("harness.metrics.run_metrics.run_row", lambda run: {"headline": 1.0})
+    tune.write(card, list(card.methods), tune.choose(card, list(card.methods), {}), tmp_path)
+    labels = [row["label"] for row in csv.DictReader(open(tmp_path / "grid.csv"))]
+    assert labels and all(label.startswith("'=1+1") for label in labels)  # as leaderboard.csv guards its cells
+
+
 def test_a_card_whose_stream_is_already_validation_items_is_refused():
     card = config.parse({"model": "tiny", "stream": ["stem_dev"], "methods": ["full"]}, "card.yaml")
     with pytest.raises(ConfigError, match="validation domain"):

@@ -49,7 +49,7 @@ from tasks.registry import VALIDATION, _probe, builtin, domain, mmlu_domain_pool
 
 from ..core.errors import ConfigError
 from ..metrics import stats
-from ..report.tables import md_escape
+from ..report.tables import csv_cell, md_escape
 from ..spec.config import MethodEntry, SweepConfig, check, methods_named
 from ..store.files import run_files, write_text_atomic
 
@@ -278,7 +278,7 @@ def write(card: SweepConfig, methods: list[MethodEntry], rows: list[dict], out: 
     w = csv.writer(table)
     w.writerow(COLUMNS)
     for r in rows:
-        w.writerow([r[c] if r[c] is not None else "" for c in COLUMNS])
+        w.writerow([csv_cell(r[c]) if isinstance(r[c], str) else "" if r[c] is None else r[c] for c in COLUMNS])
     write_text_atomic(out / "grid.csv", table.getvalue())  # each output whole or not at all: a reader never sees half
 
     lines = [f"# Tuning grid of `{card.name}` on its validation stream", "",
