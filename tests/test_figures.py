@@ -206,8 +206,8 @@ def test_a_figure_that_fails_half_way_leaves_the_one_before_whole(tmp_path, monk
     out.mkdir()
     (out / "accuracy_matrices.pdf").write_bytes(b"%PDF- the figure before")
 
-    def half(self, path, **kw):
-        open(path, "wb").write(b"%PDF- half")
+    def half(self, target, **kw):  # drawn into memory, then written whole: a failure mid-draw leaves no file
+        target.write(b"%PDF- half")
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", half)
@@ -215,3 +215,21 @@ def test_a_figure_that_fails_half_way_leaves_the_one_before_whole(tmp_path, monk
         figures.write(results, out)
     assert (out / "accuracy_matrices.pdf").read_bytes() == b"%PDF- the figure before"
     assert [p.name for p in out.iterdir()] == ["accuracy_matrices.pdf"]  # no half file left beside it
+
+
+@pytest.mark.parametrize("kind", ["symlink", "file"])
+def test_a_figures_folder_that_is_a_link_or_a_file_is_refused_and_nothing_is_written_through_it(tmp_path, kind):
+    """A stored `figures` link had every figure and the README written into its target, outside the results."""
+    from harness.core.errors import StoreError
+
+    results, elsewhere = tmp_path / "results", tmp_path / "elsewhere"
+    results.mkdir()
+    elsewhere.mkdir()
+    (elsewhere / "README.md").write_text("theirs")
+    if kind == "symlink":
+        (results / "figures").symlink_to(elsewhere)
+    else:
+        (results / "figures").write_text("a file")
+    with pytest.raises(StoreError, match="figures: not a folder of the results' own"):
+        figures.write(results)
+    assert [p.name for p in elsewhere.iterdir()] == ["README.md"] and (elsewhere / "README.md").read_text() == "theirs"

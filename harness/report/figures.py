@@ -10,8 +10,8 @@ per figure, naming the runs it was drawn from.
 """
 from __future__ import annotations
 
+import io
 import math
-import os
 import textwrap
 from collections import defaultdict
 from pathlib import Path
@@ -22,7 +22,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from ..metrics import metrics  # noqa: E402
-from ..store.files import write_text_atomic  # noqa: E402
+from ..core.errors import StoreError  # noqa: E402
+from ..store.files import write_bytes_atomic, write_text_atomic  # noqa: E402
 from ..store.store import Store  # noqa: E402
 from .leaderboard import mean_ci, sections  # noqa: E402
 from .tables import COSTS, cost_key  # noqa: E402
@@ -110,12 +111,9 @@ def _save(fig, out: Path, name: str, notes: list[str]) -> list[Path]:
         notes.append(f"{name}: {len(overlaps)} overlapping text pair(s), e.g. {overlaps[0][0]!r} / {overlaps[0][1]!r}")
     paths = [out / f"{name}.pdf", out / f"{name}.png"]
     for p in paths:  # no creation date in a PDF: the same runs draw the same bytes, so a redraw changes no file
-        tmp = p.with_name(f".{p.name}.tmp")  # drawn beside it, then renamed: a reader never sees half a figure
-        try:
-            fig.savefig(tmp, format=p.suffix[1:], metadata={"CreationDate": None} if p.suffix == ".pdf" else None)
-            os.replace(tmp, p)
-        finally:
-            tmp.unlink(missing_ok=True)
+        drawn = io.BytesIO()
+        fig.savefig(drawn, format=p.suffix[1:], metadata={"CreationDate": None} if p.suffix == ".pdf" else None)
+        write_bytes_atomic(p, drawn.getvalue())  # a reader never sees half a figure
     plt.close(fig)
     return paths
 
@@ -385,7 +383,12 @@ def _captions(out: Path, written: list[Path], section: dict, remarks: dict[str, 
 def write(results_dir, out_dir=None) -> tuple[list[Path], list[str]]:
     """Draw every figure for the ranked protocol; returns (files written, notes on skipped figures)."""
     out = Path(out_dir or Path(results_dir) / "figures")
-    out.mkdir(parents=True, exist_ok=True)
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise StoreError(f"{out}: not a folder of the results' own (a file or a link); remove it or pass --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StoreError(f"{out}: cannot make the figures' folder: {e.strerror}; pass another --out") from None
     secs = sections(Store(results_dir).runs())
     if not secs or not any(r["seeds"] for r in secs[0]["rows"]):
         return [], [f"no finished runs in {results_dir}: no figures"]
