@@ -237,10 +237,19 @@ def test_set_overrides_any_field_and_is_checked_like_the_file():
     for sets, message in ((["budget.epoch=1"], "unknown key 'epoch'; did you mean 'epochs'"),
                           (["budget.epochs=two"], "with --set budget.epochs=two: budget.epochs: expected an integer"),
                           (["epochs"], "expected KEY=VALUE"), (["model.name=x"], "'model' is not a mapping"),
-                          (["seeds=[0"], "the value is not YAML")):
+                          (["seeds=[0"], "not valid YAML"), (["budget=" + "[" * 2000], "nested deeper than 32")):
         with pytest.raises(ConfigError, match=message) as err:
             config.load("tiny", sets)
         assert "--set" in str(err.value)
+
+
+def test_a_float_written_without_a_dot_is_a_number_in_a_file_and_in_set(tmp_path):
+    """YAML 1.1 reads 1e-4 as a string: `lr: 1e-4` was refused as 'expected a number, got str'."""
+    card = tmp_path / "c.yaml"
+    card.write_text("model: tiny\nmethods: [{method: lora, config: {lr: 1e-4}}]\n")
+    assert config.load(str(card)).methods[0].config == {"lr": 1e-4}
+    cfg = config.load("tiny", ["methods=[{method: full, config: {lr: 3E-5}}]"])
+    assert cfg.methods[0].config == {"lr": 3e-5}
 
 
 def test_methods_and_seeds_flags_pick_from_the_card(monkeypatch):

@@ -2,6 +2,7 @@
 aliases, refused in one line naming the file."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import yaml
@@ -48,6 +49,26 @@ class _BoundedLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+# YAML 1.1 reads a float written without a dot (1e-4, the way a learning rate is written) as a string
+_BoundedLoader.add_implicit_resolver("tag:yaml.org,2002:float",
+                                     re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+
+
+def parse_yaml(text: str, name: str):
+    """`text` as YAML under the bounds of a config file (no aliases, no duplicate keys, MAX_YAML_DEPTH), refused
+    in one line that starts with `name`."""
+    loader = _BoundedLoader(text)
+    loader.name = name
+    try:
+        return loader.get_single_data()
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{name}: not valid YAML: {' '.join(str(e).split())}") from None
+    except ValueError as e:  # an integer of more digits than Python converts (4300)
+        raise ConfigError(f"{name}: a value cannot be read: {str(e)[:120]}") from None
+    finally:
+        loader.dispose()
+
+
 def read_yaml(path: Path):
     """A config file's YAML, refused in one line naming the file when it is missing, not a regular file, too
     large, not UTF-8, not YAML, aliased or nested too deep."""
@@ -61,13 +82,4 @@ def read_yaml(path: Path):
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
-    loader = _BoundedLoader(text)
-    loader.name = str(path)
-    try:
-        return loader.get_single_data()
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
-    except ValueError as e:  # an integer of more digits than Python converts (4300)
-        raise ConfigError(f"{path}: a value cannot be read: {str(e)[:120]}") from None
-    finally:
-        loader.dispose()
+    return parse_yaml(text, str(path))

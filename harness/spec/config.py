@@ -7,14 +7,12 @@ import unicodedata
 from pathlib import Path
 from typing import Literal, Optional
 
-import yaml
-
 from tasks import domain_spec
 
 from ..core.errors import ConfigError
 from ..core.suggest import did_you_mean
 from ..core.typed import build, field
-from ..core.yaml_file import read_yaml
+from ..core.yaml_file import parse_yaml, read_yaml
 
 PRESET_DIR = Path(__file__).parent / "presets"
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # a card's name: it names folders and board sections
@@ -297,12 +295,7 @@ def with_sets(data, sets: list[str], source: str) -> dict:
         key, eq, text = item.partition("=")
         if not eq or not key.strip():
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set budget.epochs=2")
-        try:
-            value = yaml.safe_load(text) if text.strip() else ""
-        except yaml.YAMLError as e:
-            raise ConfigError(f"--set {item!r}: the value is not YAML: {' '.join(str(e).split())}") from None
-        except ValueError as e:  # an integer of more digits than Python converts
-            raise ConfigError(f"--set {item[:60]!r}: the value cannot be read: {str(e)[:120]}") from None
+        value = parse_yaml(text, f"--set {item[:60]!r}") if text.strip() else ""
         *parents, leaf = key.strip().split(".")
         node = data
         for i, part in enumerate(parents):
