@@ -158,3 +158,11 @@ def test_items_that_agree_up_to_rounding_project_without_a_crash():
     out = power.project(c, {"v_seed_used": 0.01, "v_own_used": 0.0}, N, 3)
     seeds = 0.02 / 3  # two seed terms of 0.01 / 3, Welch's df 4: the t quantiles alone
     assert out["mdd"] == pytest.approx((student_t.ppf(0.975, 4) + student_t.ppf(0.8, 4)) * math.sqrt(seeds))
+
+
+def test_a_section_without_a_finished_run_says_so_not_that_its_runs_are_schema_1(tmp_path):
+    store = Store(tmp_path)
+    failed = synthetic_run("full", 0, [[0.5, 0.5]] * 3, status="failed")
+    failed["stages"] = failed["stages"][:1]
+    store.save_run(failed)
+    assert power.report(tmp_path, [8], [3]) == f"{tmp_path}: no run of the ranked section has finished: no power analysis"

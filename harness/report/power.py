@@ -148,6 +148,8 @@ def report(results_dir, items: list[int], seeds: list[int], measure: str | None 
     secs = sections(Store(results_dir).runs())
     if not secs:
         return f"no runs in {results_dir}"
+    if not any(r["status"] == "finished" for r in secs[0]["runs"]):
+        return f"{results_dir}: no run of the ranked section has finished: no power analysis"
     runs = secs[0]["runs"]
     key = measure or ranking_key(secs[0]["rows"])
     c = components(runs, key)
