@@ -28,8 +28,13 @@ __all__ = ["SweepConfig", "leaderboard", "load_config", "load_runs", "metrics", 
 
 def load_config(preset_or_path: str = "quick", sets: list[str] = ()) -> SweepConfig:
     """A preset by name or a sweep YAML file, with `key=value` overrides, validated (ConfigError naming the field)."""
+    from harness.core.errors import ConfigError
     from harness.spec import config
 
+    if not isinstance(preset_or_path, str):
+        raise ConfigError(f"load_config: {preset_or_path!r} is not a preset name or a path; give a string")
+    if isinstance(sets, str) or not all(isinstance(s, str) for s in sets):
+        raise ConfigError(f"load_config: sets={sets!r}; give a list of 'KEY=VALUE' strings, e.g. ['budget.epochs=1']")
     return config.load(preset_or_path, list(sets))
 
 
@@ -64,7 +69,12 @@ def leaderboard(results: str = "results") -> list[dict]:
 
 
 def run_metrics(run: dict) -> dict:
-    """One run's metrics (headline, accuracy and log-probability matrices' summaries, probes, costs)."""
+    """One finished run's metrics (headline, accuracy and log-probability matrices' summaries, probes, costs); a
+    run that is not finished (load_runs returns failed and running ones too) raises ConfigError."""
+    from harness.core.errors import ConfigError
     from harness.metrics.run_metrics import run_row
 
+    if not isinstance(run, dict) or run.get("status") != "finished":
+        status = run.get("status") if isinstance(run, dict) else type(run).__name__
+        raise ConfigError(f"run_metrics: the run is {status!r}, not finished; its metrics need every stage")
     return run_row(run)

@@ -52,3 +52,17 @@ def test_version():
     version = subprocess.run([sys.executable, "-m", "harness.cli", "--version"], capture_output=True, text=True)
     assert version.returncode == 0 and version.stdout.strip() == f"clbench {clbench.__version__}"
     assert clbench.__version__ != "unknown"
+
+
+def test_api_misuse_is_named_in_one_line():
+    from synthetic_runs import synthetic_run
+
+    from harness.core.errors import ConfigError
+
+    failed = synthetic_run("full", 0, [[0.5, 0.5]] * 3, status="failed")
+    with pytest.raises(ConfigError, match="the run is 'failed', not finished"):
+        clbench.run_metrics(failed)
+    with pytest.raises(ConfigError, match="give a list of 'KEY=VALUE' strings"):
+        clbench.load_config("tiny", sets="budget.epochs=1")  # a string, not a list: read letter by letter before
+    with pytest.raises(ConfigError, match="is not a preset name or a path"):
+        clbench.load_config(None)
