@@ -308,6 +308,16 @@ def test_a_label_that_reads_as_a_spreadsheet_formula_is_written_as_text(monkeypa
     assert labels and all(label.startswith("'=1+1") for label in labels)  # as leaderboard.csv guards its cells
 
 
+@pytest.mark.parametrize("method, setting, said", [("ewc", {"ewc_lambda": 0}, "config.ewc_lambda is 0.0"),
+                                                    ("full", {"lr": 0}, "config.lr is 0.0")])
+def test_a_default_the_grid_cannot_scale_is_named(method, setting, said):
+    """A zero was multiplied into three equal points, refused as 'label used twice' (a helper's review)."""
+    card = config.parse({"model": "tiny", "stream": ["stem"], "methods": [{"method": method, "config": setting}]},
+                        "card.yaml")
+    with pytest.raises(ConfigError, match=f"method '{method}': {said}; clbench tune scales it by"):
+        tune.grid(card.methods[0], card)
+
+
 def test_a_card_whose_stream_is_already_validation_items_is_refused():
     card = config.parse({"model": "tiny", "stream": ["stem_dev"], "methods": ["full"]}, "card.yaml")
     with pytest.raises(ConfigError, match="validation domain"):

@@ -131,6 +131,11 @@ def grid(entry: MethodEntry, card: SweepConfig, widened: tuple = ()) -> list[tup
         raise ConfigError(f"method {entry.method} has no `lr` in its config; clbench tune varies the learning rate")
     knob, factors = STRENGTH.get(entry.method, (None, (1.0,)))
     label = entry.label or entry.method
+    for name in ("lr", knob):  # the grid multiplies each around its default
+        if name and not (isinstance(defaults[name], (int, float)) and 0 < defaults[name] < 1e30):
+            raise ConfigError(f"{card.name}: method '{label}': config.{name} is {defaults[name]!r}; clbench tune "
+                              f"scales it by {', '.join(f'{f:g}' for f in (LR_FACTORS if name == 'lr' else factors))}, "
+                              "so it needs a positive, finite value to start from")
     out = []
     for lr_f, k_f in [*itertools.product(LR_FACTORS, factors), *widened]:
         config = dict(entry.config, lr=defaults["lr"] * lr_f)
