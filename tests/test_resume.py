@@ -193,3 +193,15 @@ def test_a_resumed_run_says_which_stages_an_earlier_attempt_stored(capsys):
     first, second = capsys.readouterr().out.strip().splitlines()
     assert "stage 1/2" in first and "(stored by an earlier attempt" in first
     assert "stage 2/2" in second and "stored" not in second
+
+
+def test_a_damaged_checkpoint_is_not_resumed_from(tmp_path, tiny):
+    """It failed the run after stage 0 with 'SafetensorError: header too large', naming neither file nor fix."""
+    from harness.run.checkpoints import Checkpoints
+
+    ckpt = Checkpoints(tmp_path)
+    path = ckpt.save("run", 1, tiny[0])
+    assert ckpt.has("run", 1)
+    path.write_bytes(b"\xff" * 64)
+    with pytest.warns(UserWarning, match="stage1.safetensors: not a readable checkpoint .* run does not resume"):
+        assert not ckpt.has("run", 1)

@@ -16,6 +16,7 @@ import warnings
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 
@@ -60,7 +61,20 @@ class Checkpoints:
                 old.unlink()
 
     def has(self, run_id: str, stage: int) -> bool:
-        return self._path(run_id, stage).exists()
+        """Whether a checkpoint of that stage is there and its header reads: a damaged one is not resumed from (the
+        run failed after its stage 0, naming neither the file nor the fix), with a warning; the run starts again
+        from an earlier one or afresh."""
+        path = self._path(run_id, stage)
+        if not path.exists():
+            return False
+        try:
+            with safe_open(str(path), "pt") as f:
+                f.keys()
+            return True
+        except Exception as e:  # a truncated or overwritten file: whatever safetensors raises
+            warnings.warn(f"{path}: not a readable checkpoint ({type(e).__name__}); {run_id} does not resume from "
+                          f"stage {stage}")
+            return False
 
     def restore(self, run_id: str, stage: int, model) -> None:
         state = load_file(str(self._path(run_id, stage)))
