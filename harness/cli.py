@@ -69,8 +69,16 @@ def _existing(results: str) -> str:
 
 def _out_folder(out: str | None) -> str | None:
     """An --out folder the command writes into, refused before any work where a file (not a folder) has its name."""
-    if out is not None and os.path.lexists(out) and not os.path.isdir(out):
-        raise ConfigError(f"--out {out}: a file, not a folder; give a folder to write into (it is created if missing)")
+    if out is None:
+        return None
+    if not out or os.path.islink(out) or (os.path.lexists(out) and not os.path.isdir(out)):
+        what = "empty" if not out else "a link" if os.path.islink(out) else "a file"
+        raise ConfigError(f"--out {out or repr(out)}: {what}, not a folder; give a folder to write into (it is created "
+                          "if missing)")
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--out {out}: cannot make this folder: {e.strerror}; give another") from None
     return out
 
 

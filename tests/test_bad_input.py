@@ -325,12 +325,17 @@ def test_an_out_that_is_a_file_is_named_before_any_work(tmp_path, command, capsy
 
     monkeypatch.chdir(ROOT)
     monkeypatch.setenv("CLBENCH_DATA", str(data_dir))
-    out = tmp_path / "afile"
+    out, link, elsewhere = tmp_path / "afile", tmp_path / "alink", tmp_path / "elsewhere"
     out.write_text("mine")
-    assert cli.main([*command, "--out", str(out)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and f"--out {out}: a file, not a folder" in err
-    assert out.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+    elsewhere.mkdir()
+    link.symlink_to(elsewhere)  # written through, export-lm-eval put its files outside --out's own folder
+    for given, says in [(out, f"--out {out}: a file, not a folder"), (link, f"--out {link}: a link, not a folder"),
+                        ("", "--out '': empty, not a folder")]:
+        assert cli.main([*command, "--out", str(given)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and says in err
+    assert out.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["afile", "alink", "elsewhere"]
+    assert not any(elsewhere.iterdir())
 
 
 def test_reproduce_takes_a_run_id_not_a_path(tmp_path, capsys):

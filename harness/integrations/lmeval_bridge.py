@@ -10,7 +10,9 @@ Data paths are absolute: lm-eval resolves relative ones against the working dire
 from __future__ import annotations
 
 import difflib
+import errno
 import json
+import os
 from pathlib import Path
 
 import yaml
@@ -29,11 +31,12 @@ def write_task(items: list[MCItem], tok, scorer: str, folder: Path, name: str) -
     folder = Path(folder).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     data = folder / f"{name}.jsonl"
-    with data.open("w") as f:
-        for it in items:
-            user = it.letter_prompt() if scorer == "letter" else it.cloze_prompt()
-            choices = list(LETTERS[:len(it.options)]) if scorer == "letter" else [str(o).strip() for o in it.options]
-            f.write(json.dumps({"prefix": chat_prefix(tok, user), "choices": choices, "answer": it.answer}) + "\n")
+    rows = []
+    for it in items:
+        user = it.letter_prompt() if scorer == "letter" else it.cloze_prompt()
+        choices = list(LETTERS[:len(it.options)]) if scorer == "letter" else [str(o).strip() for o in it.options]
+        rows.append(json.dumps({"prefix": chat_prefix(tok, user), "choices": choices, "answer": it.answer}) + "\n")
+    _write(data, "".join(rows))
     task = {
         "task": name, "dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(data)}},
         "test_split": "test", "output_type": "multiple_choice", "doc_to_text": "{{prefix}}",
@@ -41,8 +44,19 @@ def write_task(items: list[MCItem], tok, scorer: str, folder: Path, name: str) -
         "metric_list": [{"metric": m, "aggregation": "mean", "higher_is_better": True} for m in ("acc", "acc_norm")],
         "metadata": {"version": 1},
     }
-    (folder / f"{name}.yaml").write_text(yaml.safe_dump(task, sort_keys=False))
+    _write(folder / f"{name}.yaml", yaml.safe_dump(task, sort_keys=False))
     return name
+
+
+def _write(path: Path, text: str) -> None:
+    """Write a file of the export, never through a link left at its name (it would write outside --out)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot write it ({'a symbolic link' if e.errno == errno.ELOOP else e.strerror}); "
+                          "give another --out or remove it") from None
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
 
 
 def task_manager(task: str, include: str = "", where: str = "probes"):
