@@ -143,6 +143,9 @@ def _export_lm_eval(args) -> int:
     return 0
 
 
+PLUGIN_TIMEOUT = 60.0  # seconds for `clbench methods` to have an installed plugin described (its import alone)
+
+
 def _methods(args) -> int:
     from methods.registry import available, resolve_method
 
@@ -155,11 +158,15 @@ def _methods(args) -> int:
             print(f"{name}: {cls.description}")
             for field, default, help in describe(cls.Config):
                 print(f"    {field} = {default!r}  # {help}")
-        else:  # an installed plugin: described by a confined child, never imported here
-            info = sandbox.info(name)
-            print(f"{name}: {info['description']} (plugin)")
+        else:  # an installed plugin: described by a confined child, never imported here; one that fails is named
+            try:
+                info = sandbox.info(name, timeout=PLUGIN_TIMEOUT)
+            except ConfigError as e:
+                print(_printable(f"{name}: (plugin) cannot be described: {' '.join(str(e).split())[:300]}"))
+                continue
+            print(_printable(f"{name}: {info['description']} (plugin)"))
             for field, default in info["config"].items():
-                print(f"    {field} = {default!r}")
+                print(_printable(f"    {field} = {default!r}"))
     return 0
 
 

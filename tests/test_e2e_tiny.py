@@ -86,3 +86,22 @@ def test_methods_command_lists_defaults():
     assert out.returncode == 0
     assert "full:" in out.stdout and "lora:" in out.stdout
     assert "r = 8" in out.stdout and "alpha = 32" in out.stdout
+
+
+def test_a_plugin_that_cannot_be_described_is_named_and_the_others_still_listed(monkeypatch, capsys):
+    """One broken plugin (sorted first) aborted the whole listing with exit 2, so no method was shown."""
+    from harness import cli
+    from harness.core.errors import ConfigError
+    from harness.spec import sandbox
+    from methods import registry
+
+    monkeypatch.setattr(registry, "available", lambda: {**registry.BUILTIN, "aaa_broken": "broken_plugin:Broken"})
+
+    def fails(name, *args, **kwargs):
+        raise ConfigError(f"{name}: importing it failed: SyntaxError: \x1b[2Joops")
+
+    monkeypatch.setattr(sandbox, "info", fails)
+    assert cli.main(["methods"]) == 0
+    out = capsys.readouterr().out
+    assert "aaa_broken: (plugin) cannot be described: aaa_broken: importing it failed: SyntaxError: \\x1b[2Joops" in out
+    assert "\x1b" not in out and "full:" in out and "lora:" in out

@@ -244,9 +244,9 @@ def _checked_description(m: dict, target: str) -> dict:
             "problems": [_text(p) for p in problems[:50]]}
 
 
-def info(target: str, overrides=None, where: str = "method") -> dict:
-    """What a method declares, as `describe` reports it; a built-in is imported in this process. Raises
-    ConfigError naming every problem of the method or its config."""
+def info(target: str, overrides=None, where: str = "method", timeout: float = DESCRIBE_TIMEOUT) -> dict:
+    """What a method declares, as `describe` reports it (within `timeout` seconds); a built-in is imported in this
+    process. Raises ConfigError naming every problem of the method or its config."""
     if trusted(target):
         import dataclasses
 
@@ -261,7 +261,7 @@ def info(target: str, overrides=None, where: str = "method") -> dict:
     from methods.registry import check_name
 
     check_name(target, where)  # a misspelt name is said here, once, before a child is started for it
-    described = describe(target, overrides, where.replace(".method", ".config"), root=False)
+    described = describe(target, overrides, where.replace(".method", ".config"), root=False, timeout=timeout)
     if described["problems"]:
         problems = (p.removeprefix(f"{target}: ") for p in described["problems"])  # each names the target once
         raise ConfigError(f"{where}: {target}: " + "; ".join(problems))
