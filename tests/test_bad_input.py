@@ -441,3 +441,15 @@ def test_ctrl_c_in_a_command_that_stores_nothing_says_only_interrupted(tmp_path,
     monkeypatch.setattr(cli, "_leaderboard", interrupted)
     assert cli.main(["leaderboard", "--results", str(tmp_path)]) == 130
     assert capsys.readouterr().err.strip() == "clbench: interrupted"
+
+
+@pytest.mark.parametrize("address, says", [("garbage", "not HOST:PORT"), ("", "--address '': not HOST:PORT"),
+                                           ("127.0.0.1:1", "nothing answers there")])
+def test_a_ray_address_that_cannot_be_joined_is_named_before_anything_runs(tmp_path, data_dir, address, says):
+    """Ray raised a ValueError traceback after 15 s for a malformed address, retried one nobody listens at for
+    ever, and took '' as no address at all (a helper's review)."""
+    results = tmp_path / "results"
+    out = clbench("run", "--preset", "tiny", "--data", str(data_dir), "--results", str(results), "--address", address)
+    assert out.returncode == 2 and says in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    _assert_nothing_written(results)

@@ -142,6 +142,25 @@ def _submitted(record: dict, method: str, sha: str) -> bool:
         method_identity(theirs)
 
 
+def check_address(address: str | None) -> None:
+    """A Ray cluster's address (HOST:PORT, or 'auto') checked before anything runs: a malformed one raised inside Ray
+    after seconds, one nobody listens at was retried for ever, an empty one silently started a local instance."""
+    import re
+    import socket
+
+    if address is None or address == "auto":
+        return
+    match = re.fullmatch(r"(?:ray://)?\[?([^\s\[\]/]+?)\]?:(\d{1,5})", address)
+    if not match or not 0 < int(match.group(2)) < 65536:
+        raise ConfigError(f"--address {address or repr(address)}: not HOST:PORT (the head node's, e.g. "
+                          "10.0.0.5:6379) or 'auto'; leave it out to start a local Ray instance")
+    try:
+        socket.create_connection((match.group(1), int(match.group(2))), timeout=10).close()
+    except OSError as e:
+        raise ConfigError(f"--address {address}: nothing answers there ({e.strerror or type(e).__name__}); start the "
+                          "cluster's head (ray start --head) or check the address") from None
+
+
 def run_sweep(cfg: SweepConfig, results_dir, address: str | None = None, log=print,
               cost_sources: list[str] | None = None) -> list[dict]:
     """Run what is not finished yet. cost_sources: stored runs to measure rates on (after `results_dir`'s own) for
@@ -149,6 +168,7 @@ def run_sweep(cfg: SweepConfig, results_dir, address: str | None = None, log=pri
     from .scheduler import run_specs
 
     store = Store(results_dir)
+    check_address(address)
     specs = preflight(cfg)
     if problems := label_problems(specs, results_dir):
         raise ConfigError("; ".join(problems))
