@@ -70,9 +70,11 @@ def prepare_problems(cfg: SweepConfig, specs: list[RunSpec]) -> list[str]:
     entry = {e.label or e.method: i for i, e in enumerate(cfg.methods)}
     for spec in specs:
         key = (spec.label, spec.method, repr(spec.method_config))
-        if key in problems or not sandbox.trusted(spec.method) or resolve_method(spec.method).needs.quantized_base:
+        if key in problems or not sandbox.trusted(spec.method):
             continue
         cls = resolve_method(spec.method)
+        if cls.needs.quantized_base:
+            continue
         base = base if base is not None else skeleton(spec.model)
         ctx = StageContext(stage=0, task=None, seen=[], device="meta", seed=spec.seed)
         try:
