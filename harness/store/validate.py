@@ -26,7 +26,7 @@ SPEC_KINDS = {"str": (str, "a string"), "int": (int, "an integer"), "tuple": (tu
 
 def spec_problem(data: dict) -> tuple[RunSpec | None, str | None]:
     """(the RunSpec of a run record's `spec`, None), or (None, why) where it is not one every reader can use: a
-    field of the wrong kind, text that is not UTF-8, a malformed method hash. The record's `sweep` too."""
+    field of the wrong kind, text that is not UTF-8, a malformed method hash."""
     try:
         spec = RunSpec.from_dict(data["spec"])
         spec.run_id  # hashing walks the config: one nested deeper than the recursion limit raises here
@@ -39,8 +39,6 @@ def spec_problem(data: dict) -> tuple[RunSpec | None, str | None]:
             return None, f"spec.{field.name} is {repr(value)[:80]}, not {said}"
     if bad := [k for k in ("label", "method", "model") if not _utf8(getattr(spec, k))]:
         return None, f"spec.{bad[0]} holds text that is not UTF-8 (a lone surrogate)"
-    if isinstance(data.get("sweep"), str) and not _utf8(data["sweep"]):
-        return None, "sweep is not UTF-8 text"
     if bad := [k for k in ("stream", "probes") if not all(isinstance(t, str) for t in getattr(spec, k))]:
         return None, f"spec.{bad[0]} is {list(getattr(spec, bad[0]))!r}, not a list of names"
     if bad := [k for k, v in spec.budget.items() if isinstance(v, (dict, list))]:
@@ -84,6 +82,8 @@ def problem(path: Path) -> tuple[dict | None, str | None]:
         return None, f"spec.stream names a task twice: {list(spec.stream)}"
     if not isinstance(data.get("sweep", ""), str) or not isinstance(data["provenance"].get("machine", {}), dict):
         return None, "field 'sweep' must be a string and provenance.machine an object"
+    if not _utf8(data.get("sweep", "")):
+        return None, "sweep is not UTF-8 text"
     if data["status"] == "finished" and len(stages) != len(spec.stream) + 1:
         return None, f"finished with {len(stages)} stages, its stream needs {len(spec.stream) + 1}"
     for i, stage in enumerate(stages):
