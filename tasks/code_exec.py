@@ -23,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .confine import confine, no_new_processes
+from .confine import confine
 
 FENCE = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)(?:```|$)", re.S)
 
@@ -39,7 +39,6 @@ def _limits(memory_mb: int, cpu_seconds: int, folder: str):
         resource.setrlimit(resource.RLIMIT_AS, (memory_mb * 2**20, memory_mb * 2**20))
         resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds))
         confine(folder)
-        no_new_processes()
     return apply
 
 

@@ -103,10 +103,16 @@ def drop_capabilities() -> None:
 
 
 def confine(folder: str, devnull: bool = False) -> None:
-    """Confine the calling process (and its future children) as the module docstring says, its capabilities
-    dropped first; with `devnull`, /dev/null may be opened for writing too (libraries such as dill probe it at
-    import). Landlock's part is a no-op without Landlock; raises OSError if Landlock is there but refuses."""
+    """Confine the calling process (and its future children) as the module docstring says: capabilities dropped,
+    Landlock, then the seccomp filter (`no_new_processes`); with `devnull`, /dev/null may be opened for writing too
+    (libraries such as dill probe it at import). Landlock's part is a no-op without Landlock; raises OSError if
+    Landlock is there but refuses."""
     drop_capabilities()
+    _landlock(folder, devnull)
+    no_new_processes()
+
+
+def _landlock(folder: str, devnull: bool) -> None:
     v = abi()
     if v < 1:
         return
@@ -130,7 +136,7 @@ def confine(folder: str, devnull: bool = False) -> None:
         os.close(ruleset)
 
 
-# seccomp: fork, vfork and a clone without CLONE_THREAD fail with EAGAIN (threads are still allowed); clone3
+# seccomp: fork, vfork and a clone without CLONE_THREAD fail with EPERM (threads are still allowed); clone3
 # says ENOSYS, so the C library falls back to clone, whose flags the filter can read. A process-count rlimit
 # would not do: it does not bind root, which is who runs this in containers. Landlock leaves a file's metadata
 # and locks alone, so these fail with EPERM too: changing a file's mode, owner, times or extended attributes

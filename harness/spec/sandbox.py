@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 from methods.registry import BUILTIN
-from tasks.confine import confine, no_new_processes
+from tasks.confine import confine
 
 from ..core.errors import ConfigError
 from ..core.json_file import Refused, read_regular
@@ -77,12 +77,6 @@ def _env(scratch: Path) -> dict:
                 PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
 
 
-def _confine(scratch: Path) -> None:
-    """In the child, between fork and exec: capabilities dropped, Landlock, the seccomp filter (tasks/confine.py)."""
-    confine(str(scratch), devnull=True)
-    no_new_processes()
-
-
 class Child:
     """One confined child process running `harness.sandbox_child COMMAND` on a JSON request."""
 
@@ -95,7 +89,7 @@ class Child:
                     [sys.executable, "-m", "harness.sandbox_child", command, str(write_fd)], cwd=scratch,
                     env=_env(scratch), stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
                     pass_fds=(write_fd,), start_new_session=True,
-                    preexec_fn=lambda: _confine(scratch))
+                    preexec_fn=lambda: confine(str(scratch), devnull=True))
         except BaseException:
             os.close(read_fd)
             raise
