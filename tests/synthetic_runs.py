@@ -4,7 +4,7 @@
 (row 0 the base model), which `harness.store.validate` accepts and `Store.save_run` stores. They are
 schema_version 1 files (no per-item records), which clbench still reads, unless `items` is given: then
 each view of schema 2 holds `items` correct answers of which the first round(score * items) are right
-(the same items at every stage), and its score is their mean; a right answer's gold log-probability is
+(the same items at every stage, the budget drawing that many), and its score is their mean; a right answer's gold log-probability is
 -0.5, a wrong one's -2.0.
 synthetic_metrics: what the run claims to have measured beyond accuracy (see use_stored_metrics)."""
 import numpy as np
@@ -22,7 +22,9 @@ def synthetic_run(label, seed, R, *, method="full", model="tiny", status="finish
                   description="A method.", citation="Someone 2024", checksums=None, budget=None, general=0.5,
                   device="cpu", sweep="synthetic", synthetic_metrics=None, packages=None, items=None, method_config=None):
     spec = RunSpec(model=model, precision="fp32", device=device, stream=TASKS, probes=("general",), scorer="cloze",
-                   budget=dict(budget or BUDGET), data_seed=0, method=method, label=label,
+                   budget=dict(budget or (BUDGET if not items else
+                                          {**BUDGET, "learn_items": items, "transfer_items": items,
+                                           "general_items": items})), data_seed=0, method=method, label=label,
                    method_config=dict(method_config or {}), seed=seed)
     checksums = dict(checksums or CHECKSUMS)
     stages = [{"stage": s, "trained_on": TASKS[s - 1] if s else None,

@@ -103,6 +103,23 @@ def _uid(r):
     r["stages"][2]["scores"]["stem"]["recall"]["items"]["uid"][0] = "other"
 
 
+def _padded(r, copies=40):
+    """Every view's per-item records repeated (means, scores and n kept true): the board's bootstrap draws
+    replicates x items per view, so a 10 MB file padded this way took 43 s and 3.5 GB to render, and the 256 MB a
+    run file may be, minutes and tens of GB."""
+    for stage in r["stages"]:
+        for views in [*stage["scores"].values(), *stage["probes"].values()]:
+            for view in views.values():
+                view["items"] = {k: v * copies for k, v in view["items"].items()}
+                view["n"] *= copies
+
+
+def _renamed(r):
+    for stage in r["stages"]:
+        items = stage["scores"]["stem"]["recall"]["items"]
+        items["uid"] = [f"x{k}" for k in range(len(items["uid"]) // 2)] * 2
+
+
 @pytest.mark.parametrize("mutate, says", [
     (lambda r: [s["scores"]["stem"]["recall"].update(gold_logprob=5.0) for s in r["stages"][1:]],
      "gold_logprob is 5.0, not the mean of its items' gold_logprob"),  # moved the headline, not its interval
@@ -123,9 +140,13 @@ def _uid(r):
                                  "train_tokens": 10**400, "device_count": 1, "cpu_hours": 0.01}), "not a positive number"),
     (lambda r: r.update(status="failed") or r["stages"][1].update(probes=["x"]), "stages[1].probes is not an object"),
     (_uid, "its items are not stage 0's"),  # every interval of the section went, unsaid
+    (_padded, "holds 320 items, more than its budget draws for any view (32)"),
+    (lambda r: _padded(r) or r["spec"]["budget"].update(learn_items=10**6) or r.update(
+        run_id=RunSpec.from_dict(r["spec"]).run_id), "spec.budget.learn_items: 1000000 is above the maximum 2048"),
+    (_renamed, "items.uid names an item twice"),
     (lambda r: r["spec"].update(method_config=_deep(500)), "spec is not a RunSpec: RecursionError"),
 ], ids=["view-logprob", "nan-item", "inf-item", "label", "seed", "sweep", "machine", "stream", "huge-count",
-        "trainable>total", "overflow-count", "overflow-compute", "probes-list", "uid", "deep-config"])
+        "trainable>total", "overflow-count", "overflow-compute", "probes-list", "uid", "padded-items", "padded-budget", "repeated-uid", "deep-config"])
 def test_a_file_whose_numbers_a_report_would_misread_fails_validate(tmp_path, mutate, says):
     """Each edit, with the file's digest recomputed, passed `clbench validate` and then moved a number on the board
     or crashed a reader (#16's review): now each is named, and the board leaves the file out."""

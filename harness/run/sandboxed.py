@@ -112,12 +112,12 @@ class SandboxedTrainer:
         scores = None
         if m.get("scores"):
             from ..core.json_file import read_json
-            from ..store.validate import items_problem
+            from ..store.validate import items_problem, view_cap
 
             scores, why = read_json(self.scratch / "scores.json")
             if why or not isinstance(scores, dict) or not isinstance(scores.get("seconds"), (int, float)):
                 raise SandboxError(f"handed over scores that cannot be read: {why or 'not an object with seconds'}")
-            if problem := items_problem(scores, f"stage {stage} scores"):
+            if problem := items_problem(scores, f"stage {stage} scores", view_cap(self.spec)):
                 raise SandboxError(f"handed over malformed scores: {problem}")
         return None, scores
 

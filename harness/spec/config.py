@@ -16,18 +16,25 @@ from ..core.yaml_file import parse_yaml, read_yaml
 
 PRESET_DIR = Path(__file__).parent / "presets"
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # a card's name: it names folders and board sections
+# the most items one view may hold: the board's bootstrap keeps replicates x items draws per view (10,000 x 2,048
+# x 8 bytes = 164 MB), so a stored run's views are held to its budget's counts and these to this
+MAX_VIEW_ITEMS = 2048
 
 
 @dataclasses.dataclass(frozen=True)
 class Budget:
     """How much data and compute each stage gets. Part of the benchmark protocol."""
 
-    learn_items: int = field(16, "items trained on per multiple-choice domain (recall is asked on these)", min=1)
-    transfer_items: int = field(16, "held-out items per domain, never trained on", min=1)
+    learn_items: int = field(16, "items trained on per multiple-choice domain (recall is asked on these)",
+                             min=1, max=MAX_VIEW_ITEMS)
+    transfer_items: int = field(16, "held-out items per domain, never trained on", min=1,
+                                max=MAX_VIEW_ITEMS)
     code_items: int = field(8, "items per view of a code or generation domain (learn/recall and transfer; MBPP, "
-                                 "GSM8K)", min=1)
-    heldout_items: int = field(8, "HumanEval problems scored as the code domain's extra held-out view", min=0)
-    general_items: int = field(32, "items of the general-ability probe (MMLU social sciences + other)", min=1)
+                                 "GSM8K)", min=1, max=MAX_VIEW_ITEMS)
+    heldout_items: int = field(8, "HumanEval problems scored as the code domain's extra held-out view",
+                               min=0, max=MAX_VIEW_ITEMS)
+    general_items: int = field(32, "items of the general-ability probe (MMLU social sciences + other)",
+                               min=1, max=MAX_VIEW_ITEMS)
     max_item_chars: int = field(0, "skip MMLU items whose question + options are longer than this (0: no cap)", min=0)
     epochs: int = field(3, "passes over each domain's learn split", min=1)
     batch_size: int = field(4, "training examples per optimisation step", min=1)

@@ -7,7 +7,9 @@ import dataclasses
 import math
 from pathlib import Path
 
+from ..core.errors import ConfigError
 from ..core.json_file import read_json
+from ..spec.config import MAX_VIEW_ITEMS
 from ..spec.spec import RunSpec
 from .files import READABLE_SCHEMAS, digest_problem, run_files
 from .submissions import SHA256
@@ -43,6 +45,10 @@ def spec_problem(data: dict) -> tuple[RunSpec | None, str | None]:
         return None, f"spec.{bad[0]} is {list(getattr(spec, bad[0]))!r}, not a list of names"
     if bad := [k for k, v in spec.budget.items() if isinstance(v, (dict, list))]:
         return None, f"spec.budget.{bad[0]} is not a number or a string"
+    try:
+        spec.budget_config()
+    except ConfigError as e:
+        return None, f"spec.{e}"
     if spec.method_sha256 and not (isinstance(spec.method_sha256, str) and SHA256.fullmatch(spec.method_sha256)
                                    and ".py:" in spec.method):
         return None, "spec.method_sha256 is set but is not 64 hex digits of a 'file.py:Class' method's file"
@@ -96,13 +102,13 @@ def problem(path: Path) -> tuple[dict | None, str | None]:
                     return None, f"stages[{i}].scores.{task}.recall.score is {score!r}, not in [0, 1]"
         except (KeyError, TypeError, IndexError):
             return None, f"stages[{i}] lacks scores for every task of its stream"
-        if data["schema_version"] >= 2 and (why := items_problem(stage, f"stages[{i}]")
+        if data["schema_version"] >= 2 and (why := items_problem(stage, f"stages[{i}]", view_cap(spec))
                                             or uids_problem(stage, stages[0], f"stages[{i}]")):
             return None, why
     if (base := data.get("base_model")) is not None:  # the unprepared model's scores, read as stage 0's
         if not isinstance(base, dict):
             return None, "base_model is not an object"
-        if data["schema_version"] >= 2 and stages and (why := items_problem(base, "base_model")
+        if data["schema_version"] >= 2 and stages and (why := items_problem(base, "base_model", view_cap(spec))
                                                        or uids_problem(base, stages[0], "base_model")):
             return None, why
     info = data.get("method_info", {})
@@ -142,9 +148,18 @@ def report_problem(data: dict) -> str | None:
     return None
 
 
-def items_problem(stage: dict, where: str) -> str | None:
+def view_cap(spec: RunSpec) -> int:
+    """The most items a view of the spec's runs can hold: its budget's largest item count (every view is drawn
+    to one of them; lm-eval's views store no items)."""
+    budget = spec.budget_config()
+    return max(budget.learn_items, budget.transfer_items, budget.code_items, budget.heldout_items,
+               budget.general_items, budget.stop_prompts, budget.instruct_items)
+
+
+def items_problem(stage: dict, where: str, cap: int = MAX_VIEW_ITEMS) -> str | None:
     """What is wrong with a stage's per-item records (schema_version 2): every task and probe view that
-    has a score has `items`, columns of one length n with string uids, and a score that is their mean."""
+    has a score has `items`, columns of one length n (at most `cap`) with distinct string uids, and a score
+    that is their mean."""
     for group in ("scores", "probes"):
         if not isinstance(stage.get(group, {}), dict):
             return f"{where}.{group} is not an object"
@@ -161,8 +176,12 @@ def items_problem(stage: dict, where: str) -> str | None:
                 if not isinstance(items, dict) or not isinstance(items.get("uid"), list):
                     return f"{at} has no per-item records (items.uid)"
                 n = len(items["uid"])
+                if n > cap:  # the board's bootstrap draws replicates x n: a padded view would hang or exhaust it
+                    return f"{at} holds {n} items, more than its budget draws for any view ({cap})"
                 if not all(isinstance(u, str) for u in items["uid"]):
                     return f"{at}.items.uid holds a non-string"
+                if len(set(items["uid"])) != n:
+                    return f"{at}.items.uid names an item twice"
                 for name, column in items.items():
                     if not isinstance(column, list) or len(column) != n:
                         return f"{at}.items.{name} is not a list of {n} values"
