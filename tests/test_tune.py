@@ -308,6 +308,25 @@ def test_a_label_that_reads_as_a_spreadsheet_formula_is_written_as_text(monkeypa
     assert labels and all(label.startswith("'=1+1") for label in labels)  # as leaderboard.csv guards its cells
 
 
+def test_a_failure_while_making_the_outputs_leaves_the_last_tunes_three_as_they_were(monkeypatch, tmp_path):
+    """grid.csv and grid.md were replaced before tuned.yaml was made: a failure between left a grid that named
+    choices the card beside it did not hold (a helper's review)."""
+    card = config.parse({"model": "tiny", "stream": ["stem"], "methods": ["full"]}, "card.yaml")
+    monkeypatch.setattr(tune.stats, "bootstrap", lambda groups, replicates=None: None)
+    monkeypatch.setattr("harness.metrics.run_metrics.run_row", lambda run: {"headline": 1.0})
+    before = {name: f"the last tune's {name}\n" for name in ("grid.csv", "grid.md", "tuned.yaml")}
+    for name, text in before.items():
+        (tmp_path / name).write_text(text)
+
+    def fail(*args, **kw):
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(tune.yaml, "safe_dump", fail)
+    with pytest.raises(OSError):
+        tune.write(card, list(card.methods), tune.choose(card, list(card.methods), {}), tmp_path)
+    assert {name: (tmp_path / name).read_text() for name in before} == before
+
+
 @pytest.mark.parametrize("method, setting, said", [("ewc", {"ewc_lambda": 0}, "config.ewc_lambda is 0.0"),
                                                     ("full", {"lr": 0}, "config.lr is 0.0")])
 def test_a_default_the_grid_cannot_scale_is_named(method, setting, said):

@@ -278,14 +278,13 @@ def _table(rows: list[dict], state: dict[str, str] | None = None) -> list[str]:
 
 
 def write(card: SweepConfig, methods: list[MethodEntry], rows: list[dict], out: Path) -> dict[str, Path]:
-    """grid.csv, grid.md and tuned.yaml in `out`."""
+    """grid.csv, grid.md and tuned.yaml in `out`: all three made before any is written, each written whole (a
+    failure while making them leaves the last tune's three as they were)."""
     table = io.StringIO()
     w = csv.writer(table)
     w.writerow(COLUMNS)
     for r in rows:
         w.writerow([csv_cell(r[c]) if isinstance(r[c], str) else "" if r[c] is None else r[c] for c in COLUMNS])
-    write_text_atomic(out / "grid.csv", table.getvalue())  # each output whole or not at all: a reader never sees half
-
     lines = [f"# Tuning grid of `{card.name}` on its validation stream", "",
              "Each method's learning rate (and strength knob) chosen by the highest headline on a stream of other "
              "items (harness/sweep/tune.py says which); the chosen point is marked. The headline's interval: 95%, "
@@ -293,7 +292,6 @@ def write(card: SweepConfig, methods: list[MethodEntry], rows: list[dict], out: 
     choices = [_choice(r) for r in rows if r["chosen"]]
     if choices:
         lines += ["", "How firm each choice is:", "", *choices]
-    write_text_atomic(out / "grid.md", "\n".join(lines) + "\n")
     chosen = {r["variant"]: r for r in rows if r["chosen"]}
     named = {e.label or e.method for e in card.methods}  # the card's variants run its seeds; the others one
     listed = list(card.methods) + [e for e in methods if (e.label or e.method) not in named]
@@ -312,7 +310,10 @@ def write(card: SweepConfig, methods: list[MethodEntry], rows: list[dict], out: 
               f"{', '.join(sorted(chosen)) or 'no method'} (grid: grid.md beside this file).\n")
     if untuned:
         header += f"# Not tuned (no finished grid point, or not asked for): {', '.join(untuned)}; their configs are the card's.\n"
-    write_text_atomic(out / "tuned.yaml", header + yaml.safe_dump(doc, sort_keys=False, width=120))
+    texts = {"grid.csv": table.getvalue(), "grid.md": "\n".join(lines) + "\n",
+             "tuned.yaml": header + yaml.safe_dump(doc, sort_keys=False, width=120)}
+    for name, text in texts.items():
+        write_text_atomic(out / name, text)
     return {"grid": out / "grid.md", "csv": out / "grid.csv", "tuned": out / "tuned.yaml"}
 
 
