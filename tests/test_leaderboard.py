@@ -350,6 +350,21 @@ def test_cli_writes_every_format(board, tmp_path):
         "leaderboard.csv", "leaderboard.html", "leaderboard.md", "leaderboard.tex"]
 
 
+def test_a_renderer_that_fails_leaves_the_last_boards_four_formats_as_they_were(board, monkeypatch):
+    """The formats were written one by one: a failure in the fourth left three new files beside an old one."""
+    out = board["dir"] / "out"
+    before = {p.name: p.read_text() for p in out.iterdir()}
+
+    def fail(sections, header):
+        raise RuntimeError("renderer failed")
+
+    monkeypatch.setitem(tables.FORMATS, "leaderboard.html", fail)
+    (board["dir"] / "results" / "runs" / next(iter(os.listdir(board["dir"] / "results" / "runs")))).unlink()
+    with pytest.raises(RuntimeError):
+        leaderboard.write(board["dir"] / "results", out)
+    assert {p.name: p.read_text() for p in out.iterdir()} == before
+
+
 def test_one_label_over_two_methods_makes_two_rows_not_two_seeds(monkeypatch):
     """#14: a config entry {method: freeze, label: full} must not merge into full's row as a second seed."""
     use_stored_metrics(monkeypatch)

@@ -402,7 +402,9 @@ FORMATS = {"leaderboard.md": markdown, "leaderboard.csv": csv_text, "leaderboard
 
 
 def write_all(sections: list[dict], header: dict, out_dir: Path) -> Path:
-    """Write every format into out_dir; returns the Markdown path."""
-    for name, render in FORMATS.items():
-        write_text_atomic(Path(out_dir) / name, render(sections, header))
+    """Write every format into out_dir, all rendered before any is written (a renderer's failure leaves the last
+    board's four as they were, not a new Markdown beside an old HTML); returns the Markdown path."""
+    texts = {name: render(sections, header) for name, render in FORMATS.items()}
+    for name, text in texts.items():
+        write_text_atomic(Path(out_dir) / name, text)
     return Path(out_dir) / "leaderboard.md"
