@@ -152,6 +152,11 @@ def report(results_dir, items: list[int], seeds: list[int], measure: str | None 
         return f"{results_dir}: no run of the ranked section has finished: no power analysis"
     runs = secs[0]["runs"]
     key = measure or ranking_key(secs[0]["rows"])
+    probe = counted_view(key)[1]
+    if probe and not all(probe in r["spec"]["probes"] for r in runs if r["status"] == "finished"):
+        return (f"{results_dir}: {key} is measured on the {probe} probe, which the ranked section's runs do not all "
+                f"have (their probes: {', '.join(sorted({p for r in runs for p in r['spec']['probes']})) or 'none'}): "
+                "no power analysis; give another --measure")
     c = components(runs, key)
     if c is None:
         return (f"{results_dir}: the ranked section's runs have no per-item records (result schema 1): "
