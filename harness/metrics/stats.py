@@ -30,7 +30,7 @@ Welch's (`difference`).
   correction over the methods compared with the reference.
 - rank band: 1 + the number of methods significantly better (pairwise paired tests, Holm-corrected
   over all pairs): methods that cannot be told apart share a rank. A section of many methods draws enough
-  replicates that p's floor cannot decide this (replicates_for).
+  replicates of the measures it tests that p's floor cannot decide this (replicates_for, `bootstrap`'s tested).
 
 Runs without per-item records (schema 1) get none of this; the leaderboard then falls back to
 intervals over seeds and rank bands by Welch's t over runs (welch_bands).
@@ -162,9 +162,10 @@ class ItemReplicates(dict):
         self.points = points
 
 
-def item_replicates(groups: dict[str, list[dict]], replicates: int = REPLICATES) -> ItemReplicates | None:
-    """The runs' ItemReplicates under the section's shared item draws; None when a run lacks per-item records
-    or the runs did not answer the same items."""
+def item_replicates(groups: dict[str, list[dict]], replicates: int = REPLICATES, keep: set | None = None
+                    ) -> ItemReplicates | None:
+    """The runs' ItemReplicates under the section's shared item draws (of the metrics in `keep`, or all); None
+    when a run lacks per-item records or the runs did not answer the same items."""
     runs = [r for group in groups.values() for r in group]
     if not runs:
         return None
@@ -183,8 +184,11 @@ def item_replicates(groups: dict[str, list[dict]], replicates: int = REPLICATES)
     if STOP in shared:  # its own generator: the task views' draws stay those of boards made before it was drawn
         draws[STOP] = np.random.default_rng(SEED + 2).integers(0, len(shared[STOP]), (replicates, len(shared[STOP])))
     as_drawn = {key: np.arange(len(uids))[None, :] for key, uids in shared.items()}
-    by_run = {id(r): _run_replicates(r, v, draws) for r, v in zip(runs, views)}
-    points = {id(r): _run_replicates(r, v, as_drawn) for r, v in zip(runs, views)}
+    def kept(metrics: dict) -> dict:
+        return metrics if keep is None else {key: value for key, value in metrics.items() if key in keep}
+
+    by_run = {id(r): kept(_run_replicates(r, v, draws)) for r, v in zip(runs, views)}
+    points = {id(r): kept(_run_replicates(r, v, as_drawn)) for r, v in zip(runs, views)}
     out, point_out = {}, {}
     for label, group in sorted(groups.items()):
         keys = {key for r in group for key in by_run[id(r)]}
@@ -314,23 +318,32 @@ def pooled_seed(per_run: ItemReplicates) -> tuple[dict, int]:
     return pooled, df
 
 
-def bootstrap(groups: dict[str, list[dict]], replicates: int | None = None) -> Replicates | None:
+def bootstrap(groups: dict[str, list[dict]], replicates: int | None = None, tested: tuple = ()) -> Replicates | None:
     """{label: {metric: [B] replicates}} for the finished runs of each label of one section: each label's
-    Part (`Replicates.part`), mean + items + sqrt(seed) T, T a draw of Student's t with its df; B = `replicates` or
-    replicates_for(the labels); None when a run lacks per-item records or the runs did not answer the same items."""
-    replicates = replicates or replicates_for(len(groups))
-    per_run = item_replicates(groups, replicates)
+    Part (`Replicates.part`), mean + items + sqrt(seed) T, T a draw of Student's t with its df; B = `replicates`,
+    else REPLICATES, and for the `tested` metrics (those rank bands and Holm-corrected comparisons read)
+    replicates_for(the labels): a section of many labels holds its many replicates of those alone (75 labels held
+    555,000 of every metric, 16 GB). None when a run lacks per-item records or the runs did not answer the same
+    items."""
+    base = replicates or REPLICATES
+    many = replicates or replicates_for(len(groups))
+    per_run = item_replicates(groups, base)
     if per_run is None:
         return None
+    if many > base and tested:  # the same draws as one pass of `many` would make: the tested metrics as they were
+        more = item_replicates(groups, many, keep=set(tested))
+        for label in per_run:
+            per_run[label].update(more[label])
     out = Replicates({}, per_run, *pooled_seed(per_run))
     rng = np.random.default_rng(SEED + 1)
     for label, metrics_of in per_run.items():
         n = len(groups[label])
         df = n - 1 if n > 1 else out.pooled_df
-        seed_t = rng.standard_t(df, size=replicates) if df else np.zeros(replicates)  # T of the seed term
+        seed_t = rng.standard_t(df, size=many) if df else np.zeros(many)  # T of the seed term
         out[label] = {}
         for key in metrics_of:
-            reps = out.part(label, key).draw(seed_t)
+            part = out.part(label, key)
+            reps = part.draw(seed_t[:len(part.deviations)])
             out[label][key] = np.clip(reps, *BOUNDS[key]) if key in BOUNDS else reps
     return out
 
@@ -387,12 +400,14 @@ def compare(reps: dict[str, dict], key: str, reference: str) -> dict[str, dict]:
     """Each label against `reference` on metric `key`: {label: {diff_lo, diff_hi, p, p_holm, significant}}."""
     if reference not in reps or key not in reps[reference]:
         return {}
-    diffs = {label: difference(reps, label, reference, key) for label, r in reps.items()
-             if label != reference and key in r}
-    pvalues = {label: p_value(d) for label, d in diffs.items()}
+    pvalues, intervals = {}, {}
+    for label, r in reps.items():  # one difference's replicates held at a time
+        if label != reference and key in r:
+            d = difference(reps, label, reference, key)
+            pvalues[label], intervals[label] = p_value(d), interval(d) or (math.nan, math.nan)
     adjusted = holm(pvalues)
-    return {label: dict(zip(("diff_lo", "diff_hi"), interval(d) or (math.nan, math.nan)), p=pvalues[label],
-                        p_holm=adjusted[label], significant=adjusted[label] < ALPHA) for label, d in diffs.items()}
+    return {label: dict(zip(("diff_lo", "diff_hi"), intervals[label]), p=pvalues[label],
+                        p_holm=adjusted[label], significant=adjusted[label] < ALPHA) for label in pvalues}
 
 
 def welch_bands(values: dict[str, list[float]]) -> dict[str, int]:
@@ -423,10 +438,13 @@ def welch_bands(values: dict[str, list[float]]) -> dict[str, int]:
 def rank_bands(reps: dict[str, dict], key: str) -> dict[str, int]:
     """{label: 1 + the number of labels significantly better on `key`} (pairwise, Holm over all pairs)."""
     labels = sorted(label for label, r in reps.items() if key in r)
-    diffs = {(a, b): difference(reps, a, b, key) for i, a in enumerate(labels) for b in labels[i + 1:]}
-    adjusted = holm({pair: p_value(d) for pair, d in diffs.items()})
+    pvalues, a_ahead = {}, {}
+    for i, a in enumerate(labels):  # one pair's replicates held at a time: 75 labels make 2,775 pairs
+        for b in labels[i + 1:]:
+            d = difference(reps, a, b, key)
+            pvalues[(a, b)], a_ahead[(a, b)] = p_value(d), np.nanmean(d) > 0
     better = {label: 0 for label in labels}
-    for (a, b), p in adjusted.items():
+    for (a, b), p in holm(pvalues).items():
         if p < ALPHA:
-            better[b if np.nanmean(diffs[(a, b)]) > 0 else a] += 1
+            better[b if a_ahead[(a, b)] else a] += 1
     return {label: 1 + n for label, n in better.items()}

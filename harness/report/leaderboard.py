@@ -117,7 +117,7 @@ def rows(runs: list[dict]) -> list[dict]:
     finished = {label: [r for r in group if r["status"] == "finished"] for label, group in groups.items()}
     # a row with a run scored by its own method's child (harness.run.sandboxed) shows those numbers, unranked
     ranked = {label for label, group in finished.items() if group and all(r.get("verified") is not False for r in group)}
-    reps = stats.bootstrap({label: finished[label] for label in ranked})
+    reps = stats.bootstrap({label: finished[label] for label in ranked}, tested=(HEADLINE, FALLBACK, FORGETTING))
     out, values = [], {}
     for label, group in groups.items():
         per_run = values[label] = [run_row(r) for r in finished[label]]
