@@ -40,7 +40,8 @@ class DataSource:
         if configured:
             root = Path(configured).expanduser()
             if not root.is_dir():
-                raise DataError(f"data folder {root} does not exist (from {self.looked}); "
+                what = "is not a folder" if os.path.lexists(root) else "does not exist"
+                raise DataError(f"data folder {root} {what} (from {self.looked}); "
                                 f"point `data_dir` or ${ENV_VAR} at the folder holding mmlu/, mbpp/")
             self.root = root.resolve()
         self.checksums: dict[str, str] = {}

@@ -83,6 +83,13 @@ def test_missing_data_dir(tmp_path):
     _assert_nothing_written(results)
 
 
+def test_a_data_dir_that_is_a_file_is_said_to_be_one(tmp_path):
+    """`data_dir: /dev/zero` was said not to exist."""
+    (tmp_path / "data").write_text("")
+    with pytest.raises(DataError, match=r"data folder \S+data is not a folder \(from data_dir="):
+        DataSource(str(tmp_path / "data"))
+
+
 def test_missing_file_in_data_dir(data_dir, tmp_path):
     data = _data_copy(data_dir, tmp_path)
     (data / "mbpp" / "mbpp.jsonl").unlink()
