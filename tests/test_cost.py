@@ -174,6 +174,26 @@ def test_a_model_that_cannot_be_loaded_is_said_not_raised(board, tmp_path):
     assert shown.startswith("cost: not counted: model ") and "no-such-model" in shown
 
 
+def test_a_stored_run_whose_model_cannot_be_read_sets_no_rate_and_stops_no_estimate(board, tmp_path, monkeypatch):
+    """A stored run naming a hub model this machine could not reach made the estimate retry the hub for 48 s and
+    then say 'not counted' for every run (a helper's review): it is left out, the other runs set the rates."""
+    _, run, results = board
+    store = Store(tmp_path)
+    store.save_run(run)
+    other = json.loads(json.dumps(run))
+    other["spec"]["model"] = "nosuch/model"
+    other["run_id"] = RunSpec.from_dict(other["spec"]).run_id
+    store.save_run(other)
+    import huggingface_hub
+
+    def unreachable(*args, **kw):
+        raise OSError("no network")
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", unreachable)
+    r, alone = cost.rates(tmp_path, "cpu"), cost.rates(results, "cpu")
+    assert r is not None and r.runs == 1 and (r.train, r.eval) == (alone.train, alone.eval)
+
+
 def test_protocol_show_prints_the_cost(board, data_dir, tmp_path):
     cfg, run, results = board
     # rates as fast as a quiet machine's, whatever load this test runs under: a measured board's rates move with it

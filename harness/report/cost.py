@@ -62,6 +62,7 @@ def model_facts(name: str):
         return tok, sum(p.numel() for p in model.parameters())
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+    models.check_reachable(name)  # one bounded look: the hub client would retry an unreachable id for a minute
     repo, revision = (str(models.smollm2_dir()), None) if name == models.SMOLLM2 else models.hub_revision(name)
     try:
         tok = AutoTokenizer.from_pretrained(repo, revision=revision)
@@ -147,13 +148,20 @@ def rates(source: str | Path, device: str, machine: str | None = None, precision
             and precision in ("auto", r.get("precision"))]
     if not runs:
         return None
-    measured = []
+    measured, counted = [], []
     for r in runs:
         # the work is the card's, whatever the method, its settings and seed: one count per card, not per run
         spec = {**RunSpec.from_dict(r["spec"]).as_dict(), "method": "full", "label": "full", "method_config": {},
                 "seed": 0, "method_sha256": ""}
-        w = _work_of(json.dumps(spec, sort_keys=True), data_dir)
+        try:
+            w = _work_of(json.dumps(spec, sort_keys=True), data_dir)
+        except ClbenchError:  # a run whose model or items this machine cannot read sets no rate; the others do
+            continue
         measured.append((r["compute"], w.params, w.eval_tokens))
+        counted.append(r)
+    if not counted:
+        return None
+    runs = counted
     names = sorted({machine_of(r, device) or device for r in runs})
     name = names[0] if len(names) == 1 else f"{len(names)} machines ({', '.join(names)})"
     return _median_rates(measured, name, str(source))
