@@ -12,7 +12,6 @@ import dataclasses
 import inspect
 import json
 import os
-import resource
 import sys
 import traceback
 from pathlib import Path
@@ -44,15 +43,11 @@ def _source_file(cls) -> str | None:
         return None
 
 
-def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def _train(request: dict, send, receive) -> None:
     from safetensors.torch import save_file
 
     from harness.core.typed import build
-    from harness.run import runner, sandboxed
+    from harness.run import compute, runner, sandboxed
     from harness.run.evaluation import evaluate
     from harness.spec.spec import RunSpec
     from methods.base import count_parameters
@@ -69,7 +64,7 @@ def _train(request: dict, send, receive) -> None:
 
     def hand_over(stage: int, model, **extra) -> None:
         state = sandboxed.standard_state(model, shapes)
-        message = {"kind": "stage", "stage": stage, "peak_memory_mb": _peak_mb(), **extra}
+        message = {"kind": "stage", "stage": stage, "peak_memory_mb": compute.peak_memory_mb(setup.device), **extra}
         if state is not None:
             save_file({k: v.detach().float().cpu().contiguous().clone() for k, v in state.items()},
                       str(scratch / "handover.safetensors"))

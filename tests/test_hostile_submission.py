@@ -58,6 +58,34 @@ class Grows(FullFineTune):
 '''
 
 
+HOARDS = '''
+import sys
+
+import harness.run.compute
+from methods.full import FullFineTune
+
+# what it would report of itself: the child's measure patched, wherever the child keeps it
+harness.run.compute.peak_memory_mb = lambda device: 1.0
+if hasattr(sys.modules["__main__"], "_peak_mb"):  # the child's own helper before the parent measured
+    sys.modules["__main__"]._peak_mb = lambda: 1.0
+
+
+class Hoards(FullFineTune):
+    name = "hoards"
+
+    def prepare(self, model, ctx):
+        block = bytearray(1536 * 2**20)  # 1.5 GB, every page touched
+        for i in range(0, len(block), 4096):
+            block[i] = 1
+        del block
+        try:  # the kernel's peak count can be reset by writing 5 here: the confined child may not write it
+            open("/proc/self/clear_refs", "w").write("5")
+        except OSError:
+            pass
+        return super().prepare(model, ctx)
+'''
+
+
 def _sweep(tmp_path, methods, data_dir):
     cfg = config.load("tiny")
     cfg = dataclasses.replace(cfg, data_dir=str(data_dir), methods=[config.MethodEntry(**m) for m in methods],
@@ -91,6 +119,17 @@ def test_a_score_patching_method_scores_like_full_and_touches_nothing_else(tmp_p
         listener.accept()  # no TCP connection came from any import of the file
     here = {m.__spec__.origin for m in list(sys.modules.values()) if getattr(m, "__spec__", None)}
     assert str(path) not in here and str(path.resolve()) not in here  # never imported in this process
+
+
+@pytest.mark.slow
+def test_a_methods_peak_memory_is_the_kernels_count_not_its_word(tmp_path, data_dir):
+    """The child reported its own peak memory: a method that used 1.5 GB and said 1 MB showed the parent's
+    (scoring-only) peak on the board's memory column."""
+    path = tmp_path / "hoards.py"
+    path.write_text(HOARDS)
+    run = _sweep(tmp_path, [{"method": f"{path}:Hoards", "label": "hoards"}], data_dir)["hoards"]
+    assert run["status"] == "finished", run.get("error")
+    assert run["compute"]["peak_memory_mb"] > 1536
 
 
 @pytest.mark.slow

@@ -99,7 +99,9 @@ class SandboxedTrainer:
         """(model or None, the child's scores or None) from a handover message."""
         if m.get("kind") != "stage" or m.get("stage") != stage:
             raise SandboxError(f"sent {m.get('kind')!r} for stage {m.get('stage')!r}, expected stage {stage}")
-        peak = m.get("peak_memory_mb")
+        peak = m.get("peak_memory_mb")  # on a GPU: the child's word (its CUDA allocator's peak)
+        if self.setup.device != "cuda":  # on a CPU: the child's peak resident memory, read by the kernel's count
+            peak = self.child.peak_rss_mb()
         self.peak_memory_mb = float(peak) if isinstance(peak, (int, float)) and 0 < peak < 2**40 else None
         if m.get("weights"):
             path = self.scratch / "handover.safetensors"

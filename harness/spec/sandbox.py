@@ -136,6 +136,15 @@ class Child:
         tail = self.log_tail().strip()
         return f"exited (code {self.proc.returncode}) before reporting" + (f"; the end of its output:\n{tail}" if tail else "")
 
+    def peak_rss_mb(self) -> float | None:
+        """The child's peak resident memory so far, as the kernel counts it (VmHWM; the confined child cannot write
+        /proc/self/clear_refs to reset it); None where it cannot be read."""
+        with contextlib.suppress(OSError, ValueError):
+            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+        return None
+
     def log_tail(self, size: int = 2000) -> str:
         """The end of the child's log; '' where the child left something else there (a FIFO would hang this)."""
         with contextlib.suppress(OSError, Refused):
