@@ -46,13 +46,14 @@ def _tune(args) -> int:
     from .spec import config
     from .sweep.tune import progress, tune
 
-    cfg = config.with_overrides(config.load(args.config or args.preset or "quick"), data_dir=args.data)
+    source = str(config.card_path(args.config or args.preset or "quick"))
+    cfg = config.with_overrides(config.load(source), data_dir=args.data)
     results = args.results or f"results/tune/{cfg.name}"
     if args.progress:
-        path, line = progress(cfg, results, args.methods, cost_sources=cost.default_sources())
+        path, line = progress(cfg, results, args.methods, cost_sources=cost.default_sources(), source=source)
         print(f"{path.read_text()}\n{line}\nwritten: {path}")
         return 0
-    paths = tune(cfg, results, args.methods, address=args.address, cost_sources=cost.default_sources())
+    paths = tune(cfg, results, args.methods, address=args.address, cost_sources=cost.default_sources(), source=source)
     print(paths["grid"].read_text())
     print(f"written: {paths['grid']} (and {paths['csv'].name}); the card with the chosen configs: {paths['tuned']}\n"
           f"run it with: clbench run --config {paths['tuned']}")

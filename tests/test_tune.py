@@ -179,7 +179,7 @@ def test_tune_widens_until_the_choice_is_inside_and_a_second_call_runs_nothing_n
 
     card = config.load("tiny")
     monkeypatch.setattr(tune.stats, "bootstrap", lambda groups, replicates=None: None)
-    monkeypatch.setattr(tune, "validation_config", lambda c, methods, widened=None: dataclasses.replace(
+    monkeypatch.setattr(tune, "validation_config", lambda c, methods, widened=None, source=None: dataclasses.replace(
         c, methods=[e for m in methods for e, _ in tune.grid(m, c, (widened or {}).get(m.label or m.method, ()))]))
     stored, swept = {}, []
 
@@ -394,3 +394,14 @@ def test_progress_names_stored_runs_outside_its_grid_and_creates_no_folder(tmp_p
     (tmp_path / "runs" / "0123456789abcdef.json").write_text("{}")  # another method's point
     _, line = tune.progress(card, str(tmp_path), ["full"])
     assert line.startswith("0 of 3 grid points finished") and "1 stored run file(s) are no point of this grid" in line
+
+
+def test_a_card_the_tune_cannot_use_is_named_with_its_file(tmp_path, capsys):
+    """The tune-only checks of a card's stream said `stream: [...]` without the file (a helper's review)."""
+    from harness.cli import main
+
+    card = tmp_path / "card.yaml"
+    card.write_text("name: tt\nmodel: tiny\nstream: [stem, math]\nmethods: [full]\n")
+    assert main(["tune", "--config", str(card), "--results", str(tmp_path), "--progress"]) == 2
+    assert f"{card}: stream: ['math'] have no validation domain" in capsys.readouterr().err
+

@@ -275,15 +275,21 @@ def check(cfg: SweepConfig, source: str) -> None:
         labels.add(label)
 
 
-def load(path_or_preset: str, sets: list[str] = ()) -> SweepConfig:
-    """Load a YAML file, or a preset by name ('quick', 'tiny'), with `key=value` overrides (`--set`) applied
-    to its mapping before it is validated."""
+def card_path(path_or_preset: str) -> Path:
+    """The file of a YAML path or a preset's name ('quick', 'tiny')."""
     path = Path(path_or_preset)
     if not path.suffix and not path.exists():
         path = PRESET_DIR / f"{path_or_preset}.yaml"
         if not path.exists():
             presets = [p.stem for p in PRESET_DIR.glob("*.yaml")]
             raise ConfigError(f"unknown preset '{path_or_preset}'; {did_you_mean(path_or_preset, presets)}")
+    return path
+
+
+def load(path_or_preset: str, sets: list[str] = ()) -> SweepConfig:
+    """Load a YAML file, or a preset by name ('quick', 'tiny'), with `key=value` overrides (`--set`) applied
+    to its mapping before it is validated."""
+    path = card_path(path_or_preset)
     data = read_yaml(path)
     if isinstance(data, dict):
         data = _domain_paths(data, path.parent)

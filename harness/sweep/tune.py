@@ -64,17 +64,20 @@ METRICS = ("headline", "lp_gain", "instruct_change", "lp_plasticity", "lp_forget
 COLUMNS = ("method", "label", "lr", "knob", "value", *METRICS, "headline_lo", "headline_hi", "chosen")
 
 
-def validation_stream(card: SweepConfig) -> list[str]:
-    """The card's stream with each domain replaced by a validation domain of its kind."""
+def validation_stream(card: SweepConfig, source: str | None = None) -> list[str]:
+    """The card's stream with each domain replaced by a validation domain of its kind; a stream that has none is
+    named with `source` (the card's file; default: its name)."""
+    where = source or card.name
     if used := [n for n in card.stream if n in VALIDATION]:
-        raise ConfigError(f"stream: {used} are validation domains; tune a card whose stream is benchmark domains")
+        raise ConfigError(f"{where}: stream: {used} are validation domains; tune a card whose stream is benchmark "
+                          "domains")
     kinds = {n: domain(n, card.domains).kind for n in card.stream}
     if other := [n for n in card.stream if n != "code" and kinds[n] != "multiple_choice"]:
-        raise ConfigError(f"stream: {other} have no validation domain (there is one per multiple-choice domain, and "
-                          "code_dev for code); tune on a card without them")
+        raise ConfigError(f"{where}: stream: {other} have no validation domain (there is one per multiple-choice "
+                          "domain, and code_dev for code); tune on a card without them")
     mc = [n for n in card.stream if n != "code"]
     if len(mc) > len(MC_VALIDATION):
-        raise ConfigError(f"stream: {len(mc)} multiple-choice domains, but the dev split makes only "
+        raise ConfigError(f"{where}: stream: {len(mc)} multiple-choice domains, but the dev split makes only "
                           f"{len(MC_VALIDATION)} validation domains; tune on a card with at most that many")
     replaced = dict(zip(mc, MC_VALIDATION), code="code_dev")
     return [replaced[n] for n in card.stream]
@@ -97,18 +100,18 @@ def _disjoint_seed(card: SweepConfig, budget, source: DataSource) -> int:
     raise ConfigError("no data seed gives an instruct probe disjoint from the card's; lower budget.instruct_items")
 
 
-def validation_config(card: SweepConfig, methods: list[MethodEntry], widened: dict[str, tuple] | None = None
-                      ) -> SweepConfig:
+def validation_config(card: SweepConfig, methods: list[MethodEntry], widened: dict[str, tuple] | None = None,
+                      source: str | None = None) -> SweepConfig:
     """The sweep that runs every grid point of `methods` (and the `widened` ones, see `widen`) on the card's
-    validation stream."""
-    source = DataSource(card.data_dir)
-    stream = validation_stream(card)
-    smallest = _smallest_pool(stream, card.budget, source)
+    validation stream; what the card cannot tune with is named with `source` (its file; default: its name)."""
+    data = DataSource(card.data_dir)
+    stream = validation_stream(card, source)
+    smallest = _smallest_pool(stream, card.budget, data)
     budget = card.budget
     if smallest:
         if budget.learn_items >= smallest:
-            raise ConfigError(f"budget.learn_items: {budget.learn_items}, but the smallest validation pool holds "
-                              f"{smallest} items (after max_item_chars); tune with at most {smallest - 1}")
+            raise ConfigError(f"{source or card.name}: budget.learn_items: {budget.learn_items}, but the smallest "
+                              f"validation pool holds {smallest} items (after max_item_chars); tune with at most {smallest - 1}")
         budget = dataclasses.replace(budget, transfer_items=min(budget.transfer_items, smallest - budget.learn_items))
     budget = dataclasses.replace(budget, max_new_tokens=DECODED)
     entries = [point for entry in methods
@@ -116,8 +119,8 @@ def validation_config(card: SweepConfig, methods: list[MethodEntry], widened: di
     cfg = dataclasses.replace(card, name=f"{card.name}-validation", stream=stream, task_orders=[],
                               probes=[p for p in card.probes if p == "instruct"], methods=entries,
                               seeds=card.seeds[:1], budget=budget,
-                              data_seed=_disjoint_seed(card, budget, source))
-    check(cfg, f"validation stream of {card.name}")
+                              data_seed=_disjoint_seed(card, budget, data))
+    check(cfg, f"validation stream of {source or card.name}")
     return cfg
 
 
@@ -348,14 +351,14 @@ def _stored(results: str, cfg: SweepConfig) -> tuple[dict, dict]:
     return runs, state
 
 
-def standing(card: SweepConfig, results: str, names: list[str] | None = None):
+def standing(card: SweepConfig, results: str, names: list[str] | None = None, source: str | None = None):
     """(rows, state, cfg) of a tune that runs or was stopped, running nothing: every grid point (the widened ones
     it will add, as far as the finished points decide them) with its state, a variant chosen only where all its
     points have finished (else its leading point's state says so), and the validation config they make."""
     methods = methods_named(card, names) if names else list(card.methods)
     widened: dict[str, tuple] = {}
     while True:  # the widening the tune makes once the stated grid has run, as far as the stored points decide it
-        cfg = validation_config(card, methods, widened)
+        cfg = validation_config(card, methods, widened, source)
         runs, state = _stored(results, cfg)
         rows = choose(card, methods, runs, widened)
         open_ = {r["variant"] for r in rows if state[r["label"]] != FINISHED}
@@ -370,7 +373,7 @@ def standing(card: SweepConfig, results: str, names: list[str] | None = None):
 
 
 def progress(card: SweepConfig, results: str, names: list[str] | None = None,
-             cost_sources: list[str] | None = None) -> tuple[Path, str]:
+             cost_sources: list[str] | None = None, source: str | None = None) -> tuple[Path, str]:
     """progress.md in `results`, running nothing (`standing`): every grid point, whether it has run, and each
     variant's choice where all its points have finished (else the point leading so far); with one line to print
     that counts them."""
@@ -381,7 +384,7 @@ def progress(card: SweepConfig, results: str, names: list[str] | None = None,
     if not Path(results).is_dir():  # a typo would read as a tune with nothing run, and write a folder for it
         raise ConfigError(f"tune --progress: results folder {results} does not exist; give the folder the tune "
                           "writes (--results)")
-    rows, state, cfg = standing(card, results, names)
+    rows, state, cfg = standing(card, results, names, source)
     points = {spec.run_id for spec in expand(cfg)}
     others = sum(p.stem not in points for p, _ in run_files(results))
     done = sum(s.startswith(FINISHED) for s in state.values())
@@ -406,16 +409,16 @@ def progress(card: SweepConfig, results: str, names: list[str] | None = None,
 
 
 def tune(card: SweepConfig, results: str, names: list[str] | None = None, address: str | None = None,
-         log=print, cost_sources: list[str] | None = None) -> dict[str, Path]:
+         log=print, cost_sources: list[str] | None = None, source: str | None = None) -> dict[str, Path]:
     """Run the grid on the validation stream (resuming what is stored) and write grid.md/csv and tuned.yaml.
     cost_sources: stored runs to measure rates on (after `results`' own) for the expected time of the points
-    left, logged before each round of runs (None: no estimate)."""
+    left, logged before each round of runs (None: no estimate). source: the card's file, named in its errors."""
     from ..spec.spec import expand
     from ..store.store import Store
     from .sweep import run_sweep
 
     methods = methods_named(card, names) if names else list(card.methods)
-    cfg = validation_config(card, methods)
+    cfg = validation_config(card, methods, source=source)
     log(f"tuning {len(methods)} method(s) over {len(cfg.methods)} grid points on {', '.join(cfg.stream)}"
         f" (data seed {cfg.data_seed}, seed {cfg.seeds[0]}), and up to {WIDEN_STEPS} more for each method whose "
         f"choice sits at the grid's learning-rate edge")
@@ -431,4 +434,4 @@ def tune(card: SweepConfig, results: str, names: list[str] | None = None, addres
         log("the choice sits at the grid's learning-rate edge for " + ", ".join(
             f"{v} (next: lr x{more[v][-1][0]:.3g})" for v in more if more[v] != widened.get(v)) + "; widening")
         widened = more
-        cfg = validation_config(card, methods, widened)
+        cfg = validation_config(card, methods, widened, source)
