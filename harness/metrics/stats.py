@@ -184,6 +184,7 @@ def item_replicates(groups: dict[str, list[dict]], replicates: int = REPLICATES,
     if STOP in shared:  # its own generator: the task views' draws stay those of boards made before it was drawn
         draws[STOP] = np.random.default_rng(SEED + 2).integers(0, len(shared[STOP]), (replicates, len(shared[STOP])))
     as_drawn = {key: np.arange(len(uids))[None, :] for key, uids in shared.items()}
+
     def kept(metrics: dict) -> dict:
         return metrics if keep is None else {key: value for key, value in metrics.items() if key in keep}
 

@@ -111,7 +111,8 @@ def validation_config(card: SweepConfig, methods: list[MethodEntry], widened: di
     if smallest:
         if budget.learn_items >= smallest:
             raise ConfigError(f"{source or card.name}: budget.learn_items: {budget.learn_items}, but the smallest "
-                              f"validation pool holds {smallest} items (after max_item_chars); tune with at most {smallest - 1}")
+                              f"validation pool holds {smallest} items (after max_item_chars); tune with at most "
+                              f"{smallest - 1}")
         budget = dataclasses.replace(budget, transfer_items=min(budget.transfer_items, smallest - budget.learn_items))
     budget = dataclasses.replace(budget, max_new_tokens=DECODED)
     entries = [point for entry in methods
