@@ -244,9 +244,9 @@ UNRECORDED = ("the card's seeds or task orders, which run files do not record (a
               "--set seeds=[...] is another version; `--seeds` keeps the card's)")
 
 
-def sections(runs: list[dict]) -> list[dict]:
-    """Runs split by protocol: [{key, reason, stack, rows, runs}], the ranked protocol (most finished runs)
-    first, reason None for it. A run without a key joins the protocol whose spec matches its own."""
+def protocol_groups(runs: list[dict]) -> list[tuple[str, list[dict]]]:
+    """Runs split by protocol, [(key, runs)], the ranked protocol (most finished runs) first; a run without a key
+    joins the protocol whose spec matches its own. Nothing is computed from the runs' results."""
     by_key = defaultdict(list)
     for run in runs:
         if protocol_key(run) is not None:
@@ -256,8 +256,13 @@ def sections(runs: list[dict]) -> list[dict]:
         if protocol_key(run) is None:
             spec_hash = content_hash(RunSpec.from_dict(run["spec"]).protocol())
             by_key[spec_to_key.get(spec_hash, f"unkeyed-{spec_hash}")].append(run)
-    ordered = sorted(by_key.items(), key=lambda kv: (-sum(r["status"] == "finished" for r in kv[1]), -len(kv[1]),
-                                                      kv[0]))
+    return sorted(by_key.items(), key=lambda kv: (-sum(r["status"] == "finished" for r in kv[1]), -len(kv[1]), kv[0]))
+
+
+def sections(runs: list[dict]) -> list[dict]:
+    """The board's sections, one per protocol (`protocol_groups`): [{key, reason, stack, facts, rows, runs}], the
+    ranked protocol first, reason None for it."""
+    ordered = protocol_groups(runs)
     if not ordered:
         return []
     reference = ordered[0][1][0]

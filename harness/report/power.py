@@ -35,7 +35,7 @@ import numpy as np
 from ..metrics import stats
 from ..metrics.run_metrics import run_row
 from ..store.store import Store
-from .leaderboard import REFERENCE, method_groups, ranking_key, sections
+from .leaderboard import REFERENCE, method_groups, protocol_groups, ranking_key
 
 HALF, POWER = 0.975, 0.8  # the quantiles of the half-width and of the power
 
@@ -145,15 +145,16 @@ def _quantile(q: float, item: float, seed_terms: list[float], df: float) -> floa
 def report(results_dir, items: list[int], seeds: list[int], measure: str | None = None) -> str:
     """The power table of the ranked section of a results folder, as text, for `measure` (a key of
     stats.BOOTSTRAPPED; default: the ranked score)."""
-    secs = sections(Store(results_dir).runs())
-    if not secs:
+    groups = protocol_groups(Store(results_dir).runs())  # the ranked section's runs, without drawing its board
+    if not groups:
         return f"no runs in {results_dir}"
-    if not any(r["status"] == "finished" for r in secs[0]["runs"]):
+    runs = groups[0][1]
+    finished = [r for r in runs if r["status"] == "finished"]
+    if not finished:
         return f"{results_dir}: no run of the ranked section has finished: no power analysis"
-    runs = secs[0]["runs"]
-    key = measure or ranking_key(secs[0]["rows"])
+    key = measure or ranking_key([run_row(r) for r in finished])
     probe = counted_view(key)[1]
-    if probe and not all(probe in r["spec"]["probes"] for r in runs if r["status"] == "finished"):
+    if probe and not all(probe in r["spec"]["probes"] for r in finished):
         return (f"{results_dir}: {key} is measured on the {probe} probe, which the ranked section's runs do not all "
                 f"have (their probes: {', '.join(sorted({p for r in runs for p in r['spec']['probes']})) or 'none'}): "
                 "no power analysis; give another --measure")
