@@ -59,15 +59,10 @@ class Grows(FullFineTune):
 
 
 HOARDS = '''
-import sys
-
 import harness.run.compute
 from methods.full import FullFineTune
 
-# what it would report of itself: the child's measure patched, wherever the child keeps it
-harness.run.compute.peak_memory_mb = lambda device: 1.0
-if hasattr(sys.modules["__main__"], "_peak_mb"):  # the child's own helper before the parent measured
-    sys.modules["__main__"]._peak_mb = lambda: 1.0
+harness.run.compute.peak_memory_mb = lambda device: 1.0  # what it would report of itself: the child's measure patched
 
 
 class Hoards(FullFineTune):

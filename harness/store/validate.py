@@ -90,6 +90,7 @@ def problem(path: Path) -> tuple[dict | None, str | None]:
         return None, "field 'sweep' must be a string and provenance.machine an object"
     if not _utf8(data.get("sweep", "")):
         return None, "sweep is not UTF-8 text"
+    cap = view_cap(spec)  # the most items a view of this run can hold
     if data["status"] == "finished" and len(stages) != len(spec.stream) + 1:
         return None, f"finished with {len(stages)} stages, its stream needs {len(spec.stream) + 1}"
     for i, stage in enumerate(stages):
@@ -102,13 +103,13 @@ def problem(path: Path) -> tuple[dict | None, str | None]:
                     return None, f"stages[{i}].scores.{task}.recall.score is {score!r}, not in [0, 1]"
         except (KeyError, TypeError, IndexError):
             return None, f"stages[{i}] lacks scores for every task of its stream"
-        if data["schema_version"] >= 2 and (why := items_problem(stage, f"stages[{i}]", view_cap(spec))
+        if data["schema_version"] >= 2 and (why := items_problem(stage, f"stages[{i}]", cap)
                                             or uids_problem(stage, stages[0], f"stages[{i}]")):
             return None, why
     if (base := data.get("base_model")) is not None:  # the unprepared model's scores, read as stage 0's
         if not isinstance(base, dict):
             return None, "base_model is not an object"
-        if data["schema_version"] >= 2 and stages and (why := items_problem(base, "base_model", view_cap(spec))
+        if data["schema_version"] >= 2 and stages and (why := items_problem(base, "base_model", cap)
                                                        or uids_problem(base, stages[0], "base_model")):
             return None, why
     info = data.get("method_info", {})

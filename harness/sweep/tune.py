@@ -104,13 +104,14 @@ def validation_config(card: SweepConfig, methods: list[MethodEntry], widened: di
                       source: str | None = None) -> SweepConfig:
     """The sweep that runs every grid point of `methods` (and the `widened` ones, see `widen`) on the card's
     validation stream; what the card cannot tune with is named with `source` (its file; default: its name)."""
+    where = source or card.name
     data = DataSource(card.data_dir)
-    stream = validation_stream(card, source)
+    stream = validation_stream(card, where)
     smallest = _smallest_pool(stream, card.budget, data)
     budget = card.budget
     if smallest:
         if budget.learn_items >= smallest:
-            raise ConfigError(f"{source or card.name}: budget.learn_items: {budget.learn_items}, but the smallest "
+            raise ConfigError(f"{where}: budget.learn_items: {budget.learn_items}, but the smallest "
                               f"validation pool holds {smallest} items (after max_item_chars); tune with at most "
                               f"{smallest - 1}")
         budget = dataclasses.replace(budget, transfer_items=min(budget.transfer_items, smallest - budget.learn_items))
@@ -121,7 +122,7 @@ def validation_config(card: SweepConfig, methods: list[MethodEntry], widened: di
                               probes=[p for p in card.probes if p == "instruct"], methods=entries,
                               seeds=card.seeds[:1], budget=budget,
                               data_seed=_disjoint_seed(card, budget, data))
-    check(cfg, f"validation stream of {source or card.name}")
+    check(cfg, f"validation stream of {where}")
     return cfg
 
 
