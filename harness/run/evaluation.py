@@ -30,6 +30,7 @@ from tasks.registry import LM_EVAL_PREFIX
 
 from ..integrations import lmeval_bridge
 from ..model.generation_metrics import stop_summary, tail_repetition
+from ..model.packed import packed_linears
 from ..model.scoring import cloze_outcomes, generate, letter_outcomes, reply_logprob
 
 CLOZE_NORM = {"cloze_char": "char", "cloze_raw": "none", "cloze": "token"}  # scorer -> harness.model.scoring's norm
@@ -138,7 +139,8 @@ def evaluate(model, tok, tasks, probes, *, scorer: str, budget, device: str, pre
     total = sum(len(v) for t in [*tasks, *probes] for v in t.views.values())
     out = {"scores": {}, "probes": {}}
     # disable=None: no bar off a terminal (a log file, CI), where \r-redrawn bars are noise
-    with tqdm(total=total, desc=desc, unit="item", leave=False, disable=None) as bar:
+    with tqdm(total=total, desc=desc, unit="item", leave=False, disable=None) as bar, \
+            packed_linears(model, device, precision):
         for group, key in ((tasks, "scores"), (probes, "probes")):
             for task in group:
                 views = _probe_views(model, tok, task, budget, device, precision, bar)

@@ -1,13 +1,16 @@
 """Evaluation speed on SmolLM2: the harness's multiple-choice scorers against lm-eval's
 `multiple_choice` on the cross-check's 50 MMLU questions (same accuracy asserted, speed ratio recorded),
-and batched greedy generation of the stop probe at batch 1, 8 and 32.
+batched greedy generation of the stop probe at batch 1, 8 and 32 (on evaluation's packed linear layers), one
+decoding step and one evaluation of the standard card with those layers and with torch's own side by side.
 Run with: python -m tox -e bench -- tests/bench/test_bench_eval.py"""
+import contextlib
 import time
 
 import pytest
 import torch
 
 from harness.integrations import lmeval_bridge
+from harness.model.packed import packed_linears
 from harness.model.precision import matmul_gflops
 from harness.model.scoring import MC_BATCH, _length_batches, _shared_length, cloze_choices, generate, letter_choices
 from tasks.chat import prompt_ids
@@ -81,34 +84,40 @@ def test_generation_throughput(benchmark, smollm2, source, batch):
         out = generate(model, tok, prompts, "cpu", "fp32", NEW_TOKENS, batch_size=batch)
         tokens.append(sum(r["tokens"] for r in out))
 
-    run()  # warm-up
-    benchmark.pedantic(run, rounds=2, iterations=1)
+    with packed_linears(model, "cpu", "fp32"):  # as evaluation decodes (packed once, outside the timing)
+        run()  # warm-up
+        benchmark.pedantic(run, rounds=2, iterations=1)
     benchmark.extra_info.update({"batch": batch, "prompts": len(prompts), "max_new_tokens": NEW_TOKENS,
                                  "generated_tokens": tokens[-1], "tokens_per_s": tokens[-1] / benchmark.stats.stats.min,
                                  "threads": torch.get_num_threads()})
 
 
 def test_decoding_step_against_the_machines_bounds(benchmark, smollm2, source):
-    """One greedy decoding step at batch 8 (the prompts' prefill excluded) against what this machine allows for
-    it: reading every weight once (bandwidth from a 1 GiB read and a 1 GiB copy, measured here) and the step's
-    matmul FLOPs at the measured fp32 matmul peak; beside them, the step's matmuls alone (every linear layer once at
-    batch 8), which shows how fast the BLAS kernels stream weights for so few rows."""
+    """One greedy decoding step at batch 8 (the prompts' prefill excluded), with evaluation's packed linear
+    layers (harness.model.packed) and, side by side in alternate rounds, with torch's own nn.Linear (MKL), against
+    what this machine allows for it: reading every weight once (bandwidth from a 1 GiB read and a 1 GiB copy,
+    measured here) and the step's matmul FLOPs at the measured fp32 matmul peak; beside them, the step's matmuls
+    alone (every linear layer once at batch 8, both ways), which shows how fast the kernels stream weights for so
+    few rows. The two ways' tokens are asserted equal."""
     from harness.model.scoring import _greedy_rows, _pad_id, _prompt_batches
 
     model, tok = smollm2
     batch = 8
     prompts = [prompt_ids(tok, p.prompt) for p in source.stop_prompts()[:batch]]
-    steps = []
+    steps = {True: [], False: []}
+    rows = {}
 
-    def decode():
-        with torch.inference_mode():
+    def decode(packed: bool):
+        with torch.inference_mode(), (packed_linears(model, "cpu", "fp32") if packed else contextlib.nullcontext()):
             (_, logits, cache, mask, _), = list(_prompt_batches(model, tok, prompts, "cpu", batch))
             start = time.perf_counter()
-            rows = _greedy_rows(model, logits, cache, mask, tok.eos_token_id, _pad_id(tok), NEW_TOKENS)
-            steps.append((time.perf_counter() - start) / (max(len(r) for r in rows) - 1))
+            rows[packed] = _greedy_rows(model, logits, cache, mask, tok.eos_token_id, _pad_id(tok), NEW_TOKENS)
+            steps[packed].append((time.perf_counter() - start) / (max(len(r) for r in rows[packed]) - 1))
 
-    decode()  # warm-up
-    benchmark.pedantic(decode, rounds=3, iterations=1)
+    decode(True)  # warm-up
+    decode(False)
+    benchmark.pedantic(decode, args=(True,), setup=lambda: decode(False), rounds=3, iterations=1)
+    assert rows[True] == rows[False]
     big = torch.ones(2 ** 28)  # 1 GiB of fp32
     read = min(_seconds(lambda: big.sum()) for _ in range(3))
     copy = torch.empty_like(big)
@@ -119,19 +128,24 @@ def test_decoding_step_against_the_machines_bounds(benchmark, smollm2, source):
     peak = matmul_gflops([torch.float32], n=2048, reps=5)[0]
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     xs = {m.in_features: torch.randn(batch, m.in_features) for m in linears}
-    with torch.inference_mode():  # the step's matmuls alone, weights in order: what the kernels stream at batch 8
-        matmuls = min(_seconds(lambda: [torch.nn.functional.linear(xs[m.in_features], m.weight) for m in linears])
-                      for _ in range(3))
-    step = min(steps[1:])
+    matmuls = {}
+    for packed in (False, True):  # the step's matmuls alone, weights in order: what the kernels stream at batch 8
+        with torch.inference_mode(), (packed_linears(model, "cpu", "fp32") if packed else contextlib.nullcontext()):
+            matmuls[packed] = min(_seconds(lambda: [m(xs[m.in_features]) for m in linears]) for _ in range(3))
+    step, unpacked = min(steps[True][1:]), min(steps[False][1:])
     read_gbs, copy_gbs = big.numel() * 4 / read / 1e9, 2 * big.numel() * 4 / copied / 1e9
     bandwidth_bound, compute_bound = weight_bytes / (read_gbs * 1e9), flops / (peak * 1e9)
+    linear_bytes = sum(m.weight.numel() * 4 for m in linears)
     benchmark.extra_info.update({
         "batch": batch, "step_ms": step * 1e3, "tokens_per_s": batch / step, "weight_mb": weight_bytes / 1e6,
+        "step_ms_torch_linear": unpacked * 1e3, "packed_speedup": unpacked / step,
         "read_gb_per_s": read_gbs, "copy_gb_per_s_read_plus_write": copy_gbs,
         "bandwidth_bound_ms": bandwidth_bound * 1e3, "share_of_bandwidth_bound": bandwidth_bound / step,
         "matmul_peak_gflops": peak, "compute_bound_ms": compute_bound * 1e3,
-        "share_of_compute_bound": compute_bound / step, "matmuls_alone_ms": matmuls * 1e3,
-        "matmuls_alone_gb_per_s": sum(m.weight.numel() * 4 for m in linears) / matmuls / 1e9,
+        "share_of_compute_bound": compute_bound / step, "matmuls_alone_ms": matmuls[True] * 1e3,
+        "matmuls_alone_gb_per_s": linear_bytes / matmuls[True] / 1e9,
+        "matmuls_alone_ms_torch_linear": matmuls[False] * 1e3,
+        "matmuls_alone_gb_per_s_torch_linear": linear_bytes / matmuls[False] / 1e9,
         "threads": torch.get_num_threads()})
 
 
@@ -143,7 +157,9 @@ def _seconds(f) -> float:
 
 def test_one_evaluation_of_the_standard_card(benchmark, data_dir, monkeypatch):
     """One evaluation of the `standard` card's views and probes on SmolLM2 in fp32 (what every stage of a
-    standard run pays), with its seconds by scorer."""
+    standard run pays), with its seconds by scorer; side by side in alternate rounds, the same evaluation with
+    torch's own nn.Linear in place of the packed layers (harness.model.packed): the speedup, every decision
+    (choice, correct, passed, stopped, generated token) equal, and the largest difference of each stored float."""
     from harness.run import evaluation
     from harness.run.runner import _Setup
     from harness.spec import config
@@ -163,14 +179,44 @@ def test_one_evaluation_of_the_standard_card(benchmark, data_dir, monkeypatch):
 
     for name in ("cloze_outcomes", "letter_outcomes", "generate", "reply_logprob", "passes"):
         monkeypatch.setattr(evaluation, name, timed(name, getattr(evaluation, name)))
+    packing = evaluation.packed_linears
+    outputs, unpacked = {}, []
 
-    def run():
+    def run(packed: bool = True):
         seconds.clear()
-        evaluation.evaluate(setup.model, setup.tok, setup.tasks, setup.probes, desc="bench", **setup.eval_kw)
+        monkeypatch.setattr(evaluation, "packed_linears", packing if packed else lambda *a: contextlib.nullcontext())
+        start = time.perf_counter()
+        outputs[packed] = evaluation.evaluate(setup.model, setup.tok, setup.tasks, setup.probes, desc="bench",
+                                              **setup.eval_kw)
+        if not packed:
+            unpacked.append((time.perf_counter() - start, dict(seconds)))
 
-    benchmark.pedantic(run, rounds=2, iterations=1)
+    benchmark.pedantic(run, setup=lambda: run(False), rounds=2, iterations=1)
+    differences: dict = {}
+    old, new = _leaves(outputs[False]), _leaves(outputs[True])
+    assert old.keys() == new.keys()
+    for path, value in old.items():
+        if isinstance(value, float):
+            field = path[-2] if isinstance(path[-1], int) else path[-1]
+            differences[field] = max(differences.get(field, 0.0), abs(value - new[path]))
+        else:
+            assert new[path] == value, path
+    fastest_unpacked = min(unpacked, key=lambda u: u[0])
     benchmark.extra_info.update({"items": sum(len(v) for t in [*setup.tasks, *setup.probes] for v in t.views.values()),
-                                 "seconds_by_scorer_last_round": seconds, "threads": torch.get_num_threads()})
+                                 "seconds_by_scorer_last_round": seconds,
+                                 "seconds_torch_linear": fastest_unpacked[0],
+                                 "seconds_by_scorer_torch_linear": fastest_unpacked[1],
+                                 "packed_speedup": fastest_unpacked[0] / benchmark.stats.stats.min,
+                                 "largest_difference_by_field": differences, "threads": torch.get_num_threads()})
+
+
+def _leaves(o, path=()) -> dict:
+    """{path: value} of every number, flag and token of an evaluation's output (timings left out)."""
+    if isinstance(o, dict):
+        return {k: v for key, val in o.items() if "seconds" not in key for k, v in _leaves(val, (*path, key)).items()}
+    if isinstance(o, list):
+        return {k: v for i, val in enumerate(o) for k, v in _leaves(val, (*path, i)).items()}
+    return {path: o}
 
 
 def test_decoding_against_llama_cpp(benchmark, smollm2, source):
