@@ -1,19 +1,19 @@
 """Evaluation's linear layers on a CPU in fp32: oneDNN's inner product on weights packed once.
 
 torch runs `nn.Linear` on a CPU through MKL's sgemm, which packs the weight matrix again on every call. A
-greedy decoding step multiplies a few rows by every weight of the model, so that repacking is most of the
-step: on a 2-core AMD EPYC (Zen 4) MKL streamed SmolLM2-135M's weights at about 5 GB/s at batch 8 where a
-plain read reaches 30-50 GB/s. Inside `packed_linears`, every plain `nn.Linear` computes with
-`torch.ops.mkldnn._linear_pointwise` on a copy of its weight that oneDNN reordered once into its blocked
-layout (what torch's inductor does for a frozen fp32 model): the same products summed in another order, so
-values agree to float32 rounding, not bit for bit (docs/performance.md, issue #20).
+greedy decoding step multiplies a few rows by every weight of the model: on a 2-core AMD EPYC (Zen 4) sgemm
+streamed SmolLM2-135M's weights at 6.8 GB/s at batch 8, oneDNN on weights packed once at 16.5 GB/s, where a
+plain read reaches 55 GB/s (results/bench/eval-packed-smollm2-cpu.json). Inside `packed_linears`, every plain
+`nn.Linear` computes with `torch.ops.mkldnn._linear_pointwise` on a copy of its weight that oneDNN reordered
+once into its blocked layout (what torch's inductor does for a frozen fp32 model): the same products summed in
+another order, so values agree to float32 rounding, not bit for bit (docs/performance.md, issue #20).
 
 Only an `nn.Linear` itself is swapped (a subclass such as bitsandbytes' quantized layers, or a method's own
-module, keeps its forward), only fp32 weights on a CPU (and not inference tensors, which keep no version
-count), and a layer whose weight or bias is replaced or
-changed in place after packing computes as before with `F.linear`: a packed copy is never used stale. So
-does a call that autograd records (the packed op has no backward), one on another dtype, and an empty batch.
-On exit every layer has its own forward back.
+module, keeps its forward), and only where its weight and bias are fp32 tensors on a CPU that keep a version
+count (not inference tensors). A layer whose weight or bias is replaced or changed in place after packing
+computes as before with `F.linear`: a packed copy is never used stale. So does a call that autograd records
+(the packed op has no backward), one on another dtype, and an empty batch. On exit every layer has its own
+forward back.
 """
 from __future__ import annotations
 
