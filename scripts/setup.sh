@@ -5,6 +5,10 @@
 # GPU machine (nvidia-smi works): PyPI's build of the same release, which carries CUDA.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ -e .venv ] && [ ! -d .venv ]; then  # e.g. a PEP 832 redirect file another tool (a tox without tox.ini's setting) wrote
+    echo "scripts/setup.sh: .venv is a file, not a folder ($(head -c 80 .venv | head -n 1)); remove it (rm .venv) and run again" >&2
+    exit 1
+fi
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then
