@@ -11,9 +11,11 @@ another order, so values agree to float32 rounding, not bit for bit (docs/perfor
 Only an `nn.Linear` itself is swapped (a subclass such as bitsandbytes' quantized layers, or a method's own
 module, keeps its forward), and only where its weight and bias are fp32 tensors on a CPU that keep a version
 count (not inference tensors). A layer whose weight or bias is replaced or changed in place after packing
-computes as before with `F.linear`: a packed copy is never used stale. So does a call that autograd records
-(the packed op has no backward), one on another dtype, and an empty batch. On exit every layer has its own
-forward back.
+computes as before with `F.linear` (an edit through `.data`, which keeps no version count, is not seen: no
+code of clbench's edits weights during an evaluation). So does a call that autograd records (the packed op has
+no backward), one on another dtype, and an empty batch. On exit every layer has its own forward back. The
+packed copies are a second copy of the linear weights while an evaluation runs (538 MB for SmolLM2-135M), which
+a CPU run's peak memory includes.
 """
 from __future__ import annotations
 
@@ -36,16 +38,20 @@ class _Packed:
 
     def __init__(self, layer: nn.Linear):
         self.layer = layer
+        self.source = (layer.weight, layer.bias)  # held: a new tensor at a freed one's address is still new
         self.weight = torch.ops.mkldnn._reorder_linear_weight(layer.weight.detach(), ROWS_HINT)
         self.bias = None if layer.bias is None else layer.bias.detach()
         self.seen = self._state()
 
     def _state(self) -> tuple:
-        return tuple((t.data_ptr(), t._version) if t is not None else None for t in (self.layer.weight, self.layer.bias))
+        return tuple((t.data_ptr(), t._version) if t is not None else None for t in self.source)
+
+    def _unchanged(self) -> bool:
+        return self.layer.weight is self.source[0] and self.layer.bias is self.source[1] and self._state() == self.seen
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        grad = torch.is_grad_enabled() and (x.requires_grad or self.layer.weight.requires_grad)
-        if grad or x.dtype != torch.float32 or not x.numel() or self._state() != self.seen:
+        grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, *self.source))
+        if grad or x.dtype != torch.float32 or not x.numel() or not self._unchanged():
             return F.linear(x, self.layer.weight, self.layer.bias)
         rows = x.reshape(-1, x.shape[-1]).contiguous()
         out = torch.ops.mkldnn._linear_pointwise(rows, self.weight, self.bias, "none", [], "")
