@@ -71,29 +71,22 @@ def test_evaluation_scores_within_float32_rounding_of_torchs_own_layers(tiny, da
     equal on SmolLM2 by the eval bench; a random tiny model's near-ties could flip on another CPU."""
     import contextlib
 
+    from evaluation_leaves import leaves
+
+    from harness.model import packed as packing
     from harness.run import evaluation
     from harness.run.runner import _Setup
     from harness.spec import config
     from harness.spec.spec import expand
 
-    from harness.model import packed as packing
-
     setup = _Setup(expand(config.load("tiny"))[0], str(data_dir))
-    calls = []
-    monkeypatch.setattr(packing._Packed, "_unchanged", lambda self: calls.append(1) or True)
+    calls, unchanged = [], packing._Packed._unchanged
+    monkeypatch.setattr(packing._Packed, "_unchanged", lambda self: calls.append(1) or unchanged(self))
     packed = evaluation.evaluate(setup.model, setup.tok, setup.tasks, setup.probes, desc="packed", **setup.eval_kw)
     assert calls  # the evaluation ran on packed layers
     monkeypatch.setattr(evaluation, "packed_linears", lambda *a: contextlib.nullcontext())
     plain = evaluation.evaluate(setup.model, setup.tok, setup.tasks, setup.probes, desc="plain", **setup.eval_kw)
-
-    def numbers(o, path=""):
-        if isinstance(o, dict):
-            return {k: v for key, val in o.items() if "seconds" not in key for k, v in numbers(val, f"{path}.{key}").items()}
-        if isinstance(o, list):
-            return {k: v for i, val in enumerate(o) for k, v in numbers(val, f"{path}[{i}]").items()}
-        return {path: o}
-
-    a, b = numbers(plain), numbers(packed)
+    a, b = leaves(plain), leaves(packed)
     assert a.keys() == b.keys()
     for key in a:
         if isinstance(a[key], float):

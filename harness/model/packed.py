@@ -59,9 +59,9 @@ class _Packed:
 
 
 def _packable(m: nn.Module) -> bool:
-    tensors = [t for t in (getattr(m, "weight", None), getattr(m, "bias", None)) if t is not None]
-    return type(m) is nn.Linear and "forward" not in vars(m) and m.weight.device.type == "cpu" and all(
-        t.dtype == torch.float32 and not t.is_inference() for t in tensors)
+    return type(m) is nn.Linear and "forward" not in vars(m) and all(
+        t.device.type == "cpu" and t.dtype == torch.float32 and not t.is_inference()
+        for t in (m.weight, m.bias) if t is not None)
 
 
 @contextlib.contextmanager

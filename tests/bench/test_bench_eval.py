@@ -4,7 +4,9 @@ batched greedy generation of the stop probe at batch 1, 8 and 32 (on evaluation'
 decoding step and one evaluation of the standard card with those layers and with torch's own side by side.
 Run with: python -m tox -e bench -- tests/bench/test_bench_eval.py"""
 import contextlib
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +16,9 @@ from harness.model.packed import packed_linears
 from harness.model.precision import matmul_gflops
 from harness.model.scoring import MC_BATCH, _length_batches, _shared_length, cloze_choices, generate, letter_choices
 from tasks.chat import prompt_ids
+
+sys.path.insert(0, str(Path(__file__).parents[1]))  # tests/evaluation_leaves.py
+from evaluation_leaves import leaves  # noqa: E402
 
 N = 50
 NEW_TOKENS = 32
@@ -193,7 +198,7 @@ def test_one_evaluation_of_the_standard_card(benchmark, data_dir, monkeypatch):
 
     benchmark.pedantic(run, setup=lambda: run(False), rounds=2, iterations=1)
     differences: dict = {}
-    old, new = _leaves(outputs[False]), _leaves(outputs[True])
+    old, new = leaves(outputs[False]), leaves(outputs[True])
     assert old.keys() == new.keys()
     for path, value in old.items():
         if isinstance(value, float):
@@ -208,15 +213,6 @@ def test_one_evaluation_of_the_standard_card(benchmark, data_dir, monkeypatch):
                                  "seconds_by_scorer_torch_linear": fastest_unpacked[1],
                                  "packed_speedup": fastest_unpacked[0] / benchmark.stats.stats.min,
                                  "largest_difference_by_field": differences, "threads": torch.get_num_threads()})
-
-
-def _leaves(o, path=()) -> dict:
-    """{path: value} of every number, flag and token of an evaluation's output (timings left out)."""
-    if isinstance(o, dict):
-        return {k: v for key, val in o.items() if "seconds" not in key for k, v in _leaves(val, (*path, key)).items()}
-    if isinstance(o, list):
-        return {k: v for i, val in enumerate(o) for k, v in _leaves(val, (*path, i)).items()}
-    return {path: o}
 
 
 def test_decoding_against_llama_cpp(benchmark, smollm2, source):
