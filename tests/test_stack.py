@@ -86,21 +86,48 @@ def _tiny_spec(data_dir):
     return expand(with_overrides(load("tiny"), data_dir=str(data_dir)))[0]
 
 
-def test_a_stage0_stored_under_another_stack_is_recomputed(tmp_path, data_dir):
+def _stage0_reused(tmp_path, data_dir, **made_by) -> bool:
+    """Whether a run reuses the stored stage 0 once its record says it was made by `made_by` (packages or
+    scoring_code; nothing: by this checkout). The stored record is marked (seconds = -1), not broken."""
     from harness.run.runner import ensure_stage0
-    from harness.store.provenance import score_package_versions
     from harness.store.store import Store
 
     spec, store = _tiny_spec(data_dir), Store(tmp_path)
     key = ensure_stage0(spec, store, str(data_dir))
     stored = store.load_stage0(key)
-    assert stored["packages"] == score_package_versions()
-    store.save_stage0(key, {**stored, "scores": "made by another transformers",
-                            "packages": {**stored["packages"], "transformers": "0.0.1"}})
+    store.save_stage0(key, {**stored, "seconds": -1.0, **made_by})
     ensure_stage0(spec, store, str(data_dir))
-    again = store.load_stage0(key)
-    assert again.pop("seconds") > 0 and stored.pop("seconds") > 0  # computed anew: the same, but its own timing
-    assert again == stored
+    return store.load_stage0(key)["seconds"] == -1.0
+
+
+def test_a_stage0_is_reused_only_by_the_stack_and_scoring_code_that_made_it(tmp_path, data_dir):
+    """Base scores made under another transformers, or before a change to the code that scores (a scorer, a
+    prompt, decoding), are computed again rather than paired with the new code's stages."""
+    from harness.store.provenance import score_package_versions
+
+    assert _stage0_reused(tmp_path / "same", data_dir)
+    assert not _stage0_reused(tmp_path / "stack", data_dir,
+                              packages={**score_package_versions(), "transformers": "0.0.1"})
+    assert not _stage0_reused(tmp_path / "code", data_dir, scoring_code="0" * 16)
+
+
+def test_the_scoring_code_digest_follows_every_scoring_file(tmp_path):
+    import shutil
+
+    from harness.store.provenance import REPO, SCORING_CODE, scoring_code_digest
+
+    for entry in SCORING_CODE:
+        copy = shutil.copytree if (REPO / entry).is_dir() else shutil.copy
+        (tmp_path / entry).parent.mkdir(parents=True, exist_ok=True)
+        copy(REPO / entry, tmp_path / entry)
+    before = scoring_code_digest(tmp_path)
+    assert before == scoring_code_digest()
+    for changed in ("harness/run/evaluation.py", "harness/model/scoring.py", "tasks/answers.py",
+                    "tasks/domains/stem.yaml"):
+        with open(tmp_path / changed, "a") as f:
+            f.write("\n")
+        assert scoring_code_digest(tmp_path) != before, changed
+        before = scoring_code_digest(tmp_path)
 
 
 def test_skipping_a_run_of_another_stack_says_which_package_differs(tmp_path):

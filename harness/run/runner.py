@@ -24,7 +24,8 @@ from ..model.precision import autocast, linear_layers, pick_device, pick_precisi
 from ..spec.protocol import items_digest
 from ..spec.spec import RunSpec, check_method_file, content_hash
 from ..store.files import SCHEMA_VERSION
-from ..store.provenance import git_commit, machine, package_versions, score_package_versions
+from ..store.provenance import (git_commit, machine, package_versions, score_package_versions,
+                                scoring_code_digest)
 from ..store.store import Store
 from . import compute, stage_models
 from .checkpoints import Checkpoints
@@ -72,13 +73,15 @@ class _Setup:
 
     def stage0(self, spec: RunSpec, store: Store) -> dict:
         """The stored base-model evaluation of this protocol, unless it was made under another package
-        stack (provenance.SCORE_PACKAGES, stored beside it) or none is stored: then it is computed."""
+        stack (provenance.SCORE_PACKAGES) or by other scoring code (provenance.SCORING_CODE), both stored
+        beside it, or none is stored: then it is computed."""
         expected = {"scores": {t.name: list(t.views) for t in self.tasks}, "probes": {p.name: None for p in self.probes}}
-        packages, stored = score_package_versions(), store.load_stage0(self.key, expected)
-        if stored is not None and stored.get("packages") == packages:
-            return {k: v for k, v in stored.items() if k != "packages"}
+        made_by = {"packages": score_package_versions(), "scoring_code": scoring_code_digest()}
+        stored = store.load_stage0(self.key, expected)
+        if stored is not None and all(stored.get(k) == v for k, v in made_by.items()):
+            return {k: v for k, v in stored.items() if k not in made_by}
         base = evaluate(self.model, self.tok, self.tasks, self.probes, desc=f"eval base {spec.model}", **self.eval_kw)
-        store.save_stage0(self.key, {**base, "packages": packages})
+        store.save_stage0(self.key, {**base, **made_by})
         return base
 
 

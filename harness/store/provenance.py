@@ -1,6 +1,7 @@
 """What produced a result: package versions, git commit, machine."""
 from __future__ import annotations
 
+import hashlib
 import platform
 import subprocess
 from importlib.metadata import PackageNotFoundError, version
@@ -28,6 +29,27 @@ def score_package_versions() -> dict:
     return {name: versions[name] for name in SCORE_PACKAGES}
 
 
+# The source that turns a model into scores (evaluation, scoring, decoding, the tasks' prompts and checkers): a
+# stored stage 0 made by other source is computed again (harness.run.runner._Setup.stage0), as it is under
+# other SCORE_PACKAGES.
+SCORING_CODE = ("harness/run/evaluation.py", "harness/model", "harness/integrations/lmeval_bridge.py", "tasks")
+REPO = Path(__file__).resolve().parents[2]  # the checkout: harness/store/provenance.py
+
+
+def scoring_code_digest(root: Path = REPO) -> str:
+    """A hash of the files of SCORING_CODE under `root` (a domain's YAML too; not Python's caches), paths and
+    contents."""
+    h = hashlib.sha256()
+    for entry in SCORING_CODE:
+        path = root / entry
+        files = sorted(f for f in path.rglob("*") if f.is_file() and "__pycache__" not in f.parts) \
+            if path.is_dir() else [path]
+        for file in files:
+            text = file.read_bytes()
+            h.update(f"{file.relative_to(root).as_posix()}\0{len(text)}\0".encode() + text)
+    return h.hexdigest()[:16]
+
+
 def score_packages_of(run: dict) -> dict:
     """{package: version} of SCORE_PACKAGES as a stored run recorded them; None where it did not
     (bitsandbytes before it was recorded, or a package that was not installed)."""
@@ -36,10 +58,9 @@ def score_packages_of(run: dict) -> dict:
 
 
 def git_commit() -> dict:
-    repo = Path(__file__).resolve().parents[2]  # the checkout: harness/store/provenance.py
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True,
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True,
                                text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
