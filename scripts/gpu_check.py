@@ -8,7 +8,9 @@
 2. Training throughput: full fine-tuning steps of 4 x 512 tokens in the run's precision (bf16 on CUDA):
    tokens/s, and model FLOPs utilisation (harness.run.compute.training_flops_per_token) against the
    measured matmul peak.
-3. Generation: the harness's greedy decoding (harness.model.scoring.generate), tokens/s at batch 1, 8, 32.
+3. Generation: the harness's greedy decoding (harness.model.scoring.generate) at batch 1, 8, 32: tokens/s,
+   model FLOPs utilisation against the measured matmul peak, and the share of the memory-bandwidth bound
+   (every weight read once per decoding step at the measured copy bandwidth).
 4. The preset card in bf16 on the device, one run per method in this process (full, lora, and qlora: its
    base quantized by bitsandbytes on CUDA): status, the precision recorded, and the device-hours each run
    reports against the wall time measured here (stage 0 and model loading are outside a run's total).
@@ -43,7 +45,7 @@ from harness.run.runner import execute  # noqa: E402
 from harness.spec import config  # noqa: E402
 from harness.spec.spec import expand  # noqa: E402
 from harness.store.store import Store  # noqa: E402
-from tasks.chat import IGNORE  # noqa: E402
+from tasks.chat import IGNORE, prompt_ids  # noqa: E402
 
 
 def _sync(device: str) -> None:
@@ -109,19 +111,34 @@ def training(model, device: str, precision: str, seq: int, steps: int, peak_tflo
             "mfu_vs_measured_matmul": tps * flops / 1e12 / peak_tflops}
 
 
-def generation(model, tok, device: str, precision: str, new_tokens: int) -> dict:
+def generation(model, tok, device: str, precision: str, new_tokens: int, peaks: dict) -> dict:
+    """Greedy decoding at batch 1, 8 and 32: tokens/s; model FLOPs utilisation (the forward third of
+    training_flops_per_token per generated token, at the mean context, prefill in the time but not in the FLOPs:
+    a lower bound); and the share of the memory-bandwidth bound, a decoding step's floor: every weight, as stored,
+    read once per step at the measured copy bandwidth (bytes read and written per second), over the measured time
+    per step (one step per token of the longest reply of a batch; prefill included)."""
     prompts = [f"Write a short note about the number {i}." for i in range(32)]
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())  # as stored here
+    bound = weight_bytes / (peaks["copy_gb_per_s"] * 1e9)  # seconds a step takes at least
     out = {}
     for batch in (1, 8, 32):
-        chosen = prompts[: max(batch, 2)]
+        chosen = prompts[: max(batch, 2)]  # batch 1: two batches of one; else one batch of them all
         generate(model, tok, chosen[:batch], device, precision, 4, batch_size=batch)  # warm-up
         _sync(device)
         start = time.perf_counter()
         replies = generate(model, tok, chosen, device, precision, new_tokens, batch_size=batch)
         _sync(device)
         seconds = time.perf_counter() - start
-        out[str(batch)] = {"prompts": len(chosen), "tokens": sum(r["tokens"] for r in replies),
-                           "tokens_per_s": sum(r["tokens"] for r in replies) / seconds}
+        lengths = [r["tokens"] for r in replies]
+        steps = sum(lengths) if batch == 1 else max(lengths)
+        context = sum(len(prompt_ids(tok, p)) for p in chosen) / len(chosen) + sum(lengths) / len(lengths) / 2
+        tps = sum(lengths) / seconds
+        flops = training_flops_per_token(model, round(context)) / 3
+        out[str(batch)] = {"prompts": len(chosen), "tokens": sum(lengths), "tokens_per_s": tps,
+                           "model_tflops": tps * flops / 1e12,
+                           "mfu_vs_measured_matmul": tps * flops / 1e12 / peaks["matmul_tflops"],
+                           "step_ms": seconds / steps * 1e3, "weight_bytes": weight_bytes,
+                           "bandwidth_bound_ms": bound * 1e3, "share_of_bandwidth_bound": bound / (seconds / steps)}
     return out
 
 
@@ -196,7 +213,7 @@ def main(argv=None) -> Path:
         model, tok = models.load(model_name)
         model.to(args.device)
         print("gpu_check: generation", flush=True)
-        report["generation"] = generation(model, tok, args.device, precision, args.new_tokens)
+        report["generation"] = generation(model, tok, args.device, precision, args.new_tokens, report["peaks"])
         print("gpu_check: training", flush=True)
         report["training"] = training(model, args.device, precision, args.seq, args.steps,
                                       report["peaks"]["matmul_tflops"])

@@ -27,6 +27,8 @@ def test_gpu_check_on_cpu(tmp_path, data_dir, monkeypatch):
     assert report["peaks"]["matmul_tflops"] > 0 and report["peaks"]["copy_gb_per_s"] > 0
     assert 0 < report["training"]["mfu_vs_measured_matmul"] < 1
     assert set(report["generation"]) == {"1", "8", "32"} and all(g["tokens"] > 0 for g in report["generation"].values())
+    for g in report["generation"].values():  # decoding's two ceilings: compute and reading every weight per step
+        assert 0 < g["mfu_vs_measured_matmul"] < 1 and 0 < g["share_of_bandwidth_bound"] < 1
     runs = {r["method"]: r for r in report["runs"]}
     assert set(runs) == {"full", "lora"} and all(r["status"] == "finished" for r in runs.values())
     for r in runs.values():
