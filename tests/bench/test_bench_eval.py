@@ -160,17 +160,71 @@ def _seconds(f) -> float:
     return time.perf_counter() - start
 
 
+class ForwardWork:
+    """Every forward of a causal LM through `forward`, sorted into decoding steps (one new token a row) and the
+    rest (prompts, cloze options, replies scored: prefill): calls, tokens, seconds and model FLOPs: 2 per matmul
+    weight per token (the LM head only on the rows whose logits are kept) and 4·L·d per attended position. What
+    each would take at least on this machine: the rest at the measured matmul peak, a decoding step the longer
+    of its FLOPs at that peak and one read of every weight at the measured read bandwidth."""
+
+    def __init__(self, model):
+        from harness.run.compute import training_flops_per_token
+
+        cfg = model.config
+        self.head = model.get_input_embeddings().weight.numel() if cfg.tie_word_embeddings else 0
+        self.head += sum(p.numel() for n, p in model.named_parameters() if n.startswith("lm_head"))
+        self.body = (training_flops_per_token(model, 0) / 6) - self.head  # matmul weights below the head
+        self.attention = 4 * cfg.num_hidden_layers * cfg.hidden_size
+        self.weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+        self.phases = {p: {"calls": 0, "tokens": 0, "seconds": 0.0, "flops": 0.0} for p in ("decode", "prefill")}
+
+    def wrap(self, forward):
+        from harness.model.scoring import _CACHE_ARG
+
+        def counted(model, *args, **kwargs):
+            b, s = kwargs["input_ids"].shape
+            cache = kwargs.get(_CACHE_ARG)
+            past = cache.get_seq_length() if cache is not None else 0
+            keep = kwargs.get("logits_to_keep", 0)
+            rows = keep.numel() if torch.is_tensor(keep) else b * (keep or s)  # rows whose logits are computed
+            start = time.perf_counter()
+            out = forward(model, *args, **kwargs)
+            phase = self.phases["decode" if s == 1 else "prefill"]
+            phase["calls"] += 1
+            phase["tokens"] += b * s
+            phase["seconds"] += time.perf_counter() - start
+            phase["flops"] += (2 * self.body * b * s + 2 * self.head * rows
+                               + self.attention * b * s * (past + (s + 1) / 2))
+            return out
+        return counted
+
+    def bounds(self, peak_gflops: float, read_gb_per_s: float) -> dict:
+        decode, prefill = self.phases["decode"], self.phases["prefill"]
+        step_floor = max(self.weight_bytes / (read_gb_per_s * 1e9),
+                         decode["flops"] / max(decode["calls"], 1) / (peak_gflops * 1e9))
+        out = {name: {**p, "tflop": p["flops"] / 1e12,
+                      "achieved_gflops": p["flops"] / p["seconds"] / 1e9 if p["seconds"] else None}
+               for name, p in self.phases.items()}
+        out["prefill"]["at_least_seconds"] = prefill["flops"] / (peak_gflops * 1e9)
+        out["decode"]["at_least_seconds"] = decode["calls"] * step_floor
+        return out
+
+
 def test_one_evaluation_of_the_standard_card(benchmark, data_dir, monkeypatch):
     """One evaluation of the `standard` card's views and probes on SmolLM2 in fp32 (what every stage of a
     standard run pays), with its seconds by scorer; side by side in alternate rounds, the same evaluation with
     torch's own nn.Linear in place of the packed layers (harness.model.packed): the speedup, every decision
-    (choice, correct, passed, stopped, generated token) equal, and the largest difference of each stored float."""
+    (choice, correct, passed, stopped, generated token) equal, and the largest difference of each stored float.
+    Then what limits it (ForwardWork, on the last packed round): its prefill's FLOPs at this machine's measured
+    matmul peak and its decoding steps at the bandwidth bound, the fastest this evaluation could run in fp32 here."""
     from harness.run import evaluation
     from harness.run.runner import _Setup
     from harness.spec import config
     from harness.spec.spec import expand
 
     setup = _Setup(expand(config.load("standard"))[0], str(data_dir))
+    work = ForwardWork(setup.model)
+    monkeypatch.setattr(type(setup.model), "forward", work.wrap(type(setup.model).forward))
     seconds: dict = {}
 
     def timed(name, f):
@@ -185,16 +239,21 @@ def test_one_evaluation_of_the_standard_card(benchmark, data_dir, monkeypatch):
     for name in ("cloze_outcomes", "letter_outcomes", "generate", "reply_logprob", "passes"):
         monkeypatch.setattr(evaluation, name, timed(name, getattr(evaluation, name)))
     packing = evaluation.packed_linears
-    outputs, unpacked = {}, []
+    outputs, unpacked, last_packed = {}, [], {}
 
     def run(packed: bool = True):
         seconds.clear()
+        for phase in work.phases.values():
+            phase.update(calls=0, tokens=0, seconds=0.0, flops=0.0)
         monkeypatch.setattr(evaluation, "packed_linears", packing if packed else lambda *a: contextlib.nullcontext())
         start = time.perf_counter()
         outputs[packed] = evaluation.evaluate(setup.model, setup.tok, setup.tasks, setup.probes, desc="bench",
                                               **setup.eval_kw)
         if not packed:
             unpacked.append((time.perf_counter() - start, dict(seconds)))
+        else:
+            last_packed.update(seconds=time.perf_counter() - start,
+                               phases={k: dict(v) for k, v in work.phases.items()})
 
     benchmark.pedantic(run, setup=lambda: run(False), rounds=2, iterations=1)
     differences: dict = {}
@@ -207,12 +266,23 @@ def test_one_evaluation_of_the_standard_card(benchmark, data_dir, monkeypatch):
         else:
             assert new[path] == value, path
     fastest_unpacked = min(unpacked, key=lambda u: u[0])
-    benchmark.extra_info.update({"items": sum(len(v) for t in [*setup.tasks, *setup.probes] for v in t.views.values()),
-                                 "seconds_by_scorer_last_round": seconds,
-                                 "seconds_torch_linear": fastest_unpacked[0],
-                                 "seconds_by_scorer_torch_linear": fastest_unpacked[1],
-                                 "packed_speedup": fastest_unpacked[0] / benchmark.stats.stats.min,
-                                 "largest_difference_by_field": differences, "threads": torch.get_num_threads()})
+    big = torch.ones(2 ** 28)  # 1 GiB of fp32: the read bandwidth a decoding step's weights stream at, at best
+    read_gbs = big.numel() * 4 / min(_seconds(lambda: big.sum()) for _ in range(3)) / 1e9
+    peak = matmul_gflops([torch.float32], n=2048, reps=5)[0]
+    work.phases = last_packed["phases"]
+    phases = work.bounds(peak, read_gbs)
+    at_least = sum(p["at_least_seconds"] for p in phases.values())
+    assert phases["decode"]["calls"] and phases["prefill"]["calls"]
+    benchmark.extra_info.update({
+        "limits": {"phases_last_packed_round": phases, "matmul_peak_gflops": peak, "read_gb_per_s": read_gbs,
+                   "seconds_last_packed_round": last_packed["seconds"],
+                   "outside_forwards_seconds": last_packed["seconds"] - sum(p["seconds"] for p in phases.values()),
+                   "at_least_seconds": at_least, "max_speedup_in_fp32": last_packed["seconds"] / at_least},
+        "items": sum(len(v) for t in [*setup.tasks, *setup.probes] for v in t.views.values()),
+        "seconds_by_scorer_last_round": seconds, "seconds_torch_linear": fastest_unpacked[0],
+        "seconds_by_scorer_torch_linear": fastest_unpacked[1],
+        "packed_speedup": fastest_unpacked[0] / benchmark.stats.stats.min,
+        "largest_difference_by_field": differences, "threads": torch.get_num_threads()})
 
 
 def test_decoding_against_llama_cpp(benchmark, smollm2, source):
