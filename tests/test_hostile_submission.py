@@ -156,6 +156,49 @@ def test_import_time_hangs_and_exits_are_named_in_one_line(tmp_path, body, expec
     assert expected in str(e.value).splitlines()[0]
 
 
+def test_a_sleeping_import_is_named_once_its_child_uses_no_cpu(tmp_path, monkeypatch):
+    """A hang that sleeps is named after IDLE_LIMIT seconds without CPU, well before the timeout runs out."""
+    monkeypatch.setattr(sandbox, "IDLE_LIMIT", 3.0)
+    path = tmp_path / "bad.py"
+    path.write_text("import time\ntime.sleep(600)\n")
+    with pytest.raises(ConfigError) as e:
+        sandbox.describe(f"{path}:Bad", timeout=120)
+    assert "used no CPU for 3 s and sent nothing" in str(e.value).splitlines()[0]
+
+
+SLEEPS = '''
+import time
+from methods.full import FullFineTune
+
+
+class Sleeps(FullFineTune):
+    name = "sleeps"
+
+    def train_examples(self, examples, ctx):
+        time.sleep(3600)  # a method waiting for something that never comes
+'''
+
+
+def test_a_run_whose_method_sleeps_fails_in_one_line_within_the_idle_limit(tmp_path, data_dir, monkeypatch):
+    """The stage of a submitted method that sleeps used to hold its run for STAGE_TIMEOUT (6 h): it fails once
+    its child has used no CPU for IDLE_LIMIT seconds, and the run is stored as failed with that reason."""
+    import time
+
+    from harness.run.runner import execute
+    from harness.spec.spec import expand
+
+    monkeypatch.setattr(sandbox, "IDLE_LIMIT", 3.0)
+    path = tmp_path / "sleeps.py"
+    path.write_text(SLEEPS)
+    cfg = config.load("tiny")
+    cfg = dataclasses.replace(cfg, data_dir=str(data_dir), stream=cfg.stream[:1],
+                              methods=[config.MethodEntry(method=f"{path}:Sleeps", label="sleeps")])
+    start = time.monotonic()
+    result = execute(expand(cfg)[0], Store(tmp_path / "results"), data_dir=str(data_dir))
+    assert result["status"] == "failed" and "used no CPU for 3 s and sent nothing" in result["error"]
+    assert time.monotonic() - start < 120
+
+
 PROBE = '''
 import fcntl, os, socket
 T = {target!r}

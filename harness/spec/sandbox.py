@@ -44,6 +44,10 @@ from ..core.json_file import Refused, read_regular
 
 DESCRIBE_TIMEOUT = 300.0  # seconds for a child to import a method and check it (with the tiny-model trial)
 STAGE_TIMEOUT = 6 * 3600.0  # seconds for a child's prepare or one stage of training
+# seconds a child may use no CPU at all while the parent waits for its message: a method that sleeps, deadlocks or
+# blocks on something that never comes fails after this, not after STAGE_TIMEOUT (work always uses CPU time: a
+# GPU's host thread too, which spins or yields while it waits for the device)
+IDLE_LIMIT = 600.0
 MAX_MESSAGE = 1 << 20  # bytes in one message
 MAX_TEXT = 4000  # characters kept of a string a child reports
 # the variables a child inherits: paths, locale, threads, devices and the caches' places (never HF_TOKEN)
@@ -106,19 +110,28 @@ class Child:
             raise SandboxError(self._ended()) from None
 
     def receive(self, timeout: float) -> dict:
-        """The child's next message; SandboxError when it exits, stays silent past `timeout` or sends garbage."""
+        """The child's next message; SandboxError when it exits, stays silent past `timeout`, uses no CPU for
+        IDLE_LIMIT seconds before it sends, or sends garbage."""
         deadline = time.monotonic() + timeout
+        busy = (self.cpu_seconds(), time.monotonic())  # the child's CPU time, and when it last changed
         while b"\n" not in self.buffer:
             if len(self.buffer) > MAX_MESSAGE:
                 raise SandboxError(f"sent a message over {MAX_MESSAGE} bytes")
             left = deadline - time.monotonic()
             if left <= 0:
                 raise SandboxError(f"sent nothing within {timeout:.0f} s (a hang or a sleep?)")
-            if select.select([self.fd], [], [], left)[0]:
+            if select.select([self.fd], [], [], min(left, IDLE_LIMIT / 10))[0]:
                 chunk = os.read(self.fd, 1 << 16)
                 if not chunk:
                     raise SandboxError(self._ended())
                 self.buffer += chunk
+                continue
+            cpu, now = self.cpu_seconds(), time.monotonic()
+            if cpu != busy[0]:
+                busy = (cpu, now)
+            elif cpu is not None and now - busy[1] >= IDLE_LIMIT:
+                raise SandboxError(f"used no CPU for {now - busy[1]:.0f} s and sent nothing (asleep, deadlocked or "
+                                   "waiting for something that never comes?)")
         line, _, self.buffer = self.buffer.partition(b"\n")
         try:
             message = json.loads(line)
@@ -135,6 +148,14 @@ class Child:
             self.proc.wait(timeout=5)
         tail = self.log_tail().strip()
         return f"exited (code {self.proc.returncode}) before reporting" + (f"; the end of its output:\n{tail}" if tail else "")
+
+    def cpu_seconds(self) -> float | None:
+        """The CPU time the child has used (user and system, all its threads), as the kernel counts it; None where
+        it cannot be read."""
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rpartition(")")[2].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+        return None
 
     def peak_rss_mb(self) -> float | None:
         """The child's peak resident memory so far, as the kernel counts it (VmHWM; the confined child cannot write
