@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from harness.model import models  # noqa: E402
-from harness.model.precision import pick_precision  # noqa: E402
+from harness.model.precision import linear_layers, pick_precision, place_weights  # noqa: E402
 from harness.model.scoring import generate  # noqa: E402
 from harness.report.cost import workload  # noqa: E402
 from harness.run.compute import training_flops_per_token  # noqa: E402
@@ -78,11 +78,13 @@ def peaks(device: str, dtype, small: bool) -> dict:
             "copy_bytes": size, "copy_gb_per_s": 2 * size / copy / 1e9}
 
 
-def training(model, device: str, precision: str, seq: int, steps: int, peak_tflops: float) -> dict:
-    """Full fine-tuning steps on random tokens (loss on the last quarter of each row)."""
+def training(model, linears, device: str, precision: str, seq: int, steps: int, peak_tflops: float) -> dict:
+    """Full fine-tuning steps on random tokens (loss on the last quarter of each row), every parameter trained
+    from fp32 master weights as a `full` run's are (place_weights after its prepare)."""
     model.train()
     for p in model.parameters():
         p.requires_grad_(True)
+    place_weights(model, precision, linears)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.0, fused=True)
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(100, model.config.vocab_size - 1, (4, seq), generator=g).to(device)
@@ -129,8 +131,8 @@ def generation(model, tok, device: str, precision: str, new_tokens: int, peaks: 
         replies = generate(model, tok, chosen, device, precision, new_tokens, batch_size=batch)
         _sync(device)
         seconds = time.perf_counter() - start
-        lengths = [r["tokens"] for r in replies]
-        steps = sum(lengths) if batch == 1 else max(lengths)
+        lengths = [r["tokens"] + r["stopped"] for r in replies]  # each row's tokens, its end of turn included
+        steps = max(sum(lengths) if batch == 1 else max(lengths), 1)
         context = sum(len(prompt_ids(tok, p)) for p in chosen) / len(chosen) + sum(lengths) / len(lengths) / 2
         tps = sum(lengths) / seconds
         flops = training_flops_per_token(model, round(context)) / 3
@@ -210,12 +212,14 @@ def main(argv=None) -> Path:
         print(f"gpu_check on {name}: peaks", flush=True)
         small = args.device == "cpu"
         report["peaks"] = peaks(args.device, torch.bfloat16 if precision == "bf16" else torch.float32, small)
-        model, tok = models.load(model_name)
+        model, tok = models.load(model_name, stored_dtype=precision == "bf16")
+        linears = linear_layers(model)
+        place_weights(model, precision, linears, loading=True)  # stored as a run stores them (runner._Setup)
         model.to(args.device)
         print("gpu_check: generation", flush=True)
         report["generation"] = generation(model, tok, args.device, precision, args.new_tokens, report["peaks"])
         print("gpu_check: training", flush=True)
-        report["training"] = training(model, args.device, precision, args.seq, args.steps,
+        report["training"] = training(model, linears, args.device, precision, args.seq, args.steps,
                                       report["peaks"]["matmul_tflops"])
         del model
         print(f"gpu_check: the {args.preset} card, {' '.join(args.methods)}", flush=True)

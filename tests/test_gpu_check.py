@@ -38,3 +38,31 @@ def test_gpu_check_on_cpu(tmp_path, data_dir, monkeypatch):
         assert 0 < r["reported_over_wall"] <= 1
         assert r["device_hours_reported"] * 3600 == pytest.approx(
             (r["train_seconds"] + r["eval_seconds"]) * r["device_count"], rel=1e-6)
+
+
+def test_generation_measures_count_steps_tokens_and_bytes(monkeypatch):
+    """The decoding measures' arithmetic, on a fake decoder and clock: a row of 9 answer tokens and an end of turn
+    took 10 steps, each step reads every weight once, and a batch of many rows takes as many steps as its
+    longest row (one row alone: as many as its tokens)."""
+    import itertools
+
+    from harness.model import models
+
+    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    model, tok = models.load("tiny")
+    clock = itertools.count(0.0, 2.0)  # every generate() call timed takes 2 s
+    monkeypatch.setattr(gpu_check.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(gpu_check, "_sync", lambda device: None)
+    monkeypatch.setattr(gpu_check, "generate", lambda model, tok, prompts, *a, **k: [
+        {"tokens": 9 if i % 2 else 4, "stopped": bool(i % 2)} for i in range(len(prompts))])
+    peaks = {"matmul_tflops": 1.0, "copy_gb_per_s": 1.0}
+    out = gpu_check.generation(model, tok, "cpu", "fp32", 64, peaks)
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    one, eight = out["1"], out["8"]
+    assert one["tokens"] == 4 + 10 and one["step_ms"] == pytest.approx(2000 / 14)  # two prompts, one at a time
+    assert eight["tokens"] == 4 * 4 + 4 * 10 and eight["step_ms"] == pytest.approx(2000 / 10)  # the longest row
+    assert eight["tokens_per_s"] == pytest.approx(56 / 2)
+    assert eight["share_of_bandwidth_bound"] == pytest.approx(weight_bytes / 1e9 / 0.2)
+    assert eight["weight_bytes"] == weight_bytes and 0 < eight["mfu_vs_measured_matmul"]

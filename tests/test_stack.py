@@ -111,6 +111,31 @@ def test_a_stage0_is_reused_only_by_the_stack_and_scoring_code_that_made_it(tmp_
     assert not _stage0_reused(tmp_path / "code", data_dir, scoring_code="0" * 16)
 
 
+# clbench modules an evaluation imports that cannot change a score: package markers, errors and their wording,
+# the YAML reader (what it reads into items is in the stage-0 key's items digest)
+NOT_SCORING = {"harness/__init__.py", "harness/core/__init__.py", "harness/core/errors.py", "harness/core/suggest.py",
+               "harness/core/yaml_file.py", "harness/integrations/__init__.py", "harness/run/__init__.py"}
+
+
+def test_every_module_an_evaluation_imports_is_in_the_scoring_code_digest():
+    """A module that scoring imports but SCORING_CODE leaves out would let a changed scorer reuse old base scores."""
+    import json
+    import subprocess
+    import sys
+
+    from harness.store.provenance import REPO, SCORING_CODE
+
+    loaded = subprocess.run([sys.executable, "-c", (
+        "import json, sys, harness.run.evaluation, harness.model.models, harness.model.precision, tasks.registry, "
+        "tasks.data; print(json.dumps([m.__file__ for m in list(sys.modules.values()) if getattr(m, '__file__', "
+        "None)]))")], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    ours = {p.relative_to(REPO).as_posix() for p in map(lambda f: Path(f).resolve(), json.loads(loaded))
+            if p.is_relative_to(REPO / "harness") or p.is_relative_to(REPO / "tasks")}
+    assert "harness/model/scoring.py" in ours
+    covered = {f for f in ours if any(f == e or f.startswith(e + "/") for e in SCORING_CODE)}
+    assert ours - covered - NOT_SCORING == set()
+
+
 def test_the_scoring_code_digest_follows_every_scoring_file(tmp_path):
     import shutil
 

@@ -29,20 +29,22 @@ def score_package_versions() -> dict:
     return {name: versions[name] for name in SCORE_PACKAGES}
 
 
-# The source that turns a model into scores (evaluation, scoring, decoding, the tasks' prompts and checkers): a
-# stored stage 0 made by other source is computed again (harness.run.runner._Setup.stage0), as it is under
-# other SCORE_PACKAGES.
+# The source that turns a model into scores (evaluation, scoring, decoding, the tasks' prompts, domains and
+# checkers; tests/test_stack.py checks that every clbench module an evaluation imports is here or exempt): a
+# stored stage 0 made by other source is computed again (harness.run.runner._Setup.stage0), as it is under other
+# SCORE_PACKAGES, so that a run's stages and its stage 0 come from one code. Finished runs of other commits still
+# rank together (harness.report.leaderboard.protocol_key): each is consistent in itself.
 SCORING_CODE = ("harness/run/evaluation.py", "harness/model", "harness/integrations/lmeval_bridge.py", "tasks")
+SCORING_SUFFIXES = (".py", ".yaml")  # not an editor's backup or a stray file beside them
 REPO = Path(__file__).resolve().parents[2]  # the checkout: harness/store/provenance.py
 
 
 def scoring_code_digest(root: Path = REPO) -> str:
-    """A hash of the files of SCORING_CODE under `root` (a domain's YAML too; not Python's caches), paths and
-    contents."""
+    """A hash of the Python and YAML files of SCORING_CODE under `root`, paths and contents."""
     h = hashlib.sha256()
     for entry in SCORING_CODE:
         path = root / entry
-        files = sorted(f for f in path.rglob("*") if f.is_file() and "__pycache__" not in f.parts) \
+        files = sorted(f for f in path.rglob("*") if f.is_file() and f.suffix in SCORING_SUFFIXES) \
             if path.is_dir() else [path]
         for file in files:
             text = file.read_bytes()
