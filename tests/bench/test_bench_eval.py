@@ -124,7 +124,7 @@ def test_decoding_step_against_the_machines_bounds(benchmark, smollm2, source):
     benchmark.pedantic(decode, args=(True,), setup=lambda: decode(False), rounds=3, iterations=1)
     assert rows[True] == rows[False]
     big = torch.ones(2 ** 28)  # 1 GiB of fp32
-    read = min(_seconds(lambda: big.sum()) for _ in range(3))
+    read_gbs = read_gb_per_s(big)
     copy = torch.empty_like(big)
     copied = min(_seconds(lambda: copy.copy_(big)) for _ in range(3))
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
@@ -138,7 +138,7 @@ def test_decoding_step_against_the_machines_bounds(benchmark, smollm2, source):
         with torch.inference_mode(), (packed_linears(model, "cpu", "fp32") if packed else contextlib.nullcontext()):
             matmuls[packed] = min(_seconds(lambda: [m(xs[m.in_features]) for m in linears]) for _ in range(3))
     step, unpacked = min(steps[True][1:]), min(steps[False][1:])
-    read_gbs, copy_gbs = big.numel() * 4 / read / 1e9, 2 * big.numel() * 4 / copied / 1e9
+    copy_gbs = 2 * big.numel() * 4 / copied / 1e9
     bandwidth_bound, compute_bound = weight_bytes / (read_gbs * 1e9), flops / (peak * 1e9)
     linear_bytes = sum(m.weight.numel() * 4 for m in linears)
     benchmark.extra_info.update({
@@ -158,6 +158,11 @@ def _seconds(f) -> float:
     start = time.perf_counter()
     f()
     return time.perf_counter() - start
+
+
+def read_gb_per_s(big: torch.Tensor) -> float:
+    """The read bandwidth of summing a large fp32 tensor, best of 3: what a decoding step's weights stream at."""
+    return big.numel() * big.element_size() / min(_seconds(lambda: big.sum()) for _ in range(3)) / 1e9
 
 
 class ForwardWork:
@@ -207,8 +212,8 @@ class ForwardWork:
             return out
         return counted
 
-    def bounds(self, peak_gflops: float, read_gb_per_s: float) -> dict:
-        read = self.weight_bytes / (read_gb_per_s * 1e9)
+    def bounds(self, peak_gflops: float, read_gbs: float) -> dict:
+        read = self.weight_bytes / (read_gbs * 1e9)
         out = {name: {**p, "tflop": p["flops"] / 1e12,
                       "achieved_gflops": p["flops"] / p["seconds"] / 1e9 if p["seconds"] else None}
                for name, p in self.phases.items()}
@@ -261,9 +266,7 @@ def test_one_evaluation_of_the_standard_card(benchmark, data_dir, monkeypatch):
             last_packed.update(seconds=time.perf_counter() - start, phases=work.phases, step_flops=work.step_flops)
 
     def machine() -> tuple[float, float]:  # (matmul peak GFLOP/s, read GB/s): the floors' rates
-        big = torch.ones(2 ** 28)  # 1 GiB of fp32: the read bandwidth a decoding step's weights stream at, at best
-        read = big.numel() * 4 / min(_seconds(lambda: big.sum()) for _ in range(3)) / 1e9
-        return matmul_gflops([torch.float32], n=2048, reps=5)[0], read
+        return matmul_gflops([torch.float32], n=2048, reps=5)[0], read_gb_per_s(torch.ones(2 ** 28))  # 1 GiB
 
     before = machine()
     benchmark.pedantic(run, setup=lambda: run(False), rounds=2, iterations=1)
