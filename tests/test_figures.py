@@ -167,6 +167,24 @@ def test_a_pareto_front_of_one_point_is_drawn_and_keys_show_each_methods_marker(
     assert [k.get_marker() for k in keys[:3]] == [figures._look(i)["marker"] for i in range(3)]
 
 
+def test_a_submitted_methods_reported_cost_is_named_so_in_the_cost_figure(tmp_path, monkeypatch):
+    """Its training FLOPs are the method's own report and take no place on the front (leaderboard.rows): its
+    point is drawn where the report puts it, and the legend says whose word that is."""
+    use_stored_metrics(monkeypatch)
+    from harness.report import leaderboard
+
+    runs = [synthetic_run(label, 0, [[0.3, 0.4], [0.6, 0.4], [0.5, 0.7]], method=method)
+            for label, method in (("full", "full"), ("mine", "mine.py:Mine"))]
+    for run, tokens in zip(runs, (1e9, 1)):
+        run.update(total_params=100, trainable_params=10, compute={"train_tokens": tokens})
+    drawn = _drawn(monkeypatch)
+    figures.cost_vs_score(leaderboard.sections(runs)[0]["rows"], tmp_path, [])
+    names = [t.get_text() for t in drawn[0].legends[0].get_texts()]
+    assert names == ["full", "mine" + figures.REPORTED, "Pareto front"]
+    front = next(line for line in drawn[0].axes[0].get_lines() if line.get_label() == "Pareto front")
+    assert list(front.get_xdata()) == [pytest.approx(1e9 * 420 / 1e12)]  # full's point alone
+
+
 def test_an_unbounded_interval_is_an_arrow_to_the_edge_and_the_caption_says_so(tmp_path, monkeypatch):
     use_stored_metrics(monkeypatch)
     from harness.report import leaderboard

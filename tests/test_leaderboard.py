@@ -390,6 +390,30 @@ def test_pareto_uses_the_estimated_training_flops_not_wall_time(monkeypatch):
     assert by["full"]["pareto"] and by["lora"]["pareto"]  # lora is cheaper by count, though slower by the clock
 
 
+def test_a_submitted_methods_own_cost_report_takes_no_place_on_the_pareto_front(monkeypatch):
+    """A submitted method trains in its own confined process and reports its trained tokens and trainable
+    parameters itself, which the harness cannot count: a method that says it trained one parameter on one token
+    would otherwise take the front on training FLOPs and push the methods that paid for their score off it."""
+    use_stored_metrics(monkeypatch)
+    runs = [synthetic_run("full", 0, _R([0.5, 0.7])), synthetic_run("lora", 0, _R([0.4, 0.5]), method="lora"),
+            synthetic_run("mine", 0, _R([0.5, 0.7]), method="mine.py:Mine")]
+    for run, (trainable, tokens) in zip(runs, ((100, 1e9), (1, 1e9), (1, 1))):
+        run.update(total_params=100, trainable_params=trainable, compute={"train_tokens": tokens})
+    section = leaderboard.sections(runs)[0]
+    by = {r["label"]: r for r in section["rows"]}
+    assert by["mine"]["train_tflops"] == pytest.approx(1 * 402 / 1e12)  # shown as reported
+    assert [by[x]["costs_reported"] for x in ("full", "lora", "mine")] == [False, False, True]
+    assert (by["mine"]["pareto"], by["full"]["pareto"], by["lora"]["pareto"]) == (None, True, True)
+    assert by["mine"]["rank"] == 1  # its scores are the parent's own evaluation: ranked as any other
+    assert "costs as reported" in tables.markdown([section], {"sweeps": [], "hardware": [], "runs": 3})
+    rows = list(csv.DictReader(io.StringIO(tables.csv_text([section], {}))))
+    assert {r["label"]: r["costs_reported"] for r in rows} == {"full": "False", "lora": "False", "mine": "True"}
+    hours = [synthetic_run("full", 0, _R([0.5, 0.7]), synthetic_metrics={"cpu_hours": 1.0}),
+             synthetic_run("mine", 0, _R([0.5, 0.7]), method="mine.py:Mine", synthetic_metrics={"cpu_hours": 0.5})]
+    by = {r["label"]: r for r in leaderboard.rows(hours)}  # wall time is the parent's clock: the front may take it
+    assert (by["mine"]["pareto"], by["full"]["pareto"]) == (True, False)
+
+
 def test_two_card_versions_that_differ_only_in_what_runs_do_not_record_say_what_that_is():
     """A card run with other card seeds (--set seeds=[...]) is another version, though its seed-0 run is the same
     experiment: the section's reason names the seeds or task orders instead of 'fields not recorded'."""

@@ -294,6 +294,7 @@ def _err(row: dict, key: str):
 
 
 SCORE_NAME = {"headline": "headline (nats per token)", "overall": "overall performance (OP)"}
+REPORTED = " (cost as reported)"
 
 
 def cost_vs_score(table, out, notes):
@@ -302,12 +303,14 @@ def cost_vs_score(table, out, notes):
     if not rows:
         notes.append("cost_vs_score: skipped, no run has both the ranked score and a cost (training FLOPs or hours)")
         return []
-    fig, axes = _new("cost_vs_score", legend_entries=[r["label"] for _, r in rows] + ["Pareto front"])
+    # a submitted method's training FLOPs are its own report (leaderboard.rows): drawn where it puts them, named so
+    names = {i: r["label"] + (REPORTED if cost == "train_tflops" and r["costs_reported"] else "") for i, r in rows}
+    fig, axes = _new("cost_vs_score", legend_entries=list(names.values()) + ["Pareto front"])
     ax = axes[0, 0]
     for i, r in rows:
         ax.errorbar(r[cost], r[key], xerr=_err(r, cost), yerr=_err(r, key), fmt=_look(i)["marker"],
                     color=_look(i)["color"], capsize=2, ms=4)
-        ax.plot([], [], ls="", ms=4, label=r["label"], **_point(i))  # its legend key: the marker, no error-bar cross
+        ax.plot([], [], ls="", ms=4, label=names[i], **_point(i))  # its legend key: the marker, no error-bar cross
     front = sorted((r[cost], r[key]) for _, r in rows if r["pareto"])
     ax.plot(*zip(*front), label="Pareto front", drawstyle="steps-post", **FRONT)
     ax.set_xlabel(COST_NAME[cost])

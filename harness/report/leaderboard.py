@@ -5,7 +5,9 @@ Runs are grouped by benchmark protocol (`protocol_key`); within a protocol there
 tasks) with a 95% interval (the bootstrap over items and runs of harness.metrics.stats where the runs have
 per-item records, else Student-t over runs), ranked in bands by the headline score (OP for runs
 without per-item log-probabilities), with the Pareto front of that score (higher is better) against
-the estimated training FLOPs (lower is better). The columns and the output formats are in `tables.py`.
+the estimated training FLOPs (lower is better). A submitted method's trained tokens and trainable parameters
+are its own report (it trains in a confined process the harness cannot count in), so its FLOPs take no place
+on the front. The columns and the output formats are in `tables.py`.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from scipy.stats import t as student_t
 from ..metrics import stats
 from ..metrics.run_metrics import run_row
 from ..spec.protocol import version_of
+from ..spec.sandbox import trusted
 from ..spec.spec import RunSpec, content_hash, method_identity
 from ..store.provenance import cpu_label, score_packages_of
 from ..store.store import Store
@@ -103,8 +106,8 @@ def method_groups(runs: list[dict]) -> dict[str, list[dict]]:
 def rows(runs: list[dict]) -> list[dict]:
     """One row per method label over `runs` (one protocol), in order of the headline metric, Pareto front marked.
     Each row: label, method, description, citation, settings (the method config its runs stored), seeds, failed,
-    running, rank, pareto, and per column key the mean, with `ci[key]` its 95% Student-t half-width over runs (None
-    below two runs) and, where every run has per-item records, `interval[key]` the 95% bootstrap interval over
+    running, rank, pareto, costs_reported, and per column key the mean, with `ci[key]` its 95% Student-t
+    half-width over runs (None below two runs) and, where every run has per-item records, `interval[key]` the 95% bootstrap interval over
     items and runs (harness.metrics.stats); `task_forgetting` {task: mean forgetting on the log-probability
     matrix}, with `task_forgetting_interval` {task: its bootstrap interval}.
     rank: the rank band, 1 + the methods significantly better on the headline metric: with per-item records by
@@ -112,7 +115,8 @@ def rows(runs: list[dict]) -> list[dict]:
     `vs_reference`: the paired difference
     from the `full` row on the headline metric, when there is one and per-item records; `forgetting_vs_reference`
     the same on the forgetting measure (FORGETTING), where a method that mitigates forgetting shows a negative
-    difference."""
+    difference. `costs_reported`: a run of the row is of a submitted method, whose trained tokens and trainable
+    parameters (and so its Train TFLOPs and Trainable share) are its own report."""
     groups = method_groups(runs)
     finished = {label: [r for r in group if r["status"] == "finished"] for label, group in groups.items()}
     # a row with a run scored by its own method's child (harness.run.sandboxed) shows those numbers, unranked
@@ -125,7 +129,8 @@ def rows(runs: list[dict]) -> list[dict]:
         row = {"label": label, "method": group[0]["spec"]["method"], **_info(group), "settings": settings(group),
                "seeds": len(per_run),
                "failed": failed, "running": running,
-               "unverified": sum(r.get("verified") is False for r in finished[label]), "ci": {}, "interval": {},
+               "unverified": sum(r.get("verified") is False for r in finished[label]),
+               "costs_reported": any(not trusted(r["spec"]["method"]) for r in group), "ci": {}, "interval": {},
                "task_forgetting_interval": {}, "vs_reference": None,
                "forgetting_vs_reference": None}
         for key, _, _ in COLUMNS:
@@ -205,9 +210,11 @@ def _rank(table: list[dict], reps: dict | None, key: str, values: dict[str, list
 
 def _mark_pareto(table: list[dict], key: str, ranked: set) -> None:
     """row['pareto']: True when no other row has the ranked score `key` >= and cost <= with one strictly
-    better; None when the row lacks the score or the cost, or is not among the `ranked` labels."""
+    better; None when the row lacks the score or the cost, is not among the `ranked` labels, or the cost is the
+    training FLOPs and the row's are its method's own report (`costs_reported`; hours are the parent's clock)."""
     cost = cost_key(table)
-    points = [r for r in table if r[key] is not None and r[cost] is not None and r["label"] in ranked]
+    points = [r for r in table if r[key] is not None and r[cost] is not None and r["label"] in ranked
+              and not (cost == "train_tflops" and r["costs_reported"])]
     for r in table:
         r["pareto"] = None
     for r in points:

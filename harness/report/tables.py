@@ -95,9 +95,13 @@ HELP = {
     "vs full": ("higher", "paired difference of the ranked score from full fine-tuning: 95% interval, Holm p"),
     "Forgetting vs full": ("lower", "paired difference of Forgetting (log-prob) from full: below 0 forgets less"),
     "Seeds": (None, "finished runs (seeds and task orders); ! a single run"),
-    "Pareto": (None, "* no other row has a ranked score >= at a training cost <="),
+    "Pareto": (None, "* no other row has a ranked score >= at a training cost <=; – left off the front: no score "
+                     "or cost, unranked, or costs as reported (Status)"),
     "Status": (None, "failed, unfinished or unverified runs of the row (unverified: scored by the method's own "
-                     "confined process, as its model does not fit the base architecture; shown, never ranked)"),
+                     "confined process, as its model does not fit the base architecture; shown, never ranked); "
+                     "costs as reported: a submitted method's trained tokens and trainable parameters are its own "
+                     "report, which the harness cannot count in its confined process, so its Train TFLOPs and "
+                     "Trainable share are shown as reported and take no place on the Pareto front"),
 }
 ARROW = {"higher": " ↑", "lower": " ↓", None: ""}
 
@@ -131,7 +135,8 @@ def _versus(row: dict, field: str = "vs_reference") -> str:
 
 def _status(row: dict) -> str:
     parts = [f"{row['failed']} failed" if row["failed"] else "", f"{row['running']} unfinished" if row["running"] else "",
-             f"{row['unverified']} unverified" if row.get("unverified") else ""]
+             f"{row['unverified']} unverified" if row.get("unverified") else "",
+             "costs as reported" if row.get("costs_reported") else ""]
     return ", ".join(p for p in parts if p) or "ok"
 
 
@@ -274,7 +279,7 @@ def csv_text(sections: list[dict], header: dict) -> str:
     w.writerow(["protocol", "ranked", "reason", "rank", "label", "method",
                 *[c for k, _, _ in COLUMNS for c in (k, f"{k}_ci95", f"{k}_lo", f"{k}_hi")],
                 *[f"{prefix}vs_full_{x}" for prefix in ("", "forgetting_") for x in ("lo", "hi", "p_holm", "significant")],
-                "seeds", "failed", "unfinished", "unverified", "pareto", "description", "citation",
+                "seeds", "failed", "unfinished", "unverified", "costs_reported", "pareto", "description", "citation",
                 *[f"{name}_version" for name in SCORE_PACKAGES], "method_config"])
     for section in sections:
         for r in section["rows"]:
@@ -284,7 +289,8 @@ def csv_text(sections: list[dict], header: dict) -> str:
                           for v in (r[k], None if k in r["interval"] else r["ci"][k],
                                     *(r["interval"].get(k) or (None, None)))],
                         *_csv_versus(r, "vs_reference"), *_csv_versus(r, "forgetting_vs_reference"),
-                        r["seeds"], r["failed"], r["running"], r["unverified"], "" if r["pareto"] is None else r["pareto"],
+                        r["seeds"], r["failed"], r["running"], r["unverified"], r["costs_reported"],
+                        "" if r["pareto"] is None else r["pareto"],
                         csv_cell(r["description"]), csv_cell(r["citation"]),
                         *[csv_cell(section["stack"][name] or "") for name in SCORE_PACKAGES],
                         csv_cell(json.dumps(r.get("settings") or {}, sort_keys=True))])
