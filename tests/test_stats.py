@@ -183,7 +183,7 @@ def test_a_replicate_on_the_items_as_drawn_is_the_point_estimate(path):
     means: equal to the items' within the float32 rounding of stored log-probabilities)."""
     run = json.loads(path.read_text())
     views = stats._views(run)
-    same = {key: np.arange(len(uids))[None, :] for key, (uids, _, _) in views.items()}
+    same = {key: stats.counts_of(np.arange(len(uids))[None, :], len(uids)) for key, (uids, _, _) in views.items()}
     replicate = stats._run_replicates(run, views, same)
     row = run_row(run)
     expected = {**{k: row[k] for k in (*stats.BOOTSTRAPPED, *stats.PROBE_MEASURES)},
@@ -311,3 +311,18 @@ def test_an_unbounded_run_value_keeps_the_rows_unbounded_interval():
     assert stats.interval(stats.bootstrap({"full": runs})["full"]["general_retention"]) == (math.inf, math.inf)
     part = stats.Part(0.0, np.array([1.0, -1.0, math.inf, 0.5]), noise=10.0, seed=0.0, df=0)
     assert part.items[2] == math.inf  # scaled by 0, not made nan
+
+
+def test_a_replicates_mean_from_draw_counts_is_the_mean_of_the_drawn_items():
+    """Second source for `_means` (one product with the draw counts): indexing each row with the draws and averaging,
+    as the bootstrap did before, on values with -inf, +inf and nan, which enter exactly the replicates that draw them."""
+    rng = np.random.default_rng(7)
+    rows = rng.normal(size=(5, 13))
+    rows[1, 3], rows[2, [0, 5]], rows[3, 7] = -np.inf, (np.inf, -np.inf), np.nan
+    draws = rng.integers(0, 13, size=(4000, 13))
+    with np.errstate(invalid="ignore"):
+        expected = [row[draws].mean(axis=1) for row in rows]
+    got = stats._means(stats.counts_of(draws, 13), rows)
+    for e, g in zip(expected, got):
+        np.testing.assert_allclose(g, e, rtol=1e-12, atol=1e-12)  # equal nan and inf positions too
+    assert np.isneginf(got[1]).any() and np.isfinite(got[1]).any() and np.isnan(got[2]).any()
