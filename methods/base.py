@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import random
 from typing import Any, Callable, ClassVar, Iterator
 
 import torch
@@ -93,8 +94,8 @@ class Method:
     citation: ClassVar[str] = ""
     Config: ClassVar[type] = BaseConfig
     needs: ClassVar[Needs] = Needs()
-    # False when the method keeps state outside the model's trainable parameters (a Fisher, a
-    # buffer): an interrupted run of it restarts from stage 1 instead of resuming a checkpoint.
+    # False when the method keeps state outside the model's trainable parameters (a Fisher, a buffer) that
+    # `state` does not return: an interrupted run of it restarts from stage 1 instead of resuming a checkpoint.
     resumable: ClassVar[bool] = True
     # True when training may be sharded over workers (harness.run.sharded): no extra loss and no token
     # weights (a worker sees one shard of the batch and of the parameters); train_examples and after_task
@@ -131,6 +132,28 @@ class Method:
         """Measured facts about the stage just trained (buffer bytes, rewrites kept); the runner
         stores a non-empty one as the stage's `method_stats`."""
         return {}
+
+    def state(self) -> tuple[dict, dict]:
+        """What the method keeps outside the model's trainable parameters after a stage (a buffer, a Fisher, frozen
+        earlier adapters, its random generator), as (tensors by name, plain JSON): a stage checkpoint saves it
+        beside the trainable parameters, so that an interrupted run resumes after that stage. ({}, {}): nothing."""
+        return {}, {}
+
+    def load_state(self, model, tensors: dict, info: dict) -> None:
+        """Take back what `state` returned: called on a fresh run's model after `prepare`, before the checkpoint's
+        trainable parameters are copied in (a method that adds parameters per task adds them here)."""
+
+
+def rng_state(rng: random.Random) -> list:
+    """A random.Random's state as plain JSON (what `Method.state` may return)."""
+    version, internal, gauss = rng.getstate()
+    return [version, list(internal), gauss]
+
+
+def set_rng_state(rng: random.Random, saved: list) -> None:
+    """Put back a state `rng_state` returned."""
+    version, internal, gauss = saved
+    rng.setstate((version, tuple(internal), gauss))
 
 
 def _numel(p) -> int:

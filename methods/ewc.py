@@ -152,7 +152,6 @@ class EWC(FullFineTune):
     citation = "Kirkpatrick et al. 2017, arXiv:1612.00796; Schwarz et al. 2018, arXiv:1805.06370"
     Config = EWCConfig
     shardable = False  # an extra loss or token weights: harness.run.sharded
-    resumable = False  # its state lives outside the model
 
     def prepare(self, model, ctx):
         model = super().prepare(model, ctx)
@@ -214,3 +213,18 @@ class EWC(FullFineTune):
 
     def stats(self, ctx) -> dict:
         return dict(self._stats)
+
+    def state(self):
+        """The online Fisher and the anchor, one tensor each per trainable parameter, in their order."""
+        if self.fisher is None:
+            return {}, {}
+        return {**{f"fisher.{i}": f for i, f in enumerate(self.fisher)},
+                **{f"anchor.{i}": a for i, a in enumerate(self.anchor)}}, {"parameters": len(self.fisher)}
+
+    def load_state(self, model, tensors, info):
+        if not info:
+            return
+        if info["parameters"] != len(self.params):
+            raise RuntimeError(f"an EWC checkpoint of {info['parameters']} parameters for a model of {len(self.params)}")
+        self.fisher = [tensors[f"fisher.{i}"].to(p.device) for i, p in enumerate(self.params)]
+        self.anchor = [tensors[f"anchor.{i}"].to(p.device) for i, p in enumerate(self.params)]

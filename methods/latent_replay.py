@@ -59,7 +59,7 @@ from harness.core.typed import field
 from harness.model.precision import autocast
 from tasks.chat import IGNORE
 
-from .base import Method
+from .base import Method, rng_state, set_rng_state
 from .latent_quant import ProductQuantizer, ScalarQuantizer, payload_bytes
 
 
@@ -101,7 +101,6 @@ class LatentReplay(Method):
     description = "REMIND latent replay: quantized mid-layer states of earlier tasks replayed through the upper blocks."
     citation = "Hayes et al. 2020, REMIND Your Neural Network to Prevent Catastrophic Forgetting, arXiv:1910.02509"
     Config = LatentReplayConfig
-    resumable = False  # the buffer lives outside the model
 
     def prepare(self, model, ctx):
         decoder = decoder_of(model)
@@ -146,6 +145,28 @@ class LatentReplay(Method):
         tasks = sorted({e["task"] for e in self.buffer})
         return {"buffer_sequences": len(self.buffer), "buffer_bytes": self.memory_bytes(), "buffer_tasks": tasks,
                 **{f"reconstruction_error_{t}": self.errors[t] for t in tasks}}
+
+    def state(self):
+        """Each task's codebooks (product quantization), the buffer's codes and labels, and the generator."""
+        tasks = list(self.quantizers)
+        tensors = {f"codebooks.{j}": self.quantizers[t].codebooks for j, t in enumerate(tasks)
+                   if getattr(self.quantizers[t], "codebooks", None) is not None}
+        for k, e in enumerate(self.buffer):
+            tensors[f"buffer.{k}.labels"] = e["labels"]
+            tensors.update({f"buffer.{k}.payload.{m}": part for m, part in enumerate(e["payload"])})
+        return tensors, {"tasks": tasks, "errors": self.errors, "buffer": [[e["task"], len(e["payload"])] for e in self.buffer],
+                         "seen": self.seen, "rng": rng_state(self.rng)}
+
+    def load_state(self, model, tensors, info):
+        for j, task in enumerate(info["tasks"]):
+            quantizer = self.quantizers[task] = self.new_quantizer()
+            if f"codebooks.{j}" in tensors:
+                quantizer.codebooks = tensors[f"codebooks.{j}"]
+        self.errors, self.seen = dict(info["errors"]), info["seen"]
+        self.buffer = [{"payload": tuple(tensors[f"buffer.{k}.payload.{m}"] for m in range(parts)),
+                        "labels": tensors[f"buffer.{k}.labels"], "task": task}
+                       for k, (task, parts) in enumerate(info["buffer"])]
+        set_rng_state(self.rng, info["rng"])
 
     @torch.no_grad()
     def latents(self, model, pairs, ctx) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -55,8 +55,8 @@ overlap of the new A with the earlier ones at the stage's start and end, both th
 quantity (sum |A_t A_i^T| over earlier tasks, mean over modules) and the scale-free share of A_t's
 squared Frobenius norm lying in the earlier tasks' row space (a random A_t has about r (t-1) / in).
 
-The earlier LoRAs are frozen and not trained, so a stage checkpoint (trainable parameters only)
-cannot restore them: the method is not resumable.
+The earlier LoRAs are frozen, so a stage checkpoint's trainable parameters miss them: `state` returns them,
+and `load_state` adds a resumed run's LoRAs up to the checkpoint's task before they are copied in.
 """
 from __future__ import annotations
 
@@ -149,7 +149,6 @@ class OLoRA(Method):
     description = "O-LoRA: a new LoRA per task, earlier ones frozen, orthogonality penalty against their subspaces."
     citation = "Wang et al. 2023, Orthogonal Subspace Learning for Language Model Continual Learning, arXiv:2310.14152"
     Config = OLoRAConfig
-    resumable = False  # earlier tasks' LoRAs are frozen, so checkpoints of trainable parameters miss them
 
     def __init__(self, config=None):
         super().__init__(config)
@@ -173,6 +172,22 @@ class OLoRA(Method):
             for layer in self.layers:
                 layer.add_task()
         return pairs
+
+    def state(self):
+        """The earlier tasks' frozen LoRAs (the current one is a trainable parameter, in the checkpoint anyway)."""
+        tensors = {f"{i}.{name}.{t}": p for i, layer in enumerate(self.layers)
+                   for name, params in (("A", layer.lora_A), ("B", layer.lora_B)) for t, p in enumerate(params[:-1])}
+        return tensors, {"tasks": len(self.layers[0].lora_A)}
+
+    def load_state(self, model, tensors, info):
+        while len(self.layers[0].lora_A) < info["tasks"]:
+            for layer in self.layers:
+                layer.add_task()
+        with torch.no_grad():
+            for i, layer in enumerate(self.layers):
+                for name, params in (("A", layer.lora_A), ("B", layer.lora_B)):
+                    for t, p in enumerate(params[:-1]):
+                        p.copy_(tensors[f"{i}.{name}.{t}"])
 
     def penalty(self):
         c = self.config

@@ -28,6 +28,7 @@ import random
 from harness.core.errors import ConfigError
 from harness.core.typed import field
 
+from .base import rng_state, set_rng_state
 from .full import FullFineTune
 
 
@@ -66,7 +67,6 @@ class Replay(FullFineTune):
     description = "Full fine-tuning with a reservoir buffer of earlier tasks' examples mixed in."
     citation = "Scialom et al. 2022, arXiv:2205.12393; de Masson d'Autume et al. 2019, arXiv:1906.01076"
     Config = ReplayConfig
-    resumable = False  # its state lives outside the model
 
     def __init__(self, config=None):
         super().__init__(config)
@@ -104,6 +104,13 @@ class Replay(FullFineTune):
 
     def stats(self, ctx):
         return dict(self.mixed)
+
+    def state(self):
+        return {}, {"buffer": self.buffer, "seen": self.seen, "rng": rng_state(self.rng)}
+
+    def load_state(self, model, tensors, info):
+        self.buffer, self.seen = [dict(pair) for pair in info["buffer"]], info["seen"]
+        set_rng_state(self.rng, info["rng"])
 
     def after_task(self, model, ctx):
         for pair in (item.training_pair() for item in ctx.task.learn):

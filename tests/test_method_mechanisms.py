@@ -175,10 +175,6 @@ def test_freeze_trains_only_the_last_blocks(tiny):
     assert all("norm" in n for n, p in model.named_parameters() if p.requires_grad)
 
 
-def test_non_resumable_methods_are_marked():
-    assert not EWC.resumable and not Replay.resumable and L2SP.resumable
-
-
 def test_llama_pro_expanded_smollm2_keeps_logits_and_cached_generation(smollm2):
     from harness.model.scoring import generate
     from methods.llama_pro import LlamaPro

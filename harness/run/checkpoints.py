@@ -2,13 +2,15 @@
 
 What is saved is every parameter with requires_grad after `method.prepare` (the adapter for
 LoRA, all weights for full fine-tuning): frozen parameters equal the base model's by the
-method contract, and `prepare` rebuilds the structure. Only the latest recorded stage of each run
+method contract, and `prepare` rebuilds the structure; beside them, what the method keeps outside them
+(`Method.state`: its tensors under `method/`, its plain JSON in the file's metadata). Only the latest recorded stage of each run
 is kept, in safetensors (never pickle), under <results>/checkpoints/<run_id>/, and the folder is
 removed when the run finishes, so the disk holds about one checkpoint per unfinished run; past
 $CLBENCH_CHECKPOINT_CAP_GB (default 20) a checkpoint is skipped with a warning, never a failure.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -21,6 +23,7 @@ from safetensors.torch import load_file, save_file
 
 
 CAP_ENV = "CLBENCH_CHECKPOINT_CAP_GB"
+METHOD = "method/"  # the prefix of the method's own tensors in a checkpoint
 
 
 class Checkpoints:
@@ -34,9 +37,12 @@ class Checkpoints:
     def _path(self, run_id: str, stage: int) -> Path:
         return self.root / run_id / f"stage{stage}.safetensors"
 
-    def save(self, run_id: str, stage: int, model) -> Path | None:
-        """Write the stage's checkpoint; None (and a warning) when it would pass the size cap."""
+    def save(self, run_id: str, stage: int, model, method_state: tuple[dict, dict] = ({}, {})) -> Path | None:
+        """Write the stage's checkpoint: the trainable parameters and the method's (tensors, JSON) state; None
+        (and a warning) when it would pass the size cap."""
         state = {n: p.detach().to("cpu").clone().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+        tensors, info = method_state
+        state.update({METHOD + n: t.detach().to("cpu").clone().contiguous() for n, t in tensors.items()})
         size = sum(t.numel() * t.element_size() for t in state.values())
         if self._used() + size > self.cap_bytes:
             warnings.warn(f"checkpoint of {run_id} stage {stage} skipped: {self.root} would pass the "
@@ -47,7 +53,7 @@ class Checkpoints:
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
         os.close(fd)
         try:
-            save_file(state, tmp)
+            save_file(state, tmp, metadata={"method_state": json.dumps(info)} if info else None)
             os.replace(tmp, path)
         finally:
             Path(tmp).unlink(missing_ok=True)
@@ -76,8 +82,16 @@ class Checkpoints:
                           f"stage {stage}")
             return False
 
+    def method_state(self, run_id: str, stage: int) -> tuple[dict, dict]:
+        """The method's (tensors, JSON) state the stage's checkpoint holds (`Method.state`)."""
+        path = str(self._path(run_id, stage))
+        with safe_open(path, "pt") as f:
+            info = json.loads((f.metadata() or {}).get("method_state", "{}"))
+            return {k[len(METHOD):]: f.get_tensor(k) for k in f.keys() if k.startswith(METHOD)}, info
+
     def restore(self, run_id: str, stage: int, model) -> None:
-        state = load_file(str(self._path(run_id, stage)))
+        """Copy the checkpoint's trainable parameters into the model (whose method state is back already)."""
+        state = {k: v for k, v in load_file(str(self._path(run_id, stage))).items() if not k.startswith(METHOD)}
         params = dict(model.named_parameters())
         missing = set(state) ^ {n for n, p in params.items() if p.requires_grad}
         if missing:

@@ -229,6 +229,12 @@ class _InProcess:
         self.model, train, ctx = train_stage(self.spec, self.setup, self.method, self.model, stage, self.train_loop)
         return self.model, train, self.method.stats(ctx), None
 
+    def state(self) -> tuple[dict, dict]:
+        return self.method.state()
+
+    def load_state(self, model, tensors: dict, info: dict) -> None:
+        self.method.load_state(model, tensors, info)
+
     def close(self) -> None:
         pass
 
@@ -306,6 +312,7 @@ def _train_and_score(spec, store, setup, trainer, result, base, before, on_stage
         result["stages"][0] = {"stage": 0, "trained_on": None, "prepared": True, **prepared}
         result["base_model"] = {"scores": base["scores"], "probes": base["probes"]}
     if done:
+        trainer.load_state(model, *checkpoints.method_state(spec.run_id, done))
         checkpoints.restore(spec.run_id, done, model)
         previous = store.load_run(spec.run_id)
         result["stages"] = previous["stages"][: done + 1]
@@ -338,7 +345,7 @@ def _train_and_score(spec, store, setup, trainer, result, base, before, on_stage
         if not trainer.verified:
             result.update(verified=False, unverified=trainer.unverified_reason)
         saved = (trainer.resumable and stage < len(setup.tasks)
-                 and checkpoints.save(spec.run_id, stage, model) is not None)
+                 and checkpoints.save(spec.run_id, stage, model, trainer.state()) is not None)
         store.save_run(result)
         if saved:  # only now may the previous stage's checkpoint go
             checkpoints.prune(spec.run_id, keep=stage)
