@@ -183,11 +183,10 @@ class OLoRA(Method):
         while len(self.layers[0].lora_A) < info["tasks"]:
             for layer in self.layers:
                 layer.add_task()
-        with torch.no_grad():
-            for i, layer in enumerate(self.layers):
-                for name, params in (("A", layer.lora_A), ("B", layer.lora_B)):
-                    for t, p in enumerate(params[:-1]):
-                        p.copy_(tensors[f"{i}.{name}.{t}"])
+        for i, layer in enumerate(self.layers):  # in the dtype they were trained in (fp32 master weights under bf16)
+            for name, params in (("A", layer.lora_A), ("B", layer.lora_B)):
+                for t, p in enumerate(params[:-1]):
+                    p.data = tensors[f"{i}.{name}.{t}"].to(p.device)
 
     def penalty(self):
         c = self.config

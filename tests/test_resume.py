@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 SWEEP = """
 name: resume-test
@@ -204,4 +205,30 @@ def test_a_damaged_checkpoint_is_not_resumed_from(tmp_path, tiny):
     assert ckpt.has("run", 1)
     path.write_bytes(b"\xff" * 64)
     with pytest.warns(UserWarning, match="stage1.safetensors: not a readable checkpoint .* run does not resume"):
+        assert not ckpt.has("run", 1)
+
+
+def test_a_checkpoint_whose_method_state_cannot_be_read_or_taken_back_is_named(tmp_path, tiny):
+    """A method's state rides in the checkpoint's header (JSON) and tensors: a header that is not JSON makes the
+    checkpoint unreadable like a damaged one (resumed from no further), and a state the method cannot take back fails
+    the run naming the file and the fix, not with a bare KeyError."""
+    from safetensors.torch import save_file
+
+    from harness.run.checkpoints import Checkpoints
+
+    ckpt = Checkpoints(tmp_path)
+    path = ckpt.save("run", 1, tiny[0], ({"fisher.0": torch.ones(2)}, {"parameters": 1}))
+    assert ckpt.has("run", 1)
+
+    class Trainer:
+        def load_state(self, model, tensors, info):
+            self.got = tensors, info
+            tensors["anchor.0"]  # noqa: B018 (what a method of other code would look for)
+
+    trainer = Trainer()
+    with pytest.raises(RuntimeError, match=r"stage1.safetensors: the method cannot take back .*KeyError.*delete .*run"):
+        ckpt.load_method_state("run", 1, trainer, tiny[0])
+    assert torch.equal(trainer.got[0]["fisher.0"], torch.ones(2)) and trainer.got[1] == {"parameters": 1}
+    save_file({"w": torch.zeros(1)}, str(path), metadata={"method_state": "{not json"})
+    with pytest.warns(UserWarning, match="not a readable checkpoint"):
         assert not ckpt.has("run", 1)

@@ -11,13 +11,13 @@ from harness.spec.spec import expand
 from harness.store.store import Store
 from methods.registry import BUILTIN
 
-CARD = ("model: tiny\nprecision: fp32\nstream: [stem, humanities, law]\nprobes: [general]\nmethods: [{method}]\n"
+CARD = ("model: tiny\nprecision: {precision}\nstream: [stem, humanities, law]\nprobes: [general]\nmethods: [{method}]\n"
         "budget: {{learn_items: 4, transfer_items: 2, general_items: 2, epochs: 2, batch_size: 2, max_length: 128}}\n")
 
 
-def _spec(tmp_path, method):
+def _spec(tmp_path, method, precision="fp32"):
     f = tmp_path / "c.yaml"
-    f.write_text(CARD.format(method=method))
+    f.write_text(CARD.format(method=method, precision=precision))
     return expand(config.load(str(f)))[0]
 
 
@@ -32,8 +32,8 @@ STATEFUL = ["replay", "ewc", "latent_replay", "olora"]
 
 @pytest.mark.parametrize("method", [*STATEFUL, *[pytest.param(m, marks=pytest.mark.slow) for m in BUILTIN
                                                  if m not in STATEFUL]])
-def test_a_run_with_state_outside_the_model_resumes_where_it_stopped(tmp_path, data_dir, method):
-    spec = _spec(tmp_path, method)
+def test_a_run_with_state_outside_the_model_resumes_where_it_stopped(tmp_path, data_dir, method, precision="fp32"):
+    spec = _spec(tmp_path, method, precision)
     clean = execute(spec, Store(tmp_path / "clean"), data_dir=str(data_dir))
     assert clean["status"] == "finished", clean["error"]
 
@@ -47,3 +47,11 @@ def test_a_run_with_state_outside_the_model_resumes_where_it_stopped(tmp_path, d
     assert resumed["status"] == "finished", resumed["error"]
     assert resumed.get("resumed_from_stage") == 2
     assert _outcome(resumed) == _outcome(clean)
+
+
+@pytest.mark.parametrize("method", ["olora", "ewc"])
+def test_under_bf16_a_resumed_run_keeps_its_fp32_master_weights(tmp_path, data_dir, method):
+    """Under bf16 the base linears are stored in bf16 and every trainable parameter is fp32 (place_weights). O-LoRA's
+    LoRAs that load_state adds were made in the base weights' bf16: the checkpoint's fp32 values were rounded into
+    them and its first step crashed on a bf16 x fp32 product."""
+    test_a_run_with_state_outside_the_model_resumes_where_it_stopped(tmp_path, data_dir, method, precision="bf16")

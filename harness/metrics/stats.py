@@ -108,15 +108,18 @@ def _view(rows: list[dict], group: str, task: str, view: str) -> tuple | None:
 
 def counts_of(draws: np.ndarray, items: int) -> np.ndarray:
     """[B, items] float: how many times each item is drawn in each replicate of `draws` [B, k] (indices)."""
-    offsets = np.arange(len(draws))[:, None] * items
-    return np.bincount((draws + offsets).ravel(), minlength=len(draws) * items).reshape(len(draws), items).astype(
-        np.float64)
+    flat = (draws + np.arange(len(draws))[:, None] * items).ravel()  # replicate b's item i: b * items + i
+    counts = np.bincount(flat, minlength=len(draws) * items)
+    del flat  # a [B, k] temporary: at most two such arrays beside `draws` at once
+    return counts.reshape(len(draws), items).astype(np.float64)
 
 
 def _means(counts: np.ndarray, rows: np.ndarray) -> list[np.ndarray]:
     """[rows][B]: each row's mean over each replicate's drawn items, as one product with the draw counts (indexing
     the rows with the draws and averaging took 85% of a board's time: [B, k] copies per row and run). A non-finite
-    value enters the replicates that draw it, as it would enter their mean: -inf where drawn, nan with +inf."""
+    value enters the replicates that draw it, as it would enter their mean: -inf where drawn, nan with +inf. The
+    product's order of sums is BLAS's, so the last bits of a replicate of log-probabilities may differ between
+    BLAS builds (the committed boards printed the same digits as with the indexed means)."""
     bad = ~np.isfinite(rows)
     out = counts @ np.where(bad, 0.0, rows).T
     if bad.any():

@@ -305,14 +305,15 @@ def cost_vs_score(table, out, notes):
         return []
     # a submitted method's training FLOPs are its own report (leaderboard.rows): drawn where it puts them, named so
     names = {i: r["label"] + (REPORTED if cost == "train_tflops" and r["costs_reported"] else "") for i, r in rows}
-    fig, axes = _new("cost_vs_score", legend_entries=list(names.values()) + ["Pareto front"])
+    front = sorted((r[cost], r[key]) for _, r in rows if r["pareto"])  # empty where no row may take it
+    fig, axes = _new("cost_vs_score", legend_entries=list(names.values()) + ["Pareto front"] * bool(front))
     ax = axes[0, 0]
     for i, r in rows:
         ax.errorbar(r[cost], r[key], xerr=_err(r, cost), yerr=_err(r, key), fmt=_look(i)["marker"],
                     color=_look(i)["color"], capsize=2, ms=4)
         ax.plot([], [], ls="", ms=4, label=names[i], **_point(i))  # its legend key: the marker, no error-bar cross
-    front = sorted((r[cost], r[key]) for _, r in rows if r["pareto"])
-    ax.plot(*zip(*front), label="Pareto front", drawstyle="steps-post", **FRONT)
+    if front:
+        ax.plot(*zip(*front), label="Pareto front", drawstyle="steps-post", **FRONT)
     ax.set_xlabel(COST_NAME[cost])
     ax.set_ylabel(SCORE_NAME[key])
     _legend_below(fig, ax, "cost_vs_score")

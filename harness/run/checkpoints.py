@@ -24,6 +24,8 @@ from safetensors.torch import load_file, save_file
 
 CAP_ENV = "CLBENCH_CHECKPOINT_CAP_GB"
 METHOD = "method/"  # the prefix of the method's own tensors in a checkpoint
+# bytes of a method's JSON state in a checkpoint's header: safetensors reads no header over 100 MB
+METADATA_CAP = 64 * 2**20
 
 
 class Checkpoints:
@@ -43,7 +45,14 @@ class Checkpoints:
         state = {n: p.detach().to("cpu").clone().contiguous() for n, p in model.named_parameters() if p.requires_grad}
         tensors, info = method_state
         state.update({METHOD + n: t.detach().to("cpu").clone().contiguous() for n, t in tensors.items()})
-        size = sum(t.numel() * t.element_size() for t in state.values())
+        metadata = {"method_state": json.dumps(info)} if info else None
+        extra = len(metadata["method_state"]) if metadata else 0
+        if extra > METADATA_CAP:
+            warnings.warn(f"checkpoint of {run_id} stage {stage} skipped: the method's state is {extra / 2**20:.0f} MB "
+                          f"of JSON, more than a checkpoint's header holds ({METADATA_CAP / 2**20:.0f} MB); this run "
+                          "cannot resume from that stage")
+            return None
+        size = sum(t.numel() * t.element_size() for t in state.values()) + extra
         if self._used() + size > self.cap_bytes:
             warnings.warn(f"checkpoint of {run_id} stage {stage} skipped: {self.root} would pass the "
                           f"{self.cap_bytes / 2**30:g} GB cap (${CAP_ENV}); this run cannot resume from that stage")
@@ -53,7 +62,7 @@ class Checkpoints:
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
         os.close(fd)
         try:
-            save_file(state, tmp, metadata={"method_state": json.dumps(info)} if info else None)
+            save_file(state, tmp, metadata=metadata)
             os.replace(tmp, path)
         finally:
             Path(tmp).unlink(missing_ok=True)
@@ -76,18 +85,26 @@ class Checkpoints:
         try:
             with safe_open(str(path), "pt") as f:
                 f.keys()
+                json.loads((f.metadata() or {}).get("method_state", "{}"))
             return True
         except Exception as e:  # a truncated or overwritten file: whatever safetensors raises
             warnings.warn(f"{path}: not a readable checkpoint ({type(e).__name__}); {run_id} does not resume from "
                           f"stage {stage}")
             return False
 
-    def method_state(self, run_id: str, stage: int) -> tuple[dict, dict]:
-        """The method's (tensors, JSON) state the stage's checkpoint holds (`Method.state`)."""
-        path = str(self._path(run_id, stage))
-        with safe_open(path, "pt") as f:
+    def load_method_state(self, run_id: str, stage: int, trainer, model) -> None:
+        """Hand the method's (tensors, JSON) state the stage's checkpoint holds to `trainer.load_state` (`Method.state`);
+        a state the method cannot take back (a checkpoint of other code, or altered) fails the run naming the file
+        and the fix."""
+        path = self._path(run_id, stage)
+        with safe_open(str(path), "pt") as f:
             info = json.loads((f.metadata() or {}).get("method_state", "{}"))
-            return {k[len(METHOD):]: f.get_tensor(k) for k in f.keys() if k.startswith(METHOD)}, info
+            tensors = {k[len(METHOD):]: f.get_tensor(k) for k in f.keys() if k.startswith(METHOD)}
+        try:
+            trainer.load_state(model, tensors, info)
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as e:
+            raise RuntimeError(f"{path}: the method cannot take back the state this checkpoint holds "
+                               f"({type(e).__name__}: {e}); delete {path.parent} to run {run_id} afresh") from e
 
     def restore(self, run_id: str, stage: int, model) -> None:
         """Copy the checkpoint's trainable parameters into the model (whose method state is back already)."""

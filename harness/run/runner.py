@@ -312,7 +312,8 @@ def _train_and_score(spec, store, setup, trainer, result, base, before, on_stage
         result["stages"][0] = {"stage": 0, "trained_on": None, "prepared": True, **prepared}
         result["base_model"] = {"scores": base["scores"], "probes": base["probes"]}
     if done:
-        trainer.load_state(model, *checkpoints.method_state(spec.run_id, done))
+        checkpoints.load_method_state(spec.run_id, done, trainer, model)
+        place_weights(model, setup.precision, setup.linears)  # what load_state added, placed as train_stage places it
         checkpoints.restore(spec.run_id, done, model)
         previous = store.load_run(spec.run_id)
         result["stages"] = previous["stages"][: done + 1]

@@ -26,7 +26,10 @@ from ..core.errors import ConfigError
 from ..core.typed import build
 from ..spec.config import Budget
 
-HOOKS = [n for n, v in vars(Method).items() if inspect.isfunction(v) and not n.startswith("_")]
+# the hooks a submitted method's trial calls; state/load_state only serve a built-in's stage checkpoints (a submitted
+# method trains in its confined child, which is not checkpointed), so a class may use those names for its own ends
+HOOKS = [n for n, v in vars(Method).items() if inspect.isfunction(v) and not n.startswith("_")
+         and n not in ("state", "load_state")]
 TRIAL_STREAM = ["stem", "humanities"]  # multiple choice only: no generated code is executed
 TRIAL_BUDGET = Budget(learn_items=2, transfer_items=1, code_items=1, heldout_items=0, general_items=1, epochs=1,
                       max_length=128)
