@@ -107,9 +107,9 @@ def rows(runs: list[dict]) -> list[dict]:
     """One row per method label over `runs` (one protocol), in order of the headline metric, Pareto front marked.
     Each row: label, method, description, citation, settings (the method config its runs stored), seeds, failed,
     running, rank, pareto, costs_reported, and per column key the mean, with `ci[key]` its 95% Student-t
-    half-width over runs (None below two runs) and, where every run has per-item records, `interval[key]` the 95% bootstrap interval over
-    items and runs (harness.metrics.stats); `task_forgetting` {task: mean forgetting on the log-probability
-    matrix}, with `task_forgetting_interval` {task: its bootstrap interval}.
+    half-width over runs (None below two runs) and, where every run has per-item records, `interval[key]` the 95%
+    bootstrap interval over items and runs (harness.metrics.stats); `task_forgetting` {task: mean forgetting on the
+    log-probability matrix}, with `task_forgetting_interval` {task: its bootstrap interval}.
     rank: the rank band, 1 + the methods significantly better on the headline metric: with per-item records by
     the paired item bootstrap, without by Welch's t over runs (a single-run row is then told from none).
     `vs_reference`: the paired difference

@@ -3,9 +3,9 @@
 What is saved is every parameter with requires_grad after `method.prepare` (the adapter for
 LoRA, all weights for full fine-tuning): frozen parameters equal the base model's by the
 method contract, and `prepare` rebuilds the structure; beside them, what the method keeps outside them
-(`Method.state`: its tensors under `method/`, its plain JSON in the file's metadata). Only the latest recorded stage of each run
-is kept, in safetensors (never pickle), under <results>/checkpoints/<run_id>/, and the folder is
-removed when the run finishes, so the disk holds about one checkpoint per unfinished run; past
+(`Method.state`: its tensors under `method/`, its plain JSON in the file's metadata). Only the latest
+recorded stage of each run is kept, in safetensors (never pickle), under <results>/checkpoints/<run_id>/, and the
+folder is removed when the run finishes, so the disk holds about one checkpoint per unfinished run; past
 $CLBENCH_CHECKPOINT_CAP_GB (default 20) a checkpoint is skipped with a warning, never a failure.
 """
 from __future__ import annotations
@@ -93,9 +93,9 @@ class Checkpoints:
             return False
 
     def load_method_state(self, run_id: str, stage: int, trainer, model) -> None:
-        """Hand the method's (tensors, JSON) state the stage's checkpoint holds to `trainer.load_state` (`Method.state`);
-        a state the method cannot take back (a checkpoint of other code, or altered) fails the run naming the file
-        and the fix."""
+        """Hand the method's (tensors, JSON) state the stage's checkpoint holds to `trainer.load_state`
+        (`Method.state`); a state the method cannot take back (a checkpoint of other code, or altered) fails the run
+        naming the file and the fix."""
         path = self._path(run_id, stage)
         with safe_open(str(path), "pt") as f:
             info = json.loads((f.metadata() or {}).get("method_state", "{}"))
