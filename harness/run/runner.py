@@ -192,7 +192,6 @@ def execute(spec: RunSpec, store: Store, data_dir: str | None = None, sweep: str
         _execute(spec, store, data_dir, result, on_stage or (lambda stage, model: None), save_models, tracker,
                  sharding)
         result["status"] = "finished"
-        Checkpoints(store.root).remove(spec.run_id)
     except Exception as e:  # stored with its traceback; the sweep goes on
         result["status"] = "failed"
         # a sandboxed method's own exception is stored as the child raised it (sandbox.MethodFailed)
@@ -203,6 +202,8 @@ def execute(spec: RunSpec, store: Store, data_dir: str | None = None, sweep: str
         tracker.close()
     result["finished_at"] = _now()
     store.save_run(result)
+    if result["status"] == "finished":  # only now: a kill before this store leaves the checkpoints to resume from
+        Checkpoints(store.root).remove(spec.run_id)
     return result
 
 

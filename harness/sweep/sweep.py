@@ -8,6 +8,7 @@ from tasks.registry import load_stream
 
 from ..core.errors import ConfigError
 from ..model.models import check_reachable
+from ..run.checkpoints import Checkpoints
 from ..spec.config import SweepConfig
 from ..spec.protocol import stamp, version_of
 from ..spec.spec import RunSpec, expand, method_identity
@@ -100,7 +101,8 @@ def _other_stack(run: dict) -> str:
 
 def pending(specs: list[RunSpec], store: Store, log=print, protocol: dict | None = None) -> list[RunSpec]:
     """The specs without a finished run (under `protocol`'s version, when given: a run stored under
-    another version of the card is run again and restamped)."""
+    another version of the card is run again and restamped). A finished run's stage checkpoints, which a kill
+    right after it was stored can leave, are removed."""
     todo = []
     for spec in specs:
         done = store.load_run(spec.run_id)
@@ -110,6 +112,7 @@ def pending(specs: list[RunSpec], store: Store, log=print, protocol: dict | None
             machine = stored.get("gpu") or cpu_label(stored)
             log(f"skip {spec.label} seed {spec.seed}: finished ({done.get('precision')} on {machine}) in "
                 f"{store.run_path(spec.run_id)}{_other_stack(done)}")
+            Checkpoints(store.root).remove(spec.run_id)
         else:
             if stale:
                 log(f"rerun {spec.label} seed {spec.seed}: stored under protocol version {version_of(done)}, "
