@@ -94,9 +94,6 @@ class Method:
     citation: ClassVar[str] = ""
     Config: ClassVar[type] = BaseConfig
     needs: ClassVar[Needs] = Needs()
-    # False when the method keeps state outside the model's trainable parameters (a Fisher, a buffer) that
-    # `state` does not return: an interrupted run of it restarts from stage 1 instead of resuming a checkpoint.
-    resumable: ClassVar[bool] = True
     # True when training may be sharded over workers (harness.run.sharded): no extra loss and no token
     # weights (a worker sees one shard of the batch and of the parameters); train_examples and after_task
     # run in the run's own process, so state they keep is fine.

@@ -212,12 +212,12 @@ class _InProcess:
     always this process's own and whose scores are always computed here."""
 
     verified, unverified_reason, peak_memory_mb = True, None, None
+    resumable = True  # what the method keeps beside its trainable parameters rides in the checkpoint (Method.state)
 
     def __init__(self, spec: RunSpec, setup: _Setup, train_loop=train_task):
         self.spec, self.setup, self.train_loop = spec, setup, train_loop
         cls = resolve_method(spec.method)
         self.method = cls(build(cls.Config, spec.method_config, "method_config"))
-        self.resumable = self.method.resumable
         self.info = {"description": cls.description, "citation": cls.citation}
 
     def prepare(self):
