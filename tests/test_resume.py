@@ -240,7 +240,8 @@ class _Killed(BaseException):
     """A kill: not an Exception, so the runner stores nothing of it."""
 
 
-def test_a_run_killed_as_it_is_stored_finished_resumes_from_its_last_checkpoint(tmp_path, data_dir, monkeypatch):
+def test_a_run_killed_as_it_is_stored_finished_resumes_from_its_last_checkpoint(tmp_path, data_dir, tiny,
+                                                                              monkeypatch):
     """The checkpoints were removed before the finished run was stored: a kill between the two left a run file that
     says running, with every stage, and no checkpoint, so the whole run was trained again. They go once the finished
     run is stored; a kill after that leaves a folder that the next sweep over the results removes."""
@@ -272,12 +273,6 @@ def test_a_run_killed_as_it_is_stored_finished_resumes_from_its_last_checkpoint(
     assert resumed["status"] == "finished" and resumed.get("resumed_from_stage") == 2  # the last stage has none
     assert not Checkpoints(store.root).has(spec.run_id, 2)  # gone once the finished run is stored
 
-    Checkpoints(store.root).save(spec.run_id, 2, load_tiny())  # what a kill right after that store leaves
+    Checkpoints(store.root).save(spec.run_id, 2, tiny[0])  # what a kill right after that store leaves
     assert pending([spec], store, log=lambda line: None) == []
     assert not (store.root / "checkpoints" / spec.run_id).exists()
-
-
-def load_tiny():
-    from harness.model import models
-
-    return models.load("tiny")[0]
