@@ -405,9 +405,17 @@ def test_a_submitted_methods_own_cost_report_takes_no_place_on_the_pareto_front(
     assert [by[x]["costs_reported"] for x in ("full", "lora", "mine")] == [False, False, True]
     assert (by["mine"]["pareto"], by["full"]["pareto"], by["lora"]["pareto"]) == (None, True, True)
     assert by["mine"]["rank"] == 1  # its scores are the parent's own evaluation: ranked as any other
-    assert "costs as reported" in tables.markdown([section], {"sweeps": [], "hardware": [], "runs": 3})
+    header = {"sweeps": [], "hardware": [], "runs": 3}
+    assert "costs as reported" in tables.markdown([section], header)
     rows = list(csv.DictReader(io.StringIO(tables.csv_text([section], {}))))
     assert {r["label"]: r["costs_reported"] for r in rows} == {"full": "False", "lora": "False", "mine": "True"}
+    tex = {line.split(" & ")[1]: line.split(" & ")[-2] for line in tables.latex([section], header).splitlines()
+           if line.endswith(r" \\") and " & Method & " not in line}
+    page = tables.html_page([section], header)
+    status = {label: re.findall(r'<td data-v="([^"]*)">', row)[-1]
+              for label, row in re.findall(r'<td class="m" data-v="([^"]+)">(.*?)</tr>', page)}
+    assert status["mine"] != status["full"] == status["lora"]  # sorting by Status sets the flagged row apart
+    assert tex == {"full": r"$\star$", "lora": r"$\star$", "mine": "--"}  # left off the front, not merely behind it
     hours = [synthetic_run("full", 0, _R([0.5, 0.7]), synthetic_metrics={"cpu_hours": 1.0}),
              synthetic_run("mine", 0, _R([0.5, 0.7]), method="mine.py:Mine", synthetic_metrics={"cpu_hours": 0.5})]
     by = {r["label"]: r for r in leaderboard.rows(hours)}  # wall time is the parent's clock: the front may take it

@@ -140,6 +140,11 @@ def _status(row: dict) -> str:
     return ", ".join(p for p in parts if p) or "ok"
 
 
+def _problems(row: dict) -> int:
+    """What the Status column sorts by: how many of its flags the row carries (0: ok)."""
+    return row["failed"] + row["running"] + (row.get("unverified") or 0) + bool(row.get("costs_reported"))
+
+
 def _seeds(row: dict) -> str:
     return f"{row['seeds']} !" if row["seeds"] == 1 else str(row["seeds"])
 
@@ -322,11 +327,12 @@ def latex(sections: list[dict], header: dict) -> str:
                        for k, _, s in COLUMNS],
                      tex_escape(_versus(r)), tex_escape(_versus(r, "forgetting_vs_reference")),
                      str(r["seeds"]) + (r"$^{\dagger}$" if r["seeds"] == 1 else ""),
-                     r"$\star$" if r["pareto"] else "", tex_escape(_status(r))]
+                     {True: r"$\star$", False: "", None: "--"}[r["pareto"]], tex_escape(_status(r))]
             out.append(" & ".join(cells) + r" \\")
         out += [r"\bottomrule", r"\end{tabular}"]
     out.append(r"% $^{\dagger}$ a single run: a [lo, hi] interval resamples its items alone, and no $\pm$ interval "
-               r"(over runs) is given; $\star$ on the Pareto front")
+               r"(over runs) is given; $\star$ on the Pareto front, -- left off it (no score or cost, unranked, or "
+               r"costs as reported)")
     return "\n".join(out) + "\n"
 
 
@@ -386,7 +392,7 @@ def html_page(sections: list[dict], header: dict) -> str:
                      _td(h(_versus(r)), (r["vs_reference"] or {}).get("diff_lo")),
                      _td(h(_versus(r, "forgetting_vs_reference")), (r["forgetting_vs_reference"] or {}).get("diff_hi")),
                      _td(h(_seeds(r)), r["seeds"]), _td(h(_pareto(r)), {True: 1, False: 0}.get(r["pareto"])),
-                     _td(h(_status(r)), r["failed"] + r["running"])]
+                     _td(h(_status(r)), _problems(r))]
             parts.append("<tr>" + "".join(cells) + "</tr>")
         parts.append("</tbody></table>")
         tasks, rows = _task_forgetting_rows(section)
