@@ -55,7 +55,7 @@ class DomainSpec:
     scorer: str | None
     heldout: str | None
     path: Path
-    digest: str  # sha256 of the file's bytes: the domain's identity in a protocol version
+    digest: str  # sha256 of the file's bytes, recorded in provenance (the version covers the drawn items instead)
 
     @property
     def task_kind(self) -> str:
