@@ -4,7 +4,7 @@ import copy
 import pytest
 import torch
 
-from harness.run.training import batch_loss, collate
+from harness.run.training import batch_loss, collate, train_task
 from methods.base import StageContext
 from methods.distill import distill_kl
 from methods.ewc import EWC
@@ -139,6 +139,27 @@ def test_l2sp_penalty_is_in_the_loss_that_training_optimises(tiny):
     assert batch_loss(model, method, batch, ctx).item() == pytest.approx(
         label_loss.item() + method.penalty().item(), rel=1e-5)
     assert method.penalty().item() > 0.1 * label_loss.item()
+
+
+def test_l2sp_stats_show_the_pull_against_the_task_loss(tiny):
+    """method_stats carry what a board's reader needs to see that the penalty acted: its size against the label
+    loss over the stage, measured here outside stats() from the training curve (loss = label loss + penalty)."""
+    model, tok = copy.deepcopy(tiny[0]), tiny[1]
+    method = L2SP(L2SP.Config(alpha=2.0, lr=1e-3))
+    model = method.prepare(model, _ctx(tok, None, 0))
+    pairs = [{"user": f"question {i}?", "reply": f"answer {i}"} for i in range(8)]
+    kw = dict(epochs=1, batch_size=2, pad_id=tok.pad_token_id, device="cpu", precision="fp32", seed=0, desc="t")
+    for stage in (1, 2):
+        ctx = _ctx(tok, None, stage)
+        train = train_task(model, method, [encode_example(tok, p["user"], p["reply"], 64) for p in pairs], ctx, **kw)
+        stats = method.stats(ctx)
+        assert stats["steps_recorded"] == train["steps"] == 4
+        assert stats["task_loss_first"] + stats["penalty_first"] == pytest.approx(train["loss_first"], rel=1e-5)
+        assert stats["task_loss_last"] + stats["penalty_last"] == pytest.approx(train["loss_last"], rel=1e-5)
+        assert stats["penalty_ratio_mean"] == pytest.approx(stats["penalty_mean"] / stats["task_loss_mean"])
+        assert stats["drift_norm"] ** 2 * 2.0 / 2 == pytest.approx(method.penalty().item(), rel=1e-4)
+    assert stats["penalty_first"] > 0 and stats["penalty_ratio_mean"] > 0  # stage 2 starts away from w0
+    assert method.stats(_ctx(tok, None, 3))["steps_recorded"] == 0  # a stage's stats are its own
 
 
 def test_distillation_is_zero_when_student_equals_teacher_and_positive_otherwise(tiny):
