@@ -1,6 +1,7 @@
 """The leaderboard on a synthetic result set written in the test: every format's numbers (mean,
 95% t-interval), ranking, Pareto marking, protocol sections, and hostile strings in each format."""
 import csv
+import html
 import io
 import itertools
 import json
@@ -445,3 +446,39 @@ def test_runs_without_per_item_records_rank_by_welch_not_by_their_means(monkeypa
     assert ttest_ind(values["hi"], values["mid"], equal_var=False).pvalue * 3 < 0.05  # Holm's first step
     assert ttest_ind(values["mid"], values["near"], equal_var=False).pvalue > 0.05
     assert ranks == {"hi": 1, "mid": 2, "near": 2}
+
+
+def test_the_board_says_what_its_ranked_score_follows(monkeypatch):
+    """OP once ranked what was learned (r 0.98 with plasticity) under a name that promised what was kept; each
+    section now says how its ranked score correlates with learning and with keeping, over runs and row means
+    (checked against numpy), from finished runs only."""
+    import numpy as np
+    use_stored_metrics(monkeypatch)
+    rng = np.random.default_rng(3)
+    runs = []
+    for m, label in enumerate(("full", "a", "b", "c")):
+        for seed in range(2):
+            h, pl, bwt, fg = rng.normal(size=4)
+            runs.append(synthetic_run(label, seed, _R([0.5, 0.7]), method="full" if m == 0 else label,
+                                      synthetic_metrics={"headline": h, "plasticity": h + 0.1 * pl,
+                                                         "bwt": bwt, "lp_forgetting": fg}))
+    runs.append(synthetic_run("a", 2, _R([0.5, 0.7]), method="a", status="failed",
+                              synthetic_metrics={"headline": 9.0, "plasticity": -9.0, "bwt": 0.0, "lp_forgetting": 0.0}))
+    section = leaderboard.sections(runs)[0]
+    done = [r["synthetic_metrics"] for r in runs if r["status"] == "finished"]
+    table = section["rows"]
+    for key in ("plasticity", "bwt", "lp_forgetting"):
+        got = section["follows"][key]
+        assert got["n_runs"] == 8 and got["n_rows"] == 4
+        assert got["runs"] == pytest.approx(np.corrcoef([d["headline"] for d in done], [d[key] for d in done])[0, 1])
+        assert got["means"] == pytest.approx(np.corrcoef([r["headline"] for r in table], [r[key] for r in table])[0, 1])
+    assert section["follows"]["plasticity"]["runs"] > 0.9
+    line = tables.follows_line(section)
+    assert line.startswith("What Headline follows (Pearson's r over the ranked rows' 8 runs; in brackets over their 4")
+    assert f"Plasticity {section['follows']['plasticity']['runs']:+.3f}" in line
+    header = leaderboard.header(runs)
+    assert tables.md_escape(line) in tables.markdown([section], header)
+    assert html.escape(line, quote=True) in tables.html_page([section], header)
+    assert "% " + tables.tex_escape(line) in tables.latex([section], header)
+    few = leaderboard.sections(runs[:2])[0]  # one row of two runs: nothing to correlate
+    assert few["follows"] == {} and tables.follows_line(few) == ""

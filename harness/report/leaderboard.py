@@ -83,6 +83,7 @@ HEADLINE = "headline"  # the metric rows are ranked by (harness.metrics.metrics.
 FALLBACK = "overall"  # ... or, in a section whose runs lack per-item log-probabilities (schema 1), OP
 REFERENCE = "full"  # the method every other is compared with (sequential full fine-tuning, the forgetting baseline)
 FORGETTING = "lp_forgetting"  # the forgetting measure each method is also compared with full on (lower: less)
+FOLLOWED = ("plasticity", "bwt", FORGETTING)  # learning, and keeping: what a ranked score may follow (`follows`)
 
 
 def method_groups(runs: list[dict]) -> dict[str, list[dict]]:
@@ -105,7 +106,8 @@ def method_groups(runs: list[dict]) -> dict[str, list[dict]]:
 
 def rows(runs: list[dict]) -> list[dict]:
     """One row per method label over `runs` (one protocol), in order of the headline metric, Pareto front marked.
-    Each row: label, method, description, citation, settings (the method config its runs stored), seeds, failed,
+    Each row: label, method, description, citation, settings (the method config its runs stored), seeds, per_run
+    (each finished run's ranked scores and the columns of `follows`), failed,
     running, rank, pareto, costs_reported, and per column key the mean, with `ci[key]` its 95% Student-t
     half-width over runs (None below two runs) and, where every run has per-item records, `interval[key]` the 95%
     bootstrap interval over items and runs (harness.metrics.stats); `task_forgetting` {task: mean forgetting on the
@@ -127,7 +129,7 @@ def rows(runs: list[dict]) -> list[dict]:
         per_run = values[label] = [run_row(r) for r in finished[label]]
         failed, running = _status(group)
         row = {"label": label, "method": group[0]["spec"]["method"], **_info(group), "settings": settings(group),
-               "seeds": len(per_run),
+               "seeds": len(per_run), "per_run": [{k: p[k] for k in (HEADLINE, FALLBACK, *FOLLOWED)} for p in per_run],
                "failed": failed, "running": running,
                "unverified": sum(r.get("verified") is False for r in finished[label]),
                "costs_reported": any(not trusted(r["spec"]["method"]) for r in group), "ci": {}, "interval": {},
@@ -148,6 +150,35 @@ def rows(runs: list[dict]) -> list[dict]:
     _rank(out, reps, key, {label: [p[key] for p in per_run if p[key] is not None] for label, per_run in values.items()
                            if label in ranked})
     _mark_pareto(out, key, ranked)
+    return out
+
+
+def _pearson(pairs) -> tuple[float | None, int]:
+    """(Pearson's r, n) over the pairs of finite values; r None below 3 pairs or where either side is constant."""
+    pairs = [(x, y) for x, y in pairs if x is not None and y is not None and math.isfinite(x) and math.isfinite(y)]
+    n = len(pairs)
+    if n < 3:
+        return None, n
+    mx, my = sum(x for x, _ in pairs) / n, sum(y for _, y in pairs) / n
+    sxy = sum((x - mx) * (y - my) for x, y in pairs)
+    sxx, syy = sum((x - mx) ** 2 for x, _ in pairs), sum((y - my) ** 2 for _, y in pairs)
+    return (sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else None), n
+
+
+def follows(table: list[dict]) -> dict:
+    """What the section's ranked score follows: {column: {runs: r, n_runs, means: r, n_rows}}, Pearson's r of the
+    ranked score with plasticity (learning) and with BWT and the forgetting measure (keeping), over the ranked
+    rows' finished runs (`per_run`) and over those rows' means; a column without 3 usable pairs either way is left
+    out. A score that follows plasticity ranks what was learned, whatever its name (OP did, at 0.98, on the first
+    all-methods board)."""
+    key = table[0]["ranked_by"] if table else None
+    ranked = [r for r in table if r["rank"] is not None]
+    out = {}
+    for other in FOLLOWED:
+        r_runs, n_runs = _pearson((p[key], p[other]) for r in ranked for p in r["per_run"])
+        r_means, n_rows = _pearson((r[key], r[other]) for r in ranked)
+        if r_runs is not None or r_means is not None:
+            out[other] = {"runs": r_runs, "n_runs": n_runs, "means": r_means, "n_rows": n_rows}
     return out
 
 
@@ -267,15 +298,19 @@ def protocol_groups(runs: list[dict]) -> list[tuple[str, list[dict]]]:
 
 
 def sections(runs: list[dict]) -> list[dict]:
-    """The board's sections, one per protocol (`protocol_groups`): [{key, reason, stack, facts, rows, runs}], the
-    ranked protocol first, reason None for it."""
+    """The board's sections, one per protocol (`protocol_groups`): [{key, reason, stack, facts, rows, follows,
+    runs}], the ranked protocol first, reason None for it."""
     ordered = protocol_groups(runs)
     if not ordered:
         return []
     reference = ordered[0][1][0]
-    return [{"key": key, "reason": None if i == 0 else protocol_diff(group[0], reference),
-             "stack": score_packages_of(group[0]), "facts": facts(group), "rows": rows(group), "runs": group}
-            for i, (key, group) in enumerate(ordered)]
+    out = []
+    for i, (key, group) in enumerate(ordered):
+        table = rows(group)
+        out.append({"key": key, "reason": None if i == 0 else protocol_diff(group[0], reference),
+                    "stack": score_packages_of(group[0]), "facts": facts(group), "rows": table,
+                    "follows": follows(table), "runs": group})
+    return out
 
 
 def header(runs: list[dict], skipped: list[tuple[Path, str]] = ()) -> dict:

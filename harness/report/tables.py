@@ -187,6 +187,27 @@ def shown(header: str) -> str:
     return header + ARROW[HELP[header][0]]
 
 
+def follows_line(section: dict) -> str:
+    """'What Headline follows ...': the ranked score's correlation with learning and keeping (leaderboard.follows),
+    '' where the section has none."""
+    follows = section.get("follows") or {}
+    if not follows or not section["rows"]:
+        return ""
+    names = {k: name for k, name, _ in COLUMNS}
+    ranked = names[section["rows"][0]["ranked_by"]]
+    any_ = next(iter(follows.values()))
+
+    def r(x):
+        return "–" if x is None else f"{x:+.3f}"
+
+    parts = [f"{names[k]} {r(v['runs'])} ({r(v['means'])})" for k, v in follows.items()]
+    kept = " and ".join(names[k] for k in follows if k != "plasticity")
+    test = ", with its own test in Forgetting vs full" if "lp_forgetting" in follows else ""
+    return (f"What {ranked} follows (Pearson's r over the ranked rows' {any_['n_runs']} runs; in brackets over their "
+            f"{any_['n_rows']} means): " + ", ".join(parts) + f". Near +1 with Plasticity, {ranked} ranks what was "
+            f"learned; what was kept is {kept or 'not measured here'}{test}.")
+
+
 def _task_forgetting_rows(section: dict) -> tuple[list[str], list[tuple[str, list[str]]]]:
     """(tasks, [(label, cells)]) of the per-task forgetting table; no tasks when no row has it."""
     tasks = []
@@ -251,6 +272,8 @@ def markdown(sections: list[dict], header: dict) -> str:
                      md_escape(_versus(r)), md_escape(_versus(r, "forgetting_vs_reference")),
                      _seeds(r), _pareto(r).replace("*", "\\*"), _status(r)]
             lines.append("| " + " | ".join(cells) + " |")
+        if follows := follows_line(section):
+            lines += ["", md_escape(follows)]
         tasks, rows = _task_forgetting_rows(section)
         if tasks:
             lines += ["", f"{TASK_FORGETTING}:", "", "| Method | " + " | ".join(md_escape(t) for t in tasks) + " |",
@@ -330,6 +353,8 @@ def latex(sections: list[dict], header: dict) -> str:
                      {True: r"$\star$", False: "", None: "--"}[r["pareto"]], tex_escape(_status(r))]
             out.append(" & ".join(cells) + r" \\")
         out += [r"\bottomrule", r"\end{tabular}"]
+        if follows := follows_line(section):
+            out.append("% " + tex_escape(follows))
     out.append(r"% $^{\dagger}$ a single run: a [lo, hi] interval resamples its items alone, and no $\pm$ interval "
                r"(over runs) is given; $\star$ on the Pareto front, -- left off it (no score or cost, unranked, or "
                r"costs as reported)")
@@ -395,6 +420,8 @@ def html_page(sections: list[dict], header: dict) -> str:
                      _td(h(_status(r)), _problems(r))]
             parts.append("<tr>" + "".join(cells) + "</tr>")
         parts.append("</tbody></table>")
+        if follows := follows_line(section):
+            parts.append(f'<p class="note">{h(follows)}</p>')
         tasks, rows = _task_forgetting_rows(section)
         if tasks:
             parts.append(f"<details><summary>{h(TASK_FORGETTING)}</summary><table><thead><tr><th>Method</th>"
