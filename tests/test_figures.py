@@ -251,3 +251,21 @@ def test_a_figures_folder_that_is_a_link_or_a_file_is_refused_and_nothing_is_wri
     with pytest.raises(StoreError, match="figures: not a folder of the results' own"):
         figures.write(results)
     assert [p.name for p in elsewhere.iterdir()] == ["README.md"] and (elsewhere / "README.md").read_text() == "theirs"
+
+
+ALL_METHODS = ["full", "lora", "lora_all_r64", "freeze", "replay", "l2sp", "ewc", "distill", "llama_pro", "qlora",
+               "prompt_tuning", "prefix_tuning", "p_tuning_v2", "latent_replay", "sdft", "olora", "moe_lora",
+               "selective_tokens"]
+
+
+def test_the_all_methods_boards_stability_figure_keeps_its_axis_label_inside(tmp_path, monkeypatch, capsys):
+    """The 18 built-in methods priced in training TFLOPs: the size key 'Training TFLOPs (est.) 49.1' set the
+    legend to one column of 21 rows, the constrained layout squeezed the panel, and the y label ran off the top."""
+    use_stored_metrics(monkeypatch)
+    store = Store(tmp_path / "results")
+    for i, label in enumerate(ALL_METHODS):
+        R = [[0.3, 0.4], [0.6 - 0.02 * i, 0.4], [0.5, 0.7 - 0.03 * i]]
+        store.save_run(synthetic_run(label, 0, R, items=20, method="full" if i == 0 else "lora", synthetic_metrics={
+            "train_tflops": 20.0 + 1.7 * i, "general_retention": 0.9, "tail_repetition": 0.1}))
+    assert cli.main(["figures", "--results", str(tmp_path / "results"), "--out", str(tmp_path / "fig")]) == 0
+    assert "overlapping" not in capsys.readouterr().out
