@@ -225,3 +225,16 @@ def test_the_default_models_count_reads_no_weights(smollm2, monkeypatch, capfd):
     _, params = cost.model_facts(models.SMOLLM2)
     assert params == sum(p.numel() for p in smollm2[0].parameters())
     assert "Loading weights" not in "".join(capfd.readouterr())
+
+
+@pytest.mark.parametrize("dirty", [True, False])
+def test_a_sweep_says_before_its_runs_that_they_will_record_a_dirty_tree(dirty, tmp_path, monkeypatch):
+    """Two runs of the all-methods board were made beside tracked result pages copied in from a later commit: each
+    file said dirty, found only after the runs. The sweep now says so before the first run starts."""
+    from harness.sweep import scheduler, sweep
+
+    monkeypatch.setattr(sweep, "git_commit", lambda: {"commit": "0" * 40, "dirty": dirty})
+    monkeypatch.setattr(scheduler, "run_specs", lambda todo, *a, **k: [])
+    said = []
+    sweep.run_sweep(config.load("tiny"), tmp_path / "results", log=said.append)
+    assert any("uncommitted changes to tracked files" in line for line in said) == dirty, said

@@ -12,7 +12,7 @@ from ..run.checkpoints import Checkpoints
 from ..spec.config import SweepConfig
 from ..spec.protocol import stamp, version_of
 from ..spec.spec import RunSpec, expand, method_identity
-from ..store.provenance import cpu_label, score_package_versions, score_packages_of
+from ..store.provenance import REPO, cpu_label, git_commit, score_package_versions, score_packages_of
 from ..store.store import Store
 from ..store.submissions import read_record, stored_names
 
@@ -187,6 +187,9 @@ def run_sweep(cfg: SweepConfig, results_dir, address: str | None = None, log=pri
         check_reachable(cfg.model)  # only when something is left to run: a finished sweep needs no model
         if problems := prepare_problems(cfg, todo):
             raise ConfigError("; ".join(problems))
+        if git_commit()["dirty"]:  # said before hours of runs, not found in their files after (#15's board lost two)
+            log(f"note: {REPO} has uncommitted changes to tracked files (git status): every run file will record "
+                "dirty: true, so none can be a reference result; commit or stash them first for one")
         if cost_sources is not None:
             from ..model.precision import pick_device
             from ..report import cost
