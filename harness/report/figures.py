@@ -20,7 +20,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.transforms import Bbox  # noqa: E402
 
 from ..metrics import metrics  # noqa: E402
 from ..core.errors import StoreError  # noqa: E402
@@ -82,14 +81,6 @@ def _legend_below(fig, ax, name: str, **kw):
     fig.legend(handles, labels, loc="outside lower center", ncols=_legend_columns(name, labels), frameon=False, **kw)
 
 
-def _glyphs(box, upright: bool):
-    """A text's box less its padding: 90% of its length and 70% of its line height about its centre (Bbox.shrunk
-    keeps the lower-left corner, which hid a label cut off at the top or right by up to 30%)."""
-    mx, my = (0.7, 0.9) if upright else (0.9, 0.7)
-    return Bbox.from_bounds(box.x0 + box.width * (1 - mx) / 2, box.y0 + box.height * (1 - my) / 2,
-                            box.width * mx, box.height * my)
-
-
 def text_overlaps(fig) -> list[tuple[str, str]]:
     """Pairs of visible, non-empty texts of a drawn figure whose rendered boxes intersect, and (text, 'the
     figure's edge') for a text cut off by the edge."""
@@ -108,7 +99,10 @@ def text_overlaps(fig) -> list[tuple[str, str]]:
                     drawn += [t for t in labels if t.get_visible()]
     drawn += [t for t in fig.findobj(Text) if id(t) not in ticks and t.get_visible()]
     texts = [t for t in drawn if t.get_text().strip()]
-    boxes = [(t.get_text(), _glyphs(t.get_window_extent(renderer), t.get_rotation() % 180 == 90)) for t in texts]
+    # the glyphs, not the padding: 90% of a text's length and 70% of its line height, about its centre (Bbox.shrunk
+    # keeps the lower-left corner, which hid a label cut off at the top or right by up to 30%)
+    boxes = [(t.get_text(), t.get_window_extent(renderer).expanded(*(0.7, 0.9) if t.get_rotation() % 180 == 90
+                                                                     else (0.9, 0.7))) for t in texts]
     edge = fig.bbox
     cut = [(a, "the figure's edge") for a, box in boxes
            if box.x0 < edge.x0 - 1 or box.x1 > edge.x1 + 1 or box.y0 < edge.y0 - 1 or box.y1 > edge.y1 + 1]
