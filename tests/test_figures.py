@@ -269,3 +269,15 @@ def test_the_all_methods_boards_stability_figure_keeps_its_axis_label_inside(tmp
             "train_tflops": 20.0 + 1.7 * i, "general_retention": 0.9, "tail_repetition": 0.1}))
     assert cli.main(["figures", "--results", str(tmp_path / "results"), "--out", str(tmp_path / "fig")]) == 0
     assert "overlapping" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("text, width, lines", [
+    ("selective_tokens (n=1)", 15, ["selective_", "tokens (n=1)"]),
+    ("lora_all_r64 (n=3)", 15, ["lora_all_r64", "(n=3)"]),
+    ("p_tuning_v2 (n=1)", 8, ["p_", "tuning_", "v2 (n=1)"]),
+    ("a_very_long_unbroken_name (n=1)", 8, ["a_very_", "long_", "unbroken_", "name", "(n=1)"]),
+    ("full (n=3)", 15, ["full (n=3)"]),
+])
+def test_a_panel_title_wraps_between_the_words_of_a_method_name(text, width, lines):
+    """textwrap.fill split 'selective_tokens (n=1)' into 'selective_token' and 's (n=1)' on the all-methods board."""
+    assert figures.wrap_name(text, width).split("\n") == lines

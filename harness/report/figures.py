@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import textwrap
 from collections import defaultdict
 from pathlib import Path
@@ -132,6 +133,18 @@ def _matrices(runs: list[dict], tasks: list[str]) -> dict[str, list]:
     return out
 
 
+class _NameWrapper(textwrap.TextWrapper):
+    """Breaks at spaces and after an underscore, so a method name splits between its words."""
+
+    def _split(self, text):
+        return [c for c in re.split(r"(\s+|(?<=_))", text) if c]
+
+
+def wrap_name(text: str, width: int) -> str:
+    """`text` in lines of about `width` characters: "selective_\ntokens (n=3)", never "selective_token\ns"."""
+    return _NameWrapper(width, break_long_words=False).fill(text)
+
+
 def accuracy_matrices(table, mats, tasks, out, notes):
     labels = [r["label"] for r in table if r["label"] in mats]
     ncols = min(4, len(labels))
@@ -145,7 +158,7 @@ def accuracy_matrices(table, mats, tasks, out, notes):
         M = [[sum(m[s][t] for m in group) / len(group) for t in range(len(tasks))] for s in range(len(group[0]))]
         im = ax.imshow(M, vmin=0, vmax=1, cmap="viridis", aspect="auto")
         # a long name wraps (about 11 characters of 8 pt text per inch of panel), not into the next panel
-        ax.set_title(textwrap.fill(f"{label} (n={len(group)})", max(8, int((FULL - 1.4) / ncols * 11))))
+        ax.set_title(wrap_name(f"{label} (n={len(group)})", max(8, int((FULL - 1.4) / ncols * 11))))
         ax.set_xticks(range(len(tasks)), tasks, rotation=90 if ncols * len(tasks) > 8 else 45,
                       ha="center" if ncols * len(tasks) > 8 else "right")
         # stage names on the first panel of each row only: beside every panel they ran into the next one
