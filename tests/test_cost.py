@@ -238,3 +238,12 @@ def test_a_sweep_says_before_its_runs_that_they_will_record_a_dirty_tree(dirty, 
     said = []
     sweep.run_sweep(config.load("tiny"), tmp_path / "results", log=said.append)
     assert any("uncommitted changes to tracked files" in line for line in said) == dirty, said
+
+
+def test_every_committed_board_whose_runs_name_their_cpu_model_calibrates_the_expected_time():
+    """The main job priced its runs at the standard board's Xeon rates on an AMD EPYC whose runs were committed in
+    the all-methods board: a committed board of current runs that names its CPU model is a default source."""
+    reference = cost.RESULTS / "reference"
+    named = {str(p.parent.parent) for p in reference.glob("**/runs/*.json")
+             if json.loads(p.read_text()).get("provenance", {}).get("machine", {}).get("cpu_features")}
+    assert named and named <= set(cost.default_sources()), sorted(named - set(cost.default_sources()))

@@ -35,9 +35,11 @@ RESULTS = Path(__file__).resolve().parents[2] / "results"  # the repository's co
 
 
 def default_sources() -> list[str]:
-    """The committed runs that measure rates: the standard board and its tune (CPU) and any GPU check report."""
+    """The committed runs that measure rates: the standard board, its tune and the all-methods board (CPU: between
+    them three CPU models, so more machines find runs of their own) and any GPU check report."""
     standard = RESULTS / "reference" / "standard"
-    return [str(standard), str(standard / "tune"), *map(str, sorted((RESULTS / "bench").glob("gpu-check-*.json")))]
+    return [str(standard), str(standard / "tune"), str(RESULTS / "reference" / "standard-tuned"),
+            *map(str, sorted((RESULTS / "bench").glob("gpu-check-*.json")))]
 
 
 @dataclasses.dataclass(frozen=True)
