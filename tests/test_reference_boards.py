@@ -1,5 +1,6 @@
 """The committed all-methods board (#15) is what tuned.yaml runs, from one clean commit: every run file finished,
-made by a clean tree of one commit, and a (label, seed) of the tuned card with the settings `clbench tune` chose."""
+made by a clean tree of one commit, one per (label, seed) of the tuned card, with the settings `clbench tune`
+chose, and none of the card's runs missing."""
 import json
 from pathlib import Path
 
@@ -24,3 +25,5 @@ def test_the_all_methods_board_runs_the_tuned_card_from_one_clean_commit():
         assert entry and spec["method"] == entry.method, f"{where}: {spec['label']} seed {spec['seed']} not in {TUNED}"
         assert {k: spec["method_config"].get(k) for k in entry.config} == entry.config, where
         assert r["protocol"]["name"] == cfg.name and spec["precision"] == cfg.precision, where
+    made = sorted((r["spec"]["label"], r["spec"]["seed"]) for r in runs)
+    assert made == sorted(wanted), f"runs {made} against the card's {sorted(wanted)}"
