@@ -15,7 +15,8 @@
    base quantized by bitsandbytes on CUDA): status, the precision recorded, and the device-hours each run
    reports against the wall time measured here (stage 0 and model loading are outside a run's total).
 
-Writes <out>/gpu-check-<device>.json. --random-init FOLDER takes the model's architecture (config.json and
+Writes <out>/gpu-check-<device>.json after each section and each card run ("complete": false until the last),
+so a check stopped by its time limit keeps what it measured. --random-init FOLDER takes the model's architecture (config.json and
 tokenizer files, a few MB) with random weights, for a machine that can neither fetch nor carry the weights:
 throughput and the code paths are checked, the card's scores then mean nothing, and the file says so.
 """
@@ -144,11 +145,12 @@ def generation(model, tok, device: str, precision: str, new_tokens: int, peaks: 
     return out
 
 
-def card_runs(preset: str, model: str, device: str, precision: str, methods: list[str], results: Path) -> list[dict]:
+def card_runs(preset: str, model: str, device: str, precision: str, methods: list[str], results: Path):
+    """Run the card's runs one by one, yielding each run's record."""
     cfg = config.load(preset, [f"model={model}", f"device={device}", f"precision={precision}",
                                f"methods=[{', '.join(methods)}]"])
     work = workload(cfg)  # what harness.report.cost calibrates its rates with (clbench protocol show --calibrate)
-    out = []
+    first_run = True
     for spec in expand(cfg):
         start = time.perf_counter()
         run = execute(spec, Store(results), data_dir=cfg.data_dir)
@@ -158,8 +160,9 @@ def card_runs(preset: str, model: str, device: str, precision: str, methods: lis
         # stage 0 is computed by the card's first run and read from the store by the others, unless a run
         # scored its own prepared model (qlora's quantized base)
         first = run["stages"][0] if run["stages"] else {}
-        stage0 = first.get("seconds", 0.0) if not out or first.get("prepared") else 0.0
-        out.append({"method": spec.method, "status": run["status"], "error": run["error"],
+        stage0 = first.get("seconds", 0.0) if first_run or first.get("prepared") else 0.0
+        first_run = False
+        record = {"method": spec.method, "status": run["status"], "error": run["error"],
                     "precision": run.get("precision"), "device_name": cost.get("device_name"),
                     "device_count": cost.get("device_count"), "device_hours_reported": hours,
                     "train_seconds": cost.get("train_seconds"), "eval_seconds": cost.get("eval_seconds"),
@@ -171,10 +174,10 @@ def card_runs(preset: str, model: str, device: str, precision: str, methods: lis
                     "unaccounted_seconds": wall - sum(cost.get(k) or 0.0 for k in ("train_seconds", "eval_seconds"))
                     - stage0 - (run.get("model_load_seconds") or 0.0),
                     # device-hours over wall hours x devices: below 1 by stage 0 and loading, which no run counts
-                    "reported_over_wall": (hours * 3600 / (wall * cost["device_count"]) if hours else None)})
+                    "reported_over_wall": (hours * 3600 / (wall * cost["device_count"]) if hours else None)}
         print(f"  {spec.method}: {run['status']} in {wall:.0f} s" + (f" ({run['error']})" if run["error"] else ""),
               flush=True)
-    return out
+        yield record
 
 
 def random_init(folder: str, into: Path) -> str:
@@ -207,27 +210,38 @@ def main(argv=None) -> Path:
     report = {"device": args.device, "device_name": name, "torch": torch.__version__,
               "cuda": torch.version.cuda if args.device == "cuda" else None, "precision": precision,
               "model": args.model, "random_weights": bool(args.random_init), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    out = Path(args.out) / f"gpu-check-{re.sub(r'[^A-Za-z0-9]+', '-', name).strip('-').lower()}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save(done: bool) -> None:
+        """Write what is measured so far: a check stopped by its time limit keeps the sections it finished."""
+        report["seconds"], report["complete"] = time.perf_counter() - start, done
+        out.write_text(json.dumps(report, indent=2) + "\n")
+
     with tempfile.TemporaryDirectory() as tmp:
         model_name = random_init(args.random_init, Path(tmp) / "model") if args.random_init else args.model
         print(f"gpu_check on {name}: peaks", flush=True)
         small = args.device == "cpu"
         report["peaks"] = peaks(args.device, torch.bfloat16 if precision == "bf16" else torch.float32, small)
+        save(False)
         model, tok = models.load(model_name, stored_dtype=precision == "bf16")
         linears = linear_layers(model)
         place_weights(model, precision, linears, loading=True)  # stored as a run stores them (runner._Setup)
         model.to(args.device)
         print("gpu_check: generation", flush=True)
         report["generation"] = generation(model, tok, args.device, precision, args.new_tokens, report["peaks"])
+        save(False)
         print("gpu_check: training", flush=True)
         report["training"] = training(model, linears, args.device, precision, args.seq, args.steps,
                                       report["peaks"]["matmul_tflops"])
+        save(False)
         del model
         print(f"gpu_check: the {args.preset} card, {' '.join(args.methods)}", flush=True)
-        report["runs"] = card_runs(args.preset, model_name, args.device, precision, args.methods, Path(tmp) / "results")
-    report["seconds"] = time.perf_counter() - start
-    out = Path(args.out) / f"gpu-check-{re.sub(r'[^A-Za-z0-9]+', '-', name).strip('-').lower()}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+        report["runs"] = []
+        for record in card_runs(args.preset, model_name, args.device, precision, args.methods, Path(tmp) / "results"):
+            report["runs"].append(record)
+            save(False)
+    save(True)
     print(f"gpu_check: wrote {out} ({report['seconds']:.0f} s)")
     return out
 

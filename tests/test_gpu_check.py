@@ -23,6 +23,7 @@ def test_gpu_check_on_cpu(tmp_path, data_dir, monkeypatch):
     out = gpu_check.main(["--device", "cpu", "--model", "tiny", "--preset", str(card), "--methods", "full", "lora",
                           "--seq", "64", "--steps", "2", "--new-tokens", "8", "--out", str(tmp_path / "bench")])
     report = json.loads(out.read_text())
+    assert report["complete"] is True
     assert out.name == f"gpu-check-{report['device_name'].lower()}.json"
     assert report["peaks"]["matmul_tflops"] > 0 and report["peaks"]["copy_gb_per_s"] > 0
     assert 0 < report["training"]["mfu_vs_measured_matmul"] < 1
@@ -38,6 +39,28 @@ def test_gpu_check_on_cpu(tmp_path, data_dir, monkeypatch):
         assert 0 < r["reported_over_wall"] <= 1
         assert r["device_hours_reported"] * 3600 == pytest.approx(
             (r["train_seconds"] + r["eval_seconds"]) * r["device_count"], rel=1e-6)
+
+
+def test_a_stopped_check_keeps_what_it_measured(tmp_path, data_dir, monkeypatch):
+    """The device call has a time limit: a check stopped in its card runs (here, the second run fails) has written
+    the sections and runs it finished, marked incomplete."""
+    monkeypatch.setenv("CLBENCH_DATA", str(data_dir))
+    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+
+    def stopped(*args):
+        yield {"method": "full", "status": "finished"}
+        raise KeyboardInterrupt("stopped by the time limit")
+
+    monkeypatch.setattr(gpu_check, "card_runs", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        gpu_check.main(["--device", "cpu", "--model", "tiny", "--seq", "64", "--steps", "1", "--new-tokens", "4",
+                        "--out", str(tmp_path)])
+    (out,) = tmp_path.glob("gpu-check-*.json")
+    report = json.loads(out.read_text())
+    assert report["complete"] is False and [r["method"] for r in report["runs"]] == ["full"]
+    assert {"peaks", "generation", "training"} <= set(report)
 
 
 def test_generation_measures_count_steps_tokens_and_bytes(monkeypatch):
