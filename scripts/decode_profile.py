@@ -1,0 +1,117 @@
+"""Where a greedy decoding step's time goes (the GPU check found it nearly flat in the batch size).
+
+    python scripts/decode_profile.py --random-init .gpu/model --out "$OUT"        # on a GPU machine
+    python scripts/decode_profile.py --device cpu --model tiny --steps 4 --out /tmp   # the same path on a CPU
+
+Times, per decoding step at batch 1 and 32: the harness's greedy decoding (harness.model.scoring.generate), a
+bare loop of the model's forward passes with transformers' own cache (no harness code around it), and the
+GPU's busy time within that loop (torch.profiler: the summed time of the device's kernels, and how many were
+launched per step). The top operators by host time are written beside them. Writes
+<out>/decode-profile-<device>.json and <out>/decode-profile-<device>.txt.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gpu_check import ROOT, _sync, random_init  # noqa: E402  (gpu_check puts the repository on sys.path)
+
+from harness.model import models  # noqa: E402
+from harness.model.precision import linear_layers, place_weights  # noqa: E402
+from harness.model.scoring import autocast, generate  # noqa: E402
+from tasks.chat import prompt_ids  # noqa: E402
+
+
+def bare_steps(model, ids: torch.Tensor, steps: int, device: str, precision: str) -> float:
+    """Seconds per step of `steps` one-token forward passes after a prefill, transformers' cache, argmax each."""
+    with torch.inference_mode(), autocast(device, precision):
+        out = model(input_ids=ids, use_cache=True)
+        token = out.logits[:, -1].argmax(-1, keepdim=True)
+        cache = out.past_key_values
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            out = model(input_ids=token, past_key_values=cache, use_cache=True)
+            cache, token = out.past_key_values, out.logits[:, -1].argmax(-1, keepdim=True)
+        _sync(device)
+    return (time.perf_counter() - start) / steps
+
+
+def profiled(model, ids: torch.Tensor, steps: int, device: str, precision: str) -> tuple[dict, str]:
+    """The bare loop under torch.profiler: the device's kernel time and launches per step, and the op table."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    with profile(activities=activities) as prof:
+        wall = bare_steps(model, ids, steps, device, precision)
+    events = prof.key_averages()
+    kernels = [e for e in events if getattr(e, "device_type", None) is not None
+               and str(e.device_type).endswith("CUDA") and e.self_device_time_total > 0]
+    device_us = sum(e.self_device_time_total for e in kernels)
+    launches = sum(e.count for e in events if "LaunchKernel" in e.key)  # cudaLaunchKernel, cuLaunchKernelEx, ...
+    table = events.table(sort_by="self_cpu_time_total", row_limit=25)
+    # per forward pass: the prefill and `steps` decoding steps
+    return ({"profiled_step_ms": wall * 1e3, "device_busy_ms_per_step": device_us / 1e3 / (steps + 1),
+             "kernel_launches_per_step": launches / (steps + 1)}, table)
+
+
+def main(argv=None) -> Path:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    ap.add_argument("--model", default=models.SMOLLM2)
+    ap.add_argument("--random-init", metavar="FOLDER", help="config.json + tokenizer of the model, weights random")
+    ap.add_argument("--steps", type=int, default=32)
+    ap.add_argument("--out", default=str(ROOT / "results" / "bench"))
+    args = ap.parse_args(argv)
+    precision = "bf16" if args.device == "cuda" else "fp32"
+    name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
+    report = {"device_name": name, "torch": torch.__version__, "precision": precision, "model": args.model,
+              "random_weights": bool(args.random_init), "steps": args.steps, "batches": {}}
+    texts = []
+    with tempfile.TemporaryDirectory() as tmp:
+        model_name = random_init(args.random_init, Path(tmp) / "model") if args.random_init else args.model
+        model, tok = models.load(model_name, stored_dtype=precision == "bf16")
+        place_weights(model, precision, linear_layers(model), loading=True)
+        model.to(args.device).eval()
+        prompts = [f"Write a short note about the number {i}." for i in range(32)]
+        for batch in (1, 32):
+            chosen = prompts[:batch]
+            generate(model, tok, chosen, args.device, precision, 4, batch_size=batch)  # warm-up
+            _sync(args.device)
+            start = time.perf_counter()
+            replies = generate(model, tok, chosen, args.device, precision, args.steps, batch_size=batch)
+            _sync(args.device)
+            steps = max(r["tokens"] + r["stopped"] for r in replies)
+            harness_ms = (time.perf_counter() - start) / max(steps, 1) * 1e3
+            rows = [prompt_ids(tok, p) for p in chosen]
+            width = min(len(r) for r in rows)
+            ids = torch.tensor([r[:width] for r in rows], device=args.device)
+            bare_steps(model, ids, 4, args.device, precision)  # warm-up
+            bare_ms = bare_steps(model, ids, args.steps, args.device, precision) * 1e3
+            try:
+                measured, table = profiled(model, ids, args.steps, args.device, precision)
+            except Exception as e:  # the timings above stand without the profile
+                measured, table = {"profile_error": f"{type(e).__name__}: {e}"}, ""
+            report["batches"][str(batch)] = {"harness_step_ms": harness_ms, "harness_steps": steps,
+                                             "bare_step_ms": bare_ms, **measured}
+            texts.append(f"batch {batch}\n{table}")
+            print(f"batch {batch}: {report['batches'][str(batch)]}", flush=True)
+    stem = f"decode-profile-{re.sub(r'[^A-Za-z0-9]+', '-', name).strip('-').lower()}"
+    out = Path(args.out) / f"{stem}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    (Path(args.out) / f"{stem}.txt").write_text("\n\n".join(texts))
+    print(f"decode_profile: wrote {out}")
+    return out
+
+
+if __name__ == "__main__":
+    main()
