@@ -8,6 +8,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 # (page, the section that quotes, the board quoted): the first ranked table of that section
 QUOTES = [("README.md", "## What the main job does", "results/reference/quick-demo/leaderboard.md"),
+          ("README.md", "## The all-methods board", "results/reference/standard-tuned/leaderboard.md"),
           ("docs/methods.md", "## The earlier all-methods leaderboard", "results/reference/quick-cpu/leaderboard.md")]
 
 
