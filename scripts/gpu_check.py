@@ -16,9 +16,9 @@
    reports against the wall time measured here (stage 0 and model loading are outside a run's total).
 
 Writes <out>/gpu-check-<device>.json after each section and each card run ("complete": false until the last),
-so a check stopped by its time limit keeps what it measured. --random-init FOLDER takes the model's architecture (config.json and
-tokenizer files, a few MB) with random weights, for a machine that can neither fetch nor carry the weights:
-throughput and the code paths are checked, the card's scores then mean nothing, and the file says so.
+so a check stopped by its time limit keeps what it measured. --random-init FOLDER takes the model's architecture
+(config.json and tokenizer files, a few MB) with random weights, for a machine that can neither fetch nor carry
+the weights: throughput and the code paths are checked, the card's scores then mean nothing, and the file says so.
 """
 from __future__ import annotations
 
@@ -45,6 +45,7 @@ from harness.run.compute import training_flops_per_token  # noqa: E402
 from harness.run.runner import execute  # noqa: E402
 from harness.spec import config  # noqa: E402
 from harness.spec.spec import expand  # noqa: E402
+from harness.store.files import write_text_atomic  # noqa: E402
 from harness.store.store import Store  # noqa: E402
 from tasks.chat import IGNORE, prompt_ids  # noqa: E402
 
@@ -163,18 +164,18 @@ def card_runs(preset: str, model: str, device: str, precision: str, methods: lis
         stage0 = first.get("seconds", 0.0) if first_run or first.get("prepared") else 0.0
         first_run = False
         record = {"method": spec.method, "status": run["status"], "error": run["error"],
-                    "precision": run.get("precision"), "device_name": cost.get("device_name"),
-                    "device_count": cost.get("device_count"), "device_hours_reported": hours,
-                    "train_seconds": cost.get("train_seconds"), "eval_seconds": cost.get("eval_seconds"),
-                    "train_tokens": cost.get("train_tokens"), "stages": cost.get("stages"),
-                    "model_parameters": work.params, "eval_tokens_per_evaluation": work.eval_tokens,
-                    "stage0_seconds": stage0, "model_load_seconds": run.get("model_load_seconds"),
-                    "wall_seconds": wall, "peak_memory_mb": cost.get("peak_memory_mb"),
-                    # what no record counts: data loading, prepare, storing, the compute records themselves
-                    "unaccounted_seconds": wall - sum(cost.get(k) or 0.0 for k in ("train_seconds", "eval_seconds"))
-                    - stage0 - (run.get("model_load_seconds") or 0.0),
-                    # device-hours over wall hours x devices: below 1 by stage 0 and loading, which no run counts
-                    "reported_over_wall": (hours * 3600 / (wall * cost["device_count"]) if hours else None)}
+                  "precision": run.get("precision"), "device_name": cost.get("device_name"),
+                  "device_count": cost.get("device_count"), "device_hours_reported": hours,
+                  "train_seconds": cost.get("train_seconds"), "eval_seconds": cost.get("eval_seconds"),
+                  "train_tokens": cost.get("train_tokens"), "stages": cost.get("stages"),
+                  "model_parameters": work.params, "eval_tokens_per_evaluation": work.eval_tokens,
+                  "stage0_seconds": stage0, "model_load_seconds": run.get("model_load_seconds"),
+                  "wall_seconds": wall, "peak_memory_mb": cost.get("peak_memory_mb"),
+                  # what no record counts: data loading, prepare, storing, the compute records themselves
+                  "unaccounted_seconds": wall - sum(cost.get(k) or 0.0 for k in ("train_seconds", "eval_seconds"))
+                  - stage0 - (run.get("model_load_seconds") or 0.0),
+                  # device-hours over wall hours x devices: below 1 by stage 0 and loading, which no run counts
+                  "reported_over_wall": (hours * 3600 / (wall * cost["device_count"]) if hours else None)}
         print(f"  {spec.method}: {run['status']} in {wall:.0f} s" + (f" ({run['error']})" if run["error"] else ""),
               flush=True)
         yield record
@@ -216,7 +217,7 @@ def main(argv=None) -> Path:
     def save(done: bool) -> None:
         """Write what is measured so far: a check stopped by its time limit keeps the sections it finished."""
         report["seconds"], report["complete"] = time.perf_counter() - start, done
-        out.write_text(json.dumps(report, indent=2) + "\n")
+        write_text_atomic(out, json.dumps(report, indent=2) + "\n")  # a kill mid-write keeps the last one
 
     with tempfile.TemporaryDirectory() as tmp:
         model_name = random_init(args.random_init, Path(tmp) / "model") if args.random_init else args.model
