@@ -4,14 +4,17 @@
     python scripts/decode_profile.py --device cpu --model tiny --steps 4 --out /tmp   # the same path on a CPU
 
 Times, per decoding step at batch 1 and 32: the harness's greedy decoding (harness.model.scoring.generate), a
-bare loop of the model's forward passes with transformers' own cache (no harness code around it), and the
-GPU's busy time within that loop (torch.profiler: the summed time of the device's kernels, and how many were
-launched per step). The top operators by host time are written beside them. Writes
-<out>/decode-profile-<device>.json and <out>/decode-profile-<device>.txt.
+bare loop of the model's forward passes with transformers' own cache (no harness code around it), the GPU's
+busy time within that loop (torch.profiler: the summed time of the device's kernels, and how many were launched
+per step), and transformers' own greedy `generate` with its dynamic cache and with a static one, which on CUDA it
+compiles (torch.compile, mode reduce-overhead: CUDA graphs), what a captured step would gain. The top operators
+by host time are written beside them. Writes <out>/decode-profile-<device>.json (after each batch) and
+<out>/decode-profile-<device>.txt.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import re
 import sys
@@ -27,6 +30,7 @@ from gpu_check import ROOT, _sync, random_init  # noqa: E402  (gpu_check puts th
 from harness.model import models  # noqa: E402
 from harness.model.precision import linear_layers, place_weights  # noqa: E402
 from harness.model.scoring import autocast, generate  # noqa: E402
+from harness.store.files import write_text_atomic  # noqa: E402
 from tasks.chat import prompt_ids  # noqa: E402
 
 
@@ -41,6 +45,23 @@ def bare_steps(model, ids: torch.Tensor, steps: int, device: str, precision: str
         for _ in range(steps):
             out = model(input_ids=token, past_key_values=cache, use_cache=True)
             cache, token = out.past_key_values, out.logits[:, -1].argmax(-1, keepdim=True)
+        _sync(device)
+    return (time.perf_counter() - start) / steps
+
+
+def hf_generate(model, ids: torch.Tensor, steps: int, device: str, precision: str, static: bool) -> float:
+    """Seconds per new token of transformers' greedy `generate`, every row made to decode `steps` tokens; with a
+    static cache it compiles the forward on CUDA, so two calls first warm it up (and record its graphs)."""
+    kwargs = dict(attention_mask=torch.ones_like(ids), max_new_tokens=steps, min_new_tokens=steps, do_sample=False,
+                  pad_token_id=0, **({"cache_implementation": "static"} if static else {}))
+    if precision == "bf16":  # every weight in bf16: a static cache takes the model's dtype, autocast's k/v would not
+        model = copy.deepcopy(model).to(torch.bfloat16)
+    with torch.inference_mode():
+        for _ in range(2):
+            model.generate(ids, **kwargs)
+        _sync(device)
+        start = time.perf_counter()
+        model.generate(ids, **kwargs)
         _sync(device)
     return (time.perf_counter() - start) / steps
 
@@ -76,6 +97,7 @@ def main(argv=None) -> Path:
     report = {"device_name": name, "torch": torch.__version__, "precision": precision, "model": args.model,
               "random_weights": bool(args.random_init), "steps": args.steps, "batches": {}}
     texts = []
+    out = Path(args.out) / f"decode-profile-{re.sub(r'[^A-Za-z0-9]+', '-', name).strip('-').lower()}.json"
     with tempfile.TemporaryDirectory() as tmp:
         model_name = random_init(args.random_init, Path(tmp) / "model") if args.random_init else args.model
         model, tok = models.load(model_name, stored_dtype=precision == "bf16")
@@ -100,15 +122,17 @@ def main(argv=None) -> Path:
                 measured, table = profiled(model, ids, args.steps, args.device, precision)
             except Exception as e:  # the timings above stand without the profile
                 measured, table = {"profile_error": f"{type(e).__name__}: {e}"}, ""
+            for key, static in (("hf_generate_step_ms", False), ("hf_generate_static_step_ms", True)):
+                try:
+                    measured[key] = hf_generate(model, ids, args.steps, args.device, precision, static) * 1e3
+                except Exception as e:  # the timings above stand without it
+                    measured[key.replace("_ms", "_error")] = f"{type(e).__name__}: {e}"[:500]
             report["batches"][str(batch)] = {"harness_step_ms": harness_ms, "harness_steps": steps,
                                              "bare_step_ms": bare_ms, **measured}
             texts.append(f"batch {batch}\n{table}")
             print(f"batch {batch}: {report['batches'][str(batch)]}", flush=True)
-    stem = f"decode-profile-{re.sub(r'[^A-Za-z0-9]+', '-', name).strip('-').lower()}"
-    out = Path(args.out) / f"{stem}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    (Path(args.out) / f"{stem}.txt").write_text("\n\n".join(texts))
+            write_text_atomic(out, json.dumps(report, indent=2) + "\n")
+            write_text_atomic(out.with_suffix(".txt"), "\n\n".join(texts))
     print(f"decode_profile: wrote {out}")
     return out
 
