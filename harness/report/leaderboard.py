@@ -4,7 +4,7 @@ Runs are grouped by benchmark protocol (`protocol_key`); within a protocol there
 (label, method, method config): the mean over its finished runs (seeds, and task orders of the same
 tasks) with a 95% interval (the bootstrap over items and runs of harness.metrics.stats where the runs have
 per-item records, else Student-t over runs), ranked in bands by the headline score (OP for runs
-without per-item log-probabilities), with the Pareto front of that score (higher is better) against
+without per-item log-probabilities) and listed by band, then by mean, with the Pareto front of that score (higher is better) against
 the estimated training FLOPs (lower is better). A submitted method's trained tokens and trainable parameters
 are its own report (it trains in a confined process the harness cannot count in), so its FLOPs take no place
 on the front. The columns and the output formats are in `tables.py`.
@@ -146,9 +146,10 @@ def rows(runs: list[dict]) -> list[dict]:
                                                if iv and key.startswith(stats.TASK_FORGETTING)}
         out.append(row)
     key = ranking_key(out)
-    out.sort(key=lambda r: (r[key] is None, -(r[key] or 0), r["label"]))
     _rank(out, reps, key, {label: [p[key] for p in per_run if p[key] is not None] for label, per_run in values.items()
                            if label in ranked})
+    # by rank, then by mean: a rank counts the rows significantly better, so a lower mean can rank better
+    out.sort(key=lambda r: (r["rank"] is None, r["rank"] or 0, r[key] is None, -(r[key] or 0), r["label"]))
     _mark_pareto(out, key, ranked)
     return out
 

@@ -41,7 +41,8 @@ def cost_key(table: list[dict]) -> str:
     return "gpu_hours" if any(r["gpu_hours"] is not None for r in table) else "cpu_hours"
 
 
-NOTE = ("Rows are ranked by Headline = Domain gain + Instruct change, in nats per token (higher is better): "
+NOTE = ("Rows go by Rank (below), then by Headline = Domain gain + Instruct change, in nats per token (higher is "
+        "better): "
         "Domain gain is the mean over the stream's domains of the gold answers' log-probability per token after "
         "the last stage minus before the first (what was learned and kept), Instruct change the same for held-out "
         "instruction replies (general ability); a section whose runs lack per-item log-probabilities (result "
