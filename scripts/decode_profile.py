@@ -4,11 +4,12 @@
     python scripts/decode_profile.py --device cpu --model tiny --steps 4 --out /tmp   # the same path on a CPU
 
 Times, per decoding step at batch 1 and 32: the harness's greedy decoding (harness.model.scoring.generate), a
-bare loop of the model's forward passes with transformers' own cache (no harness code around it), the GPU's
-busy time within that loop (torch.profiler: the summed time of the device's kernels, and how many were launched
-per step), and transformers' own greedy `generate` with its dynamic cache and with a static one, which on CUDA it
-compiles (torch.compile, mode reduce-overhead: CUDA graphs), what a captured step would gain. The top operators
-by host time are written beside them. Writes <out>/decode-profile-<device>.json (after each batch) and
+bare loop of the model's forward passes with transformers' own cache (no harness code around it), each of the
+two under torch.profiler (the summed time of the device's kernels and how many were launched, per forward pass:
+`device_busy_ms_per_step`, `kernel_launches_per_step` for the bare loop, the same with `harness_` for the
+harness's; the harness's were added after the committed H200 run), and transformers' own greedy `generate` with
+its dynamic cache and with a static one, which on CUDA it compiles (torch.compile, mode reduce-overhead: CUDA
+graphs), what a captured step would gain. The top operators by host time are written beside them. Writes <out>/decode-profile-<device>.json (after each batch) and
 <out>/decode-profile-<device>.txt.
 """
 from __future__ import annotations
@@ -66,22 +67,33 @@ def hf_generate(model, ids: torch.Tensor, steps: int, device: str, precision: st
     return (time.perf_counter() - start) / steps
 
 
-def profiled(model, ids: torch.Tensor, steps: int, device: str, precision: str) -> tuple[dict, str]:
-    """The bare loop under torch.profiler: the device's kernel time and launches per step, and the op table."""
+def profiled(run, passes: int, device: str) -> tuple[dict, str]:
+    """`run()` (seconds per step) under torch.profiler: those seconds, the device's kernel time and launches per
+    forward pass (`passes` of them), and the op table."""
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
     with profile(activities=activities) as prof:
-        wall = bare_steps(model, ids, steps, device, precision)
+        seconds = run()
     events = prof.key_averages()
     kernels = [e for e in events if getattr(e, "device_type", None) is not None
                and str(e.device_type).endswith("CUDA") and e.self_device_time_total > 0]
     device_us = sum(e.self_device_time_total for e in kernels)
     launches = sum(e.count for e in events if "LaunchKernel" in e.key)  # cudaLaunchKernel, cuLaunchKernelEx, ...
     table = events.table(sort_by="self_cpu_time_total", row_limit=25)
-    # per forward pass: the prefill and `steps` decoding steps
-    return ({"profiled_step_ms": wall * 1e3, "device_busy_ms_per_step": device_us / 1e3 / (steps + 1),
-             "kernel_launches_per_step": launches / (steps + 1)}, table)
+    return ({"step_ms": seconds * 1e3, "device_busy_ms_per_step": device_us / 1e3 / passes,
+             "kernel_launches_per_step": launches / passes}, table)
+
+
+def harness_steps(model, tok, prompts: list[str], steps: int, device: str, precision: str) -> tuple[float, int]:
+    """(seconds per step, steps) of the harness's greedy decoding of `prompts` as one batch: its forward passes are
+    the prompts' two (shared prefix, then the rest) and one per step after the first, steps + 1 in all."""
+    _sync(device)
+    start = time.perf_counter()
+    replies = generate(model, tok, prompts, device, precision, steps, batch_size=len(prompts))
+    _sync(device)
+    made = max(r["tokens"] + r["stopped"] for r in replies)
+    return (time.perf_counter() - start) / max(made, 1), made
 
 
 def main(argv=None) -> Path:
@@ -106,30 +118,33 @@ def main(argv=None) -> Path:
         prompts = [f"Write a short note about the number {i}." for i in range(32)]
         for batch in (1, 32):
             chosen = prompts[:batch]
-            generate(model, tok, chosen, args.device, precision, 4, batch_size=batch)  # warm-up
-            _sync(args.device)
-            start = time.perf_counter()
-            replies = generate(model, tok, chosen, args.device, precision, args.steps, batch_size=batch)
-            _sync(args.device)
-            steps = max(r["tokens"] + r["stopped"] for r in replies)
-            harness_ms = (time.perf_counter() - start) / max(steps, 1) * 1e3
+            harness_steps(model, tok, chosen, 4, args.device, precision)  # warm-up
+            harness, steps = harness_steps(model, tok, chosen, args.steps, args.device, precision)
             rows = [prompt_ids(tok, p) for p in chosen]
             width = min(len(r) for r in rows)
             ids = torch.tensor([r[:width] for r in rows], device=args.device)
             bare_steps(model, ids, 4, args.device, precision)  # warm-up
             bare_ms = bare_steps(model, ids, args.steps, args.device, precision) * 1e3
-            try:
-                measured, table = profiled(model, ids, args.steps, args.device, precision)
-            except Exception as e:  # the timings above stand without the profile
-                measured, table = {"profile_error": f"{type(e).__name__}: {e}"}, ""
+            measured, tables = {}, []
+            for name_, run in (("", lambda: bare_steps(model, ids, args.steps, args.device, precision)),
+                               ("harness_", lambda: harness_steps(model, tok, chosen, args.steps, args.device,
+                                                                  precision)[0])):
+                try:  # both are steps + 1 forward passes: the prefill and one per step after the first
+                    numbers, table = profiled(run, args.steps + 1, args.device)
+                    measured.update({f"{name_}profiled_step_ms": numbers["step_ms"],
+                                     f"{name_}device_busy_ms_per_step": numbers["device_busy_ms_per_step"],
+                                     f"{name_}kernel_launches_per_step": numbers["kernel_launches_per_step"]})
+                    tables.append(f"{'harness' if name_ else 'bare'} loop\n{table}")
+                except Exception as e:  # the timings above stand without the profile
+                    measured[f"{name_}profile_error"] = f"{type(e).__name__}: {e}"[:500]
             for key, static in (("hf_generate_step_ms", False), ("hf_generate_static_step_ms", True)):
                 try:
                     measured[key] = hf_generate(model, ids, args.steps, args.device, precision, static) * 1e3
                 except Exception as e:  # the timings above stand without it
                     measured[key.replace("_ms", "_error")] = f"{type(e).__name__}: {e}"[:500]
-            report["batches"][str(batch)] = {"harness_step_ms": harness_ms, "harness_steps": steps,
+            report["batches"][str(batch)] = {"harness_step_ms": harness * 1e3, "harness_steps": steps,
                                              "bare_step_ms": bare_ms, **measured}
-            texts.append(f"batch {batch}\n{table}")
+            texts.append(f"batch {batch}, " + f"\n\nbatch {batch}, ".join(tables))
             print(f"batch {batch}: {report['batches'][str(batch)]}", flush=True)
             write_text_atomic(out, json.dumps(report, indent=2) + "\n")
             write_text_atomic(out.with_suffix(".txt"), "\n\n".join(texts))

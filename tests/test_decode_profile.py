@@ -21,5 +21,8 @@ def test_decode_profile_on_cpu(tmp_path, data_dir, monkeypatch):
         assert b["hf_generate_step_ms"] > 0 and b["hf_generate_static_step_ms"] > 0
         assert b["harness_step_ms"] > 0 and b["bare_step_ms"] > 0 and b["profiled_step_ms"] > 0
         assert 1 <= b["harness_steps"] <= 3
-        assert b["device_busy_ms_per_step"] == 0 and b["kernel_launches_per_step"] == 0
-    assert "aten::" in out.with_suffix(".txt").read_text()
+        for prefix in ("", "harness_"):
+            assert b[f"{prefix}profiled_step_ms"] > 0
+            assert b[f"{prefix}device_busy_ms_per_step"] == 0 and b[f"{prefix}kernel_launches_per_step"] == 0
+    text = out.with_suffix(".txt").read_text()
+    assert "aten::" in text and "batch 32, harness loop" in text
