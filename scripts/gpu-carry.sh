@@ -11,6 +11,7 @@
 #   python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpu/whl/*.whl
 #   export PYTHONPATH=/tmp/site:$PWD/.gpu/site
 #   CLBENCH_DATA=.gpu/data bash scripts/gpu-check.sh --random-init .gpu/model --out "$OUT"
+#   CLBENCH_DATA=.gpu/data python3 scripts/decode_profile.py --random-init .gpu/model --out "$OUT"   # where decoding's time goes
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data="${CLBENCH_DATA:-../shared/data}"
