@@ -201,6 +201,43 @@ def test_a_run_whose_method_sleeps_fails_in_one_line_within_the_idle_limit(tmp_p
     assert time.monotonic() - start < 120
 
 
+SPINS = '''
+from methods.full import FullFineTune
+
+
+class Spins(FullFineTune):
+    name = "spins"
+
+    def train_examples(self, examples, ctx):
+        while True:  # a busy loop: it uses CPU, so the idle check never fires
+            pass
+'''
+
+
+def test_a_busy_looping_method_fails_its_run_at_the_sweeps_stage_time_limit(tmp_path, data_dir, monkeypatch):
+    """A submitted method that loops without end held its run for STAGE_TIMEOUT (6 h) whatever the sweep wanted:
+    `resources.stage_hours` now reaches the run, which fails in one line once its stage has taken that long."""
+    import time
+
+    from harness.run.runner import execute
+    from harness.spec.spec import expand
+    from harness.sweep import scheduler, sweep
+
+    path = tmp_path / "spins.py"
+    path.write_text(SPINS)
+    cfg = config.load("tiny", [f"methods=[{path}:Spins]", "resources.stage_hours=0.002"])
+    asked = {}
+    monkeypatch.setattr(scheduler, "run_specs", lambda todo, *a, **k: asked.update(k) or [])
+    sweep.run_sweep(dataclasses.replace(cfg, data_dir=str(data_dir)), tmp_path / "results", log=lambda line: None)
+    assert asked["stage_seconds"] == pytest.approx(7.2)
+    cfg = dataclasses.replace(cfg, data_dir=str(data_dir), stream=cfg.stream[:1])
+    start = time.monotonic()
+    result = execute(expand(cfg)[0], Store(tmp_path / "results"), data_dir=str(data_dir),
+                     stage_seconds=asked["stage_seconds"])
+    assert result["status"] == "failed" and "sent nothing within 7 s" in result["error"], result["error"]
+    assert time.monotonic() - start < 120
+
+
 PROBE = '''
 import fcntl, os, socket
 T = {target!r}

@@ -177,20 +177,22 @@ def _resume_point(spec: RunSpec, store: Store, checkpoints: Checkpoints) -> int:
 
 def execute(spec: RunSpec, store: Store, data_dir: str | None = None, sweep: str = "", node: str | None = None,
             on_stage=None, protocol: dict | None = None, save_models: bool = False, tracking: str = "none",
-            sharding: dict | None = None) -> dict:
+            sharding: dict | None = None, stage_seconds: float | None = None) -> dict:
     """Run one spec and store it; a failure is stored as a failed result, never raised.
     on_stage(stage, model), if given, is called after `prepare` (stage 0) and after every stage.
     save_models: write each trained stage's model under <results>/models/<run_id>/ (harness.run.stage_models).
     tracking: 'tensorboard' logs each stored stage and the training curve under <results>/tracking/
     (harness.integrations.tracking); its failures are warnings, never the run's.
     sharding: {workers, threads, activation_checkpointing}: train each stage across that many Ray Train workers
-    (harness.run.sharded) instead of in this process (None: in this process)."""
+    (harness.run.sharded) instead of in this process (None: in this process).
+    stage_seconds: how long a method clbench did not write may take for its prepare or one stage (None: the
+    sandbox's STAGE_TIMEOUT; resources.stage_hours)."""
     result = new_result(spec, sweep, protocol)
     result["provenance"]["node"] = node  # the Ray node id, when scheduled by Ray
     tracker = trackers.tracker(tracking, store.root, spec, sweep, protocol)
     try:
         _execute(spec, store, data_dir, result, on_stage or (lambda stage, model: None), save_models, tracker,
-                 sharding)
+                 sharding, stage_seconds)
         result["status"] = "finished"
     except Exception as e:  # stored with its traceback; the sweep goes on
         result["status"] = "failed"
@@ -240,14 +242,15 @@ class _InProcess:
         pass
 
 
-def _trainer(spec: RunSpec, setup: _Setup, data_dir, store: Store, sharding: dict | None):
+def _trainer(spec: RunSpec, setup: _Setup, data_dir, store: Store, sharding: dict | None,
+             stage_seconds: float | None = None):
     """In this process for a built-in method, its training across workers when sharded; in a confined child for
     any other (harness.spec.sandbox; never sharded: harness.sweep.sweep.preflight refuses it)."""
     from ..spec import sandbox
     from . import sandboxed
 
     if not sandbox.trusted(spec.method):
-        return sandboxed.SandboxedTrainer(spec, setup, data_dir)
+        return sandboxed.SandboxedTrainer(spec, setup, data_dir, stage_seconds or sandbox.STAGE_TIMEOUT)
     if sharding is None:
         return _InProcess(spec, setup)
     from . import sharded
@@ -256,7 +259,7 @@ def _trainer(spec: RunSpec, setup: _Setup, data_dir, store: Store, sharding: dic
 
 
 def _execute(spec: RunSpec, store: Store, data_dir, result: dict, on_stage, save_models: bool, tracker,
-             sharding: dict | None) -> None:
+             sharding: dict | None, stage_seconds: float | None = None) -> None:
     check_method_file(spec, f"run {spec.run_id}")
     setup = _Setup(spec, data_dir)
     unlisted = {"unlisted_data": setup.source.unlisted} if setup.source.unlisted else {}
@@ -274,7 +277,7 @@ def _execute(spec: RunSpec, store: Store, data_dir, result: dict, on_stage, save
         on_stage = _saving(on_stage, spec, store, setup, result, architecture)
     if sharding:
         result["sharding"] = sharding
-    trainer = _trainer(spec, setup, data_dir, store, sharding)
+    trainer = _trainer(spec, setup, data_dir, store, sharding, stage_seconds)
     try:
         _train_and_score(spec, store, setup, trainer, result, base, before, on_stage, tracker)
     finally:

@@ -73,15 +73,15 @@ class SandboxedTrainer:
 
     resumable = False  # the child's state is not checkpointed: an interrupted run starts afresh
 
-    def __init__(self, spec, setup, data_dir):
-        self.setup, self.spec = setup, spec
+    def __init__(self, spec, setup, data_dir, timeout: float = STAGE_TIMEOUT):
+        self.setup, self.spec, self.timeout = setup, spec, timeout  # seconds for prepare and for each stage
         self._tmp = tempfile.TemporaryDirectory(prefix="clbench-run-", ignore_cleanup_errors=True)
         self.scratch = Path(self._tmp.name)
         request = {"spec": {**spec.as_dict(), "method": absolute(spec.method)}, "data_dir": data_dir,
                    "precision": setup.precision}
         try:
             self.child = Child("train", request, self.scratch)
-            m = self.child.receive(STAGE_TIMEOUT)
+            m = self.child.receive(self.timeout)
         except BaseException:
             self.close()
             raise
@@ -124,14 +124,14 @@ class SandboxedTrainer:
         return None, scores
 
     def prepare(self):
-        m = self.child.receive(STAGE_TIMEOUT)
+        m = self.child.receive(self.timeout)
         self._counts(m)
         return self._take(m, 0)
 
     def stage(self, stage: int):
         """(model or None, training record, method stats, the child's scores or None) after stage `stage`."""
         self.child.send({"go": stage})
-        m = self.child.receive(STAGE_TIMEOUT)
+        m = self.child.receive(self.timeout)
         model, scores = self._take(m, stage)
         train, stats = m.get("train"), m.get("stats") or {}
         if not (isinstance(train, dict) and _json_value(train)

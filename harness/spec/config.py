@@ -62,6 +62,9 @@ class Resources:
                                  "own process, which evaluates; >1 needs a method that declares `shardable`", min=1)
     activation_checkpointing: bool = field(False, "sharded training recomputes each block's "
                                            "activations in the backward pass: less memory, another forward pass")
+    stage_hours: float = field(6.0, "hours a method clbench did not write may take for its prepare or one stage "
+                               "before its run fails: the bound on a busy loop (a child that uses no CPU for 10 "
+                               "minutes fails then)", min=0.0001)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -43,7 +43,7 @@ from ..core.errors import ConfigError
 from ..core.json_file import Refused, read_regular
 
 DESCRIBE_TIMEOUT = 300.0  # seconds for a child to import a method and check it (with the tiny-model trial)
-STAGE_TIMEOUT = 6 * 3600.0  # seconds for a child's prepare or one stage of training
+STAGE_TIMEOUT = 6 * 3600.0  # seconds for a child's prepare or one stage of training (resources.stage_hours)
 # seconds a child may use no CPU at all while the parent waits for its message: a method that sleeps, deadlocks or
 # blocks on something that never comes fails after this, not after STAGE_TIMEOUT. Training and scoring use CPU
 # time (a GPU's host thread spins or yields while it waits for the device); ten minutes without any would be a

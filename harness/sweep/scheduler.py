@@ -32,14 +32,15 @@ def _stage0_task(spec_dict: dict, store_root: str, data_dir):
 
 
 def _run_task(spec_dict: dict, store_root: str, data_dir, sweep: str, protocol: dict | None, save_models: bool,
-              tracking: str = "none", sharding: dict | None = None):
+              tracking: str = "none", sharding: dict | None = None, stage_seconds: float | None = None):
     import ray
 
     from ..run.runner import execute  # imported on the worker
 
     node = ray.get_runtime_context().get_node_id()
     return execute(RunSpec.from_dict(spec_dict), Store(store_root), data_dir=data_dir, sweep=sweep, node=node,
-                   protocol=protocol, save_models=save_models, tracking=tracking, sharding=sharding)
+                   protocol=protocol, save_models=save_models, tracking=tracking, sharding=sharding,
+                   stage_seconds=stage_seconds)
 
 
 def _resources(spec: RunSpec, num_cpus: int, num_gpus: float, memory_gb: float) -> dict:
@@ -103,7 +104,7 @@ def stage_line(spec: RunSpec, stage: dict) -> str:
 def run_specs(specs: list[RunSpec], store: Store, *, data_dir=None, sweep: str = "", address: str | None = None,
               num_cpus: int = 1, num_gpus: float = 0, memory_gb: float = 0, protocol: dict | None = None,
               save_models: bool = False, tracking: str = "none", workers: int = 1,
-              activation_checkpointing: bool = False) -> list[dict]:
+              activation_checkpointing: bool = False, stage_seconds: float | None = None) -> list[dict]:
     import ray
 
     from ..spec import sandbox
@@ -140,7 +141,8 @@ def run_specs(specs: list[RunSpec], store: Store, *, data_dir=None, sweep: str =
                  .remote(s.as_dict(), root, data_dir) for s in by_protocol.values()])
         pending = {(run if sandbox.trusted(s.method) else own_worker)
                    .options(**_resources(s, num_cpus, num_gpus, memory_gb), max_retries=MAX_RETRIES)
-                   .remote(s.as_dict(), root, data_dir, sweep, protocol, save_models, tracking, sharding): s
+                   .remote(s.as_dict(), root, data_dir, sweep, protocol, save_models, tracking, sharding,
+                           stage_seconds): s
                    for s in specs}
         return _collect(pending, store, ray)
     finally:

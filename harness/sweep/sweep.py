@@ -199,4 +199,5 @@ def run_sweep(cfg: SweepConfig, results_dir, address: str | None = None, log=pri
                          num_cpus=cfg.resources.num_cpus, num_gpus=cfg.resources.num_gpus,
                          memory_gb=cfg.resources.memory_gb, protocol=card, save_models=cfg.save_models,
                          tracking=cfg.tracking, workers=cfg.resources.workers_per_run,
-                         activation_checkpointing=cfg.resources.activation_checkpointing)
+                         activation_checkpointing=cfg.resources.activation_checkpointing,
+                         stage_seconds=cfg.resources.stage_hours * 3600)
