@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import re
 import sys
 import tempfile
 import time
@@ -26,7 +25,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpu_check import ROOT, _sync, random_init  # noqa: E402  (gpu_check puts the repository on sys.path)
+from gpu_check import ROOT, _sync, device_slug, random_init  # noqa: E402  (gpu_check puts the repository on sys.path)
 
 from harness.model import models  # noqa: E402
 from harness.model.precision import linear_layers, place_weights  # noqa: E402
@@ -50,13 +49,12 @@ def bare_steps(model, ids: torch.Tensor, steps: int, device: str, precision: str
     return (time.perf_counter() - start) / steps
 
 
-def hf_generate(model, ids: torch.Tensor, steps: int, device: str, precision: str, static: bool) -> float:
+def hf_generate(model, ids: torch.Tensor, steps: int, device: str, static: bool) -> float:
     """Seconds per new token of transformers' greedy `generate`, every row made to decode `steps` tokens; with a
-    static cache it compiles the forward on CUDA, so two calls first warm it up (and record its graphs)."""
+    static cache it compiles the forward on CUDA, so two calls first warm it up (and record its graphs). `model`
+    holds every weight in the run's dtype: a static cache takes the model's dtype, which autocast's k/v would not."""
     kwargs = dict(attention_mask=torch.ones_like(ids), max_new_tokens=steps, min_new_tokens=steps, do_sample=False,
                   pad_token_id=0, **({"cache_implementation": "static"} if static else {}))
-    if precision == "bf16":  # every weight in bf16: a static cache takes the model's dtype, autocast's k/v would not
-        model = copy.deepcopy(model).to(torch.bfloat16)
     with torch.inference_mode():
         for _ in range(2):
             model.generate(ids, **kwargs)
@@ -67,9 +65,9 @@ def hf_generate(model, ids: torch.Tensor, steps: int, device: str, precision: st
     return (time.perf_counter() - start) / steps
 
 
-def profiled(run, passes: int, device: str) -> tuple[dict, str]:
+def profiled(run, passes: int, device: str, prefix: str) -> tuple[dict, str]:
     """`run()` (seconds per step) under torch.profiler: those seconds, the device's kernel time and launches per
-    forward pass (`passes` of them), and the op table."""
+    forward pass (`passes` of them), keyed with `prefix`, and the op table."""
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
@@ -81,8 +79,8 @@ def profiled(run, passes: int, device: str) -> tuple[dict, str]:
     device_us = sum(e.self_device_time_total for e in kernels)
     launches = sum(e.count for e in events if "LaunchKernel" in e.key)  # cudaLaunchKernel, cuLaunchKernelEx, ...
     table = events.table(sort_by="self_cpu_time_total", row_limit=25)
-    return ({"step_ms": seconds * 1e3, "device_busy_ms_per_step": device_us / 1e3 / passes,
-             "kernel_launches_per_step": launches / passes}, table)
+    return ({f"{prefix}profiled_step_ms": seconds * 1e3, f"{prefix}device_busy_ms_per_step": device_us / 1e3 / passes,
+             f"{prefix}kernel_launches_per_step": launches / passes}, table)
 
 
 def harness_steps(model, tok, prompts: list[str], steps: int, device: str, precision: str) -> tuple[float, int]:
@@ -109,12 +107,13 @@ def main(argv=None) -> Path:
     report = {"device_name": name, "torch": torch.__version__, "precision": precision, "model": args.model,
               "random_weights": bool(args.random_init), "steps": args.steps, "batches": {}}
     texts = []
-    out = Path(args.out) / f"decode-profile-{re.sub(r'[^A-Za-z0-9]+', '-', name).strip('-').lower()}.json"
+    out = Path(args.out) / f"decode-profile-{device_slug(name)}.json"
     with tempfile.TemporaryDirectory() as tmp:
         model_name = random_init(args.random_init, Path(tmp) / "model") if args.random_init else args.model
         model, tok = models.load(model_name, stored_dtype=precision == "bf16")
         place_weights(model, precision, linear_layers(model), loading=True)
         model.to(args.device).eval()
+        whole = copy.deepcopy(model).to(torch.bfloat16) if precision == "bf16" else model  # for hf_generate
         prompts = [f"Write a short note about the number {i}." for i in range(32)]
         for batch in (1, 32):
             chosen = prompts[:batch]
@@ -126,20 +125,18 @@ def main(argv=None) -> Path:
             bare_steps(model, ids, 4, args.device, precision)  # warm-up
             bare_ms = bare_steps(model, ids, args.steps, args.device, precision) * 1e3
             measured, tables = {}, []
-            for name_, run in (("", lambda: bare_steps(model, ids, args.steps, args.device, precision)),
-                               ("harness_", lambda: harness_steps(model, tok, chosen, args.steps, args.device,
-                                                                  precision)[0])):
+            for prefix, run in (("", lambda: bare_steps(model, ids, args.steps, args.device, precision)),
+                                ("harness_", lambda: harness_steps(model, tok, chosen, args.steps, args.device,
+                                                                   precision)[0])):
                 try:  # both are steps + 1 forward passes: the prefill and one per step after the first
-                    numbers, table = profiled(run, args.steps + 1, args.device)
-                    measured.update({f"{name_}profiled_step_ms": numbers["step_ms"],
-                                     f"{name_}device_busy_ms_per_step": numbers["device_busy_ms_per_step"],
-                                     f"{name_}kernel_launches_per_step": numbers["kernel_launches_per_step"]})
-                    tables.append(f"{'harness' if name_ else 'bare'} loop\n{table}")
+                    numbers, table = profiled(run, args.steps + 1, args.device, prefix)
+                    measured.update(numbers)
+                    tables.append(f"{'harness' if prefix else 'bare'} loop\n{table}")
                 except Exception as e:  # the timings above stand without the profile
-                    measured[f"{name_}profile_error"] = f"{type(e).__name__}: {e}"[:500]
+                    measured[f"{prefix}profile_error"] = f"{type(e).__name__}: {e}"[:500]
             for key, static in (("hf_generate_step_ms", False), ("hf_generate_static_step_ms", True)):
                 try:
-                    measured[key] = hf_generate(model, ids, args.steps, args.device, precision, static) * 1e3
+                    measured[key] = hf_generate(whole, ids, args.steps, args.device, static) * 1e3
                 except Exception as e:  # the timings above stand without it
                     measured[key.replace("_ms", "_error")] = f"{type(e).__name__}: {e}"[:500]
             report["batches"][str(batch)] = {"harness_step_ms": harness * 1e3, "harness_steps": steps,

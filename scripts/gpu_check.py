@@ -181,6 +181,11 @@ def card_runs(preset: str, model: str, device: str, precision: str, methods: lis
         yield record
 
 
+def device_slug(name: str) -> str:
+    """A device's name as a report's file name takes it: 'NVIDIA H200' -> 'nvidia-h200'."""
+    return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower()
+
+
 def random_init(folder: str, into: Path) -> str:
     """A model folder with `folder`'s config and tokenizer and random weights (seed 0)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -211,7 +216,7 @@ def main(argv=None) -> Path:
     report = {"device": args.device, "device_name": name, "torch": torch.__version__,
               "cuda": torch.version.cuda if args.device == "cuda" else None, "precision": precision,
               "model": args.model, "random_weights": bool(args.random_init), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-    out = Path(args.out) / f"gpu-check-{re.sub(r'[^A-Za-z0-9]+', '-', name).strip('-').lower()}.json"
+    out = Path(args.out) / f"gpu-check-{device_slug(name)}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
 
     def save(done: bool) -> None:

@@ -243,14 +243,14 @@ class _InProcess:
 
 
 def _trainer(spec: RunSpec, setup: _Setup, data_dir, store: Store, sharding: dict | None,
-             stage_seconds: float | None = None):
+             stage_seconds: float | None):
     """In this process for a built-in method, its training across workers when sharded; in a confined child for
     any other (harness.spec.sandbox; never sharded: harness.sweep.sweep.preflight refuses it)."""
     from ..spec import sandbox
     from . import sandboxed
 
     if not sandbox.trusted(spec.method):
-        return sandboxed.SandboxedTrainer(spec, setup, data_dir, stage_seconds or sandbox.STAGE_TIMEOUT)
+        return sandboxed.SandboxedTrainer(spec, setup, data_dir, stage_seconds)
     if sharding is None:
         return _InProcess(spec, setup)
     from . import sharded
@@ -259,7 +259,7 @@ def _trainer(spec: RunSpec, setup: _Setup, data_dir, store: Store, sharding: dic
 
 
 def _execute(spec: RunSpec, store: Store, data_dir, result: dict, on_stage, save_models: bool, tracker,
-             sharding: dict | None, stage_seconds: float | None = None) -> None:
+             sharding: dict | None, stage_seconds: float | None) -> None:
     check_method_file(spec, f"run {spec.run_id}")
     setup = _Setup(spec, data_dir)
     unlisted = {"unlisted_data": setup.source.unlisted} if setup.source.unlisted else {}

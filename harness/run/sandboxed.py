@@ -73,8 +73,9 @@ class SandboxedTrainer:
 
     resumable = False  # the child's state is not checkpointed: an interrupted run starts afresh
 
-    def __init__(self, spec, setup, data_dir, timeout: float = STAGE_TIMEOUT):
-        self.setup, self.spec, self.timeout = setup, spec, timeout  # seconds for prepare and for each stage
+    def __init__(self, spec, setup, data_dir, timeout: float | None = None):
+        self.setup, self.spec = setup, spec
+        self.timeout = timeout or STAGE_TIMEOUT  # seconds for prepare and for each stage (resources.stage_hours)
         self._tmp = tempfile.TemporaryDirectory(prefix="clbench-run-", ignore_cleanup_errors=True)
         self.scratch = Path(self._tmp.name)
         request = {"spec": {**spec.as_dict(), "method": absolute(spec.method)}, "data_dir": data_dir,

@@ -13,6 +13,7 @@ from ..core.errors import ConfigError
 from ..core.suggest import did_you_mean
 from ..core.typed import build, field
 from ..core.yaml_file import parse_yaml, read_yaml
+from .sandbox import STAGE_TIMEOUT
 
 PRESET_DIR = Path(__file__).parent / "presets"
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # a card's name: it names folders and board sections
@@ -62,7 +63,7 @@ class Resources:
                                  "own process, which evaluates; >1 needs a method that declares `shardable`", min=1)
     activation_checkpointing: bool = field(False, "sharded training recomputes each block's "
                                            "activations in the backward pass: less memory, another forward pass")
-    stage_hours: float = field(6.0, "hours a method clbench did not write may take for its prepare or one stage "
+    stage_hours: float = field(STAGE_TIMEOUT / 3600, "hours a method clbench did not write may take for its prepare or one stage "
                                "before its run fails: the bound on a busy loop (a child that uses no CPU for 10 "
                                "minutes fails then)", min=0.0001)
 
