@@ -3,13 +3,15 @@
     python scripts/decode_profile.py --random-init .gpu/model --out "$OUT"        # on a GPU machine
     python scripts/decode_profile.py --device cpu --model tiny --steps 4 --out /tmp   # the same path on a CPU
 
-Times, per decoding step at batch 1 and 32: the harness's greedy decoding (harness.model.scoring.generate), a
-bare loop of the model's forward passes with transformers' own cache (no harness code around it), each of the
-two under torch.profiler (the summed time of the device's kernels and how many were launched, per forward pass:
-`device_busy_ms_per_step`, `kernel_launches_per_step` for the bare loop, the same with `harness_` for the
-harness's; the harness's were added after the committed H200 run), and transformers' own greedy `generate` with
-its dynamic cache and with a static one, which on CUDA it compiles (torch.compile, mode reduce-overhead: CUDA
-graphs), what a captured step would gain. The top operators by host time are written beside them. Writes <out>/decode-profile-<device>.json (after each batch) and
+Times, per decoding step at batch 1 and 32: the harness's greedy decoding (harness.model.scoring.generate; on
+CUDA its steps after the first replayed as a CUDA graph) and the same with every step eager (`harness_eager_`,
+and whether the two made the same tokens), a bare loop of the model's forward passes with transformers' own cache
+(no harness code around it), the bare loop and the harness's eager loop under torch.profiler (the summed time of
+the device's kernels and how many were launched, per forward pass: `device_busy_ms_per_step`,
+`kernel_launches_per_step` for the bare loop, the same with `harness_` for the harness's; added after the
+committed H200 run, as were the graphs), and transformers' own greedy `generate` with its dynamic cache and with a
+static one, which on CUDA it compiles (torch.compile, mode reduce-overhead: CUDA graphs). The top operators by
+host time are written beside them. Writes <out>/decode-profile-<device>.json (after each batch) and
 <out>/decode-profile-<device>.txt.
 """
 from __future__ import annotations
@@ -83,15 +85,17 @@ def profiled(run, passes: int, device: str, prefix: str) -> tuple[dict, str]:
              f"{prefix}kernel_launches_per_step": launches / passes}, table)
 
 
-def harness_steps(model, tok, prompts: list[str], steps: int, device: str, precision: str) -> tuple[float, int]:
-    """(seconds per step, steps) of the harness's greedy decoding of `prompts` as one batch: its forward passes are
-    the prompts' two (shared prefix, then the rest) and one per step after the first, steps + 1 in all."""
+def harness_steps(model, tok, prompts: list[str], steps: int, device: str, precision: str,
+                  capture: bool = True) -> tuple[float, int, list]:
+    """(seconds per step, steps, the replies' tokens) of the harness's greedy decoding of `prompts` as one batch: its
+    forward passes are the prompts' two (shared prefix, then the rest) and one per step after the first, steps + 1
+    in all; `capture`: on CUDA, the steps after the first replayed as a CUDA graph (harness.model.decoding)."""
     _sync(device)
     start = time.perf_counter()
-    replies = generate(model, tok, prompts, device, precision, steps, batch_size=len(prompts))
+    replies = generate(model, tok, prompts, device, precision, steps, batch_size=len(prompts), capture=capture)
     _sync(device)
     made = max(r["tokens"] + r["stopped"] for r in replies)
-    return (time.perf_counter() - start) / max(made, 1), made
+    return (time.perf_counter() - start) / max(made, 1), made, [r["ids"] for r in replies]
 
 
 def main(argv=None) -> Path:
@@ -118,7 +122,9 @@ def main(argv=None) -> Path:
         for batch in (1, 32):
             chosen = prompts[:batch]
             harness_steps(model, tok, chosen, 4, args.device, precision)  # warm-up
-            harness, steps = harness_steps(model, tok, chosen, args.steps, args.device, precision)
+            harness, steps, tokens = harness_steps(model, tok, chosen, args.steps, args.device, precision)
+            harness_steps(model, tok, chosen, 4, args.device, precision, capture=False)  # warm-up
+            eager, _, eager_tokens = harness_steps(model, tok, chosen, args.steps, args.device, precision, capture=False)
             rows = [prompt_ids(tok, p) for p in chosen]
             width = min(len(r) for r in rows)
             ids = torch.tensor([r[:width] for r in rows], device=args.device)
@@ -127,7 +133,7 @@ def main(argv=None) -> Path:
             measured, tables = {}, []
             for prefix, run in (("", lambda: bare_steps(model, ids, args.steps, args.device, precision)),
                                 ("harness_", lambda: harness_steps(model, tok, chosen, args.steps, args.device,
-                                                                   precision)[0])):
+                                                                   precision, capture=False)[0])):
                 try:  # both are steps + 1 forward passes: the prefill and one per step after the first
                     numbers, table = profiled(run, args.steps + 1, args.device, prefix)
                     measured.update(numbers)
@@ -140,6 +146,8 @@ def main(argv=None) -> Path:
                 except Exception as e:  # the timings above stand without it
                     measured[key.replace("_ms", "_error")] = f"{type(e).__name__}: {e}"[:500]
             report["batches"][str(batch)] = {"harness_step_ms": harness * 1e3, "harness_steps": steps,
+                                             "harness_eager_step_ms": eager * 1e3,
+                                             "harness_tokens_equal_eager": tokens == eager_tokens,
                                              "bare_step_ms": bare_ms, **measured}
             texts.append(f"batch {batch}, " + f"\n\nbatch {batch}, ".join(tables))
             print(f"batch {batch}: {report['batches'][str(batch)]}", flush=True)

@@ -10,7 +10,8 @@
    measured matmul peak.
 3. Generation: the harness's greedy decoding (harness.model.scoring.generate) at batch 1, 8, 32: tokens/s,
    model FLOPs utilisation against the measured matmul peak, and the share of the memory-bandwidth bound
-   (every weight read once per decoding step at the measured copy bandwidth).
+   (every weight read once per decoding step at the measured copy bandwidth); on CUDA its steps replayed as
+   CUDA graphs, and beside them every step eager: the time per step and whether the tokens are the same.
 4. The preset card in bf16 on the device, one run per method in this process (full, lora, and qlora: its
    base quantized by bitsandbytes on CUDA): status, the precision recorded, and the device-hours each run
    reports against the wall time measured here (stage 0 and model loading are outside a run's total).
@@ -120,29 +121,37 @@ def generation(model, tok, device: str, precision: str, new_tokens: int, peaks: 
     training_flops_per_token per generated token, at the mean context, prefill in the time but not in the FLOPs:
     a lower bound); and the share of the memory-bandwidth bound, a decoding step's floor: every weight, as stored,
     read once per step at the measured copy bandwidth (bytes read and written per second), over the measured time
-    per step (one step per token of the longest reply of a batch; prefill included)."""
+    per step (one step per token of the longest reply of a batch; prefill included). On CUDA the steps are replayed
+    as CUDA graphs (harness.model.decoding); the same batches decoded with every step eager beside them
+    (`eager_`), and whether the two made the same tokens."""
     prompts = [f"Write a short note about the number {i}." for i in range(32)]
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())  # as stored here
     bound = weight_bytes / (peaks["copy_gb_per_s"] * 1e9)  # seconds a step takes at least
     out = {}
     for batch in (1, 8, 32):
         chosen = prompts[: max(batch, 2)]  # batch 1: two batches of one; else one batch of them all
-        generate(model, tok, chosen[:batch], device, precision, 4, batch_size=batch)  # warm-up
-        _sync(device)
-        start = time.perf_counter()
-        replies = generate(model, tok, chosen, device, precision, new_tokens, batch_size=batch)
-        _sync(device)
-        seconds = time.perf_counter() - start
+        timed = {}
+        for capture in (True, False):
+            generate(model, tok, chosen[:batch], device, precision, 4, batch_size=batch, capture=capture)  # warm-up
+            _sync(device)
+            start = time.perf_counter()
+            replies = generate(model, tok, chosen, device, precision, new_tokens, batch_size=batch, capture=capture)
+            _sync(device)
+            timed[capture] = (time.perf_counter() - start, replies)
+        seconds, replies = timed[True]
         lengths = [r["tokens"] + r["stopped"] for r in replies]  # each row's tokens, its end of turn included
         steps = max(sum(lengths) if batch == 1 else max(lengths), 1)
         context = sum(len(prompt_ids(tok, p)) for p in chosen) / len(chosen) + sum(lengths) / len(lengths) / 2
         tps = sum(lengths) / seconds
         flops = training_flops_per_token(model, round(context)) / 3
+        eager_seconds, eager_replies = timed[False]
         out[str(batch)] = {"prompts": len(chosen), "tokens": sum(lengths), "tokens_per_s": tps,
                            "model_tflops": tps * flops / 1e12,
                            "mfu_vs_measured_matmul": tps * flops / 1e12 / peaks["matmul_tflops"],
                            "step_ms": seconds / steps * 1e3, "weight_bytes": weight_bytes,
-                           "bandwidth_bound_ms": bound * 1e3, "share_of_bandwidth_bound": bound / (seconds / steps)}
+                           "bandwidth_bound_ms": bound * 1e3, "share_of_bandwidth_bound": bound / (seconds / steps),
+                           "eager_step_ms": eager_seconds / steps * 1e3,
+                           "tokens_equal_eager": [r["ids"] for r in replies] == [r["ids"] for r in eager_replies]}
     return out
 
 

@@ -21,6 +21,7 @@ def test_decode_profile_on_cpu(tmp_path, data_dir, monkeypatch):
         assert b["hf_generate_step_ms"] > 0 and b["hf_generate_static_step_ms"] > 0
         assert b["harness_step_ms"] > 0 and b["bare_step_ms"] > 0 and b["profiled_step_ms"] > 0
         assert 1 <= b["harness_steps"] <= 3
+        assert b["harness_eager_step_ms"] > 0 and b["harness_tokens_equal_eager"] is True
         for prefix in ("", "harness_"):
             assert b[f"{prefix}profiled_step_ms"] > 0
             assert b[f"{prefix}device_busy_ms_per_step"] == 0 and b[f"{prefix}kernel_launches_per_step"] == 0

@@ -16,17 +16,15 @@ model underneath (`_continuation_model`), which would otherwise add them a secon
 from __future__ import annotations
 
 import copy
-import inspect
 import math
 from typing import Literal
 
 import torch
-from transformers import LlamaForCausalLM
-from transformers.cache_utils import DynamicLayer
 
 from tasks.chat import IGNORE, encode_example, prompt_ids, reply_ids
 from tasks.items import LETTERS, MCItem
 
+from .decoding import CACHE_ARG, greedy_rows, returned_cache
 from .generation_metrics import split_answer
 from .padding import padded
 from .precision import autocast
@@ -36,15 +34,6 @@ Norm = Literal["token", "char", "none"]
 
 def _pad_id(tok) -> int:
     return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-
-
-# transformers 5.24 renamed the forward's KV-cache keyword and output field `past_key_values` to `cache`
-# (the old name warns and goes in 5.40); the scorers pass and read whichever the installed version has.
-_CACHE_ARG = "cache" if "cache" in inspect.signature(LlamaForCausalLM.forward).parameters else "past_key_values"
-
-
-def _returned_cache(out):
-    return getattr(out, _CACHE_ARG)
 
 
 def _continuation_model(model):
@@ -95,7 +84,7 @@ def _prompt_batches(model, tok, prompts: list[list[int]], device: str, batch_siz
                                  "the scorers' prompts are chat-formatted and longer")
             batches[:0] = [[i] for i in batch]
             continue
-        cache = _returned_cache(model(input_ids=torch.tensor([rows[0][:shared]], device=device), use_cache=True,
+        cache = returned_cache(model(input_ids=torch.tensor([rows[0][:shared]], device=device), use_cache=True,
                                       logits_to_keep=1))
         past = cache.get_seq_length()  # the shared prefix, and the virtual tokens of prompt learning
         cache.batch_repeat_interleave(len(rows))
@@ -104,11 +93,11 @@ def _prompt_batches(model, tok, prompts: list[list[int]], device: str, batch_siz
         last = (rest_mask.sum(1) - 1).unsqueeze(1)  # each row's last real position
         positions = (past + torch.arange(ids.shape[1], device=device)).expand(len(rows), -1)
         out = _continuation_model(model)(input_ids=ids, attention_mask=mask, position_ids=positions,
-                                         **{_CACHE_ARG: cache}, use_cache=True,
+                                         **{CACHE_ARG: cache}, use_cache=True,
                                          logits_to_keep=torch.cat([last - 1, last], dim=1))
         logits = out.logits.float()
         lead = logits[:, 0].log_softmax(-1).gather(-1, ids.gather(1, last)).squeeze(-1)
-        yield batch, logits[:, 1], _returned_cache(out), mask, lead
+        yield batch, logits[:, 1], returned_cache(out), mask, lead
 
 
 MAX_OPTION_POSITIONS = 4096  # option positions whose log-probabilities are held at once (0.8 GB for 49k tokens)
@@ -151,7 +140,7 @@ def _option_logprobs(model, cache, mask, first, owner: list[int], rows: list[lis
         ids, option_mask = padded([rows[k] for k in chunk], pad, device)
         positions = prompt_length[who].unsqueeze(1) + torch.arange(ids.shape[1], device=device)
         logits = model(input_ids=ids, attention_mask=torch.cat([mask[who], option_mask], 1), position_ids=positions,
-                       **{_CACHE_ARG: _selected(cache, who)}, use_cache=False).logits
+                       **{CACHE_ARG: _selected(cache, who)}, use_cache=False).logits
         later = logits.float().log_softmax(-1)[:, :-1].gather(-1, ids[:, 1:, None]).squeeze(-1) * option_mask[:, 1:]
         for k, total, n in zip(chunk, (first[who, ids[:, 0]] + later.sum(1)).tolist(), option_mask.sum(1).tolist()):
             totals[k], lengths[k] = total, n
@@ -285,7 +274,7 @@ def reply_logprob(model, tok, pairs: list[tuple[str, str]], device: str, precisi
 
 @torch.inference_mode()
 def generate(model, tok, prompts: list[str], device: str, precision: str, max_new_tokens: int,
-             batch_size: int = 8) -> list[dict]:
+             batch_size: int = 8, capture: bool = True) -> list[dict]:
     """Greedy chat replies: {'text', 'stopped' (EOS before the cap), 'tokens', 'ids' (the reply's token ids)} per prompt.
 
     The harness decodes itself rather than through `model.generate`: prompts run as `_prompt_batches` does
@@ -293,70 +282,17 @@ def generate(model, tok, prompts: list[str], device: str, precision: str, max_ne
     then one token per row and step on the continuation model, each row at its own next position with its
     right padding masked. peft's generation glue for prefix tuning reads the KV cache under the keyword
     `past_key_values`, which transformers 5.24 renamed to `cache`, and silently dropped the prefix
-    (clbench issue #21); the scorers here never relied on that glue.
+    (clbench issue #21); the scorers here never relied on that glue. `capture`: on CUDA, replay each decoding
+    step as a CUDA graph (`decoding.greedy_rows`).
     """
     eos = tok.eos_token_id
     enc = [prompt_ids(tok, p) for p in prompts]
     results: list[dict | None] = [None] * len(prompts)
     with autocast(device, precision):
         for batch, logits, cache, mask, _ in _prompt_batches(model, tok, enc, device, batch_size):
-            for i, row in zip(batch, _greedy_rows(_continuation_model(model), logits, cache, mask, eos,
-                                                  _pad_id(tok), max_new_tokens)):
+            for i, row in zip(batch, greedy_rows(_continuation_model(model), logits, cache, mask, eos,
+                                                 _pad_id(tok), max_new_tokens, capture)):
                 answer, stopped = split_answer(row, eos)
                 results[i] = {"text": tok.decode(answer, skip_special_tokens=True), "stopped": stopped,
                               "tokens": len(answer), "ids": answer}
     return results
-
-
-class _ReservedLayer(DynamicLayer):
-    """A KV-cache layer with room reserved for the tokens still to come: each update writes into the reserved
-    tensor and hands out a view of the filled part, where transformers' DynamicLayer concatenates a new tensor
-    per token and layer (on a 2-core CPU that allocation and copy took about a tenth of a decoding step). The
-    attention sees the same keys and values at the same positions."""
-
-    def __init__(self, layer: DynamicLayer, room: int):
-        super().__init__()
-        self.dtype, self.device, self.is_initialized = layer.dtype, layer.device, True
-        self.filled = layer.keys.shape[-2]
-        self._keys, self._values = (torch.cat([t, t.new_empty(*t.shape[:-2], room, t.shape[-1])], dim=-2)
-                                    for t in (layer.keys, layer.values))
-        self.keys, self.values = layer.keys, layer.values
-
-    def update(self, key_states, value_states, *args, **kwargs):
-        end = self.filled + key_states.shape[-2]
-        if end > self._keys.shape[-2]:
-            raise RuntimeError(f"KV cache: {end} positions, room for {self._keys.shape[-2]}")
-        self._keys[..., self.filled:end, :] = key_states
-        self._values[..., self.filled:end, :] = value_states
-        self.filled = end
-        self.keys, self.values = self._keys[..., :end, :], self._values[..., :end, :]
-        return self.keys, self.values
-
-
-def _reserve(cache, room: int):
-    """The cache with `room` positions reserved in each of its (plain, filled) dynamic layers."""
-    cache.layers = [_ReservedLayer(layer, room) if type(layer) is DynamicLayer and layer.is_initialized else layer
-                    for layer in cache.layers]
-    return cache
-
-
-def _greedy_rows(model, logits, cache, mask, eos: int, pad: int, max_new_tokens: int) -> list[list[int]]:
-    """Greedy tokens per row, continuing `cache` (whose attention mask is `mask`) from the next-token
-    `logits` [b, V]; a row ends at its EOS (kept) or at max_new_tokens."""
-    cache = _reserve(cache, max_new_tokens)
-    rows, done = [[] for _ in range(len(logits))], torch.zeros(len(logits), dtype=torch.bool, device=logits.device)
-    position = mask.sum(1, keepdim=True)  # each row's next position: cache and real prompt tokens before it
-    token = logits.argmax(-1)
-    for step in range(max_new_tokens):
-        for row, t, finished in zip(rows, token.tolist(), done.tolist()):
-            if not finished:
-                row.append(t)
-        done |= token == eos
-        if step == max_new_tokens - 1 or bool(done.all()):
-            break
-        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-        out = model(input_ids=token.masked_fill(done, pad).unsqueeze(1), attention_mask=mask, position_ids=position,
-                    **{_CACHE_ARG: cache}, use_cache=True)
-        cache, position = _returned_cache(out), position + 1
-        token = out.logits[:, -1].argmax(-1)
-    return rows

@@ -104,7 +104,8 @@ def test_decoding_step_against_the_machines_bounds(benchmark, smollm2, source):
     measured here) and the step's matmul FLOPs at the measured fp32 matmul peak; beside them, the step's matmuls
     alone (every linear layer once at batch 8, both ways), which shows how fast the kernels stream weights for so
     few rows. The two ways' tokens are asserted equal."""
-    from harness.model.scoring import _greedy_rows, _pad_id, _prompt_batches
+    from harness.model.decoding import greedy_rows
+    from harness.model.scoring import _pad_id, _prompt_batches
 
     model, tok = smollm2
     batch = 8
@@ -116,7 +117,7 @@ def test_decoding_step_against_the_machines_bounds(benchmark, smollm2, source):
         with torch.inference_mode(), (packed_linears(model, "cpu", "fp32") if packed else contextlib.nullcontext()):
             (_, logits, cache, mask, _), = list(_prompt_batches(model, tok, prompts, "cpu", batch))
             start = time.perf_counter()
-            rows[packed] = _greedy_rows(model, logits, cache, mask, tok.eos_token_id, _pad_id(tok), NEW_TOKENS)
+            rows[packed] = greedy_rows(model, logits, cache, mask, tok.eos_token_id, _pad_id(tok), NEW_TOKENS)
             steps[packed].append((time.perf_counter() - start) / (max(len(r) for r in rows[packed]) - 1))
 
     decode(True)  # warm-up

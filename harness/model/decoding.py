@@ -1,0 +1,146 @@
+"""Greedy decoding after a batch's prompts: one token per row and step, every step the same shapes.
+
+After the prompts' prefill (`scoring._prompt_batches`) each layer's keys and values move into tensors as wide as
+the replies can grow (`_FixedLayer`); a step then runs the rows' new tokens at their positions against an
+attention mask as wide as the cache (True on each row's real prompt tokens and on the reply so far), and the
+step itself advances the write index, the mask's new column and the positions, all held on the device. Nothing in
+a step reads a value back to the host or depends on Python state that changes between steps, so on CUDA the step
+after the first is captured as a CUDA graph and replayed (`_FixedStep`): an eager step launches about 1,370
+kernels for SmolLM2-135M, which on an H200 cost the host 20-77 ms against 2.6-3 ms of GPU work
+(docs/performance.md, "On a GPU"). A replay runs the captured kernels, the same ones the eager step runs. On a CPU
+every step runs eagerly. tests/test_decoding.py records the step on a CPU the way a capture does (its Python runs
+once, then only its recorded operations run) and checks the replayed tokens.
+
+A cache with layers of another kind (a sliding window, a quantized cache) decodes with a mask that grows by a
+column per step, eagerly (`_GrowingStep`): a fixed width would hand a window layer keys outside its window.
+"""
+from __future__ import annotations
+
+import inspect
+import sys
+
+import torch
+from transformers import LlamaForCausalLM
+from transformers.cache_utils import DynamicLayer
+
+# transformers 5.24 renamed the forward's KV-cache keyword and output field `past_key_values` to `cache`
+# (the old name warns and goes in 5.40); the scorers pass and read whichever the installed version has.
+CACHE_ARG = "cache" if "cache" in inspect.signature(LlamaForCausalLM.forward).parameters else "past_key_values"
+
+
+def returned_cache(out):
+    return getattr(out, CACHE_ARG)
+
+
+class _FixedLayer(DynamicLayer):
+    """A KV-cache layer as wide as the tokens still to come allow: the filled part is the given layer's, the rest
+    zeros (a masked position's weight is exactly 0, and 0 x a zero value adds nothing, where uninitialised memory
+    could hold a NaN). Each update writes at a position counted on the device and hands out the whole width."""
+
+    def __init__(self, layer: DynamicLayer, room: int):
+        super().__init__()
+        self.dtype, self.device, self.is_initialized = layer.dtype, layer.device, True
+        self.keys, self.values = (torch.cat([t, t.new_zeros(*t.shape[:-2], room, t.shape[-1])], dim=-2)
+                                  for t in (layer.keys, layer.values))
+        self.filled = torch.tensor(layer.keys.shape[-2], device=self.device)
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        at = self.filled + torch.arange(key_states.shape[-2], device=self.device)
+        self.keys.index_copy_(-2, at, key_states)
+        self.values.index_copy_(-2, at, value_states)
+        self.filled.add_(key_states.shape[-2])
+        return self.keys, self.values
+
+
+def _fixable(cache) -> bool:
+    return all(type(layer) is DynamicLayer and layer.is_initialized for layer in cache.layers)
+
+
+class _FixedStep:
+    """One decoding step on fixed-width buffers (see the module's docstring). `record(step)`, if given, records the
+    step after its first, eager run and returns (replay, out): a callable that runs the recorded step again and
+    the tensor it leaves the next tokens in (`cuda_graph` on CUDA)."""
+
+    def __init__(self, model, cache, mask: torch.Tensor, room: int, record=None):
+        cache.layers = [_FixedLayer(layer, room) for layer in cache.layers]
+        rows, filled = mask.shape
+        self.model, self.cache, self.record = model, cache, record
+        self.mask = torch.zeros(rows, 1, 1, filled + room, dtype=torch.bool, device=mask.device)
+        self.mask[:, 0, 0, :filled] = mask.bool()
+        self.column = torch.tensor([filled], device=mask.device)  # the new token's column of the cache
+        self.position = mask.sum(1, keepdim=True)  # each row's next position: cache and real prompt tokens before it
+        self.token = torch.zeros(rows, 1, dtype=torch.long, device=mask.device)
+        self.replay = self.out = None
+
+    def forward(self) -> torch.Tensor:
+        self.mask.index_fill_(-1, self.column, True)
+        logits = self.model(input_ids=self.token, attention_mask=self.mask, position_ids=self.position,
+                            **{CACHE_ARG: self.cache}, use_cache=True).logits
+        self.column.add_(1)
+        self.position.add_(1)
+        return logits[:, -1].argmax(-1)
+
+    def __call__(self, token: torch.Tensor) -> torch.Tensor:
+        self.token.copy_(token.unsqueeze(1))
+        if self.replay is not None:
+            self.replay()
+            return self.out  # overwritten by the next replay: the caller reads it before the next step
+        out = self.forward()
+        if self.record is not None:
+            record, self.record = self.record, None
+            try:
+                self.replay, self.out = record(self)
+            except Exception as e:  # noqa: BLE001 - the step that ran eagerly goes on so
+                print(f"clbench: decoding steps run eagerly, the step could not be recorded ({type(e).__name__}: "
+                      f"{(str(e).splitlines() or [''])[0][:160]})", file=sys.stderr)
+        return out
+
+
+def cuda_graph(step: _FixedStep):
+    """(replay, out) of the step captured as a CUDA graph. Capturing runs no kernel, so the step's buffers stay as
+    its eager run left them. Autocast's cache of cast weights is off while capturing (its casts would not outlive
+    the capture); a step that cannot be captured (a forward that reads a value back, say) raises here."""
+    graph = torch.cuda.CUDAGraph()
+    with torch.autocast("cuda", dtype=torch.get_autocast_dtype("cuda"), enabled=torch.is_autocast_enabled("cuda"),
+                        cache_enabled=False), torch.cuda.graph(graph):
+        out = step.forward()
+    return graph.replay, out
+
+
+def _recorder(device: torch.device, capture: bool):
+    return cuda_graph if capture and device.type == "cuda" else None
+
+
+class _GrowingStep:
+    """One eager decoding step on the cache as transformers grows it, the mask a column wider each step."""
+
+    def __init__(self, model, cache, mask: torch.Tensor):
+        self.model, self.cache, self.mask = model, cache, mask
+        self.position = mask.sum(1, keepdim=True)
+
+    def __call__(self, token: torch.Tensor) -> torch.Tensor:
+        self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=1)
+        out = self.model(input_ids=token.unsqueeze(1), attention_mask=self.mask, position_ids=self.position,
+                         **{CACHE_ARG: self.cache}, use_cache=True)
+        self.cache, self.position = returned_cache(out), self.position + 1
+        return out.logits[:, -1].argmax(-1)
+
+
+def greedy_rows(model, logits, cache, mask, eos: int, pad: int, max_new_tokens: int,
+                capture: bool = True) -> list[list[int]]:
+    """Greedy tokens per row, continuing `cache` (whose attention mask is `mask`) from the next-token
+    `logits` [b, V]; a row ends at its EOS (kept) or at max_new_tokens. A finished row goes on with `pad` tokens,
+    whose results are dropped. `capture`: on CUDA, replay the step as a CUDA graph."""
+    step = _FixedStep(model, cache, mask, max_new_tokens, _recorder(mask.device, capture)) if _fixable(cache) else \
+        _GrowingStep(model, cache, mask)
+    rows, done = [[] for _ in range(len(logits))], torch.zeros(len(logits), dtype=torch.bool, device=logits.device)
+    token = logits.argmax(-1)
+    for n in range(max_new_tokens):
+        for row, t, finished in zip(rows, token.tolist(), done.tolist()):
+            if not finished:
+                row.append(t)
+        done |= token == eos
+        if n == max_new_tokens - 1 or bool(done.all()):
+            break
+        token = step(token.masked_fill(done, pad))
+    return rows
