@@ -88,7 +88,7 @@ def test_fixed_width_steps_give_the_tokens_of_the_growing_cache(lively, monkeypa
     eos = fixed[1][3]  # a token one row makes early: rows finish at different steps and go on with padding
     fixed_eos = _rows(model, tok, PROMPTS, 10, eos=eos)
     assert any(len(r) < 10 for r in fixed_eos.values()) and any(len(r) == 10 for r in fixed_eos.values())
-    monkeypatch.setattr(decoding, "_fixable", lambda cache: False)
+    monkeypatch.setattr(decoding, "_fixable", lambda model, cache: False)
     assert _rows(model, tok, PROMPTS, 10) == fixed
     assert _rows(model, tok, PROMPTS, 10, eos=eos) == fixed_eos
 
@@ -120,6 +120,16 @@ def test_a_step_that_reads_a_value_back_is_not_recorded_and_runs_eagerly(lively,
     assert len(lines) == 1 and "could not be recorded" in lines[0] and "reads a value back" in lines[0]
 
 
+def test_eager_attention_decodes_on_a_growing_mask(lively):
+    """Eager attention adds a given 4-D mask to the scores (0 and -inf expected), so a boolean one would mask
+    nothing: such a model keeps the growing mask, and its tokens are those of SDPA on the same weights."""
+    model, tok = lively
+    sdpa = generate(model, tok, PROMPTS, "cpu", "fp32", 8, batch_size=4)
+    eager = copy.deepcopy(model)
+    eager.set_attn_implementation("eager")
+    assert generate(eager, tok, PROMPTS, "cpu", "fp32", 8, batch_size=4) == sdpa
+
+
 def test_a_sliding_window_cache_decodes_on_a_growing_mask(tiny):
     """A window of 3 positions: a fixed-width cache would let its layers see every earlier key. One prompt at a
     time (no padding), the harness's tokens equal transformers' own greedy `generate`. (In a padded batch the
@@ -136,7 +146,7 @@ def test_a_sliding_window_cache_decodes_on_a_growing_mask(tiny):
     ids = [prompt_ids(tok, p) for p in PROMPTS]
     with torch.inference_mode():
         (_, _, cache, _, _), = list(_prompt_batches(model, tok, ids, "cpu", len(ids)))
-    assert not decoding._fixable(cache)
+    assert not decoding._fixable(model, cache)
     for prompt, row in zip(PROMPTS, ids):
         ours = generate(model, tok, [prompt], "cpu", "fp32", 8, batch_size=1)[0]["ids"]
         with torch.no_grad():

@@ -16,6 +16,7 @@ column per step, eagerly (`_GrowingStep`): a fixed width would hand a window lay
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import sys
 
@@ -52,14 +53,17 @@ class _FixedLayer(DynamicLayer):
         return self.keys, self.values
 
 
-def _fixable(cache) -> bool:
-    return all(type(layer) is DynamicLayer and layer.is_initialized for layer in cache.layers)
+def _fixable(model, cache) -> bool:
+    """Whether the step can run at a fixed width: every cache layer a plain one, and attention through SDPA, which
+    reads a boolean mask as one (eager attention adds a given mask to the scores, expecting 0 and -inf)."""
+    return getattr(getattr(model, "config", None), "_attn_implementation", None) == "sdpa" and \
+        all(type(layer) is DynamicLayer and layer.is_initialized for layer in cache.layers)
 
 
 class _FixedStep:
     """One decoding step on fixed-width buffers (see the module's docstring). `record(step)`, if given, records the
     step after its first, eager run and returns (replay, out): a callable that runs the recorded step again and
-    the tensor it leaves the next tokens in (`cuda_graph` on CUDA)."""
+    the tensor it leaves the next tokens in (`cuda_graph` on CUDA); if it raises, the steps go on eagerly."""
 
     def __init__(self, model, cache, mask: torch.Tensor, room: int, record=None):
         cache.layers = [_FixedLayer(layer, room) for layer in cache.layers]
@@ -91,24 +95,53 @@ class _FixedStep:
             try:
                 self.replay, self.out = record(self)
             except Exception as e:  # noqa: BLE001 - the step that ran eagerly goes on so
-                print(f"clbench: decoding steps run eagerly, the step could not be recorded ({type(e).__name__}: "
-                      f"{(str(e).splitlines() or [''])[0][:160]})", file=sys.stderr)
+                cause = f"; after {_line(e.__context__)}" if e.__context__ is not None else ""
+                print(f"clbench: decoding steps run eagerly, the step could not be recorded ({_line(e)}{cause})",
+                      file=sys.stderr)
         return out
+
+
+def _line(e: BaseException) -> str:
+    return f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:160]}"
+
+
+_CAPTURE = {"stream": None, "failed": False}  # this process's capture stream; whether ending a capture failed
 
 
 def cuda_graph(step: _FixedStep):
     """(replay, out) of the step captured as a CUDA graph. Capturing runs no kernel, so the step's buffers stay as
-    its eager run left them. Autocast's cache of cast weights is off while capturing (its casts would not outlive
-    the capture); a step that cannot be captured (a forward that reads a value back, say) raises here."""
-    graph = torch.cuda.CUDAGraph()
+    its eager run left them. While capturing, a read back to the host (a forward that calls .item(), say) raises
+    in Python before CUDA sees it (sync debug mode "error"), so the capture still ends cleanly and is dropped.
+    Should ending a capture fail anyway, its state is not to be trusted: nothing is captured again in this
+    process. Autocast's cache of cast weights is off while capturing (its casts would not outlive the capture)."""
+    graph, mode = torch.cuda.CUDAGraph(), torch.cuda.get_sync_debug_mode()
     with torch.autocast("cuda", dtype=torch.get_autocast_dtype("cuda"), enabled=torch.is_autocast_enabled("cuda"),
-                        cache_enabled=False), torch.cuda.graph(graph):
-        out = step.forward()
+                        cache_enabled=False):
+        graph.capture_begin()
+        try:
+            torch.cuda.set_sync_debug_mode("error")
+            out = step.forward()
+        finally:
+            torch.cuda.set_sync_debug_mode(mode)
+            try:
+                graph.capture_end()
+            except Exception:
+                _CAPTURE["failed"] = True
+                raise
     return graph.replay, out
 
 
 def _recorder(device: torch.device, capture: bool):
-    return cuda_graph if capture and device.type == "cuda" else None
+    return cuda_graph if capture and device.type == "cuda" and not _CAPTURE["failed"] else None
+
+
+def _capture_stream(device: torch.device):
+    """The stream a batch whose steps are captured decodes on: one of this process's own, for the eager first step,
+    the capture and the replays alike. The eager step is the capture's warm-up there: cuBLAS makes its workspace
+    for that stream outside any graph's memory, where every later capture finds it (a workspace made while
+    capturing would belong to a graph that a later batch has freed)."""
+    _CAPTURE["stream"] = _CAPTURE["stream"] or torch.cuda.Stream(device)
+    return _CAPTURE["stream"]
 
 
 class _GrowingStep:
@@ -131,16 +164,24 @@ def greedy_rows(model, logits, cache, mask, eos: int, pad: int, max_new_tokens: 
     """Greedy tokens per row, continuing `cache` (whose attention mask is `mask`) from the next-token
     `logits` [b, V]; a row ends at its EOS (kept) or at max_new_tokens. A finished row goes on with `pad` tokens,
     whose results are dropped. `capture`: on CUDA, replay the step as a CUDA graph."""
-    step = _FixedStep(model, cache, mask, max_new_tokens, _recorder(mask.device, capture)) if _fixable(cache) else \
-        _GrowingStep(model, cache, mask)
-    rows, done = [[] for _ in range(len(logits))], torch.zeros(len(logits), dtype=torch.bool, device=logits.device)
-    token = logits.argmax(-1)
-    for n in range(max_new_tokens):
-        for row, t, finished in zip(rows, token.tolist(), done.tolist()):
-            if not finished:
-                row.append(t)
-        done |= token == eos
-        if n == max_new_tokens - 1 or bool(done.all()):
-            break
-        token = step(token.masked_fill(done, pad))
+    fixed = _fixable(model, cache)
+    record = _recorder(mask.device, capture) if fixed else None
+    stream = _capture_stream(mask.device) if record is cuda_graph else None
+    if stream is not None:
+        stream.wait_stream(torch.cuda.current_stream(mask.device))
+    with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
+        step = _FixedStep(model, cache, mask, max_new_tokens, record) if fixed else _GrowingStep(model, cache, mask)
+        rows = [[] for _ in range(len(logits))]
+        done = torch.zeros(len(logits), dtype=torch.bool, device=logits.device)
+        token = logits.argmax(-1)
+        for n in range(max_new_tokens):
+            for row, t, finished in zip(rows, token.tolist(), done.tolist()):
+                if not finished:
+                    row.append(t)
+            done |= token == eos
+            if n == max_new_tokens - 1 or bool(done.all()):
+                break
+            token = step(token.masked_fill(done, pad))
+    if stream is not None:
+        torch.cuda.current_stream(mask.device).wait_stream(stream)
     return rows
