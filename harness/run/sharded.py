@@ -1,6 +1,6 @@
 """One stage's training spread over several processes: a Ray Train TorchTrainer whose workers hold the model
-sharded by FSDP (torch's `fully_shard`: full sharding, one unit per transformer block; bf16 compute with fp32
-master weights when the run's precision is bf16; activation checkpointing when asked for).
+sharded by FSDP (torch's `fully_shard`: full sharding, one unit per transformer block; under bf16 the autocast and
+stored dtypes of one process, gradients reduced in fp32; activation checkpointing when asked for).
 
 The run's own process keeps everything else: the method's `train_examples` and `after_task`, evaluation
 and checkpoints. For each stage it hands the workers its model (through Ray's object store), the method and
@@ -32,6 +32,7 @@ import torch
 from tasks.chat import IGNORE
 
 from ..core.errors import TrainingDiverged
+from ..model.precision import autocast
 from .training import collate, epoch_order, forward
 
 MAX_FAILURES = 2  # a worker group is restarted this many times before the stage fails
@@ -52,7 +53,7 @@ def train_task(model, method, examples: list[dict], ctx, *, epochs: int, batch_s
     if not trainable:
         raise RuntimeError(f"method '{method.name}' left no trainable parameters")
     bare = dataclasses.replace(ctx, batches=None, data=None, tokenizer=None)  # the hooks must not need them
-    model.to("cpu")  # the workers place their own copies; the device is free while they train
+    model.to("cpu")  # the payload holds host tensors: each worker's FSDP moves its shards to its own device
     try:
         payload = ray.put((model, method, bare, examples))
     finally:
@@ -112,15 +113,16 @@ def _worker(config: dict) -> None:
     rank, world = dist.get_rank(), dist.get_world_size()
     torch.manual_seed(config["seed"] * world + rank)  # dropout masks: a retried stage draws the same ones
     device = ray.train.torch.get_device()
-    model, method, ctx, examples = ray.get(config["payload"])
-    model.to(device)
+    model, method, ctx, examples = ray.get(config["payload"])  # on the host: fully_shard moves each unit's shards
     if config["activation_checkpointing"]:
         if hasattr(model, "activation_checkpointing_enable"):  # transformers 5's name; 4.x calls it gradient_
             model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    policy = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-              if config["precision"] == "bf16" else MixedPrecisionPolicy())
+    # bf16: parameters gathered as stored (the frozen base's linear layers bf16, the rest fp32) and computed under
+    # the same autocast as one process (harness.run.training); casting every parameter to bf16 (param_dtype)
+    # would run norms, embeddings and the residual stream in bf16, which one process does not
+    policy = MixedPrecisionPolicy(reduce_dtype=torch.float32) if config["precision"] == "bf16" else MixedPrecisionPolicy()
     for unit in _units(model):
         fully_shard(unit, mp_policy=policy)
     fully_shard(model, mp_policy=policy)
@@ -139,15 +141,17 @@ def _worker(config: dict) -> None:
             mine = chunk[rank * len(chunk) // world:(rank + 1) * len(chunk) // world]
             # a rank without an example of a short last batch still takes part in the collectives, at weight 0
             batch = collate(mine or chunk[:1], config["pad_id"], device)
-            labelled = (batch["labels"][:, 1:] != IGNORE).sum() if mine else torch.zeros((), dtype=torch.long)
+            labelled = (batch["labels"][:, 1:] != IGNORE).sum() if mine else torch.zeros((), dtype=torch.long,
+                                                                                         device=device)
             total = labelled.to(device).clone()
             dist.all_reduce(total)
-            outputs = forward(model, method, batch)
-            if (method.token_weights(model, batch, outputs, ctx) is not None
-                    or method.extra_loss(model, batch, outputs, ctx) is not None):
-                raise RuntimeError(f"method '{method.name}' declares shardable but returned token weights or an "
-                                   "extra loss: it cannot train sharded")
-            share = outputs.loss * (labelled / total.clamp_min(1))
+            with autocast(device.type, config["precision"]):
+                outputs = forward(model, method, batch)
+                if (method.token_weights(model, batch, outputs, ctx) is not None
+                        or method.extra_loss(model, batch, outputs, ctx) is not None):
+                    raise RuntimeError(f"method '{method.name}' declares shardable but returned token weights or an "
+                                       "extra loss: it cannot train sharded")
+                share = outputs.loss * (labelled / total.clamp_min(1))
             (share * world).backward()  # FSDP averages gradients over the workers; the shares sum to the batch's
             loss = share.detach().clone()
             dist.all_reduce(loss)
@@ -166,7 +170,9 @@ def _worker(config: dict) -> None:
     seconds = time.perf_counter() - start
     counted = torch.tensor(tokens, device=device)
     dist.all_reduce(counted)
-    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    # the trained parameters only, gathered on the host of rank 0 (the frozen base is the run's process's own)
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True,
+                                                                 ignore_frozen_params=True))
     record = ({"diverged": diverged} if diverged else
               {"steps": len(losses), "examples": len(examples), "tokens": int(counted), "seconds": seconds,
                "tokens_per_second": int(counted) / seconds if seconds else None, "loss_first": losses[0],

@@ -70,6 +70,16 @@ def local_cpus(num_cpus: int, workers: int, cores: int) -> int:
     return max(_with_workers({"num_cpus": num_cpus, "num_gpus": 0}, workers)["num_cpus"], cores)
 
 
+def sharded_in_flight(requests: list[dict], workers: int, cluster_gpus: float) -> int | None:
+    """How many sharded GPU runs may be submitted at once (None: no limit). A run's own task keeps its GPU while
+    it waits for its workers' (Ray lends a blocked task's CPUs, not its GPUs), so with every run submitted at
+    once, runs that hold a GPU each could leave too few for any run's workers, and each would wait for ever
+    (8 GPUs, 4 workers a run: five runs). As many runs as the cluster's GPUs hold whole, the run and its workers'."""
+    if workers == 1 or not any(r["num_gpus"] for r in requests):
+        return None
+    return max(1, int(cluster_gpus // max(_with_workers(r, workers)["num_gpus"] for r in requests)))
+
+
 def check_resources(requests: list[dict], cluster: dict) -> None:
     """A ConfigError naming the `resources` field when a run asks for more than the whole Ray cluster has: Ray
     would queue such a task forever (`device: cuda` on a machine without a GPU, `memory_gb: 100000`)."""
@@ -124,8 +134,8 @@ def run_specs(specs: list[RunSpec], store: Store, *, data_dir=None, sweep: str =
             ray.init(address="local", num_cpus=local_cpus(num_cpus, workers, os.cpu_count() or 1),
                      include_dashboard=False, runtime_env=runtime_env)
     try:
-        check_resources([_with_workers(_resources(s, num_cpus, num_gpus, memory_gb), workers) for s in specs],
-                        ray.cluster_resources())
+        requests = [_resources(s, num_cpus, num_gpus, memory_gb) for s in specs]
+        check_resources([_with_workers(r, workers) for r in requests], ray.cluster_resources())
         sharding = ({"workers": workers, "threads": num_cpus, "activation_checkpointing": activation_checkpointing}
                     if workers > 1 else None)
         stage0 = ray.remote(_stage0_task)
@@ -139,21 +149,24 @@ def run_specs(specs: list[RunSpec], store: Store, *, data_dir=None, sweep: str =
             by_protocol.setdefault(json.dumps(spec.protocol(), sort_keys=True), spec)
         ray.get([stage0.options(**_resources(s, num_cpus, num_gpus, memory_gb), max_retries=MAX_RETRIES)
                  .remote(s.as_dict(), root, data_dir) for s in by_protocol.values()])
-        pending = {(run if sandbox.trusted(s.method) else own_worker)
-                   .options(**_resources(s, num_cpus, num_gpus, memory_gb), max_retries=MAX_RETRIES)
-                   .remote(s.as_dict(), root, data_dir, sweep, protocol, save_models, tracking, sharding,
-                           stage_seconds): s
-                   for s in specs}
-        return _collect(pending, store, ray)
+
+        def submit(s: RunSpec):
+            return ((run if sandbox.trusted(s.method) else own_worker)
+                    .options(**_resources(s, num_cpus, num_gpus, memory_gb), max_retries=MAX_RETRIES)
+                    .remote(s.as_dict(), root, data_dir, sweep, protocol, save_models, tracking, sharding, stage_seconds))
+
+        limit = sharded_in_flight(requests, workers, ray.cluster_resources().get("GPU", 0)) or len(specs)
+        return _collect({submit(s): s for s in specs[:limit]}, store, ray, list(specs[limit:]), submit)
     finally:
         if started_here:
             ray.shutdown()
 
 
-def _collect(pending: dict, store: Store, ray) -> list[dict]:
-    results, failed, shown = [], 0, {}
+def _collect(pending: dict, store: Store, ray, queue: list[RunSpec] = (), submit=None) -> list[dict]:
+    """Store each run's result as it finishes; `queue`: specs not yet submitted, one `submit`ted per finished run."""
+    results, failed, shown, queue = [], 0, {}, list(queue)
     # off a terminal (a log file, CI) no bar: the line per stage and per run below is the log
-    with tqdm(total=len(pending), desc="runs", unit="run", disable=None) as bar:
+    with tqdm(total=len(pending) + len(queue), desc="runs", unit="run", disable=None) as bar:
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1, timeout=2.0)
             for ref in done:
@@ -170,6 +183,9 @@ def _collect(pending: dict, store: Store, ray) -> list[dict]:
                 bar.write(f"[{spec.label} seed {spec.seed}] {result['status']}"
                           + (f": {result['error']}" if result["error"] else ""))
                 bar.update()
+                if queue:
+                    queued = queue.pop(0)
+                    pending[submit(queued)] = queued
             running = []
             for spec in pending.values():
                 data = _progress(store, spec)
@@ -177,7 +193,8 @@ def _collect(pending: dict, store: Store, ray) -> list[dict]:
                     _show_stages(spec, data, shown)
                     running.append(f"{spec.label}/s{spec.seed} stage {len(data['stages']) - 1}/{len(spec.stream)}")
             bar.set_postfix_str(f"done {len(results) - failed}, failed {failed}, running {len(running)}, "
-                                f"pending {len(pending) - len(running)}" + (f" | {', '.join(running[:4])}" if running else ""))
+                                f"pending {len(pending) - len(running) + len(queue)}"
+                                + (f" | {', '.join(running[:4])}" if running else ""))
     return results
 
 
