@@ -93,6 +93,15 @@ def test_fixed_width_steps_give_the_tokens_of_the_growing_cache(lively, monkeypa
     assert _rows(model, tok, PROMPTS, 10, eos=eos) == fixed_eos
 
 
+def test_under_bf16_autocast_fixed_width_steps_give_the_tokens_of_the_growing_cache(lively, monkeypatch):
+    """Under bf16 autocast a step's values come out bf16 where the prefill's cache holds them in fp32 (transformers
+    promotes them): the fixed-width cache stores them as that cache does."""
+    model, tok = lively
+    fixed = generate(model, tok, PROMPTS, "cpu", "bf16", 8, batch_size=4)
+    monkeypatch.setattr(decoding, "_fixable", lambda model, cache: False)
+    assert generate(model, tok, PROMPTS, "cpu", "bf16", 8, batch_size=4) == fixed
+
+
 def test_a_recorded_step_replays_the_tokens_of_the_eager_one(lively, monkeypatch):
     model, tok = lively
     eager = generate(model, tok, PROMPTS, "cpu", "fp32", 9, batch_size=4)

@@ -36,7 +36,10 @@ def returned_cache(out):
 class _FixedLayer(DynamicLayer):
     """A KV-cache layer as wide as the tokens still to come allow: the filled part is the given layer's, the rest
     zeros (a masked position's weight is exactly 0, and 0 x a zero value adds nothing, where uninitialised memory
-    could hold a NaN). Each update writes at a position counted on the device and hands out the whole width."""
+    could hold a NaN). Each update writes at a position counted on the device and hands out the whole width.
+    New states are stored in the dtype of the layer's, as transformers' layer keeps them: under bf16 autocast its
+    keys are fp32 (rotary embeddings in fp32), its values start from an empty tensor of the keys' dtype, and each
+    concatenation promotes a step's bf16 values to fp32 (exactly)."""
 
     def __init__(self, layer: DynamicLayer, room: int):
         super().__init__()
@@ -47,8 +50,8 @@ class _FixedLayer(DynamicLayer):
 
     def update(self, key_states, value_states, *args, **kwargs):
         at = self.filled + torch.arange(key_states.shape[-2], device=self.device)
-        self.keys.index_copy_(-2, at, key_states)
-        self.values.index_copy_(-2, at, value_states)
+        self.keys.index_copy_(-2, at, key_states.to(self.keys.dtype))
+        self.values.index_copy_(-2, at, value_states.to(self.values.dtype))
         self.filled.add_(key_states.shape[-2])
         return self.keys, self.values
 
