@@ -143,7 +143,7 @@ def _worker(config: dict) -> None:
             batch = collate(mine or chunk[:1], config["pad_id"], device)
             labelled = (batch["labels"][:, 1:] != IGNORE).sum() if mine else torch.zeros((), dtype=torch.long,
                                                                                          device=device)
-            total = labelled.to(device).clone()
+            total = labelled.clone()
             dist.all_reduce(total)
             with autocast(device.type, config["precision"]):
                 outputs = forward(model, method, batch)

@@ -134,8 +134,9 @@ def run_specs(specs: list[RunSpec], store: Store, *, data_dir=None, sweep: str =
             ray.init(address="local", num_cpus=local_cpus(num_cpus, workers, os.cpu_count() or 1),
                      include_dashboard=False, runtime_env=runtime_env)
     try:
-        requests = [_resources(s, num_cpus, num_gpus, memory_gb) for s in specs]
-        check_resources([_with_workers(r, workers) for r in requests], ray.cluster_resources())
+        # what each run asks Ray for, once (a method clbench did not write is described in a child to know it)
+        requests = {s.run_id: _resources(s, num_cpus, num_gpus, memory_gb) for s in specs}
+        check_resources([_with_workers(r, workers) for r in requests.values()], ray.cluster_resources())
         sharding = ({"workers": workers, "threads": num_cpus, "activation_checkpointing": activation_checkpointing}
                     if workers > 1 else None)
         stage0 = ray.remote(_stage0_task)
@@ -147,22 +148,22 @@ def run_specs(specs: list[RunSpec], store: Store, *, data_dir=None, sweep: str =
         by_protocol = {}
         for spec in specs:
             by_protocol.setdefault(json.dumps(spec.protocol(), sort_keys=True), spec)
-        ray.get([stage0.options(**_resources(s, num_cpus, num_gpus, memory_gb), max_retries=MAX_RETRIES)
+        ray.get([stage0.options(**requests[s.run_id], max_retries=MAX_RETRIES)
                  .remote(s.as_dict(), root, data_dir) for s in by_protocol.values()])
 
         def submit(s: RunSpec):
             return ((run if sandbox.trusted(s.method) else own_worker)
-                    .options(**_resources(s, num_cpus, num_gpus, memory_gb), max_retries=MAX_RETRIES)
+                    .options(**requests[s.run_id], max_retries=MAX_RETRIES)
                     .remote(s.as_dict(), root, data_dir, sweep, protocol, save_models, tracking, sharding, stage_seconds))
 
-        limit = sharded_in_flight(requests, workers, ray.cluster_resources().get("GPU", 0)) or len(specs)
+        limit = sharded_in_flight(list(requests.values()), workers, ray.cluster_resources().get("GPU", 0)) or len(specs)
         return _collect({submit(s): s for s in specs[:limit]}, store, ray, list(specs[limit:]), submit)
     finally:
         if started_here:
             ray.shutdown()
 
 
-def _collect(pending: dict, store: Store, ray, queue: list[RunSpec] = (), submit=None) -> list[dict]:
+def _collect(pending: dict, store: Store, ray, queue: list[RunSpec], submit) -> list[dict]:
     """Store each run's result as it finishes; `queue`: specs not yet submitted, one `submit`ted per finished run."""
     results, failed, shown, queue = [], 0, {}, list(queue)
     # off a terminal (a log file, CI) no bar: the line per stage and per run below is the log
