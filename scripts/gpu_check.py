@@ -15,6 +15,10 @@
 4. The preset card in bf16 on the device, one run per method in this process (full, lora, and qlora: its
    base quantized by bitsandbytes on CUDA): status, the precision recorded, and the device-hours each run
    reports against the wall time measured here (stage 0 and model loading are outside a run's total).
+5. Sharded training on the device: FSDP in a process group of one rank (NCCL on CUDA, gloo on a CPU), what each
+   worker of a sharded run does (harness.run.sharded.fit_shard), against the same stage trained by one process,
+   for full fine-tuning and LoRA: every step's loss and every trained weight compared. Last, so that a collective
+   that hangs costs no other section; Ray Train's plumbing around it is tested on CPUs (tests/test_sharded.py).
 
 Writes <out>/gpu-check-<device>.json after each section and each card run ("complete": false until the last),
 so a check stopped by its time limit keeps what it measured. --random-init FOLDER takes the model's architecture
@@ -24,10 +28,13 @@ the weights: throughput and the code paths are checked, the card's scores then m
 from __future__ import annotations
 
 import argparse
+import copy
+import datetime
 import json
 import os
 import platform
 import re
+import socket
 import sys
 import tempfile
 import time
@@ -42,13 +49,17 @@ from harness.model import models  # noqa: E402
 from harness.model.precision import linear_layers, pick_precision, place_weights  # noqa: E402
 from harness.model.scoring import generate  # noqa: E402
 from harness.report.cost import workload  # noqa: E402
+from harness.run import sharded  # noqa: E402
 from harness.run.compute import training_flops_per_token  # noqa: E402
-from harness.run.runner import execute  # noqa: E402
+from harness.run.runner import execute, seed_everything  # noqa: E402
+from harness.run.training import train_task  # noqa: E402
 from harness.spec import config  # noqa: E402
 from harness.spec.spec import expand  # noqa: E402
 from harness.store.files import write_text_atomic  # noqa: E402
 from harness.store.store import Store  # noqa: E402
-from tasks.chat import IGNORE, prompt_ids  # noqa: E402
+from methods.base import StageContext  # noqa: E402
+from methods.registry import resolve_method  # noqa: E402
+from tasks.chat import IGNORE, encode_pairs, prompt_ids  # noqa: E402
 
 
 def _sync(device: str) -> None:
@@ -190,6 +201,63 @@ def card_runs(preset: str, model: str, device: str, precision: str, methods: lis
         yield record
 
 
+SHARDED_METHODS = {"full": {}, "lora": {"dropout": 0.0}}  # without dropout: a worker draws its own masks
+
+
+def sharded_training(model_name: str, device: str, precision: str, epochs: int = 2) -> dict:
+    """Per method, one stage of 16 short chat pairs (batch 4) trained twice from the same prepared model: by one
+    process (harness.run.training.train_task) and by fit_shard in a process group of this process alone, FSDP
+    sharding and gathering every unit over NCCL on CUDA (gloo on a CPU). Their losses and trained weights as the
+    largest differences, and the seconds per step of each (the sharded one's first step sets FSDP up). A method
+    that fails records its error and the next one runs."""
+    import torch.distributed as dist
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    if device == "cuda":
+        torch.cuda.set_device(0)
+    backend = "nccl" if device == "cuda" else "gloo"
+    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1,
+                            timeout=datetime.timedelta(seconds=120))
+    out = {"backend": backend, "world_size": 1}
+    try:
+        for name, settings in SHARDED_METHODS.items():
+            try:
+                out[name] = _sharded_pair(model_name, name, settings, device, precision, epochs)
+            except Exception as e:  # the check's one call goes on to the next method
+                out[name] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"}
+    finally:
+        dist.destroy_process_group()
+    return out
+
+
+def _sharded_pair(model_name: str, name: str, settings: dict, device: str, precision: str, epochs: int) -> dict:
+    model, tok = models.load(model_name, stored_dtype=precision == "bf16")
+    linears = linear_layers(model)
+    place_weights(model, precision, linears, loading=True)
+    cls = resolve_method(name)
+    method = cls(cls.Config(**settings))
+    ctx = StageContext(stage=1, task=None, seen=[], device=device, seed=0, precision=precision)
+    seed_everything(0)
+    model = method.prepare(model, ctx)
+    place_weights(model, precision, linears)
+    pairs = [{"user": f"What is {i} plus {i}?", "reply": f"{i} plus {i} is {2 * i}."} for i in range(16)]
+    examples = encode_pairs(tok, pairs, 128)
+    kw = dict(epochs=epochs, batch_size=4, pad_id=tok.pad_token_id, precision=precision, seed=7, desc=name)
+    one = copy.deepcopy(model).to(device)
+    alone = train_task(one, method, examples, ctx, device=device, **kw)
+    shards, state = sharded.fit_shard(model, method, ctx, examples, device=torch.device(device), **kw)
+    trained = dict(one.named_parameters())
+    return {"steps": alone["steps"], "trained_parameters": sum(v.numel() for v in state.values()),
+            "losses_one_process": alone["losses"], "losses_sharded": shards["losses"],
+            "loss_max_rel_diff": max(abs(a - b) / abs(a) for a, b in zip(alone["losses"], shards["losses"])),
+            "weight_max_abs_diff": max((state[n].float() - trained[n].detach().cpu().float()).abs().max().item()
+                                       for n in state),
+            "step_seconds_one_process": alone["seconds"] / alone["steps"],
+            "step_seconds_sharded": shards["seconds"] / shards["steps"]}
+
+
 def device_slug(name: str) -> str:
     """A device's name as a report's file name takes it: 'NVIDIA H200' -> 'nvidia-h200'."""
     return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower()
@@ -256,6 +324,8 @@ def main(argv=None) -> Path:
         for record in card_runs(args.preset, model_name, args.device, precision, args.methods, Path(tmp) / "results"):
             report["runs"].append(record)
             save(False)
+        print("gpu_check: sharded training, one rank", flush=True)
+        report["sharded"] = sharded_training(model_name, args.device, precision)
     save(True)
     print(f"gpu_check: wrote {out} ({report['seconds']:.0f} s)")
     return out

@@ -40,6 +40,13 @@ def test_gpu_check_on_cpu(tmp_path, data_dir, monkeypatch):
         assert 0 < r["reported_over_wall"] <= 1
         assert r["device_hours_reported"] * 3600 == pytest.approx(
             (r["train_seconds"] + r["eval_seconds"]) * r["device_count"], rel=1e-6)
+    shards = report["sharded"]  # FSDP over one gloo rank trains as one process (on CUDA: one NCCL rank)
+    assert shards["backend"] == "gloo" and set(shards) == {"backend", "world_size", "full", "lora"}
+    for name in ("full", "lora"):
+        assert "error" not in shards[name], shards[name]
+        assert shards[name]["steps"] == 8 and len(shards[name]["losses_sharded"]) == 8
+        assert shards[name]["loss_max_rel_diff"] < 1e-5 and shards[name]["weight_max_abs_diff"] < 1e-5
+    assert shards["lora"]["trained_parameters"] < shards["full"]["trained_parameters"]
 
 
 def test_a_stopped_check_keeps_what_it_measured(tmp_path, data_dir, monkeypatch):

@@ -140,6 +140,69 @@ def test_a_killed_worker_is_retried_and_the_stage_equals_an_uninterrupted_one(tm
         assert torch.equal(a, b)
 
 
+
+class _SGD(resolve_method("full")):
+    """Full fine-tuning by plain SGD: unlike Adam's, its step scales with the gradient, so a gradient summed
+    wrongly over the processes (twice or half the batch's) moves the weights by another amount."""
+
+    def optimiser(self, params, device):
+        return torch.optim.SGD(params, lr=1.0)
+
+
+def _fit_shard_worker(rank, world, init, model, examples, pad_id, out):
+    """One process of a hand-made gloo group (no Ray): its share of the stage, rank 0's record and state saved."""
+    import torch.distributed as dist
+
+    from methods.base import StageContext
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        ctx = StageContext(stage=1, task=None, seen=[], device="cpu", seed=0)
+        record, state = sharded.fit_shard(model, _SGD(), ctx, examples, device=torch.device("cpu"),
+                                          epochs=2, batch_size=4, pad_id=pad_id, precision="fp32", seed=7, desc="t")
+        assert (state is None) == (rank != 0)
+        if rank == 0:
+            torch.save((record, state), out)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_processes_of_fit_shard_train_as_one_process(tmp_path, tiny):
+    """The sharded step's arithmetic without Ray (what the GPU check runs on NCCL): two gloo processes, each
+    holding half the model and half of every batch, the last batch of one example (a process with no rows takes
+    part at weight 0), against training.train_task in one process: the same losses and weight updates. By SGD,
+    on a model whose final norm is scaled down so that no gradient's norm reaches the clipping threshold (a clipped
+    step, like Adam's, hides the gradient's scale)."""
+    import copy
+
+    from harness.run.training import train_task
+    from methods.base import StageContext
+    from tasks.chat import encode_pairs
+
+    model, tok = tiny
+    examples = encode_pairs(tok, [{"user": f"What is {i} plus {i}?", "reply": f"It is {2 * i}."} for i in range(9)], 64)
+    method = _SGD()
+    ctx = StageContext(stage=1, task=None, seen=[], device="cpu", seed=0)
+    base = method.prepare(copy.deepcopy(model), ctx)
+    with torch.no_grad():
+        base.model.norm.weight.mul_(0.02)  # gradient norms about 0.2
+    one = copy.deepcopy(base)
+    expected = train_task(one, method, examples, ctx, epochs=2, batch_size=4, pad_id=tok.pad_token_id, device="cpu",
+                          precision="fp32", seed=7, desc="t")
+    out = tmp_path / "rank0.pt"
+    torch.multiprocessing.spawn(_fit_shard_worker, nprocs=2, args=(
+        2, f"file://{tmp_path / 'group'}", base, examples, tok.pad_token_id, str(out)))
+    record, state = torch.load(out, weights_only=False)
+    assert record["steps"] == expected["steps"] == 6 and record["tokens"] == expected["tokens"]
+    assert record["losses"] == pytest.approx(expected["losses"], rel=LOSS_RTOL)
+    before, trained = dict(base.named_parameters()), dict(one.named_parameters())
+    assert set(state) == set(trained)
+    for name, value in state.items():
+        step = trained[name] - before[name]
+        assert torch.allclose(value - before[name], step, rtol=1e-3, atol=1e-7), name
+    assert any((trained[n] != before[n]).any() for n in trained)
+
 @pytest.mark.parametrize("name", sorted(n for n in available() if resolve_method(n).shardable))
 def test_a_shardable_method_has_no_loss_a_worker_could_not_compute(name):
     cls = resolve_method(name)

@@ -61,7 +61,7 @@ def train_task(model, method, examples: list[dict], ctx, *, epochs: int, batch_s
     folder = Path(store_root) / "checkpoints" / "sharded"
     folder.mkdir(parents=True, exist_ok=True)
     config = dict(payload=payload, epochs=epochs, batch_size=batch_size, pad_id=pad_id, precision=precision, seed=seed,
-                  desc=desc, threads=threads, trainable=trainable, activation_checkpointing=activation_checkpointing,
+                  desc=desc, threads=threads, activation_checkpointing=activation_checkpointing,
                   on_step=on_step)
     gpu = device == "cuda"
     trainer = TorchTrainer(
@@ -101,20 +101,41 @@ def _units(model) -> list:
 
 
 def _worker(config: dict) -> None:
+    """A Ray Train worker: its share of the stage (fit_shard), reported with rank 0's trained parameters."""
     import ray
     import ray.train
     import ray.train.torch
-    import torch.distributed as dist
+
+    torch.set_num_threads(config["threads"])
+    model, method, ctx, examples = ray.get(config["payload"])  # on the host: fully_shard moves each unit's shards
+    record, state = fit_shard(model, method, ctx, examples, device=ray.train.torch.get_device(),
+                              **{k: config[k] for k in ("epochs", "batch_size", "pad_id", "precision", "seed", "desc",
+                                                        "activation_checkpointing", "on_step")})
+    if state is None:
+        ray.train.report(record)
+        return
     from safetensors.torch import save_file
+
+    with tempfile.TemporaryDirectory() as out:
+        save_file(state, str(Path(out) / STATE))
+        ray.train.report(record, checkpoint=ray.train.Checkpoint.from_directory(out))
+
+
+def fit_shard(model, method, ctx, examples: list[dict], *, device: torch.device, epochs: int, batch_size: int,
+              pad_id: int, precision: str, seed: int, desc: str, activation_checkpointing: bool = False,
+              on_step=None) -> tuple[dict, dict | None]:
+    """This process's share of a stage in an initialised process group (Ray Train's, or one made by hand, as the
+    GPU check makes one of one rank): `model` sharded in place by FSDP, trained on its rows of every global batch.
+    Returns the stage's record (train_task's, or {"diverged": why}) and, on rank 0, the trained parameters
+    gathered on the host (None elsewhere)."""
+    import torch.distributed as dist
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-    torch.set_num_threads(config["threads"])
     rank, world = dist.get_rank(), dist.get_world_size()
-    torch.manual_seed(config["seed"] * world + rank)  # dropout masks: a retried stage draws the same ones
-    device = ray.train.torch.get_device()
-    model, method, ctx, examples = ray.get(config["payload"])  # on the host: fully_shard moves each unit's shards
-    if config["activation_checkpointing"]:
+    torch.manual_seed(seed * world + rank)  # dropout masks: a retried stage draws the same ones
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    if activation_checkpointing:
         if hasattr(model, "activation_checkpointing_enable"):  # transformers 5's name; 4.x calls it gradient_
             model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         else:
@@ -122,30 +143,29 @@ def _worker(config: dict) -> None:
     # bf16: parameters gathered as stored (the frozen base's linear layers bf16, the rest fp32) and computed under
     # the same autocast as one process (harness.run.training); casting every parameter to bf16 (param_dtype)
     # would run norms, embeddings and the residual stream in bf16, which one process does not
-    policy = MixedPrecisionPolicy(reduce_dtype=torch.float32) if config["precision"] == "bf16" else MixedPrecisionPolicy()
+    policy = MixedPrecisionPolicy(reduce_dtype=torch.float32) if precision == "bf16" else MixedPrecisionPolicy()
     for unit in _units(model):
         fully_shard(unit, mp_policy=policy)
     fully_shard(model, mp_policy=policy)
     params = [p for p in model.parameters() if p.requires_grad]
     optimiser = method.optimiser(params, device.type)
-    generator = torch.Generator().manual_seed(config["seed"])
-    size = config["batch_size"]
-    steps_per_epoch = -(-len(examples) // size)
+    generator = torch.Generator().manual_seed(seed)
+    steps_per_epoch = -(-len(examples) // batch_size)
     losses, tokens, diverged = [], 0, None
     model.train()
     start = time.perf_counter()
-    for _ in range(config["epochs"]):
+    for _ in range(epochs):
         order = epoch_order(examples, generator)
         for s in range(steps_per_epoch):
-            chunk = [examples[i] for i in order[s * size:(s + 1) * size]]
+            chunk = [examples[i] for i in order[s * batch_size:(s + 1) * batch_size]]
             mine = chunk[rank * len(chunk) // world:(rank + 1) * len(chunk) // world]
             # a rank without an example of a short last batch still takes part in the collectives, at weight 0
-            batch = collate(mine or chunk[:1], config["pad_id"], device)
+            batch = collate(mine or chunk[:1], pad_id, device)
             labelled = (batch["labels"][:, 1:] != IGNORE).sum() if mine else torch.zeros((), dtype=torch.long,
                                                                                          device=device)
             total = labelled.clone()
             dist.all_reduce(total)
-            with autocast(device.type, config["precision"]):
+            with autocast(device.type, precision):
                 outputs = forward(model, method, batch)
                 if (method.token_weights(model, batch, outputs, ctx) is not None
                         or method.extra_loss(model, batch, outputs, ctx) is not None):
@@ -156,15 +176,15 @@ def _worker(config: dict) -> None:
             loss = share.detach().clone()
             dist.all_reduce(loss)
             if not torch.isfinite(loss):
-                diverged = f"{config['desc']}: loss became {loss.item()} at step {len(losses) + 1}"
+                diverged = f"{desc}: loss became {loss.item()} at step {len(losses) + 1}"
                 break
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimiser.step()
             optimiser.zero_grad(set_to_none=True)
             losses.append(loss.item())
             tokens += int(batch["attention_mask"].sum()) if mine else 0
-            if config["on_step"] is not None:
-                config["on_step"](len(losses), rank)
+            if on_step is not None:
+                on_step(len(losses), rank)
         if diverged:
             break
     seconds = time.perf_counter() - start
@@ -178,9 +198,4 @@ def _worker(config: dict) -> None:
                "tokens_per_second": int(counted) / seconds if seconds else None, "loss_first": losses[0],
                "loss_last": losses[-1], "loss_mean_last_epoch": sum(losses[-steps_per_epoch:]) / steps_per_epoch,
                "losses": losses})
-    if rank != 0:
-        ray.train.report(record)
-        return
-    with tempfile.TemporaryDirectory() as out:
-        save_file({n: state[n].contiguous() for n in config["trainable"]}, str(Path(out) / STATE))
-        ray.train.report(record, checkpoint=ray.train.Checkpoint.from_directory(out))
+    return record, ({n: state[n].contiguous() for n in trainable} if rank == 0 else None)
