@@ -203,6 +203,30 @@ def test_two_processes_of_fit_shard_train_as_one_process(tmp_path, tiny):
         assert torch.allclose(value - before[name], step, rtol=1e-3, atol=1e-7), name
     assert any((trained[n] != before[n]).any() for n in trained)
 
+
+def test_a_cpu_run_shards_on_the_cpu_on_a_machine_whose_accelerator_is_a_gpu(tmp_path, tiny, monkeypatch):
+    """FSDP's default mesh is the machine's accelerator (a GPU where there is one), whatever the process group:
+    a CPU card's sharded run (gloo) on a GPU machine would move its shards to the GPU. The mesh is the run's
+    device. (Here the accelerator is said to be CUDA, which this torch build lacks.)"""
+    import torch.distributed as dist
+
+    from methods.base import StageContext
+    from tasks.chat import encode_pairs
+
+    model, tok = tiny
+    examples = encode_pairs(tok, [{"user": f"What is {i}?", "reply": f"It is {i}."} for i in range(4)], 64)
+    monkeypatch.setattr(torch._C, "_get_accelerator", lambda: torch.device("cuda"))
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'group'}", rank=0, world_size=1)
+    try:
+        record, state = sharded.fit_shard(
+            model.__class__(model.config), resolve_method("full")(), StageContext(stage=1, task=None, seen=[],
+                                                                                  device="cpu", seed=0),
+            examples, device=torch.device("cpu"), epochs=1, batch_size=4, pad_id=tok.pad_token_id, precision="fp32",
+            seed=0, desc="t")
+    finally:
+        dist.destroy_process_group()
+    assert record["steps"] == 1 and all(v.device.type == "cpu" for v in state.values())
+
 @pytest.mark.parametrize("name", sorted(n for n in available() if resolve_method(n).shardable))
 def test_a_shardable_method_has_no_loss_a_worker_could_not_compute(name):
     cls = resolve_method(name)

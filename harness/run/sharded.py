@@ -130,6 +130,7 @@ def fit_shard(model, method, ctx, examples: list[dict], *, device: torch.device,
     gathered on the host (None elsewhere)."""
     import torch.distributed as dist
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -144,9 +145,11 @@ def fit_shard(model, method, ctx, examples: list[dict], *, device: torch.device,
     # the same autocast as one process (harness.run.training); casting every parameter to bf16 (param_dtype)
     # would run norms, embeddings and the residual stream in bf16, which one process does not
     policy = MixedPrecisionPolicy(reduce_dtype=torch.float32) if precision == "bf16" else MixedPrecisionPolicy()
+    # the run's device, not FSDP's default (the machine's accelerator: a CPU run on a GPU machine would shard there)
+    mesh = init_device_mesh(device.type, (world,))
     for unit in _units(model):
-        fully_shard(unit, mp_policy=policy)
-    fully_shard(model, mp_policy=policy)
+        fully_shard(unit, mesh=mesh, mp_policy=policy)
+    fully_shard(model, mesh=mesh, mp_policy=policy)
     params = [p for p in model.parameters() if p.requires_grad]
     optimiser = method.optimiser(params, device.type)
     generator = torch.Generator().manual_seed(seed)
