@@ -38,6 +38,7 @@ import socket
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -217,19 +218,28 @@ def sharded_training(model_name: str, device: str, precision: str, epochs: int =
         port = s.getsockname()[1]
     if device == "cuda":
         torch.cuda.set_device(0)
-    backend = "nccl" if device == "cuda" else "gloo"
-    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1,
-                            timeout=datetime.timedelta(seconds=120))
-    out = {"backend": backend, "world_size": 1}
+    out = {"backend": "nccl" if device == "cuda" else "gloo", "world_size": 1}
+    try:
+        dist.init_process_group(out["backend"], init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1,
+                                timeout=datetime.timedelta(seconds=120))
+    except Exception as e:
+        return {**out, "error": _error(e)}
     try:
         for name, settings in SHARDED_METHODS.items():
             try:
                 out[name] = _sharded_pair(model_name, name, settings, device, precision, epochs)
             except Exception as e:  # the check's one call goes on to the next method
-                out[name] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"}
+                out[name] = {"error": _error(e)}
     finally:
         dist.destroy_process_group()
     return out
+
+
+def _error(e: Exception) -> str:
+    """An exception in one line, with where it was raised: what a one-shot device call has to go on."""
+    frame = traceback.extract_tb(e.__traceback__)[-1]
+    message = str(e).splitlines()[0][:300] if str(e) else ""
+    return f"{type(e).__name__}: {message} (at {Path(frame.filename).name}:{frame.lineno} in {frame.name})"
 
 
 def _sharded_pair(model_name: str, name: str, settings: dict, device: str, precision: str, epochs: int) -> dict:

@@ -98,3 +98,27 @@ def test_generation_measures_count_steps_tokens_and_bytes(monkeypatch):
     assert eight["eager_step_ms"] == pytest.approx(2000 / 10) and eight["tokens_equal_eager"] is True
     assert eight["share_of_bandwidth_bound"] == pytest.approx(weight_bytes / 1e9 / 0.2)
     assert eight["weight_bytes"] == weight_bytes and 0 < eight["mfu_vs_measured_matmul"]
+
+
+def test_a_sharded_method_that_fails_is_recorded_and_the_next_runs(monkeypatch):
+    """The check is one device call: a failure in the sharded section leaves a one-line error with where it was
+    raised, and the other method still runs; a process group that cannot start is recorded, not raised."""
+    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+
+    def pair(model_name, name, *args):
+        if name == "full":
+            raise RuntimeError("NCCL error: unhandled system error\nmore lines")
+        return {"steps": 1}
+
+    monkeypatch.setattr(gpu_check, "_sharded_pair", pair)
+    out = gpu_check.sharded_training("tiny", "cpu", "fp32")
+    assert out["full"]["error"].startswith("RuntimeError: NCCL error: unhandled system error (at test_gpu_check.py:")
+    assert out["lora"] == {"steps": 1}
+    import torch.distributed as dist
+
+    assert not dist.is_initialized()  # the group is destroyed after the section
+    monkeypatch.setattr(dist, "init_process_group", lambda *a, **k: (_ for _ in ()).throw(OSError("no route")))
+    failed = gpu_check.sharded_training("tiny", "cpu", "fp32")
+    assert set(failed) == {"backend", "world_size", "error"} and failed["error"].startswith("OSError: no route (at ")
