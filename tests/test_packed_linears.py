@@ -47,15 +47,16 @@ def test_a_weight_replaced_inside_the_block_is_used_not_its_packed_copy():
         assert torch.allclose(layer(x), nn.functional.linear(x, layer.weight, layer.bias), rtol=1e-5, atol=1e-6)
 
 
-def test_only_plain_fp32_layers_on_a_cpu_under_fp32_are_packed():
+def test_only_plain_fp32_layers_are_packed():
+    """In fp32 on a CPU by oneDNN, under bf16 by their bf16 cast (tests/test_bf16_linears.py); a subclass (a
+    quantized layer, a method's own) and a layer stored bf16 keep their own forward."""
     class Own(nn.Linear):
         pass
 
     model = nn.Sequential(nn.Linear(8, 8), Own(8, 8), nn.Linear(8, 8).to(torch.bfloat16))
-    with packed_linears(model, "cpu", "fp32"):
-        assert ["forward" in vars(m) for m in model] == [True, False, False]
-    with packed_linears(model, "cpu", "bf16"):
-        assert not any("forward" in vars(m) for m in model)
+    for precision in ("fp32", "bf16"):
+        with packed_linears(model, "cpu", precision):
+            assert ["forward" in vars(m) for m in model] == [True, False, False]
 
 
 def test_layers_get_their_forward_back_when_the_block_raises():
