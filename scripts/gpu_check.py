@@ -7,7 +7,9 @@
    the run's precision is fp32) and a large tensor copy (memory bandwidth, bytes read and written).
 2. Training throughput: full fine-tuning steps of 4 x 512 tokens in the run's precision (bf16 on CUDA):
    tokens/s, and model FLOPs utilisation (harness.run.compute.training_flops_per_token) against the
-   measured matmul peak.
+   measured matmul peak. Then, under bf16, greedy decoding of the trained model (every weight stored fp32, as a
+   full run's) at batch 8 with its weights cast to bf16 once, as an evaluation does (harness.model.packed), and
+   cast by autocast in every step: the time per step of each, and whether the tokens are the same.
 3. Generation: the harness's greedy decoding (harness.model.scoring.generate) at batch 1, 8, 32: tokens/s,
    model FLOPs utilisation against the measured matmul peak, and the share of the memory-bandwidth bound
    (every weight read once per decoding step at the measured copy bandwidth); on CUDA its steps replayed as
@@ -28,6 +30,7 @@ the weights: throughput and the code paths are checked, the card's scores then m
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import datetime
 import json
@@ -47,6 +50,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from harness.model import models  # noqa: E402
+from harness.model.packed import packed_linears  # noqa: E402
 from harness.model.precision import linear_layers, pick_precision, place_weights  # noqa: E402
 from harness.model.scoring import generate  # noqa: E402
 from harness.report.cost import workload  # noqa: E402
@@ -165,6 +169,27 @@ def generation(model, tok, device: str, precision: str, new_tokens: int, peaks: 
                            "eager_step_ms": eager_seconds / steps * 1e3,
                            "tokens_equal_eager": [r["ids"] for r in replies] == [r["ids"] for r in eager_replies]}
     return out
+
+
+def trained_generation(model, tok, device: str, new_tokens: int, batch: int = 8) -> dict:
+    """Greedy decoding at batch 8 of the trained model (every weight stored fp32, as a full run's; bf16 autocast),
+    as an evaluation runs it (harness.model.packed: the weights cast to bf16 once) and with autocast casting them
+    in each step (which a step replayed as a CUDA graph cannot cache): the time per step of each, and whether
+    the tokens are the same."""
+    prompts = [f"Write a short note about the number {i}." for i in range(batch)]
+    timed = {}
+    for cast_once in (True, False):
+        with packed_linears(model, device, "bf16") if cast_once else contextlib.nullcontext():
+            generate(model, tok, prompts, device, "bf16", 4, batch_size=batch)  # warm-up
+            _sync(device)
+            start = time.perf_counter()
+            replies = generate(model, tok, prompts, device, "bf16", new_tokens, batch_size=batch)
+            _sync(device)
+        steps = max(max(r["tokens"] + r["stopped"] for r in replies), 1)
+        timed[cast_once] = ((time.perf_counter() - start) / steps * 1e3, [r["ids"] for r in replies])
+    return {"batch": batch, "fp32_weights": sum(p.numel() for p in model.parameters() if p.dtype == torch.float32),
+            "cast_once_step_ms": timed[True][0], "cast_each_step_ms": timed[False][0],
+            "tokens_equal": timed[True][1] == timed[False][1]}
 
 
 def card_runs(preset: str, model: str, device: str, precision: str, methods: list[str], results: Path):
@@ -328,6 +353,10 @@ def main(argv=None) -> Path:
         report["training"] = training(model, linears, args.device, precision, args.seq, args.steps,
                                       report["peaks"]["matmul_tflops"])
         save(False)
+        if precision == "bf16":
+            print("gpu_check: decoding with trained fp32 weights", flush=True)
+            report["generation_trained"] = trained_generation(model, tok, args.device, args.new_tokens)
+            save(False)
         del model
         print(f"gpu_check: the {args.preset} card, {' '.join(args.methods)}", flush=True)
         report["runs"] = []

@@ -122,3 +122,17 @@ def test_a_sharded_method_that_fails_is_recorded_and_the_next_runs(monkeypatch):
     monkeypatch.setattr(dist, "init_process_group", lambda *a, **k: (_ for _ in ()).throw(OSError("no route")))
     failed = gpu_check.sharded_training("tiny", "cpu", "fp32")
     assert set(failed) == {"backend", "world_size", "error"} and failed["error"].startswith("OSError: no route (at ")
+
+
+def test_decoding_with_trained_weights_is_timed_both_ways_to_the_same_tokens(tiny):
+    """The bf16 section after training: a model whose every weight is stored fp32 decodes with its weights cast
+    once and cast in every step, to the same tokens."""
+    import copy
+
+    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    model, tok = tiny
+    out = gpu_check.trained_generation(copy.deepcopy(model), tok, "cpu", 6, batch=3)
+    assert out["tokens_equal"] is True and out["fp32_weights"] == sum(p.numel() for p in model.parameters())
+    assert out["cast_once_step_ms"] > 0 and out["cast_each_step_ms"] > 0
