@@ -149,8 +149,9 @@ class _SGD(resolve_method("full")):
         return torch.optim.SGD(params, lr=1.0)
 
 
-def _fit_shard_worker(rank, world, init, model, examples, pad_id, out):
-    """One process of a hand-made gloo group (no Ray): its share of the stage, rank 0's record and state saved."""
+def _fit_shard_worker(rank, world, init, model, shape, examples, pad_id, out):
+    """One process of a hand-made gloo group (no Ray): its share of the stage, rank 0's record and state saved.
+    Rank 0 is handed the model, the other rank its shape alone, as Ray Train's workers are."""
     import torch.distributed as dist
 
     from methods.base import StageContext
@@ -159,7 +160,7 @@ def _fit_shard_worker(rank, world, init, model, examples, pad_id, out):
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     try:
         ctx = StageContext(stage=1, task=None, seen=[], device="cpu", seed=0)
-        record, state = sharded.fit_shard(model, _SGD(), ctx, examples, device=torch.device("cpu"),
+        record, state = sharded.fit_shard(model if rank == 0 else shape, _SGD(), ctx, examples, device=torch.device("cpu"),
                                           epochs=2, batch_size=4, pad_id=pad_id, precision="fp32", seed=7, desc="t")
         assert (state is None) == (rank != 0)
         if rank == 0:
@@ -171,7 +172,8 @@ def _fit_shard_worker(rank, world, init, model, examples, pad_id, out):
 def test_two_processes_of_fit_shard_train_as_one_process(tmp_path, tiny):
     """The sharded step's arithmetic without Ray (what the GPU check runs on NCCL): two gloo processes, each
     holding half the model and half of every batch, the last batch of one example (a process with no rows takes
-    part at weight 0), against training.train_task in one process: the same losses and weight updates. By SGD,
+    part at weight 0), rank 1 handed the model's shape alone and its shards filled from rank 0's weights, against
+    training.train_task in one process: the same losses and weight updates. By SGD,
     on a model whose final norm is scaled down so that no gradient's norm reaches the clipping threshold (a clipped
     step, like Adam's, hides the gradient's scale)."""
     import copy
@@ -191,8 +193,10 @@ def test_two_processes_of_fit_shard_train_as_one_process(tmp_path, tiny):
     expected = train_task(one, method, examples, ctx, epochs=2, batch_size=4, pad_id=tok.pad_token_id, device="cpu",
                           precision="fp32", seed=7, desc="t")
     out = tmp_path / "rank0.pt"
+    shape = sharded.shape_only([base])[0]
+    assert all(p.is_meta for p in shape.parameters()) and all(not b.is_meta for b in shape.buffers())
     torch.multiprocessing.spawn(_fit_shard_worker, nprocs=2, args=(
-        2, f"file://{tmp_path / 'group'}", base, examples, tok.pad_token_id, str(out)))
+        2, f"file://{tmp_path / 'group'}", base, shape, examples, tok.pad_token_id, str(out)))
     record, state = torch.load(out, weights_only=False)
     assert record["steps"] == expected["steps"] == 6 and record["tokens"] == expected["tokens"]
     assert record["losses"] == pytest.approx(expected["losses"], rel=LOSS_RTOL)
@@ -203,6 +207,28 @@ def test_two_processes_of_fit_shard_train_as_one_process(tmp_path, tiny):
         assert torch.allclose(value - before[name], step, rtol=1e-3, atol=1e-7), name
     assert any((trained[n] != before[n]).any() for n in trained)
 
+
+def test_a_worker_other_than_rank_0_is_handed_no_weights(tiny):
+    """shape_only: the payload's parameters on the meta device, with their shapes, dtypes and requires_grad, a
+    parameter referred to twice (the tied embedding; a method holding one) still one; its pickle a small fraction
+    of the weights'."""
+    import pickle
+
+    class Holder:  # a method that keeps a reference to one of the model's parameters
+        def __init__(self, p):
+            self.p = p
+
+    model, _ = tiny
+    model.lm_head.weight.requires_grad_(False)
+    try:
+        shape, holder = sharded.shape_only((model, Holder(model.lm_head.weight)))
+    finally:
+        model.lm_head.weight.requires_grad_(True)
+    real = dict(model.named_parameters(remove_duplicate=False))
+    for name, p in shape.named_parameters(remove_duplicate=False):
+        assert p.is_meta and p.shape == real[name].shape and p.dtype == real[name].dtype, name
+    assert shape.lm_head.weight is shape.model.embed_tokens.weight is holder.p and not holder.p.requires_grad
+    assert len(pickle.dumps(shape)) < len(pickle.dumps(model)) / 20
 
 def test_a_cpu_run_shards_on_the_cpu_on_a_machine_whose_accelerator_is_a_gpu(tmp_path, tiny, monkeypatch):
     """FSDP's default mesh is the machine's accelerator (a GPU where there is one), whatever the process group:

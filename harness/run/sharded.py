@@ -3,9 +3,12 @@ sharded by FSDP (torch's `fully_shard`: full sharding, one unit per transformer 
 stored dtypes of one process, gradients reduced in fp32; activation checkpointing when asked for).
 
 The run's own process keeps everything else: the method's `train_examples` and `after_task`, evaluation
-and checkpoints. For each stage it hands the workers its model (through Ray's object store), the method and
-the encoded examples; they train and rank 0 sends the trained parameters back (safetensors, under
-<results>/checkpoints/sharded/), which the run's process loads before it scores the stage.
+and checkpoints. For each stage it hands the workers, through Ray's object store, the method, the encoded
+examples and the model: rank 0 the model with its weights, every other worker its shape alone (parameters on
+the meta device), so that a node holds the weights in the run's process, the object store and rank 0, not once
+more per worker; rank 0 broadcasts them into every worker's shards. They train and rank 0 sends the trained
+parameters back (safetensors, under <results>/checkpoints/sharded/), which the run's process loads before it
+scores the stage.
 
 Each worker takes its share of every global batch (the same batches, in the same order, as one process with
 the same seed). The label loss is normalised by the global batch's label count, so the summed gradient is the
@@ -21,6 +24,7 @@ and `after_task` (run in the run's process). Its hooks are still called on every
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import shutil
 import tempfile
@@ -28,6 +32,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from tasks.chat import IGNORE
 
@@ -56,11 +61,12 @@ def train_task(model, method, examples: list[dict], ctx, *, epochs: int, batch_s
     model.to("cpu")  # the payload holds host tensors: each worker's FSDP moves its shards to its own device
     try:
         payload = ray.put((model, method, bare, examples))
+        shape = ray.put(shape_only((model, method, bare, examples)))
     finally:
         model.to(device)
     folder = Path(store_root) / "checkpoints" / "sharded"
     folder.mkdir(parents=True, exist_ok=True)
-    config = dict(payload=payload, epochs=epochs, batch_size=batch_size, pad_id=pad_id, precision=precision, seed=seed,
+    config = dict(payload=payload, shape=shape, epochs=epochs, batch_size=batch_size, pad_id=pad_id, precision=precision, seed=seed,
                   desc=desc, threads=threads, activation_checkpointing=activation_checkpointing,
                   on_step=on_step)
     gpu = device == "cuda"
@@ -91,6 +97,17 @@ def train_task(model, method, examples: list[dict], ctx, *, epochs: int, batch_s
     return {**record, "workers": workers, "fit_seconds": fit_seconds}
 
 
+def shape_only(payload):
+    """A deep copy of `payload` whose modules' parameters are on the meta device (shape, dtype and requires_grad,
+    no data; buffers, a few rotary tables, are copied): what a rank other than 0 is handed. A parameter that the
+    payload refers to twice (a tied embedding, a method's reference) stays one."""
+    memo = {}
+    for module in (o for o in payload if isinstance(o, nn.Module)):
+        for p in module.parameters():
+            memo.setdefault(id(p), nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad))
+    return copy.deepcopy(payload, memo)
+
+
 def _units(model) -> list:
     """The modules FSDP shards one by one: those whose class a model names in `_no_split_modules` (the
     transformer blocks, an expanded LLaMA-Pro block included), innermost first."""
@@ -107,7 +124,9 @@ def _worker(config: dict) -> None:
     import ray.train.torch
 
     torch.set_num_threads(config["threads"])
-    model, method, ctx, examples = ray.get(config["payload"])  # on the host: fully_shard moves each unit's shards
+    rank = ray.train.get_context().get_world_rank()
+    # on the host: fully_shard moves each unit's shards; rank 0 alone is handed the weights
+    model, method, ctx, examples = ray.get(config["payload"] if rank == 0 else config["shape"])
     record, state = fit_shard(model, method, ctx, examples, device=ray.train.torch.get_device(),
                               **{k: config[k] for k in ("epochs", "batch_size", "pad_id", "precision", "seed", "desc",
                                                         "activation_checkpointing", "on_step")})
@@ -126,10 +145,12 @@ def fit_shard(model, method, ctx, examples: list[dict], *, device: torch.device,
               on_step=None) -> tuple[dict, dict | None]:
     """This process's share of a stage in an initialised process group (Ray Train's, or one made by hand, as the
     GPU check makes one of one rank): `model` sharded in place by FSDP, trained on its rows of every global batch.
+    Rank 0's `model` holds the weights, which it broadcasts into every rank's shards; another rank's may be
+    `shape_only`.
     Returns the stage's record (train_task's, or {"diverged": why}) and, on rank 0, the trained parameters
     gathered on the host (None elsewhere)."""
     import torch.distributed as dist
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, set_model_state_dict
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
@@ -145,11 +166,20 @@ def fit_shard(model, method, ctx, examples: list[dict], *, device: torch.device,
     # the same autocast as one process (harness.run.training); casting every parameter to bf16 (param_dtype)
     # would run norms, embeddings and the residual stream in bf16, which one process does not
     policy = MixedPrecisionPolicy(reduce_dtype=torch.float32) if precision == "bf16" else MixedPrecisionPolicy()
+    weights = model.state_dict() if rank == 0 else {}
+    buffers = {n: b.detach().clone() for n, b in model.named_buffers()}  # unsaved ones (rotary tables) included
     # the run's device, not FSDP's default (the machine's accelerator: a CPU run on a GPU machine would shard there)
     mesh = init_device_mesh(device.type, (world,))
     for unit in _units(model):
         fully_shard(unit, mesh=mesh, mp_policy=policy)
     fully_shard(model, mesh=mesh, mp_policy=policy)
+    if world > 1:  # each rank's shards from rank 0's weights
+        model.to_empty(device=device)
+        with torch.no_grad():
+            for name, b in model.named_buffers():
+                b.copy_(buffers[name])
+        set_model_state_dict(model, weights, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+    del weights, buffers
     params = [p for p in model.parameters() if p.requires_grad]
     optimiser = method.optimiser(params, device.type)
     generator = torch.Generator().manual_seed(seed)
