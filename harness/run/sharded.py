@@ -66,9 +66,9 @@ def train_task(model, method, examples: list[dict], ctx, *, epochs: int, batch_s
         model.to(device)
     folder = Path(store_root) / "checkpoints" / "sharded"
     folder.mkdir(parents=True, exist_ok=True)
-    config = dict(payload=payload, shape=shape, epochs=epochs, batch_size=batch_size, pad_id=pad_id, precision=precision, seed=seed,
-                  desc=desc, threads=threads, activation_checkpointing=activation_checkpointing,
-                  on_step=on_step)
+    config = dict(payload=payload, shape=shape, epochs=epochs, batch_size=batch_size, pad_id=pad_id,
+                  precision=precision, seed=seed, desc=desc, threads=threads,
+                  activation_checkpointing=activation_checkpointing, on_step=on_step)
     gpu = device == "cuda"
     trainer = TorchTrainer(
         _worker, train_loop_config=config,
