@@ -49,6 +49,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from harness.core.typed import build  # noqa: E402
 from harness.model import models  # noqa: E402
 from harness.model.packed import packed_linears  # noqa: E402
 from harness.model.precision import linear_layers, pick_precision, place_weights  # noqa: E402
@@ -146,17 +147,11 @@ def generation(model, tok, device: str, precision: str, new_tokens: int, peaks: 
     out = {}
     for batch in (1, 8, 32):
         chosen = prompts[: max(batch, 2)]  # batch 1: two batches of one; else one batch of them all
-        timed = {}
-        for capture in (True, False):
-            generate(model, tok, chosen[:batch], device, precision, 4, batch_size=batch, capture=capture)  # warm-up
-            _sync(device)
-            start = time.perf_counter()
-            replies = generate(model, tok, chosen, device, precision, new_tokens, batch_size=batch, capture=capture)
-            _sync(device)
-            timed[capture] = (time.perf_counter() - start, replies)
+        timed = {capture: _timed_generate(model, tok, chosen, device, precision, new_tokens, batch, capture=capture)
+                 for capture in (True, False)}
         seconds, replies = timed[True]
         lengths = [r["tokens"] + r["stopped"] for r in replies]  # each row's tokens, its end of turn included
-        steps = max(sum(lengths) if batch == 1 else max(lengths), 1)
+        steps = _steps(replies, batch)
         context = sum(len(prompt_ids(tok, p)) for p in chosen) / len(chosen) + sum(lengths) / len(lengths) / 2
         tps = sum(lengths) / seconds
         flops = training_flops_per_token(model, round(context)) / 3
@@ -180,16 +175,29 @@ def trained_generation(model, tok, device: str, new_tokens: int, batch: int = 8)
     timed = {}
     for cast_once in (True, False):
         with packed_linears(model, device, "bf16") if cast_once else contextlib.nullcontext():
-            generate(model, tok, prompts, device, "bf16", 4, batch_size=batch)  # warm-up
-            _sync(device)
-            start = time.perf_counter()
-            replies = generate(model, tok, prompts, device, "bf16", new_tokens, batch_size=batch)
-            _sync(device)
-        steps = max(max(r["tokens"] + r["stopped"] for r in replies), 1)
-        timed[cast_once] = ((time.perf_counter() - start) / steps * 1e3, [r["ids"] for r in replies])
+            timed[cast_once] = _timed_generate(model, tok, prompts, device, "bf16", new_tokens, batch)
+    (once, replies), (each, each_replies) = timed[True], timed[False]
     return {"batch": batch, "fp32_weights": sum(p.numel() for p in model.parameters() if p.dtype == torch.float32),
-            "cast_once_step_ms": timed[True][0], "cast_each_step_ms": timed[False][0],
-            "tokens_equal": timed[True][1] == timed[False][1]}
+            "cast_once_step_ms": once / _steps(replies, batch) * 1e3,
+            "cast_each_step_ms": each / _steps(each_replies, batch) * 1e3,
+            "tokens_equal": [r["ids"] for r in replies] == [r["ids"] for r in each_replies]}
+
+
+def _timed_generate(model, tok, prompts: list[str], device: str, precision: str, new_tokens: int, batch: int, **kw):
+    """(seconds, replies) of greedy decoding of `prompts` in batches of `batch`, after a warm-up of one batch."""
+    generate(model, tok, prompts[:batch], device, precision, 4, batch_size=batch, **kw)
+    _sync(device)
+    start = time.perf_counter()
+    replies = generate(model, tok, prompts, device, precision, new_tokens, batch_size=batch, **kw)
+    _sync(device)
+    return time.perf_counter() - start, replies
+
+
+def _steps(replies: list[dict], batch: int) -> int:
+    """Decoding steps the replies took: one per token of the longest reply of a batch (its end of turn included);
+    one prompt at a time, one per token of every reply."""
+    lengths = [r["tokens"] + r["stopped"] for r in replies]
+    return max(sum(lengths) if batch == 1 else max(lengths), 1)
 
 
 def card_runs(preset: str, model: str, device: str, precision: str, methods: list[str], results: Path):
@@ -272,7 +280,7 @@ def _sharded_pair(model_name: str, name: str, settings: dict, device: str, preci
     linears = linear_layers(model)
     place_weights(model, precision, linears, loading=True)
     cls = resolve_method(name)
-    method = cls(cls.Config(**settings))
+    method = cls(build(cls.Config, settings, "method_config"))  # as a run builds it (harness.run.runner)
     ctx = StageContext(stage=1, task=None, seen=[], device=device, seed=0, precision=precision)
     seed_everything(0)
     model = method.prepare(model, ctx)

@@ -157,7 +157,7 @@ def run_specs(specs: list[RunSpec], store: Store, *, data_dir=None, sweep: str =
                     .remote(s.as_dict(), root, data_dir, sweep, protocol, save_models, tracking, sharding, stage_seconds))
 
         limit = sharded_in_flight(list(requests.values()), workers, ray.cluster_resources().get("GPU", 0)) or len(specs)
-        return _collect({submit(s): s for s in specs[:limit]}, store, ray, list(specs[limit:]), submit)
+        return _collect({submit(s): s for s in specs[:limit]}, store, ray, specs[limit:], submit)
     finally:
         if started_here:
             ray.shutdown()
