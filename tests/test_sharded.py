@@ -286,6 +286,20 @@ def test_sharded_gpu_runs_are_submitted_no_more_than_the_gpus_hold_whole():
     assert sharded_in_flight([gpu] * 5, 1, 8) is None and sharded_in_flight([cpu] * 5, 4, 0) is None
 
 
+def test_a_run_on_device_auto_holds_a_gpu_where_the_cluster_has_gpus(tmp_path):
+    """Ray leaves a node's GPUs visible to a task that asked for none, and `auto` picks CUDA wherever torch sees
+    it: on a GPU cluster every run of a sweep would run on cuda:0 at once (and a sharded run's workers' GPUs would
+    go uncounted) unless the run asks for its GPU."""
+    from harness.sweep.scheduler import _resources, _with_workers
+
+    auto, cpu, cuda = (expand(_spec(tmp_path, "full", device=d))[0] for d in ("auto", "cpu", "cuda"))
+    assert _resources(auto, 1, 0, 0, cluster_gpus=8)["num_gpus"] == 1
+    assert _with_workers(_resources(auto, 1, 0, 0, cluster_gpus=8), 2)["num_gpus"] == 3
+    assert _resources(auto, 1, 0, 0, cluster_gpus=0)["num_gpus"] == 0
+    assert _resources(cpu, 1, 0, 0, cluster_gpus=8)["num_gpus"] == 0
+    assert _resources(cuda, 1, 0, 0, cluster_gpus=8)["num_gpus"] == 1
+
+
 def test_queued_runs_are_submitted_as_runs_finish(tmp_path):
     """The sweep's collector submits a queued run each time one finishes: every run is stored, and no more
     than the first submission's runs are ever in flight."""

@@ -43,12 +43,15 @@ def _run_task(spec_dict: dict, store_root: str, data_dir, sweep: str, protocol: 
                    stage_seconds=stage_seconds)
 
 
-def _resources(spec: RunSpec, num_cpus: int, num_gpus: float, memory_gb: float) -> dict:
-    """What a run asks Ray for."""
+def _resources(spec: RunSpec, num_cpus: int, num_gpus: float, memory_gb: float, cluster_gpus: float) -> dict:
+    """What a run asks Ray for. `device: auto` asks for a GPU where the cluster has any: Ray leaves every GPU of a
+    node visible to a task that asked for none, where the run's `auto` would pick one that no request holds
+    (each run of a sweep on cuda:0 at once)."""
     from ..spec import sandbox
 
     needs_gpu = sandbox.info(spec.method, spec.method_config)["needs"]["gpu"]
-    gpus = num_gpus or (1 if spec.device == "cuda" or needs_gpu else 0)
+    on_gpu = spec.device == "cuda" or (spec.device == "auto" and cluster_gpus > 0)
+    gpus = num_gpus or (1 if on_gpu or needs_gpu else 0)
     request = {"num_cpus": num_cpus, "num_gpus": gpus}
     if memory_gb:
         request["memory"] = int(memory_gb * 2**30)
@@ -135,8 +138,9 @@ def run_specs(specs: list[RunSpec], store: Store, *, data_dir=None, sweep: str =
                      include_dashboard=False, runtime_env=runtime_env)
     try:
         # what each run asks Ray for, once (a method clbench did not write is described in a child to know it)
-        requests = {s.run_id: _resources(s, num_cpus, num_gpus, memory_gb) for s in specs}
-        check_resources([_with_workers(r, workers) for r in requests.values()], ray.cluster_resources())
+        cluster = ray.cluster_resources()
+        requests = {s.run_id: _resources(s, num_cpus, num_gpus, memory_gb, cluster.get("GPU", 0)) for s in specs}
+        check_resources([_with_workers(r, workers) for r in requests.values()], cluster)
         sharding = ({"workers": workers, "threads": num_cpus, "activation_checkpointing": activation_checkpointing}
                     if workers > 1 else None)
         stage0 = ray.remote(_stage0_task)
@@ -156,7 +160,7 @@ def run_specs(specs: list[RunSpec], store: Store, *, data_dir=None, sweep: str =
                     .options(**requests[s.run_id], max_retries=MAX_RETRIES)
                     .remote(s.as_dict(), root, data_dir, sweep, protocol, save_models, tracking, sharding, stage_seconds))
 
-        limit = sharded_in_flight(list(requests.values()), workers, ray.cluster_resources().get("GPU", 0)) or len(specs)
+        limit = sharded_in_flight(list(requests.values()), workers, cluster.get("GPU", 0)) or len(specs)
         return _collect({submit(s): s for s in specs[:limit]}, store, ray, specs[limit:], submit)
     finally:
         if started_here:
