@@ -34,6 +34,24 @@ def test_unknown_model_is_a_clear_error(tmp_path):
         models.load(str(tmp_path / "no-such-model"))
 
 
+@pytest.mark.parametrize("major, picked", [(7, "fp32"), (8, "bf16"), (9, "bf16")])
+def test_precision_auto_on_cuda_is_bf16_only_where_the_gpu_has_it_natively(monkeypatch, major, picked):
+    """A T4 or V100 (compute capability 7.x) can make bf16 tensors, so torch's default support check says yes,
+    but it emulates bf16 arithmetic slowly: `auto` picks fp32 there."""
+    from types import SimpleNamespace
+
+    from harness.model.precision import pick_precision
+
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device=None: SimpleNamespace(major=major))
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (major, 5))
+    monkeypatch.setattr(torch.cuda, "_check_bf16_tensor_supported", lambda device: True)  # emulated
+    choice, evidence = pick_precision("auto", "cuda")
+    assert choice == picked and evidence["compute_capability"] == f"{major}.5"
+
+
 def test_precision_auto_is_measured_on_cpu():
     from harness.model.precision import pick_precision
 

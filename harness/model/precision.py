@@ -1,8 +1,9 @@
 """Choose the device and numeric precision, and record why.
 
-bf16 autocast is used on CUDA when the GPU supports it. On a CPU it is used only where a
-measured bf16 matmul beats fp32: CPUs with AMX or AVX512-BF16 run it faster, others (AVX2
-only) run it tens of times slower, so a name on a spec sheet is not trusted.
+bf16 autocast is used on CUDA when the GPU computes bf16 natively (compute capability 8 or later; torch's own
+check also counts a GPU that emulates it). On a CPU it is used only where a measured bf16 matmul beats fp32:
+CPUs with AMX or AVX512-BF16 run it faster, others (AVX2 only) run it tens of times slower, so a name on a spec
+sheet is not trusted.
 
 Under bf16 the weights are stored by role (`place_weights`): the base model's frozen linear layers in bf16,
 every trainable parameter in fp32 (the master weights the optimiser updates).
@@ -46,9 +47,11 @@ def pick_precision(requested: str, device: str) -> tuple[str, dict]:
     """('bf16' | 'fp32', evidence) where evidence is what the choice rests on."""
     if requested != "auto":
         return requested, {"reason": "set in config"}
-    if device == "cuda":
-        ok = torch.cuda.is_bf16_supported()
-        return ("bf16" if ok else "fp32"), {"reason": "cuda bf16 support" if ok else "cuda without bf16"}
+    if device == "cuda":  # native bf16 only: torch counts a GPU that emulates it (a T4, a V100) by default
+        ok = torch.cuda.is_bf16_supported(including_emulation=False)
+        capability = ".".join(map(str, torch.cuda.get_device_capability()))
+        return ("bf16" if ok else "fp32"), {"reason": "cuda bf16 support" if ok else "cuda without native bf16",
+                                            "compute_capability": capability}
     fp32, bf16 = matmul_gflops([torch.float32, torch.bfloat16])
     choice = "bf16" if bf16 > 1.2 * fp32 else "fp32"
     return choice, {"reason": "measured 512x512 matmul, interleaved, best of 7", "fp32_gflops": round(fp32, 2),
