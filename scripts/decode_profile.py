@@ -4,9 +4,10 @@
     python scripts/decode_profile.py --device cpu --model tiny --steps 4 --out /tmp   # the same path on a CPU
 
 Times, per decoding step at batch 1 and 32: the harness's greedy decoding (harness.model.scoring.generate; on
-CUDA its steps after the first replayed as a CUDA graph) and the same with every step eager (`harness_eager_`,
-and whether the two made the same tokens), a bare loop of the model's forward passes with transformers' own cache
-(no harness code around it), the bare loop and the harness's eager loop under torch.profiler (the summed time of
+CUDA its steps after the first replayed as a CUDA graph: `harness_graphs_recorded` batches, `_replayed` steps; a
+recording that fails leaves the steps eager, with the same tokens) and the same with every step eager
+(`harness_eager_`, and whether the two made the same tokens), a bare loop of the model's forward passes with
+transformers' own cache (no harness code around it), the bare loop and the harness's eager loop under torch.profiler (the summed time of
 the device's kernels and how many were launched, per forward pass: `device_busy_ms_per_step`,
 `kernel_launches_per_step` for the bare loop, the same with `harness_` for the harness's; added after the
 committed H200 run, as were the graphs), and transformers' own greedy `generate` with its dynamic cache and with a
@@ -29,7 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_check import ROOT, _sync, device_slug, random_init  # noqa: E402  (gpu_check puts the repository on sys.path)
 
-from harness.model import models  # noqa: E402
+from harness.model import decoding, models  # noqa: E402
 from harness.model.precision import linear_layers, place_weights  # noqa: E402
 from harness.model.scoring import autocast, generate  # noqa: E402
 from harness.store.files import write_text_atomic  # noqa: E402
@@ -122,7 +123,9 @@ def main(argv=None) -> Path:
         for batch in (1, 32):
             chosen = prompts[:batch]
             harness_steps(model, tok, chosen, 4, args.device, precision)  # warm-up
+            before = dict(decoding.COUNTS)
             harness, steps, tokens = harness_steps(model, tok, chosen, args.steps, args.device, precision)
+            graphs = {f"harness_graphs_{k}": decoding.COUNTS[k] - before[k] for k in before}
             harness_steps(model, tok, chosen, 4, args.device, precision, capture=False)  # warm-up
             eager, _, eager_tokens = harness_steps(model, tok, chosen, args.steps, args.device, precision, capture=False)
             rows = [prompt_ids(tok, p) for p in chosen]
@@ -145,7 +148,7 @@ def main(argv=None) -> Path:
                     measured[key] = hf_generate(whole, ids, args.steps, args.device, static) * 1e3
                 except Exception as e:  # the timings above stand without it
                     measured[key.replace("_ms", "_error")] = f"{type(e).__name__}: {e}"[:500]
-            report["batches"][str(batch)] = {"harness_step_ms": harness * 1e3, "harness_steps": steps,
+            report["batches"][str(batch)] = {"harness_step_ms": harness * 1e3, "harness_steps": steps, **graphs,
                                              "harness_eager_step_ms": eager * 1e3,
                                              "harness_tokens_equal_eager": tokens == eager_tokens,
                                              "bare_step_ms": bare_ms, **measured}

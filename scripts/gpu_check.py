@@ -13,7 +13,8 @@
 3. Generation: the harness's greedy decoding (harness.model.scoring.generate) at batch 1, 8, 32: tokens/s,
    model FLOPs utilisation against the measured matmul peak, and the share of the memory-bandwidth bound
    (every weight read once per decoding step at the measured copy bandwidth); on CUDA its steps replayed as
-   CUDA graphs, and beside them every step eager: the time per step and whether the tokens are the same.
+   CUDA graphs (how many batches were recorded and steps replayed: a recording that fails leaves the steps eager,
+   with the same tokens), and beside them every step eager: the time per step and whether the tokens are the same.
 4. The preset card in bf16 on the device, one run per method in this process (full, lora, and qlora: its
    base quantized by bitsandbytes on CUDA): status, the precision recorded, and the device-hours each run
    reports against the wall time measured here (stage 0 and model loading are outside a run's total).
@@ -50,7 +51,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from harness.core.typed import build  # noqa: E402
-from harness.model import models  # noqa: E402
+from harness.model import decoding, models  # noqa: E402
 from harness.model.packed import packed_linears  # noqa: E402
 from harness.model.precision import linear_layers, pick_precision, place_weights  # noqa: E402
 from harness.model.scoring import generate  # noqa: E402
@@ -149,17 +150,17 @@ def generation(model, tok, device: str, precision: str, new_tokens: int, peaks: 
         chosen = prompts[: max(batch, 2)]  # batch 1: two batches of one; else one batch of them all
         timed = {capture: _timed_generate(model, tok, chosen, device, precision, new_tokens, batch, capture=capture)
                  for capture in (True, False)}
-        seconds, replies = timed[True]
+        seconds, replies, graphs = timed[True]
         lengths = [r["tokens"] + r["stopped"] for r in replies]  # each row's tokens, its end of turn included
         steps = _steps(replies, batch)
         context = sum(len(prompt_ids(tok, p)) for p in chosen) / len(chosen) + sum(lengths) / len(lengths) / 2
         tps = sum(lengths) / seconds
         flops = training_flops_per_token(model, round(context)) / 3
-        eager_seconds, eager_replies = timed[False]
+        eager_seconds, eager_replies, _ = timed[False]
         out[str(batch)] = {"prompts": len(chosen), "tokens": sum(lengths), "tokens_per_s": tps,
                            "model_tflops": tps * flops / 1e12,
                            "mfu_vs_measured_matmul": tps * flops / 1e12 / peaks["matmul_tflops"],
-                           "step_ms": seconds / steps * 1e3, "weight_bytes": weight_bytes,
+                           "step_ms": seconds / steps * 1e3, **graphs, "weight_bytes": weight_bytes,
                            "bandwidth_bound_ms": bound * 1e3, "share_of_bandwidth_bound": bound / (seconds / steps),
                            "eager_step_ms": eager_seconds / steps * 1e3,
                            "tokens_equal_eager": [r["ids"] for r in replies] == [r["ids"] for r in eager_replies]}
@@ -176,21 +177,25 @@ def trained_generation(model, tok, device: str, new_tokens: int, batch: int = 8)
     for cast_once in (True, False):
         with packed_linears(model, device, "bf16") if cast_once else contextlib.nullcontext():
             timed[cast_once] = _timed_generate(model, tok, prompts, device, "bf16", new_tokens, batch)
-    (once, replies), (each, each_replies) = timed[True], timed[False]
+    (once, replies, graphs), (each, each_replies, each_graphs) = timed[True], timed[False]
     return {"batch": batch, "fp32_weights": sum(p.numel() for p in model.parameters() if p.dtype == torch.float32),
-            "cast_once_step_ms": once / _steps(replies, batch) * 1e3,
+            "cast_once_step_ms": once / _steps(replies, batch) * 1e3, **graphs,
             "cast_each_step_ms": each / _steps(each_replies, batch) * 1e3,
+            **{f"cast_each_{k}": v for k, v in each_graphs.items()},
             "tokens_equal": [r["ids"] for r in replies] == [r["ids"] for r in each_replies]}
 
 
 def _timed_generate(model, tok, prompts: list[str], device: str, precision: str, new_tokens: int, batch: int, **kw):
-    """(seconds, replies) of greedy decoding of `prompts` in batches of `batch`, after a warm-up of one batch."""
+    """(seconds, replies, graphs) of greedy decoding of `prompts` in batches of `batch`, after a warm-up of one
+    batch; graphs: how many batches' steps were recorded as CUDA graphs and how many steps replayed them."""
     generate(model, tok, prompts[:batch], device, precision, 4, batch_size=batch, **kw)
     _sync(device)
+    before = dict(decoding.COUNTS)
     start = time.perf_counter()
     replies = generate(model, tok, prompts, device, precision, new_tokens, batch_size=batch, **kw)
     _sync(device)
-    return time.perf_counter() - start, replies
+    seconds = time.perf_counter() - start
+    return seconds, replies, {f"graphs_{k}": decoding.COUNTS[k] - before[k] for k in before}
 
 
 def _steps(replies: list[dict], batch: int) -> int:

@@ -22,6 +22,7 @@ def test_decode_profile_on_cpu(tmp_path, data_dir, monkeypatch):
         assert b["harness_step_ms"] > 0 and b["bare_step_ms"] > 0 and b["profiled_step_ms"] > 0
         assert 1 <= b["harness_steps"] <= 3
         assert b["harness_eager_step_ms"] > 0 and b["harness_tokens_equal_eager"] is True
+        assert b["harness_graphs_recorded"] == b["harness_graphs_replayed"] == 0  # a CPU records no graph
         for prefix in ("", "harness_"):
             assert b[f"{prefix}profiled_step_ms"] > 0
             assert b[f"{prefix}device_busy_ms_per_step"] == 0 and b[f"{prefix}kernel_launches_per_step"] == 0

@@ -107,8 +107,10 @@ def test_a_recorded_step_replays_the_tokens_of_the_eager_one(lively, monkeypatch
     eager = generate(model, tok, PROMPTS, "cpu", "fp32", 9, batch_size=4)
     recorded = []
     monkeypatch.setattr(decoding, "_recorder", lambda device, capture: _record_as_a_capture(recorded) if capture else None)
+    monkeypatch.setattr(decoding, "COUNTS", {"recorded": 0, "replayed": 0})
     assert generate(model, tok, PROMPTS, "cpu", "fp32", 9, batch_size=4) == eager
     assert len(recorded) == 1  # one batch, recorded after its first step, replayed for the other seven
+    assert decoding.COUNTS == {"recorded": 1, "replayed": 7}  # what the GPU check reports
 
 
 def test_a_step_that_reads_a_value_back_is_not_recorded_and_runs_eagerly(lively, monkeypatch, capsys):
@@ -123,8 +125,9 @@ def test_a_step_that_reads_a_value_back_is_not_recorded_and_runs_eagerly(lively,
     monkeypatch.setattr(model, "forward", reads_back)
     recorded = []
     monkeypatch.setattr(decoding, "_recorder", lambda device, capture: _record_as_a_capture(recorded) if capture else None)
+    monkeypatch.setattr(decoding, "COUNTS", {"recorded": 0, "replayed": 0})
     assert generate(model, tok, PROMPTS, "cpu", "fp32", 6, batch_size=4) == eager
-    assert recorded == []
+    assert recorded == [] and decoding.COUNTS == {"recorded": 0, "replayed": 0}
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "could not be recorded" in lines[0] and "reads a value back" in lines[0]
 

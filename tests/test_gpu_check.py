@@ -31,6 +31,7 @@ def test_gpu_check_on_cpu(tmp_path, data_dir, monkeypatch):
     for g in report["generation"].values():  # decoding's two ceilings: compute and reading every weight per step
         assert 0 < g["mfu_vs_measured_matmul"] < 1 and 0 < g["share_of_bandwidth_bound"] < 1
         assert g["tokens_equal_eager"] is True and g["eager_step_ms"] > 0
+        assert g["graphs_recorded"] == g["graphs_replayed"] == 0  # no CUDA: every step eager
     runs = {r["method"]: r for r in report["runs"]}
     assert set(runs) == {"full", "lora"} and all(r["status"] == "finished" for r in runs.values())
     for r in runs.values():
@@ -86,8 +87,13 @@ def test_generation_measures_count_steps_tokens_and_bytes(monkeypatch):
     clock = itertools.count(0.0, 2.0)  # every generate() call timed takes 2 s
     monkeypatch.setattr(gpu_check.time, "perf_counter", lambda: next(clock))
     monkeypatch.setattr(gpu_check, "_sync", lambda device: None)
-    monkeypatch.setattr(gpu_check, "generate", lambda model, tok, prompts, *a, **k: [
-        {"tokens": 9 if i % 2 else 4, "stopped": bool(i % 2), "ids": [i]} for i in range(len(prompts))])
+    counts = {"recorded": 0, "replayed": 0}
+    monkeypatch.setattr(gpu_check.decoding, "COUNTS", counts)
+
+    def generate(model, tok, prompts, *a, capture=True, **k):  # on CUDA: a batch recorded, its other steps replayed
+        counts.update(recorded=counts["recorded"] + capture, replayed=counts["replayed"] + 5 * capture)
+        return [{"tokens": 9 if i % 2 else 4, "stopped": bool(i % 2), "ids": [i]} for i in range(len(prompts))]
+    monkeypatch.setattr(gpu_check, "generate", generate)
     peaks = {"matmul_tflops": 1.0, "copy_gb_per_s": 1.0}
     out = gpu_check.generation(model, tok, "cpu", "fp32", 64, peaks)
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
@@ -96,6 +102,8 @@ def test_generation_measures_count_steps_tokens_and_bytes(monkeypatch):
     assert eight["tokens"] == 4 * 4 + 4 * 10 and eight["step_ms"] == pytest.approx(2000 / 10)  # the longest row
     assert eight["tokens_per_s"] == pytest.approx(56 / 2)
     assert eight["eager_step_ms"] == pytest.approx(2000 / 10) and eight["tokens_equal_eager"] is True
+    # whether the timed steps replayed graphs at all (a recording that fails leaves them eager, same tokens)
+    assert (eight["graphs_recorded"], eight["graphs_replayed"]) == (1, 5)
     assert eight["share_of_bandwidth_bound"] == pytest.approx(weight_bytes / 1e9 / 0.2)
     assert eight["weight_bytes"] == weight_bytes and 0 < eight["mfu_vs_measured_matmul"]
 

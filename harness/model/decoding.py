@@ -91,12 +91,14 @@ class _FixedStep:
         self.token.copy_(token.unsqueeze(1))
         if self.replay is not None:
             self.replay()
+            COUNTS["replayed"] += 1
             return self.out  # overwritten by the next replay: the caller reads it before the next step
         out = self.forward()
         if self.record is not None:
             record, self.record = self.record, None
             try:
                 self.replay, self.out = record(self)
+                COUNTS["recorded"] += 1
             except Exception as e:  # noqa: BLE001 - the step that ran eagerly goes on so
                 cause = f"; after {_line(e.__context__)}" if e.__context__ is not None else ""
                 print(f"clbench: decoding steps run eagerly, the step could not be recorded ({_line(e)}{cause})",
@@ -109,6 +111,9 @@ def _line(e: BaseException) -> str:
 
 
 _CAPTURE = {"stream": None, "failed": False}  # this process's capture stream; whether ending a capture failed
+# steps recorded (one per batch whose recording worked) and replayed in this process: a recording that fails leaves
+# the steps eager with the same tokens, so only these tell a GPU check whether its graphs ran at all
+COUNTS = {"recorded": 0, "replayed": 0}
 
 
 def cuda_graph(step: _FixedStep):
