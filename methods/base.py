@@ -99,6 +99,17 @@ class Method:
     # run in the run's own process, so state they keep is fine.
     shardable: ClassVar[bool] = False
 
+    @classmethod
+    def not_shardable(cls) -> str | None:
+        """Why this method's training cannot be sharded over workers, None when it can (a config's error)."""
+        if cls.shardable:
+            return None
+        if cls.extra_loss is not Method.extra_loss or cls.token_weights is not Method.token_weights:
+            return "it adds a loss or token weights, which a worker holding one shard of the batch could not compute"
+        if cls.needs.quantized_base:
+            return "its base is quantized by bitsandbytes, whose 4-bit weights FSDP does not shard"
+        return "it does not declare `shardable` (not checked under FSDP)"
+
     def __init__(self, config=None):
         self.config = config if config is not None else self.Config()
 

@@ -1,5 +1,6 @@
 """A run whose training is sharded over two Ray Train workers (FSDP, gloo on this CPU) trains and scores as one
 process does, a killed worker is retried, and a method that cannot be sharded is refused before any compute."""
+import dataclasses
 import inspect
 import sys
 from pathlib import Path
@@ -253,17 +254,38 @@ def test_a_cpu_run_shards_on_the_cpu_on_a_machine_whose_accelerator_is_a_gpu(tmp
         dist.destroy_process_group()
     assert record["steps"] == 1 and all(v.device.type == "cpu" for v in state.values())
 
+
 @pytest.mark.parametrize("name", sorted(n for n in available() if resolve_method(n).shardable))
 def test_a_shardable_method_has_no_loss_a_worker_could_not_compute(name):
     cls = resolve_method(name)
     assert cls.extra_loss is Method.extra_loss and cls.token_weights is Method.token_weights, inspect.getsourcefile(cls)
 
 
-def test_a_method_that_cannot_be_sharded_is_refused_before_compute(tmp_path, data_dir):
-    with pytest.raises(ConfigError, match=r"resources.workers_per_run: method 'ewc' .*workers_per_run: 1"):
-        preflight(_spec(tmp_path, "ewc", resources="{workers_per_run: 2}", data_dir=data_dir))
-    with pytest.raises(ConfigError, match=r"resources.workers_per_run: 8 workers .*batch_size 4"):
-        preflight(_spec(tmp_path, "full", resources="{workers_per_run: 8}", data_dir=data_dir))
+@pytest.mark.parametrize("method, why", [
+    ("ewc", "it adds a loss or token weights"),
+    ("qlora", "its base is quantized by bitsandbytes"),
+    ("prompt_tuning", "it does not declare `shardable`"),
+])
+def test_a_method_that_cannot_be_sharded_is_refused_with_its_reason_and_the_file(tmp_path, method, why):
+    f = tmp_path / "sweep.yaml"
+    with pytest.raises(ConfigError) as e:
+        _spec(tmp_path, method, resources="{workers_per_run: 2}")
+    assert str(e.value).startswith(f"{f}: resources.workers_per_run: 2, but methods[0] ({method}) cannot be sharded: "
+                                   f"{why}") and "set workers_per_run: 1" in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_sharding_a_sweep_it_cannot_is_refused_before_compute(tmp_path, data_dir):
+    with pytest.raises(ConfigError, match=r"sweep.yaml: resources.workers_per_run: 8 workers .*batch_size 4"):
+        _spec(tmp_path, "full", resources="{workers_per_run: 8}", data_dir=data_dir)
+    # activation checkpointing is done by the workers: one process would ignore it
+    with pytest.raises(ConfigError, match=r"sweep.yaml: resources.activation_checkpointing: .*set it false"):
+        _spec(tmp_path, "full", resources="{activation_checkpointing: true}", data_dir=data_dir)
+    # a sweep put together after its card was read (a submission's: the card with its method put in) is checked again
+    cfg = _spec(tmp_path, "full", resources="{workers_per_run: 2}", data_dir=data_dir)
+    submitted = dataclasses.replace(cfg, methods=[config.MethodEntry(method="ewc")])
+    with pytest.raises(ConfigError, match=r"^resources.workers_per_run: 2, but methods\[0\] \(ewc\) cannot be sharded"):
+        preflight(submitted)
 
 
 def test_a_local_ray_instance_makes_room_for_workers_only_when_a_run_is_sharded():

@@ -277,6 +277,36 @@ def check(cfg: SweepConfig, source: str) -> None:
         if label in labels:
             raise ConfigError(f"{source}: methods[{i}]: label '{label}' is used twice; give each variant its own label")
         labels.add(label)
+    if problems := sharding_problems(cfg):
+        raise ConfigError(f"{source}: {'; '.join(problems)}")
+
+
+def sharding_problems(cfg: SweepConfig) -> list[str]:
+    """Why this sweep's runs cannot be trained as `resources` asks (harness.run.sharded)."""
+    from methods.registry import available, resolve_method
+
+    from . import sandbox
+
+    workers, out = cfg.resources.workers_per_run, []
+    if workers == 1:
+        if cfg.resources.activation_checkpointing:
+            out.append("resources.activation_checkpointing: it applies to sharded training (workers_per_run 2 or "
+                       "more), and this sweep trains each run in one process; set it false or shard the runs")
+        return out
+    if cfg.budget.batch_size < workers:
+        out.append(f"resources.workers_per_run: {workers} workers cannot share a batch of budget.batch_size "
+                   f"{cfg.budget.batch_size}; use at most {cfg.budget.batch_size} workers")
+    able = ", ".join(n for n in sorted(available()) if resolve_method(n).shardable)
+    for i, entry in enumerate(cfg.methods):
+        if not sandbox.trusted(entry.method):
+            why = "it is not built in (a submitted method runs confined in one process)"
+        else:
+            why = resolve_method(entry.method).not_shardable()
+        if why:
+            out.append(f"resources.workers_per_run: {workers}, but methods[{i}] ({entry.method}) cannot be sharded: "
+                       f"{why}; set workers_per_run: 1, or run it in a sweep of its own (these can be sharded: "
+                       f"{able})")
+    return out
 
 
 def card_path(path_or_preset: str) -> Path:

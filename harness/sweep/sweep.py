@@ -9,7 +9,7 @@ from tasks.registry import load_stream
 from ..core.errors import ConfigError
 from ..model.models import check_reachable
 from ..run.checkpoints import Checkpoints
-from ..spec.config import SweepConfig
+from ..spec.config import SweepConfig, sharding_problems
 from ..spec.protocol import stamp, version_of
 from ..spec.spec import RunSpec, expand, method_identity
 from ..store.provenance import REPO, cpu_label, git_commit, score_package_versions, score_packages_of
@@ -17,34 +17,10 @@ from ..store.store import Store
 from ..store.submissions import read_record, stored_names
 
 
-def sharding_problems(cfg: SweepConfig, specs: list[RunSpec]) -> list[str]:
-    """Why runs of this sweep cannot be sharded over `resources.workers_per_run` workers (harness.run.sharded)."""
-    from methods.registry import resolve_method
-
-    from ..spec import sandbox
-
-    workers = cfg.resources.workers_per_run
-    if workers == 1:
-        return []
-    out = []
-    if cfg.budget.batch_size < workers:
-        out.append(f"resources.workers_per_run: {workers} workers cannot share a batch of budget.batch_size "
-                   f"{cfg.budget.batch_size}; use at most {cfg.budget.batch_size} workers")
-    for method in sorted({s.method for s in specs}):
-        if not sandbox.trusted(method):
-            out.append(f"resources.workers_per_run: method '{method}' is not built in, and only built-in methods "
-                       "are sharded (a submitted one runs confined in one process); set workers_per_run: 1")
-        elif not resolve_method(method).shardable:
-            out.append(f"resources.workers_per_run: method '{method}' has an extra loss or token weights that a "
-                       "worker holding one shard could not compute (it does not declare `shardable`); set "
-                       "workers_per_run: 1 for it")
-    return out
-
-
 def preflight(cfg: SweepConfig) -> list[RunSpec]:
     """Everything that can fail without a model: specs, methods, sharding, and every dataset row."""
     specs = expand(cfg)
-    if problems := sharding_problems(cfg, specs):
+    if problems := sharding_problems(cfg):  # again: a submission's sweep is the card with its method put in
         raise ConfigError("; ".join(problems))
     load_stream(DataSource(cfg.data_dir), list(cfg.stream), list(cfg.probes), specs[0].budget_config(), cfg.data_seed,
                 cfg.domains)
