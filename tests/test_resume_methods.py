@@ -49,6 +49,10 @@ def _resumes_as_uninterrupted(tmp_path, data_dir, method, precision):
     spec = _spec(tmp_path, method, precision)
     clean = execute(spec, Store(tmp_path / "clean"), data_dir=str(data_dir))
     assert clean["status"] == "finished", clean["error"]
+    stored = Store(tmp_path / "clean").load_run(spec.run_id)  # the storage dtypes it recorded (#19): every element
+    assert sum(stored["weights_by_dtype"].values()) == stored["total_params"]
+    frozen_base = precision == "bf16" and stored["trainable_params"] < stored["total_params"]  # o-lora's; not ewc's
+    assert set(stored["weights_by_dtype"]) == ({"bfloat16", "float32"} if frozen_base else {"float32"})
 
     def killed_in_stage3(stage, model):
         if stage == 3:

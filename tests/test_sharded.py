@@ -231,6 +231,36 @@ def test_a_worker_other_than_rank_0_is_handed_no_weights(tiny):
     assert shape.lm_head.weight is shape.model.embed_tokens.weight is holder.p and not holder.p.requires_grad
     assert len(pickle.dumps(shape)) < len(pickle.dumps(model)) / 20
 
+
+def test_activation_checkpointing_recomputes_each_block_in_the_backward_pass(tmp_path, tiny):
+    """Recomputing gives the same numbers as keeping the activations, so comparing losses cannot tell whether it
+    happened: a block's modules run twice per step with it (the forward pass, then again in the backward), once
+    without."""
+    import torch.distributed as dist
+
+    from methods.base import StageContext
+    from tasks.chat import encode_pairs
+
+    model, tok = tiny
+    examples = encode_pairs(tok, [{"user": f"What is {i}?", "reply": f"It is {i}."} for i in range(4)], 64)
+    calls = {}
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'group'}", rank=0, world_size=1)
+    try:
+        for checkpointing in (False, True):
+            fresh = model.__class__(model.config)
+            calls[checkpointing] = 0
+            fresh.model.layers[0].mlp.register_forward_pre_hook(  # inside the block (transformers checkpoints forward)
+                lambda *_, c=checkpointing: calls.__setitem__(c, calls[c] + 1))
+            record, _ = sharded.fit_shard(
+                fresh, resolve_method("full")(), StageContext(stage=1, task=None, seen=[], device="cpu", seed=0),
+                examples, device=torch.device("cpu"), epochs=1, batch_size=4, pad_id=tok.pad_token_id,
+                precision="fp32", seed=0, desc="t", activation_checkpointing=checkpointing)
+            assert record["steps"] == 1
+    finally:
+        dist.destroy_process_group()
+    assert calls == {False: 1, True: 2}
+
+
 def test_a_cpu_run_shards_on_the_cpu_on_a_machine_whose_accelerator_is_a_gpu(tmp_path, tiny, monkeypatch):
     """FSDP's default mesh is the machine's accelerator (a GPU where there is one), whatever the process group:
     a CPU card's sharded run (gloo) on a GPU machine would move its shards to the GPU. The mesh is the run's
