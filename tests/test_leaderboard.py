@@ -494,3 +494,12 @@ def test_the_board_says_what_its_ranked_score_follows(monkeypatch):
     assert "% " + tables.tex_escape(line) in tables.latex([section], header)
     few = leaderboard.sections(runs[:2])[0]  # one row of two runs: nothing to correlate
     assert few["follows"] == {} and tables.follows_line(few) == ""
+
+
+def test_a_column_that_is_bad_in_both_directions_claims_no_better_one():
+    """The stop-rate change rises when answers collapse to a few words and falls when they run on: a board that
+    called higher better (an arrow, a best-first sort) would reward length collapse."""
+    from harness.report.tables import HELP
+
+    assert HELP["Stop-rate change"][0] is None
+    assert "collapse" in HELP["Stop-rate change"][1]

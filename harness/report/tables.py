@@ -87,7 +87,8 @@ HELP = {
     "General retention": ("higher", "mean over accuracy probes of final / baseline accuracy (baseline: the prepared "
                           "model); 1 = kept"),
     "General retention vs base model": ("higher", "the same against the unprepared base model"),
-    "Stop-rate change": ("higher", "share of open prompts answered with an end of turn, last stage minus stage 0 (the prepared model)"),
+    "Stop-rate change": (None, "share of open prompts answered with an end of turn, last stage minus stage 0 (the "
+                         "prepared model): no better direction, length collapse shows as > 0, run-on as < 0"),
     "Tail repetition": ("lower", "share of repeated n-grams in the last tokens of open answers"),
     "GPU-hours": ("lower", "GPU time of the trained stages"),
     "CPU-hours": ("lower", "CPU time of the trained stages x threads"),
