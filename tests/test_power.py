@@ -201,3 +201,15 @@ def test_the_power_table_does_not_draw_the_board(tmp_path, monkeypatch):
 
     monkeypatch.setattr(leaderboard, "rows", board)
     assert power.report(folder, [40], [1]).startswith("power analysis of headline (2 runs; reference full)")
+
+
+def test_the_table_says_why_one_run_can_project_narrower_than_three(tmp_path):
+    """At k = 1 the seed part takes the pooled rows' degrees of freedom (as the board gives a single run), at k > 1
+    the method's own k - 1 (t(2) at 3 seeds): a reader comparing the columns is told so."""
+    folder = _store(tmp_path, [synthetic_run("full", 0, _R([0.25, 0.75]), items=N),
+                               synthetic_run("full", 1, _R([0.5, 0.75]), items=N),
+                               synthetic_run("full", 2, _R([0.25, 0.5]), items=N),
+                               synthetic_run("lora", 0, _R([0.5, 0.5]), items=N, method="lora")])
+    text = power.report(folder, [40], [1, 3])
+    assert "k = 1 takes the seed part with the pooled rows' 2 degrees of freedom" in text.splitlines()[-1]
+    assert "k = 1 takes" not in power.report(folder, [40], [3, 5])  # no k = 1 column to compare

@@ -185,4 +185,9 @@ def report(results_dir, items: list[int], seeds: list[int], measure: str | None 
             "the pooled V_seed and V_own of the methods with several stand in" if pooled else
             "(≥): no method has several runs, so no seed variance is known and each figure is a lower bound from "
             "the items alone"))
+    df = next(iter(c["methods"].values()))["pooled_df"]
+    if df and 1 in seeds and any(k > 1 for k in seeds):
+        lines.append(f"k = 1 takes the seed part with the pooled rows' {df:g} degrees of freedom (as the board gives a "
+                     "single run), k > 1 with the method's own k - 1: so k = 1 can show narrower than k = 3, on the "
+                     "assumption that the method's seeds vary as the pooled rows' do")
     return "\n".join(lines)
