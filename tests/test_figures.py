@@ -160,8 +160,9 @@ def test_a_pareto_front_of_one_point_is_drawn_and_keys_show_each_methods_marker(
     drawn = _drawn(monkeypatch)
     figures.stability_plasticity(table, tmp_path, [], [])
     figures.cost_vs_score(table, tmp_path, [])
-    for fig in drawn:
-        front = next(line for line in fig.axes[0].get_lines() if line.get_label() == "Pareto front")
+    # each figure names its own front: the stability-plasticity one is not the board's Pareto front
+    for fig, name in zip(drawn, [figures.BWT_FRONT, "Pareto front"]):
+        front = next(line for line in fig.axes[0].get_lines() if line.get_label() == name)
         assert len(front.get_xdata()) == 1 and front.get_marker() == "o"  # one point, ringed
     keys = drawn[1].legends[0].legend_handles
     assert [k.get_marker() for k in keys[:3]] == [figures._look(i)["marker"] for i in range(3)]

@@ -220,6 +220,9 @@ def _coincident(rows, x, y, remarks: list[str]) -> dict:
     return shift
 
 
+BWT_FRONT = "BWT-plasticity front"  # not the board's Pareto front (ranked score against cost): named apart
+
+
 def stability_plasticity(table, out, notes, remarks):
     rows = [r for r in table if r["bwt"] is not None and r["plasticity"] is not None]
     if not rows:
@@ -229,7 +232,7 @@ def stability_plasticity(table, out, notes, remarks):
     top = max((r[cost] for r in rows if r[cost] is not None), default=None)
     if top is None:
         notes.append("stability_plasticity: no run measured GPU-hours or CPU-hours; markers drawn at one size")
-    fig, axes = _new("stability_plasticity", legend_entries=[r["label"] for r in rows] + ["Pareto front"] * 3)
+    fig, axes = _new("stability_plasticity", legend_entries=[r["label"] for r in rows] + [BWT_FRONT] * 3)
     ax = axes[0, 0]
     shift = _coincident(rows, "plasticity", "bwt", remarks)
     size = (lambda v: 12 + 100 * v / top) if top else (lambda v: 30)
@@ -239,7 +242,7 @@ def stability_plasticity(table, out, notes, remarks):
             ax.scatter(r["plasticity"] + d, r["bwt"] + d, s=size(r[cost]) if r[cost] is not None else 30,
                        label=r["label"], alpha=0.85, **_point(i))
     front = _front([(r["plasticity"], r["bwt"]) for r in rows])
-    ax.plot(*zip(*front), label="Pareto front", **FRONT)
+    ax.plot(*zip(*front), label=BWT_FRONT, **FRONT)
     ax.axhline(0, color="0.6", lw=0.6)  # BWT 0: nothing forgotten
     if top:  # a size key: what a marker's area stands for, as short as a method's name so the legend keeps two columns
         for v in (top / 4, top):
@@ -378,10 +381,12 @@ CAPTIONS = {
                          "runs, clipped to [0, 1]; none for a single run); the dotted line marks the stage that trained "
                          "on the task.",
     "stability_plasticity": "Plasticity (accuracy gained by training on a task) against BWT (accuracy kept after "
-                            "later tasks); marker area: training cost, with its key.",
+                            "later tasks); marker area: training cost, with its key; dashed: the methods no other "
+                            "beats on both (not the board's Pareto front, which sets the ranked score against cost).",
     "retention_repetition": "General retention (final / baseline accuracy of the accuracy probes; 1 = kept) and tail "
                             "repetition of open answers, with 95% intervals.",
-    "cost_vs_score": "Estimated training cost against the ranked score, with 95% intervals; dashed: the Pareto front.",
+    "cost_vs_score": "Estimated training cost against the ranked score, with 95% intervals; dashed: the board's "
+                     "Pareto front.",
     "versus_full": "Each method's paired difference from full fine-tuning on the ranked score and on forgetting "
                    "(log-prob), with its 95% paired-bootstrap interval; filled markers: Holm-corrected p < 0.05.",
 }
