@@ -155,9 +155,11 @@ def test_a_gpu_check_report_calibrates_the_gpu(board, tmp_path):
     assert e["eval_hours_per_evaluation"] * 3600 == pytest.approx(72.0)
     shown = cost.describe(cfg, [str(f)])
     assert "gpu:  # the median rates of 1 fp32 run(s) on Test GPU" in shown and "no board measured on a GPU" not in shown
-    # a bf16 card is not costed at a report's fp32 rates
-    assert "gpu: no board measured on a GPU in bf16 yet" in cost.describe(config.with_overrides(cfg, precision="bf16"),
-                                                                          [str(f)])
+    # a bf16 card is not costed at a report's fp32 rates, and is told why, not to pass the board it passed
+    bf16 = cost.describe(config.with_overrides(cfg, precision="bf16"), [str(f)])
+    assert "gpu: no board measured on a GPU in bf16 yet" in bf16
+    assert (f"hours: no finished run of the 1 board(s) read ({f}) ran as this card runs (cpu in bf16 or gpu in "
+            "bf16)") in bf16
     report["runs"][0]["train_seconds"] = "fast"
     f.write_text(json.dumps(report))
     with pytest.raises(ConfigError, match=r"gpu-check-test-gpu.json: runs\[0\].train_seconds is 'fast'"):

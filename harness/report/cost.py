@@ -263,7 +263,10 @@ def describe(cfg: SweepConfig, boards: list[str]) -> str:
         lines.append(f"  gpu: no board measured on a GPU in {precisions['cuda']} yet (scripts/gpu-check.sh writes "
                      "results/bench/gpu-check-<device>.json, which --calibrate takes)")
     if not any(measured.values()):
-        lines.append("  hours: no stored board to measure rates on; pass one with --calibrate")
+        wanted = " or ".join(f"{'gpu' if d == 'cuda' else d} in {precisions[d]}" for d in measured)
+        read = f"the {len(boards)} board(s) read ({', '.join(map(str, boards))})" if boards else "no board"
+        lines.append(f"  hours: no finished run of {read} ran as this card runs ({wanted}) to measure rates on; "
+                     "pass a board of such runs with --calibrate")
     return "\n".join(lines) + "\n"
 
 
