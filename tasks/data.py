@@ -77,6 +77,10 @@ class DataSource:
                             f"is {self.root} the clbench data folder?")
         expected = self._manifest.get(rel)
         if expected is None:
+            if not self.allow_unlisted and not (self.root / MANIFEST).exists():
+                raise DataError(f"{self.root / MANIFEST}: missing, so no file's contents can be checked ({rel} was "
+                                "read first); restore it from the data release, or pass --allow-unlisted-data "
+                                "(recorded with the results)")
             if not self.allow_unlisted:
                 raise DataError(f"{path}: not listed in {self.root / MANIFEST}, so its contents cannot be checked; "
                                 f"add it to the manifest, or pass --allow-unlisted-data (recorded with the results)")

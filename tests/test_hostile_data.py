@@ -86,6 +86,14 @@ def test_a_file_the_manifest_does_not_list_is_refused_unless_allowed(data_dir, t
     assert source.unlisted == [rel]  # what the runs' provenance records
 
 
+def test_a_missing_manifest_is_named_not_a_file_it_does_not_list(data_dir, tmp_path):
+    data = _data_copy(data_dir, tmp_path)
+    (data / "SHA256SUMS.json").unlink()
+    with pytest.raises(DataError, match=r"SHA256SUMS.json: missing, so no file's contents can be checked "
+                                        r"\(mmlu/val/anatomy_val.csv was read first\); restore it"):
+        DataSource(str(data)).mmlu("anatomy", "val")
+
+
 @pytest.mark.parametrize("budget, field", [({"learn_items": 10**12}, "budget.learn_items"),
                                            ({"code_items": 10**6}, "budget.code_items"),
                                            ({"general_items": 10**6}, "budget.general_items")])
