@@ -174,8 +174,10 @@ def parse(data, path: Path, digest: str) -> DomainSpec:
     if template is not None:
         _need(source not in ("mmlu", "mbpp"), f"{where}: template", f"the built-in {source} reader writes its own "
               "prompts; remove `template`")
-        _need(PLACEHOLDER.search(template) is not None, f"{where}: template", "names no {column}; "
-              "without one every item would get the same prompt")
+        braced = re.search(r"\{[^{}]*\}", template)  # {question.__class__}, {0}, {q:>10}: kept as text
+        _need(PLACEHOLDER.search(template) is not None, f"{where}: template", "names no {column}" + (
+            f" ({braced.group()} is not one: only a plain {{column}} is filled in)" if braced else "") +
+            "; without one every item would get the same prompt")
     scorer = data.get("scorer")
     if kind == "generation":
         _need(scorer in SCORERS, f"{where}: scorer", f"{scorer!r} is not a scorer; use one of {', '.join(SCORERS)}")

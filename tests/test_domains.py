@@ -167,7 +167,10 @@ def test_trace_task_folder(tmp_path):
     ("name: x\nkind: multiple_choice\nsource: {pool: a.jsonl}\nfields: {question: q, answer: a}\n",
      "fields.options: expected the column holding a list"),
     ("name: x\nkind: generation\nsource: {pool: a.jsonl}\nfields: {prompt: p, reference: r}\nscorer: exact_match\n"
-     "template: 'no placeholder'\n", "template: names no {column}"),
+     "template: 'no placeholder'\n", "template: names no {column}; without one"),
+    ("name: x\nkind: generation\nsource: {pool: a.jsonl}\nfields: {prompt: p, reference: r}\nscorer: exact_match\n"
+     "template: 'Q: {p.__class__}'\n", "template: names no {column} ({p.__class__} is not one: only a plain {column} "
+     "is filled in)"),
 ])
 def test_a_bad_domain_file_is_refused_before_any_data_is_read(tmp_path, text, message):
     path = write(tmp_path / "bad.yaml", text)
