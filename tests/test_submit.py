@@ -169,6 +169,15 @@ def test_unimportable_file_names_its_line(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+def test_a_file_given_without_its_class_is_one_problem_not_also_a_bad_name(tmp_path):
+    """No --name: the name would come from the target, which is what is wrong (a path), so only the target's
+    problem is said."""
+    with pytest.raises(ConfigError) as e:
+        submit(str(EXAMPLE), preset="tiny", results=tmp_path / "results")
+    assert "preflight found 1 problem(s)" in str(e.value) and "names a file, not the class in it" in str(e.value)
+    assert not (tmp_path / "results").exists()
+
+
 def test_decaying_replay_ratio_decays():
     from methods.base import StageContext
     from methods.registry import resolve_method

@@ -126,8 +126,10 @@ def preflight(target: str, *, name: str | None, author: str, config_path, preset
     overrides, problems = _load_overrides(config_path)
     described = sandbox.describe(target, overrides, source)
     problems += described["problems"]
+    guessed = name is None and not described["name"]  # from the target's text, which may be what is wrong
     name = name if name is not None else (described["name"] or target.rpartition(":")[2])
-    problems += name_problems(name)
+    if not (guessed and described["problems"]):
+        problems += name_problems(name)
     src = _source_file(target, described)
     sha = hashlib.sha256(src.read_bytes()).hexdigest() if src and src.is_file() else ""
     old = None
