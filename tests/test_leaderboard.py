@@ -258,6 +258,7 @@ def test_latex_golden(board):
     assert r", \infty]$" in tables.latex([section], leaderboard.header(runs))
     body = [line for line in tex.splitlines() if line.endswith(r" \\")]
     assert all(len(re.split(r"(?<!\\)&", line)) == len(tables.HEADERS) for line in body)  # no cell broke out
+    assert not [c for c in "".join(body) if not c.isascii()]  # an empty cell's en dash is LaTeX's --: no UTF-8 needed
     if shutil.which("pdflatex"):
         doc = board["dir"] / "doc.tex"
         doc.write_text("\\documentclass{article}\\usepackage{booktabs}\\usepackage[landscape]{geometry}"

@@ -330,7 +330,8 @@ def csv_text(sections: list[dict], header: dict) -> str:
 # LaTeX -----------------------------------------------------------------------------------------
 
 _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
-        "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"\textless{}", ">": r"\textgreater{}"}
+        "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"\textless{}", ">": r"\textgreater{}",
+        "–": "--"}  # the en dash of an empty cell: LaTeX's own, for a setup that does not read UTF-8
 
 
 def tex_escape(s: str) -> str:
