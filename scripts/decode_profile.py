@@ -9,12 +9,11 @@ recording that fails leaves the steps eager, with the same tokens) and the same 
 (`harness_eager_`, and whether the two made the same tokens), a bare loop of the model's forward passes with
 transformers' own cache (no harness code around it), the bare loop and the harness's eager loop under
 torch.profiler (the summed time of the device's kernels and how many were launched, per forward pass:
-`device_busy_ms_per_step`,
-`kernel_launches_per_step` for the bare loop, the same with `harness_` for the harness's; added after the
-committed H200 run, as were the graphs), and transformers' own greedy `generate` with its dynamic cache and with a
-static one, which on CUDA it compiles (torch.compile, mode reduce-overhead: CUDA graphs). The top operators by
-host time are written beside them. Writes <out>/decode-profile-<device>.json (after each batch) and
-<out>/decode-profile-<device>.txt.
+`device_busy_ms_per_step`, `kernel_launches_per_step` for the bare loop, the same with `harness_` for the
+harness's; added after the committed H200 run, as were the graphs), and transformers' own greedy `generate` with
+its dynamic cache and with a static one, which on CUDA it compiles (torch.compile, mode reduce-overhead: CUDA
+graphs). The top operators by host time are written beside them. Writes <out>/decode-profile-<device>.json (after
+each batch) and <out>/decode-profile-<device>.txt.
 """
 from __future__ import annotations
 
