@@ -166,8 +166,9 @@ def fit_shard(model, method, ctx, examples: list[dict], *, device: torch.device,
     # the same autocast as one process (harness.run.training); casting every parameter to bf16 (param_dtype)
     # would run norms, embeddings and the residual stream in bf16, which one process does not
     policy = MixedPrecisionPolicy(reduce_dtype=torch.float32) if precision == "bf16" else MixedPrecisionPolicy()
-    weights = model.state_dict() if rank == 0 else {}
-    buffers = {n: b.detach().clone() for n, b in model.named_buffers()}  # unsaved ones (rotary tables) included
+    if world > 1:  # what sharding onto an empty device loses: rank 0's weights, every rank's buffers
+        weights = model.state_dict() if rank == 0 else {}
+        buffers = {n: b.detach().clone() for n, b in model.named_buffers()}  # unsaved ones (rotary tables) included
     # the run's device, not FSDP's default (the machine's accelerator: a CPU run on a GPU machine would shard there)
     mesh = init_device_mesh(device.type, (world,))
     for unit in _units(model):
@@ -179,7 +180,7 @@ def fit_shard(model, method, ctx, examples: list[dict], *, device: torch.device,
             for name, b in model.named_buffers():
                 b.copy_(buffers[name])
         set_model_state_dict(model, weights, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
-    del weights, buffers
+        del weights, buffers
     params = [p for p in model.parameters() if p.requires_grad]
     optimiser = method.optimiser(params, device.type)
     generator = torch.Generator().manual_seed(seed)
